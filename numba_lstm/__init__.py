@@ -1,0 +1,12 @@
+"""numba_lstm: PyTorch-trained LSTMs on plain NumPy arrays, compiled with Numba.
+
+>>> import numba_lstm as nl
+>>> lstm = nl.LSTM(10, 20, num_layers=2)
+>>> output, (h_n, c_n) = lstm(x)        # x: (T, B, 10) NumPy array
+"""
+
+from .modules import LSTM, LSTMCell, LSTMConfig, infer_lstm_config, lstm_prefixes
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "infer_lstm_config", "lstm_prefixes"]

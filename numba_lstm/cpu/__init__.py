@@ -1,0 +1,58 @@
+"""CPU backend: prepares buffers and calls the jitted kernels. No validation here."""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+
+from .._config import configure_threading
+import numpy as np
+
+from .packing import PackedLayer, pack_layer
+from .recurrence import lstm_layer
+
+__all__ = ["PackedLayer", "pack_layer", "lstm_layer_forward", "lstm_forward"]
+
+configure_threading()
+
+# Numba's fallback "workqueue" threading layer aborts the process when two
+# Python threads enter parallel kernels at once; serialise them (they use every
+# core already, so little is lost) so that one module is safe to share.
+_KERNEL_LOCK = threading.Lock()
+
+
+def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths):
+    """One layer over x (T, B, I) C-contiguous of the layer's dtype.
+
+    h0 (D, B, H_out), c0 (D, B, H) C-contiguous, lengths (B,) int64.
+    Returns out (T, B, D*H_out), h_n (D, B, H_out), c_n (D, B, H).
+    """
+    T, B, I = x.shape
+    D, H, H_out = layer.num_directions, layer.hidden_size, layer.output_size
+    dtype = layer.w_hh.dtype
+    gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*4H), BLAS
+    gx += layer.bias
+    out = np.empty((T, B, D * H_out), dtype)
+    h_n = np.empty((D, B, H_out), dtype)
+    c_n = np.empty((D, B, H), dtype)
+    n_chunks = max(1, min(B, numba.get_num_threads() // D))
+    with _KERNEL_LOCK:
+        lstm_layer(gx.reshape(T, B, D * 4 * H), layer.w_hh, layer.w_hr, h0, c0, lengths,
+                   out, h_n, c_n, n_chunks)
+    return out, h_n, c_n
+
+
+def lstm_forward(layers: list[PackedLayer], x, h0, c0, lengths):
+    """A stack of layers over x (T, B, I); h0 (L*D, B, H_out), c0 (L*D, B, H).
+
+    Returns output (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H).
+    """
+    D = layers[0].num_directions
+    h_n = np.empty((len(layers) * D,) + h0.shape[1:], h0.dtype)
+    c_n = np.empty((len(layers) * D,) + c0.shape[1:], c0.dtype)
+    out = x
+    for k, layer in enumerate(layers):
+        sl = slice(k * D, (k + 1) * D)
+        out, h_n[sl], c_n[sl] = lstm_layer_forward(out, layer, h0[sl], c0[sl], lengths)
+    return out, h_n, c_n

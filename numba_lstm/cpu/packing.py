@@ -1,0 +1,51 @@
+"""Weights laid out once, at load time, the way the CPU kernels stream them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PackedLayer:
+    """One LSTM layer, all directions, in kernel layout (D = number of directions).
+
+    w_ih (I, D*4H): W_ih^T of every direction side by side, so one matmul
+        projects the input for all of them; bias (D*4H,) is b_ih + b_hh.
+    w_hh (D, H_out, 4H): W_hh^T.   w_hr (D, H, H_out): W_hr^T, or (D, 0, 0).
+    """
+
+    w_ih: np.ndarray
+    bias: np.ndarray
+    w_hh: np.ndarray
+    w_hr: np.ndarray
+
+    @property
+    def num_directions(self) -> int:
+        return self.w_hh.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.w_hh.shape[2] // 4
+
+    @property
+    def output_size(self) -> int:
+        return self.w_hh.shape[1]
+
+
+def pack_layer(directions, dtype) -> PackedLayer:
+    """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction, torch layout;
+    biases and w_hr may be None."""
+    w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
+    bias = np.concatenate([
+        np.zeros(dw[1].shape[0], dtype) if dw[2] is None
+        else np.asarray(dw[2], dtype) + np.asarray(dw[3], dtype)
+        for dw in directions
+    ])
+    w_hh = np.stack([np.asarray(dw[1], dtype).T for dw in directions])
+    if directions[0][4] is None:
+        w_hr = np.zeros((len(directions), 0, 0), dtype)
+    else:
+        w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
+    return PackedLayer(*(np.ascontiguousarray(a) for a in (w_ih, bias, w_hh, w_hr)))

@@ -1,0 +1,118 @@
+"""The LSTM time recurrence, compiled: one call runs every step of one layer.
+
+Kernels here trust their arguments (shapes, dtypes, C-contiguity): the object
+API validates and prepares them. The input projection x @ W_ih^T + b for all
+steps is one BLAS matmul done beforehand by the caller (see numba_lstm.cpu),
+so the kernel only does what must be sequential: h @ W_hh^T, the gates and the
+cell update, and the optional projection h @ W_hr^T.
+
+Weight layout ("packed"): transposed so the innermost loop streams a
+contiguous row of 4H gate columns, gate order i, f, g, o as torch.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .activations import sigmoid, tanh
+
+# FMA contraction only: NaN/Inf must still propagate exactly as in torch.
+_FLAGS = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+
+
+@njit(**_FLAGS)
+def _row_matmul_acc(out, out_row, h, h_row, w, d):
+    """out[out_row, :] += h[h_row, :] @ w[d]   with w (D, K, N), rows contiguous.
+
+    k is unrolled by 4 so each pass over the output row does four FMAs per
+    load/store of it.
+    """
+    K = w.shape[1]
+    N = w.shape[2]
+    k = 0
+    while k + 4 <= K:
+        a0 = h[h_row, k]
+        a1 = h[h_row, k + 1]
+        a2 = h[h_row, k + 2]
+        a3 = h[h_row, k + 3]
+        for j in range(N):
+            out[out_row, j] += (
+                a0 * w[d, k, j] + a1 * w[d, k + 1, j] + a2 * w[d, k + 2, j] + a3 * w[d, k + 3, j]
+            )
+        k += 4
+    while k < K:
+        a0 = h[h_row, k]
+        for j in range(N):
+            out[out_row, j] += a0 * w[d, k, j]
+        k += 1
+
+
+@njit(parallel=True, **_FLAGS)
+def lstm_layer(gx, w_hh, w_hr, h0, c0, lengths, out, h_n, c_n, n_chunks):
+    """All time steps of one layer, every direction.
+
+    gx       (T, B, D*4H)  precomputed x @ W_ih^T + b_ih + b_hh, direction-major
+    w_hh     (D, H_out, 4H) W_hh^T per direction
+    w_hr     (D, H, H_out)  W_hr^T per direction, or (D, 0, 0) without projection
+    h0, c0   (D, B, H_out), (D, B, H)
+    lengths  (B,) int64; steps t >= lengths[b] leave sequence b's state alone
+    out      (T, B, D*H_out) written here; padded steps get 0
+    h_n, c_n (D, B, H_out), (D, B, H) final states, written here
+
+    Work is split into D * n_chunks independent tasks (direction x batch slice),
+    each running the whole time loop, so threads never synchronise per step.
+    """
+    T = gx.shape[0]
+    B = gx.shape[1]
+    D = w_hh.shape[0]
+    H_out = w_hh.shape[1]
+    G = w_hh.shape[2]
+    H = G // 4
+    has_proj = w_hr.shape[1] > 0
+    for task in prange(D * n_chunks):
+        d = task // n_chunks
+        chunk = task % n_chunks
+        b_lo = chunk * B // n_chunks
+        nb = (chunk + 1) * B // n_chunks - b_lo
+        gates = np.empty((nb, G), dtype=gx.dtype)  # (nb, 4H)
+        h_cell = np.empty((nb, H), dtype=gx.dtype)  # o * tanh(c), before projection
+        h = np.empty((nb, H_out), dtype=gx.dtype)
+        c = np.empty((nb, H), dtype=gx.dtype)
+        for r in range(nb):
+            for j in range(H_out):
+                h[r, j] = h0[d, b_lo + r, j]
+            for j in range(H):
+                c[r, j] = c0[d, b_lo + r, j]
+        for s in range(T):
+            t = T - 1 - s if d == 1 else s
+            for r in range(nb):
+                for j in range(G):
+                    gates[r, j] = gx[t, b_lo + r, d * G + j]
+                _row_matmul_acc(gates, r, h, r, w_hh, d)
+            for r in range(nb):
+                b = b_lo + r
+                if t >= lengths[b]:
+                    for j in range(H_out):
+                        out[t, b, d * H_out + j] = 0
+                    continue
+                for j in range(H):
+                    i_g = sigmoid(gates[r, j])
+                    f_g = sigmoid(gates[r, H + j])
+                    g_g = tanh(gates[r, 2 * H + j])
+                    o_g = sigmoid(gates[r, 3 * H + j])
+                    c_new = f_g * c[r, j] + i_g * g_g
+                    c[r, j] = c_new
+                    h_cell[r, j] = o_g * tanh(c_new)
+                if has_proj:
+                    for j in range(H_out):
+                        h[r, j] = 0
+                    _row_matmul_acc(h, r, h_cell, r, w_hr, d)
+                else:
+                    for j in range(H):
+                        h[r, j] = h_cell[r, j]
+                for j in range(H_out):
+                    out[t, b, d * H_out + j] = h[r, j]
+        for r in range(nb):
+            for j in range(H_out):
+                h_n[d, b_lo + r, j] = h[r, j]
+            for j in range(H):
+                c_n[d, b_lo + r, j] = c[r, j]

@@ -1,0 +1,135 @@
+"""What every module shares: torch-named parameters, state_dict I/O, dtype,
+device, pickling and repr. Subclasses declare their parameter shapes and how to
+lay the parameters out for a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import _validate as v
+
+
+def select_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of ``state_dict`` under ``prefix``, with the prefix removed."""
+    if not prefix:
+        return dict(state_dict)
+    return {k[len(prefix):]: val for k, val in state_dict.items() if k.startswith(prefix)}
+
+
+def backend_for(device: str):
+    if device == "cpu":
+        from .. import cpu
+
+        return cpu
+    from .. import cuda  # imported lazily: CPU users never need CUDA
+
+    return cuda.backend()
+
+
+class Module:
+    """Base class: parameters live in ``self._params`` (name -> array, module dtype)."""
+
+    def __init__(self, dtype="float32", device="cpu"):
+        self._dtype = v.resolve_dtype(dtype)
+        self._device = v.resolve_device(device)
+        self._params: dict[str, np.ndarray] = {}
+
+    # -- to be provided by subclasses -------------------------------------------------
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Lay the parameters out for the backend; called after every change to them."""
+
+    def extra_repr(self) -> str:
+        return ""
+
+    # -- parameters ---------------------------------------------------------------------
+    def _init_uniform(self, bound: float, rng=None) -> None:
+        rng = np.random.default_rng() if rng is None else rng
+        self._params = {
+            name: rng.uniform(-bound, bound, size=shape).astype(self._dtype)
+            for name, shape in self._param_shapes().items()
+        }
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters under torch's names."""
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
+        """Load torch-named parameters (anything ``np.asarray`` accepts).
+
+        strict: missing or unexpected names raise KeyError listing all of them;
+        shape mismatches always raise ValueError listing all of them.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        shapes = self._param_shapes()
+        missing = [k for k in shapes if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in shapes]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append("missing keys: " + ", ".join(missing))
+            if unexpected:
+                parts.append("unexpected keys: " + ", ".join(map(str, unexpected)))
+            raise KeyError(f"Error(s) in loading state_dict for {type(self).__name__}: "
+                           + "; ".join(parts))
+        loaded, wrong = {}, []
+        for name, shape in shapes.items():
+            if name not in state_dict:
+                continue
+            value = v.as_float_array(state_dict[name], self._dtype, f"state_dict[{name!r}]")
+            if value.shape != shape:
+                wrong.append(f"{name}: expected {v.fmt_shape(shape)}, got {v.fmt_shape(value.shape)}")
+            loaded[name] = value.copy()
+        if wrong:
+            raise ValueError(f"size mismatch in state_dict for {type(self).__name__}: "
+                             + "; ".join(wrong))
+        self._params.update(loaded)
+        self._prepare()
+        return self
+
+    # -- dtype / device -----------------------------------------------------------------
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def to(self, device=None, dtype=None):
+        """Move to ``device`` and/or convert to ``dtype`` in place; returns self."""
+        if dtype is not None:
+            self._dtype = v.resolve_dtype(dtype)
+            self._params = {k: p.astype(self._dtype) for k, p in self._params.items()}
+        if device is not None:
+            self._device = v.resolve_device(device)
+        self._prepare()
+        return self
+
+    def _backend(self):
+        return backend_for(self._device)
+
+    # -- pickling and repr --------------------------------------------------------------
+    _derived: tuple[str, ...] = ()
+
+    def __getstate__(self):
+        # Weights and config only: derived layouts are rebuilt where it is unpickled.
+        return {k: val for k, val in self.__dict__.items() if k not in self._derived}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._prepare()
+
+    def __repr__(self) -> str:
+        extra = self.extra_repr()
+        if self._dtype != np.float32:
+            extra += f", dtype={self._dtype.name}"
+        if self._device != "cpu":
+            extra += f", device={self._device!r}"
+        return f"{type(self).__name__}({extra})"

@@ -1,0 +1,104 @@
+"""Pure-NumPy LSTM: the readable oracle every kernel is tested against.
+
+No Numba, no tricks: one time step at a time, torch's gate order (i, f, g, o),
+torch's parameter names and shapes. It computes in the dtype of its inputs, so
+passing float64 arrays gives a high-precision answer for float32 kernels.
+
+    i = σ(W_ii x + b_ii + W_hi h + b_hi)
+    f = σ(W_if x + b_if + W_hf h + b_hf)
+    g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+    o = σ(W_io x + b_io + W_ho h + b_ho)
+    c' = f ⊙ c + i ⊙ g
+    h' = o ⊙ tanh(c')            (then h' = W_hr h' when proj_size > 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # 0.5 * (1 + tanh(x / 2)) is σ exactly and never overflows, unlike 1 / (1 + exp(-x)).
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
+    """One LSTM step. x (B, I), h (B, H_out), c (B, H) -> (h', c')."""
+    gates = x @ w_ih.T + h @ w_hh.T  # (B, 4H)
+    if b_ih is not None:
+        gates = gates + b_ih + b_hh
+    i, f, g, o = np.split(gates, 4, axis=-1)
+    c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    h_new = sigmoid(o) * np.tanh(c_new)
+    if w_hr is not None:
+        h_new = h_new @ w_hr.T  # (B, H_out)
+    return h_new, c_new
+
+
+def lstm_direction(x, h0, c0, weights, lengths=None, reverse=False):
+    """Run one direction of one layer over time-major x (T, B, I).
+
+    ``lengths`` (B,) marks right-padded sequences: steps at t >= lengths[b] leave
+    the state of sequence b untouched and output zeros, so the reverse direction
+    effectively starts at each sequence's last valid element.
+    Returns output (T, B, H_out), h_T (B, H_out), c_T (B, H).
+    """
+    T, B = x.shape[:2]
+    h, c = h0, c0
+    out = np.zeros((T, B, h0.shape[-1]), dtype=np.result_type(x, h0))
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    for t in steps:
+        h_new, c_new = lstm_cell(x[t], h, c, *weights)
+        if lengths is None:
+            h, c = h_new, c_new
+            out[t] = h_new
+        else:
+            valid = (t < lengths)[:, None]  # (B, 1)
+            h = np.where(valid, h_new, h)
+            c = np.where(valid, c_new, c)
+            out[t] = np.where(valid, h_new, 0)
+    return out, h, c
+
+
+def layer_weights(params: Mapping[str, np.ndarray], layer: int, reverse: bool = False):
+    """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer/direction from torch-named params."""
+    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+    return tuple(
+        params.get(name + suffix)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+    )
+
+
+def lstm(x, params, num_layers=1, bidirectional=False, hx=None, lengths=None):
+    """Multi-layer (bi)directional LSTM over time-major x (T, B, I), as torch.nn.LSTM.
+
+    ``params`` maps torch names to arrays; ``hx`` is (h0 (D*L, B, H_out), c0 (D*L, B, H)).
+    Returns output (T, B, D*H_out), (h_n (D*L, B, H_out), c_n (D*L, B, H)).
+    """
+    num_dirs = 2 if bidirectional else 1
+    w_hh0 = params["weight_hh_l0"]
+    hidden = w_hh0.shape[0] // 4
+    h_out = w_hh0.shape[1]
+    T, B = x.shape[:2]
+    if hx is None:
+        h0 = np.zeros((num_layers * num_dirs, B, h_out), dtype=x.dtype)
+        c0 = np.zeros((num_layers * num_dirs, B, hidden), dtype=x.dtype)
+    else:
+        h0, c0 = hx
+    h_n, c_n = [], []
+    layer_input = x
+    for layer in range(num_layers):
+        outputs = []
+        for d in range(num_dirs):
+            k = layer * num_dirs + d
+            out, h, c = lstm_direction(
+                layer_input, h0[k], c0[k], layer_weights(params, layer, d == 1),
+                lengths=lengths, reverse=d == 1,
+            )
+            outputs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = np.concatenate(outputs, axis=-1)
+    return layer_input, (np.stack(h_n), np.stack(c_n))
