@@ -26,19 +26,28 @@ _Q = [np.float32(v) for v in (
 P0, P1, P2, P3, P4, P5, P6 = _P
 Q0, Q1, Q2, Q3 = _Q
 HALF32 = np.float32(0.5)
+# Beyond this float32 tanh is exactly ±1; the clamped rational alone would give
+# ±0.99999976 and a saturated forget gate would then leak c at every step.
+_SATURATE = np.float32(9.01)
+ONE32 = np.float32(1.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh32(x):
     # Comparisons (not min/max) so that NaN falls through and propagates.
-    if x > _CLAMP:
-        x = _CLAMP
-    elif x < -_CLAMP:
-        x = -_CLAMP
-    x2 = x * x
-    p = ((((((P6 * x2 + P5) * x2 + P4) * x2 + P3) * x2 + P2) * x2 + P1) * x2 + P0) * x
+    xc = x
+    if xc > _CLAMP:
+        xc = _CLAMP
+    elif xc < -_CLAMP:
+        xc = -_CLAMP
+    x2 = xc * xc
+    p = ((((((P6 * x2 + P5) * x2 + P4) * x2 + P3) * x2 + P2) * x2 + P1) * x2 + P0) * xc
     q = ((Q3 * x2 + Q2) * x2 + Q1) * x2 + Q0
-    return p / q
+    r = p / q
+    # Branch-free so the loop stays vectorised: r + (±1 - r) is exactly ±1.
+    above = np.float32(x > _SATURATE)
+    below = np.float32(x < -_SATURATE)
+    return r + above * (ONE32 - r) + below * (-ONE32 - r)
 
 
 def tanh(x):

@@ -15,7 +15,8 @@ def resolve_dtype(dtype) -> np.dtype:
         resolved = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in DTYPES.values():
+    # Not `resolved in DTYPES.values()`: NumPy compares None equal to float64.
+    if resolved is None or dtype is None or resolved.name not in DTYPES:
         raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return resolved
 
@@ -59,7 +60,7 @@ def as_float_array(value, dtype: np.dtype, what: str) -> np.ndarray:
 
 
 def fmt_shape(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def check_hx_pair(hx, what: str = "hx"):

@@ -1,0 +1,31 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("default", deadline=None, max_examples=40)
+settings.register_profile("ci", deadline=None, max_examples=60, derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+try:
+    import torch
+
+    torch.set_num_threads(1)  # tiny shapes: threads only add noise and oversubscription
+except ImportError:
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+
+TOL = {np.float32: 2e-5, np.float64: 1e-10}  # SPEC §2, max |Δ|
+
+
+def max_abs_diff(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
+    return float(np.max(np.abs(a - b), initial=0.0))
+
+
+def assert_close(actual, expected, dtype, what=""):
+    diff = max_abs_diff(actual, expected)
+    assert diff <= TOL[dtype], f"{what}: max|Δ| = {diff:.3g} > {TOL[dtype]:g}"

@@ -1,0 +1,101 @@
+"""CPU kernels against the NumPy reference: no torch needed."""
+
+import numpy as np
+import pytest
+from conftest import TOL, assert_close
+from hypothesis import given
+from hypothesis import strategies as st
+from numba import njit
+
+from numba_lstm import reference
+from numba_lstm.cpu import lstm_layer_forward, pack_layer
+from numba_lstm.cpu.activations import sigmoid, tanh
+
+
+@njit
+def _apply(fn_id, x, out):
+    for i in range(x.size):
+        out[i] = tanh(x[i]) if fn_id == 0 else sigmoid(x[i])
+
+
+@pytest.mark.parametrize("dtype,bound", [(np.float32, 4e-7), (np.float64, 1e-15)])
+def test_activations_error_bound(dtype, bound):
+    x = np.concatenate([np.linspace(-20, 20, 400_001), [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30]])
+    x = x.astype(dtype)
+    out = np.empty_like(x)
+    for fn_id, exact in ((0, np.tanh), (1, reference.sigmoid)):
+        _apply(fn_id, x, out)
+        err = np.abs(out.astype(np.float64) - exact(x.astype(np.float64)))
+        assert err.max() <= bound, (fn_id, err.max(), x[err.argmax()])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_propagate_nan_and_saturate_at_inf(dtype):
+    x = np.array([np.nan, np.inf, -np.inf], dtype)
+    out = np.empty_like(x)
+    _apply(0, x, out)
+    np.testing.assert_array_equal(out, [np.nan, 1, -1])
+    _apply(1, x, out)
+    np.testing.assert_array_equal(out, [np.nan, 1, 0])
+
+
+def random_layer(rng, I, H, proj, D, bias):
+    H_out = proj or H
+    return [(rng.standard_normal((4 * H, I)) * 0.5, rng.standard_normal((4 * H, H_out)) * 0.5,
+             rng.standard_normal(4 * H) if bias else None,
+             rng.standard_normal(4 * H) if bias else None,
+             rng.standard_normal((H_out, H)) * 0.5 if proj else None) for _ in range(D)]
+
+
+def check_layer(rng, T, B, I, H, proj, D, bias, dtype, with_lengths):
+    """lstm_layer_forward vs reference.lstm_direction (in float64) for one layer."""
+    directions = random_layer(rng, I, H, proj, D, bias)
+    layer = pack_layer(directions, dtype)
+    H_out = proj or H
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((D, B, H_out)).astype(dtype)
+    c0 = rng.standard_normal((D, B, H)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B) if with_lengths else np.full(B, T)
+    out, h_n, c_n = lstm_layer_forward(x, layer, h0, c0, lengths.astype(np.int64))
+    as64 = [tuple(None if a is None else np.asarray(a, dtype).astype(np.float64) for a in dw)
+            for dw in directions]
+    for d in range(D):
+        ref_out, ref_h, ref_c = reference.lstm_direction(
+            x.astype(np.float64), h0[d].astype(np.float64), c0[d].astype(np.float64), as64[d],
+            lengths=lengths if with_lengths else None, reverse=d == 1)
+        assert_close(out[..., d * H_out:(d + 1) * H_out], ref_out, dtype, f"out dir {d}")
+        assert_close(h_n[d], ref_h, dtype, f"h_n dir {d}")
+        assert_close(c_n[d], ref_c, dtype, f"c_n dir {d}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("proj", [0, 3])
+@pytest.mark.parametrize("B", [1, 2, 5])
+def test_layer_matches_reference(dtype, D, proj, B):
+    # K = 9 exercises both the 4-way unrolled part and the remainder of the matmul.
+    check_layer(np.random.default_rng(B + 10 * D), 6, B, 7, 9, proj, D, True, dtype, B > 1)
+
+
+@given(T=st.integers(1, 12), B=st.integers(1, 5), I=st.integers(1, 11), H=st.integers(1, 11),
+       proj=st.integers(0, 10), D=st.integers(1, 2), bias=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), with_lengths=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_layer_property(T, B, I, H, proj, D, bias, dtype, with_lengths, seed):
+    proj = proj if proj < H else 0
+    check_layer(np.random.default_rng(seed), T, B, I, H, proj, D, bias, dtype, with_lengths)
+
+
+def test_padded_positions_are_zero_and_state_frozen():
+    rng = np.random.default_rng(3)
+    layer = pack_layer(random_layer(rng, 3, 4, 0, 2, True), np.float64)
+    x = rng.standard_normal((5, 2, 3))
+    lengths = np.array([5, 2], np.int64)
+    out, h_n, _ = lstm_layer_forward(x, layer, np.zeros((2, 2, 4)), np.zeros((2, 2, 4)), lengths)
+    assert np.all(out[2:, 1] == 0)
+    np.testing.assert_array_equal(h_n[0, 1], out[1, 1, :4])  # forward: last valid step
+    np.testing.assert_array_equal(h_n[1, 1], out[0, 1, 4:])  # reverse: ends at t = 0
+
+
+def test_tolerance_table_is_spec():
+    assert TOL == {np.float32: 2e-5, np.float64: 1e-10}
