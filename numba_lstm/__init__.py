@@ -5,8 +5,9 @@
 >>> output, (h_n, c_n) = lstm(x)        # x: (T, B, 10) NumPy array
 """
 
+from .io import LoadError, load, save
 from .modules import LSTM, LSTMCell, LSTMConfig, infer_lstm_config, lstm_prefixes
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "infer_lstm_config", "lstm_prefixes"]
+__all__ = ["LoadError", "load", "save", "LSTM", "LSTMCell", "LSTMConfig", "infer_lstm_config", "lstm_prefixes"]
