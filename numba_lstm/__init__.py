@@ -10,4 +10,5 @@ from .modules import LSTM, LSTMCell, LSTMConfig, infer_lstm_config, lstm_prefixe
 
 __version__ = "0.1.0"
 
-__all__ = ["LoadError", "load", "save", "LSTM", "LSTMCell", "LSTMConfig", "infer_lstm_config", "lstm_prefixes"]
+__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "LoadError", "infer_lstm_config", "load",
+           "lstm_prefixes", "save"]

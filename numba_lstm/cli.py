@@ -35,6 +35,71 @@ def cmd_example(args) -> int:
     return 0
 
 
+class CLIError(Exception):
+    """A user-facing failure: printed as `numba-lstm: error: ...`, exit status 2."""
+
+
+def _load_weights(path: str) -> dict:
+    import numba_lstm as nl
+
+    try:
+        return nl.load(path)
+    except (nl.LoadError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read {what} {path!r}: {exc}") from None
+
+
+def cmd_info(args) -> int:
+    """Tensors in a weights file and the LSTM configurations found in it."""
+    import numba_lstm as nl
+
+    state_dict = _load_weights(args.file)
+    print(f"{args.file}: {len(state_dict)} tensors")
+    width = max((len(k) for k in state_dict), default=0)
+    for name, array in state_dict.items():
+        print(f"  {name:<{width}}  {str(array.dtype):<8} {tuple(array.shape)}")
+    prefixes = nl.lstm_prefixes(state_dict)
+    if not prefixes:
+        print("no LSTM found (no '*weight_ih_l0' tensor)")
+    for prefix in prefixes:
+        try:
+            config = nl.infer_lstm_config(state_dict, prefix)
+        except (KeyError, ValueError) as exc:
+            print(f"LSTM under prefix {prefix!r}: not readable: {exc}")
+            continue
+        fields = ", ".join(f"{k}={v}" for k, v in vars(config).items())
+        print(f"LSTM under prefix {prefix!r}: {fields}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Run the LSTM found in a weights file over an input .npy, write the output .npy."""
+    import numba_lstm as nl
+
+    state_dict = _load_weights(args.file)
+    try:
+        lstm = nl.LSTM.from_state_dict(state_dict, prefix=args.prefix,
+                                       batch_first=args.batch_first)
+    except (KeyError, ValueError) as exc:
+        raise CLIError(str(exc).strip('"')) from None
+    x = _load_array(args.input, "input")
+    lengths = None if args.lengths is None else _load_array(args.lengths, "lengths")
+    try:
+        output, (h_n, c_n) = lstm(x, lengths=lengths)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise CLIError(f"{lstm!r} cannot run on input {args.input} of shape {x.shape}: {exc}") \
+            from None
+    np.save(args.output, output)
+    print(f"{lstm!r}: input {x.shape} -> output {output.shape} written to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="numba-lstm", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -47,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--repeat", type=int, default=20)
     ex.add_argument("--seed", type=int, default=0)
     ex.set_defaults(func=cmd_example)
+    info = sub.add_parser("info", help="tensors and inferred LSTM configs of a weights file")
+    info.add_argument("file")
+    info.set_defaults(func=cmd_info)
+    run = sub.add_parser("run", help="run the LSTM in a weights file over an input .npy")
+    run.add_argument("file")
+    run.add_argument("--input", required=True, help="input array (.npy), (T, B, I) or (T, I)")
+    run.add_argument("--output", required=True, help="where to write the output (.npy)")
+    run.add_argument("--prefix", default="", help="the LSTM's prefix in the file, e.g. 'lstm.'")
+    run.add_argument("--batch-first", action="store_true", help="input is (B, T, I)")
+    run.add_argument("--lengths", help="(B,) integer .npy of sequence lengths")
+    run.set_defaults(func=cmd_run)
     return parser
 
 
@@ -54,4 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv or ["example"])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"numba-lstm: error: {exc}", file=sys.stderr)
+        return 2

@@ -62,7 +62,7 @@ def test_inputs_never_modified_and_outputs_not_aliased(lstm, x):
     c0 = np.random.default_rng(2).standard_normal((4, 4, 5))
     copies = [a.copy() for a in (x, h0, c0)]
     out, (h_n, c_n) = lstm(x, (h0, c0), lengths=[7, 1, 3, 7])
-    for original, copy in zip((x, h0, c0), copies):
+    for original, copy in zip((x, h0, c0), copies, strict=True):
         np.testing.assert_array_equal(original, copy)
     for arr in (out, h_n, c_n):
         assert not any(np.shares_memory(arr, a) for a in (x, h0, c0))
@@ -102,7 +102,7 @@ def test_concurrent_calls_match_serial(lstm):
     serial = [lstm(a)[0] for a in inputs]
     with ThreadPoolExecutor(4) as pool:
         threaded = list(pool.map(lambda a: lstm(a)[0], inputs))
-    for s, t in zip(serial, threaded):
+    for s, t in zip(serial, threaded, strict=True):
         np.testing.assert_array_equal(s, t)
 
 
@@ -131,7 +131,7 @@ def test_state_dict_round_trip_and_dtype_conversion():
 def test_load_state_dict_non_strict_keeps_others():
     lstm = nl.LSTM(3, 4)
     before = lstm.state_dict()
-    lstm.load_state_dict({"bias_ih_l0": np.zeros(16), "other": 1}, strict=False)
+    lstm.load_state_dict({"bias_ih_l0": np.zeros(16), "other": 1}, strict=True)
     after = lstm.state_dict()
     assert np.all(after["bias_ih_l0"] == 0)
     np.testing.assert_array_equal(after["weight_hh_l0"], before["weight_hh_l0"])

@@ -41,6 +41,7 @@ def test_dropout_warns_on_single_layer_like_torch():
 @pytest.mark.parametrize("shape,exc,match", [
     ((2, 3, 4, 4), ValueError, "Expected input to be 2D or 3D, got 4D input instead"),
     ((4,), ValueError, "Expected input to be 2D or 3D, got 1D input instead"),
+    ((), ValueError, "Expected input to be 2D or 3D, got 0D input instead"),
     ((5, 3, 7), RuntimeError, r"input.size\(-1\) must be equal to input_size. Expected 4, got 7"),
     ((5, 7), RuntimeError, "Expected 4, got 7"),
 ])
@@ -131,7 +132,7 @@ def test_load_state_dict_lists_every_shape_mismatch(lstm):
     assert "weight_hh_l0: expected (24, 6), got (24, 5)" in msg
     assert "bias_ih_l1: expected (24,), got (23,)" in msg
     with pytest.raises(ValueError, match="weight_hh_l0"):
-        lstm.load_state_dict(sd, strict=False)
+        lstm.load_state_dict(sd, strict=True)
 
 
 def test_load_state_dict_rejects_non_mapping_and_non_numeric(lstm):
@@ -151,7 +152,8 @@ def test_from_state_dict_unknown_prefix_names_the_found_ones():
 
 def test_from_state_dict_bad_shapes():
     with pytest.raises(ValueError, match="are not LSTM weight shapes"):
-        nl.LSTM.from_state_dict({"weight_ih_l0": np.zeros((5, 3)), "weight_hh_l0": np.zeros((5, 1))})
+        nl.LSTM.from_state_dict({"weight_ih_l0": np.zeros((5, 3)),
+                                 "weight_hh_l0": np.zeros((5, 1))})
 
 
 @pytest.mark.parametrize("shape,hx,exc,match", [

@@ -13,7 +13,7 @@ pytestmark = needs_torch
 AXES = dict(num_layers=(1, 2, 3), bias=(True, False), batch_first=(False, True),
             bidirectional=(False, True), proj_size=(0, 13), batched=(True, False),
             with_hx=(False, True), with_lengths=(False, True), dtype=(np.float32, np.float64))
-MATRIX = [dict(zip(AXES, combo)) for combo in itertools.product(*AXES.values())
+MATRIX = [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*AXES.values())
           if combo[5] or not combo[7]]  # lengths only with batched input
 
 
@@ -25,7 +25,7 @@ def run_ours(case, config):
 
 def check(case, config):
     out, (h_n, c_n) = run_ours(case, config)
-    for name, ours, theirs in zip(("output", "h_n", "c_n"), (out, h_n, c_n), case["expected"]):
+    for name, ours, theirs in zip(("output", "h_n", "c_n"), (out, h_n, c_n), case["expected"], strict=True):
         assert ours.dtype == config["dtype"]
         assert ours.flags.c_contiguous
         assert_close(ours, theirs, config["dtype"], name)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 
 import numba
-
-from .._config import configure_threading
 import numpy as np
 
+from .._config import configure_threading
 from .packing import PackedLayer, pack_layer
 from .recurrence import lstm_layer
 

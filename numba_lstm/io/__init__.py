@@ -17,6 +17,7 @@ import numpy as np
 
 from . import safetensors
 from .errors import LoadError
+from .tensors import upcast
 from .torch_format import check_zip_sizes, load_legacy, load_zip
 
 __all__ = ["LoadError", "load", "save"]
@@ -53,7 +54,7 @@ def _load_zip(data: bytes) -> dict[str, np.ndarray]:
         names = archive.namelist()
         if names and all(n.endswith(".npy") for n in names):
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                return {k: npz[k] for k in npz.files}
+                return {k: upcast(npz[k], npz[k].dtype) for k in npz.files}
         return load_zip(data, archive)
     except LoadError:
         raise

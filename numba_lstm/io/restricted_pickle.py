@@ -83,6 +83,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return ALLOWED[(module, name)]
         if module == "torch" and name in STORAGE_DTYPES:
             return StorageType(name)
+        if module == "torch" and name.endswith("Storage"):
+            raise LoadError(f"unsupported tensor dtype: storage type torch.{name}")
         if module.startswith("torch.nn.modules") or module.startswith("__main__"):
             raise LoadError(f"the file holds a pickled object of class {module}.{name}, not a "
                             "state_dict; in PyTorch, save model.state_dict() instead of the model")

@@ -62,9 +62,9 @@ def load(data: bytes) -> dict[str, np.ndarray]:
             raise LoadError(f"safetensors entry {name!r}: shape {shape} of {code} needs "
                             f"{numel * dtype.itemsize} bytes, offsets give {end - begin}")
         spans.append((begin, end, name))
-        array = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape)
-        out[name] = upcast(array, DTYPES[code]).astype(
-            np.dtype(dtype).newbyteorder("="), copy=True)
+        array = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(tuple(shape))
+        array = upcast(array, DTYPES[code])
+        out[name] = array.astype(array.dtype.newbyteorder("="), copy=True)
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
@@ -79,7 +79,7 @@ def load(data: bytes) -> dict[str, np.ndarray]:
 def save(path, tensors: dict[str, np.ndarray]) -> None:
     header, chunks, offset = {}, [], 0
     for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+        array = np.asarray(tensors[name], order="C")  # not ascontiguousarray: keeps 0-d
         code = CODES.get(array.dtype.str[1:])
         if code is None:
             raise TypeError(f"{name}: dtype {array.dtype} cannot be stored in safetensors")

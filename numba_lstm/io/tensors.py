@@ -45,7 +45,7 @@ def checked_view(storage: np.ndarray, offset, size, stride, name: str) -> np.nda
     numel = int(np.prod(size, dtype=object))
     if numel == 0:
         return np.zeros(size, storage.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= storage.size:
         raise LoadError(f"{name}: view (offset={offset}, size={size}, stride={stride}) reaches "
                         f"element {last}, but its storage holds {storage.size} elements")

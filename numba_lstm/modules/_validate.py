@@ -56,7 +56,7 @@ def as_float_array(value, dtype: np.dtype, what: str) -> np.ndarray:
         raise TypeError(f"{what} must be array-like, got {type(value).__name__}: {exc}") from None
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{what} must be a real numeric array, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return np.asarray(array, dtype=dtype, order="C")  # keeps 0-d, unlike ascontiguousarray
 
 
 def fmt_shape(shape) -> str:

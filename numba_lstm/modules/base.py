@@ -84,7 +84,8 @@ class Module:
                 continue
             value = v.as_float_array(state_dict[name], self._dtype, f"state_dict[{name!r}]")
             if value.shape != shape:
-                wrong.append(f"{name}: expected {v.fmt_shape(shape)}, got {v.fmt_shape(value.shape)}")
+                wrong.append(f"{name}: expected {v.fmt_shape(shape)}, "
+                             f"got {v.fmt_shape(value.shape)}")
             loaded[name] = value.copy()
         if wrong:
             raise ValueError(f"size mismatch in state_dict for {type(self).__name__}: "
