@@ -25,7 +25,8 @@ def run_ours(case, config):
 
 def check(case, config):
     out, (h_n, c_n) = run_ours(case, config)
-    for name, ours, theirs in zip(("output", "h_n", "c_n"), (out, h_n, c_n), case["expected"], strict=True):
+    names = ("output", "h_n", "c_n")
+    for name, ours, theirs in zip(names, (out, h_n, c_n), case["expected"], strict=True):
         assert ours.dtype == config["dtype"]
         assert ours.flags.c_contiguous
         assert_close(ours, theirs, config["dtype"], name)
