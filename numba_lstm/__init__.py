@@ -6,9 +6,21 @@
 """
 
 from .io import LoadError, load, save
-from .modules import LSTM, LSTMCell, LSTMConfig, infer_lstm_config, lstm_prefixes
+from .modules import (
+    LSTM,
+    Embedding,
+    LayerNormLSTM,
+    Linear,
+    LSTMCell,
+    LSTMConfig,
+    Stream,
+    infer_lstm_config,
+    lstm_prefixes,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "LoadError", "infer_lstm_config", "load",
-           "lstm_prefixes", "save"]
+__all__ = [
+    "LSTM", "Embedding", "LSTMCell", "LSTMConfig", "LayerNormLSTM", "Linear", "LoadError",
+    "Stream", "infer_lstm_config", "load", "lstm_prefixes", "save",
+]

@@ -102,3 +102,49 @@ def lstm(x, params, num_layers=1, bidirectional=False, hx=None, lengths=None):
             c_n.append(c)
         layer_input = np.concatenate(outputs, axis=-1)
     return layer_input, (np.stack(h_n), np.stack(c_n))
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """LayerNorm over the last axis (biased variance), as torch.nn.LayerNorm."""
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def layernorm_lstm_cell(x, h, c, params, k, eps=1e-5):
+    """One step of cell k of the labml.ai annotated LSTM with layer_norm=True.
+
+    Each gate pre-activation is layer-normalised; c is stored un-normalised and
+    h = σ(o) ⊙ tanh(LN_c(c)).
+    """
+    p = {name[len(f"cells.{k}."):]: v for name, v in params.items()
+         if name.startswith(f"cells.{k}.")}
+    ifgo = h @ p["hidden_lin.weight"].T + p["hidden_lin.bias"] + x @ p["input_lin.weight"].T
+    i, f, g, o = (layer_norm(z, p[f"layer_norm.{n}.weight"], p[f"layer_norm.{n}.bias"], eps)
+                  for n, z in enumerate(np.split(ifgo, 4, axis=-1)))
+    c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    h_new = sigmoid(o) * np.tanh(layer_norm(c_new, p["layer_norm_c.weight"],
+                                            p["layer_norm_c.bias"], eps))
+    return h_new, c_new
+
+
+def layernorm_lstm(x, params, num_layers, hx=None, eps=1e-5):
+    """The labml.ai LayerNorm LSTM over time-major x (T, B, I).
+
+    Returns output (T, B, H) (the last layer's h), (h_n (L, B, H), c_n (L, B, H)).
+    """
+    hidden = params["cells.0.hidden_lin.weight"].shape[1]
+    T, B = x.shape[:2]
+    if hx is None:
+        h = [np.zeros((B, hidden), x.dtype) for _ in range(num_layers)]
+        c = [np.zeros((B, hidden), x.dtype) for _ in range(num_layers)]
+    else:
+        h, c = list(hx[0]), list(hx[1])
+    out = []
+    for t in range(T):
+        inp = x[t]
+        for k in range(num_layers):
+            h[k], c[k] = layernorm_lstm_cell(inp, h[k], c[k], params, k, eps)
+            inp = h[k]
+        out.append(h[-1])
+    return np.stack(out), (np.stack(h), np.stack(c))

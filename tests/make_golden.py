@@ -31,8 +31,25 @@ CASES = {
 }
 
 
+DEMO_PROMPT = "def main(argv=None):\n    parser = "
+
+
+def char_model_golden():
+    """Torch's logits for the shipped demo model over DEMO_PROMPT."""
+    import numba_lstm as nl
+    from numba_lstm._torch_check import torch_logits
+    from numba_lstm.char_model import CharModel
+
+    model = CharModel.shipped()
+    logits = torch_logits(nl.load(CharModel.shipped_path()), model.encode(DEMO_PROMPT))
+    np.savez_compressed(GOLDEN / "char_lm_logits.npz", prompt=np.array(DEMO_PROMPT),
+                        logits=logits)
+    print("wrote char_lm_logits")
+
+
 def main():
     GOLDEN.mkdir(exist_ok=True)
+    char_model_golden()
     for name, config in CASES.items():
         case = make_case(**config)
         arrays = {f"param:{k}": v for k, v in case["params"].items()}

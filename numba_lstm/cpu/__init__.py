@@ -8,6 +8,7 @@ import numba
 import numpy as np
 
 from .._config import configure_threading
+from .layernorm import layernorm_lstm_layer
 from .packing import PackedLayer, pack_layer
 from .recurrence import lstm_layer
 
@@ -54,4 +55,32 @@ def lstm_forward(layers: list[PackedLayer], x, h0, c0, lengths):
     for k, layer in enumerate(layers):
         sl = slice(k * D, (k + 1) * D)
         out, h_n[sl], c_n[sl] = lstm_layer_forward(out, layer, h0[sl], c0[sl], lengths)
+    return out, h_n, c_n
+
+
+def pack_layernorm_layer(params: dict, dtype) -> dict:
+    """One labml LayerNorm LSTM cell's parameters (names without the cells.{k}. prefix)."""
+    norms = [f"layer_norm.{n}" for n in range(4)] + ["layer_norm_c"]
+    return {
+        "w_in": np.ascontiguousarray(np.asarray(params["input_lin.weight"], dtype).T),
+        "bias": np.ascontiguousarray(params["hidden_lin.bias"], dtype),
+        "w_hh": np.ascontiguousarray(np.asarray(params["hidden_lin.weight"], dtype).T[None]),
+        "ln_w": np.ascontiguousarray(np.stack([params[n + ".weight"] for n in norms]), dtype),
+        "ln_b": np.ascontiguousarray(np.stack([params[n + ".bias"] for n in norms]), dtype),
+    }
+
+
+def layernorm_lstm_forward(layers: list[dict], x, h0, c0, eps: float):
+    """x (T, B, I); h0, c0 (L, B, H). Returns output (T, B, H), h_n, c_n (L, B, H)."""
+    T, B, _ = x.shape
+    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+    out = x
+    n_chunks = max(1, min(B, numba.get_num_threads()))
+    for k, layer in enumerate(layers):
+        gx = np.matmul(out.reshape(T * B, -1), layer["w_in"])  # (T*B, 4H)
+        gx += layer["bias"]
+        out = np.empty((T, B, h0.shape[2]), h0.dtype)
+        with _KERNEL_LOCK:
+            layernorm_lstm_layer(gx.reshape(T, B, -1), layer["w_hh"], layer["ln_w"],
+                                 layer["ln_b"], h0[k], c0[k], out, h_n[k], c_n[k], eps, n_chunks)
     return out, h_n, c_n

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _validate as v
 from .base import Module, select_prefix
+from .stream import Stream
 
 _LAYER_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 
@@ -183,6 +184,10 @@ class LSTM(Module):
         if self.batch_first:
             out = np.ascontiguousarray(out.transpose(1, 0, 2))
         return out, (h_n, c_n)
+
+    def stream(self, batch_size: int | None = None) -> Stream:
+        """A stateful stream: ``y = stream(chunk)`` carries (h, c) between calls."""
+        return Stream(self, batch_size)
 
     def _initial_state(self, hx, batch: int, batched: bool):
         n = self.num_layers * self.num_directions

@@ -1,0 +1,187 @@
+"""Whole models: Linear, Embedding, LayerNormLSTM, streaming, the seed model styles."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, needs_torch, torch
+
+import numba_lstm as nl
+from numba_lstm import reference
+
+
+# -- streaming (no torch) ----------------------------------------------------------------
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_stream_in_random_chunks_equals_one_call(batch_first, seed):
+    rng = np.random.default_rng(seed)
+    lstm = nl.LSTM(5, 7, num_layers=2, proj_size=3, batch_first=batch_first, dtype="float64")
+    T = 23
+    x = rng.standard_normal((2, T, 5) if batch_first else (T, 2, 5))
+    full, (h_n, c_n) = lstm(x)
+    stream = lstm.stream(batch_size=2)
+    cuts = np.sort(rng.choice(np.arange(1, T), size=rng.integers(1, 8), replace=False))
+    axis = 1 if batch_first else 0
+    pieces = [stream(chunk) for chunk in np.split(x, cuts, axis=axis)]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=axis), full, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stream.state[0], h_n, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stream.state[1], c_n, rtol=0, atol=1e-12)
+
+
+def test_stream_reset_state_setter_and_batch_check():
+    lstm = nl.LSTM(3, 4, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((6, 3))  # unbatched stream
+    stream = lstm.stream()
+    first = stream(x)
+    assert stream.state[0].shape == (1, 4)
+    stream.reset()
+    assert stream.state is None
+    np.testing.assert_array_equal(stream(x), first)
+    h0, c0 = np.ones((1, 4)), np.full((1, 4), 0.5)
+    stream.state = (h0, c0)
+    np.testing.assert_allclose(stream(x), lstm(x, (h0, c0))[0], atol=1e-12)
+    batched = lstm.stream(batch_size=2)
+    with pytest.raises(ValueError, match=r"opened for batch_size=2, got a chunk of shape"):
+        batched(np.zeros((1, 3, 3)))
+    with pytest.raises(TypeError, match="state must be a tuple"):
+        stream.state = np.zeros(3)
+
+
+def test_embedding_and_linear_errors():
+    emb = nl.Embedding(10, 4)
+    np.testing.assert_array_equal(emb(np.array([[1, 9]])), emb.state_dict()["weight"][[[1, 9]]])
+    with pytest.raises(IndexError, match="index 10 is out of range for a vocabulary of size 10"):
+        emb([3, 10])
+    with pytest.raises(IndexError, match="index -1 is out of range"):
+        emb([-1])
+    with pytest.raises(TypeError, match="indices must be integers, got dtype float64"):
+        emb([1.0])
+    lin = nl.Linear(4, 3)
+    assert lin(np.ones((2, 5, 4))).shape == (2, 5, 3)
+    with pytest.raises(RuntimeError, match=r"input must have shape \(..., 4\), got \(2, 5\)"):
+        lin(np.ones((2, 5)))
+    assert repr(lin) == "Linear(in_features=4, out_features=3, bias=True)"
+
+
+def random_layernorm_params(rng, I, H, L, dtype=np.float64):
+    params = {}
+    for k in range(L):
+        p = f"cells.{k}."
+        params[p + "input_lin.weight"] = rng.standard_normal((4 * H, I if k == 0 else H)) * 0.4
+        params[p + "hidden_lin.weight"] = rng.standard_normal((4 * H, H)) * 0.4
+        params[p + "hidden_lin.bias"] = rng.standard_normal(4 * H) * 0.1
+        for norm in [f"layer_norm.{n}" for n in range(4)] + ["layer_norm_c"]:
+            params[p + norm + ".weight"] = 1 + 0.1 * rng.standard_normal(H)
+            params[p + norm + ".bias"] = 0.1 * rng.standard_normal(H)
+    return {k: v.astype(dtype) for k, v in params.items()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layernorm_lstm_kernel_matches_reference(dtype):
+    rng = np.random.default_rng(0)
+    params = random_layernorm_params(rng, 5, 6, 2, dtype)
+    model = nl.LayerNormLSTM.from_state_dict(params)
+    assert model.dtype == dtype and repr(model).startswith("LayerNormLSTM(5, 6, num_layers=2")
+    x = rng.standard_normal((9, 3, 5)).astype(dtype)
+    hx = tuple(rng.standard_normal((2, 3, 6)).astype(dtype) for _ in range(2))
+    out, (h_n, c_n) = model(x, hx)
+    as64 = {k: v.astype(np.float64) for k, v in params.items()}
+    ref_out, (ref_h, ref_c) = reference.layernorm_lstm(x.astype(np.float64), as64, 2,
+                                                       tuple(a.astype(np.float64) for a in hx))
+    assert_close(out, ref_out, dtype, "output")
+    assert_close(h_n, ref_h, dtype, "h_n")
+    assert_close(c_n, ref_c, dtype, "c_n")
+    stream = model.stream()
+    np.testing.assert_allclose(np.concatenate([stream(x[:4]), stream(x[4:])]), model(x)[0],
+                               atol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+# -- the seed model styles against torch ---------------------------------------------------
+class LabmlLSTMCell(torch.nn.Module if torch else object):
+    """labml.ai's annotated LSTM cell with layer_norm=True, re-created from its equations."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_lin = torch.nn.Linear(hidden_size, 4 * hidden_size)
+        self.input_lin = torch.nn.Linear(input_size, 4 * hidden_size, bias=False)
+        self.layer_norm = torch.nn.ModuleList([torch.nn.LayerNorm(hidden_size) for _ in range(4)])
+        self.layer_norm_c = torch.nn.LayerNorm(hidden_size)
+
+    def forward(self, x, h, c):
+        ifgo = (self.hidden_lin(h) + self.input_lin(x)).chunk(4, dim=-1)
+        i, f, g, o = [self.layer_norm[n](ifgo[n]) for n in range(4)]
+        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(self.layer_norm_c(c_next)), c_next
+
+
+class LabmlLSTM(torch.nn.Module if torch else object):
+    def __init__(self, input_size, hidden_size, n_layers):
+        super().__init__()
+        self.n_layers, self.hidden_size = n_layers, hidden_size
+        self.cells = torch.nn.ModuleList(
+            [LabmlLSTMCell(input_size, hidden_size)]
+            + [LabmlLSTMCell(hidden_size, hidden_size) for _ in range(n_layers - 1)])
+
+    def forward(self, x):
+        h = [x.new_zeros(x.shape[1], self.hidden_size) for _ in range(self.n_layers)]
+        c = [x.new_zeros(x.shape[1], self.hidden_size) for _ in range(self.n_layers)]
+        out = []
+        for t in range(x.shape[0]):
+            inp = x[t]
+            for k in range(self.n_layers):
+                h[k], c[k] = self.cells[k](inp, h[k], c[k])
+                inp = h[k]
+            out.append(h[-1])
+        return torch.stack(out), (torch.stack(h), torch.stack(c))
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_labml_layernorm_lstm_parity(dtype):
+    torch.manual_seed(0)
+    model = LabmlLSTM(6, 8, 3).to(getattr(torch, dtype.__name__))
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    x = torch.randn(12, 2, 6, dtype=getattr(torch, dtype.__name__))
+    with torch.inference_mode():
+        out, (h, c) = model(x)
+    ours = nl.LayerNormLSTM.from_state_dict(model.state_dict())
+    O, (Hn, Cn) = ours(x.numpy())
+    assert_close(O, out.numpy(), dtype, "output")
+    assert_close(Hn, h.numpy(), dtype, "h_n")
+    assert_close(Cn, c.numpy(), dtype, "c_n")
+
+
+@needs_torch
+def test_lstm_model_last_step_style():
+    """LSTM + Linear on the last step (batch-first), as the seed LSTMModel."""
+    torch.manual_seed(1)
+    lstm, fc = torch.nn.LSTM(4, 16, num_layers=2, batch_first=True), torch.nn.Linear(16, 1)
+    x = torch.randn(5, 30, 4)
+    with torch.inference_mode():
+        expected = fc(lstm(x)[0][:, -1, :])
+    sd = {**{"lstm." + k: v for k, v in lstm.state_dict().items()},
+          **{"fc." + k: v for k, v in fc.state_dict().items()}}
+    ours_lstm = nl.LSTM.from_state_dict(sd, prefix="lstm.", batch_first=True)
+    ours_fc = nl.Linear.from_state_dict(sd, prefix="fc.")
+    assert_close(ours_fc(ours_lstm(x.numpy())[0][:, -1, :]), expected.numpy(), np.float32, "y")
+
+
+@needs_torch
+@pytest.mark.parametrize("seed", range(3))
+def test_char_model_style_streamed_in_random_chunks(seed):
+    """Embedding -> LSTM -> Linear on every step, d2l style, streamed in random chunks."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    emb, lstm, fc = torch.nn.Embedding(11, 6), torch.nn.LSTM(6, 10, 2), torch.nn.Linear(10, 11)
+    tokens = rng.integers(0, 11, size=(17, 3))
+    with torch.inference_mode():
+        expected = fc(lstm(emb(torch.from_numpy(tokens)))[0]).numpy()
+    e = nl.Embedding.from_state_dict(emb.state_dict())
+    m = nl.LSTM.from_state_dict(lstm.state_dict())
+    f = nl.Linear.from_state_dict(fc.state_dict())
+    assert_close(f(m(e(tokens))[0]), expected, np.float32, "full")
+    stream = m.stream()
+    cuts = np.sort(rng.choice(np.arange(1, 17), size=4, replace=False))
+    logits = np.concatenate([f(stream(e(chunk))) for chunk in np.split(tokens, cuts)])
+    assert_close(logits, expected, np.float32, "streamed")
