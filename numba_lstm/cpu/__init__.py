@@ -10,7 +10,7 @@ import numpy as np
 from .._config import configure_threading
 from .layernorm import layernorm_lstm_layer
 from .packing import PackedLayer, pack_layer
-from .recurrence import lstm_layer
+from .recurrence import lstm_layer, lstm_layer_serial
 
 __all__ = ["PackedLayer", "pack_layer", "lstm_layer_forward", "lstm_forward"]
 
@@ -37,6 +37,10 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths):
     h_n = np.empty((D, B, H_out), dtype)
     c_n = np.empty((D, B, H), dtype)
     n_chunks = max(1, min(B, numba.get_num_threads() // D))
+    if D * n_chunks == 1:
+        lstm_layer_serial(gx.reshape(T, B, 4 * H), layer.w_hh, layer.w_hr, h0, c0, lengths,
+                          out, h_n, c_n, 1)
+        return out, h_n, c_n
     with _KERNEL_LOCK:
         lstm_layer(gx.reshape(T, B, D * 4 * H), layer.w_hh, layer.w_hr, h0, c0, lengths,
                    out, h_n, c_n, n_chunks)
