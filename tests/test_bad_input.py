@@ -170,3 +170,8 @@ def test_cell_errors(shape, hx, exc, match):
         hx = tuple(np.zeros(s) for s in hx)
     with pytest.raises(exc, match=match):
         cell(np.zeros(shape), hx)
+
+
+def test_cuda_device_without_backend_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="device='cuda' is not available"):
+        nl.LSTM(3, 4, device="cuda")

@@ -24,8 +24,11 @@ def backend_for(device: str):
         from .. import cpu
 
         return cpu
-    from .. import cuda  # imported lazily: CPU users never need CUDA
-
+    try:
+        from .. import cuda  # imported lazily: CPU users never need CUDA
+    except ImportError:
+        raise RuntimeError(f"device={device!r} is not available: this version of numba_lstm "
+                           "has no CUDA backend yet; use device='cpu'") from None
     return cuda.backend()
 
 
