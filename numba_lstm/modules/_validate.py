@@ -21,6 +21,11 @@ def resolve_dtype(dtype) -> np.dtype:
     return resolved
 
 
+def dtype_of_weights(weight) -> str:
+    """from_state_dict's dtype=None: float64 weights stay float64, all else is float32."""
+    return "float64" if np.asarray(weight).dtype == np.float64 else "float32"
+
+
 def resolve_device(device) -> str:
     name = str(device)
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
@@ -67,6 +72,12 @@ def check_hx_pair(hx, what: str = "hx"):
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
         raise TypeError(f"{what} must be a tuple (h_0, c_0), got {type(hx).__name__}")
     return hx
+
+
+def as_state_pair(hx, dtype: np.dtype, what: str = "hx"):
+    """(h, c) converted like any input; a TypeError unless hx is a pair."""
+    h, c = check_hx_pair(hx, what)
+    return as_float_array(h, dtype, f"{what}[0]"), as_float_array(c, dtype, f"{what}[1]")
 
 
 def check_state(array: np.ndarray, expected: tuple, name: str) -> None:

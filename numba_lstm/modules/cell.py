@@ -35,8 +35,7 @@ class LSTMCell(Module):
                            f"{prefix}weight_ih and {prefix}weight_hh)")
         w_ih = np.shape(params["weight_ih"])
         if dtype is None:
-            dtype = "float64" if np.asarray(params["weight_hh"]).dtype == np.float64 \
-                else "float32"
+            dtype = v.dtype_of_weights(params["weight_hh"])
         module = cls(int(w_ih[1]), int(w_ih[0]) // 4, bias="bias_ih" in params, dtype=dtype)
         return module.load_state_dict(params)
 
@@ -69,8 +68,7 @@ class LSTMCell(Module):
             h0 = np.zeros((1, B, H), self._dtype)
             c0 = np.zeros((1, B, H), self._dtype)
         else:
-            h0, c0 = (v.as_float_array(a, self._dtype, f"hx[{i}]")
-                      for i, a in enumerate(v.check_hx_pair(hx)))
+            h0, c0 = v.as_state_pair(hx, self._dtype)
             expected = (B, H) if batched else (H,)
             for i, state in enumerate((h0, c0)):
                 if state.shape != expected:

@@ -49,8 +49,7 @@ class LayerNormLSTM(Module):
             raise KeyError(f"no LayerNormLSTM weights under prefix {prefix!r} "
                            f"(expected {prefix}cells.0.input_lin.weight)")
         w_in = np.shape(params["cells.0.input_lin.weight"])
-        dtype = dtype or ("float64" if np.asarray(params["cells.0.input_lin.weight"]).dtype
-                          == np.float64 else "float32")
+        dtype = dtype or v.dtype_of_weights(params["cells.0.input_lin.weight"])
         module = cls(int(w_in[1]), int(w_in[0]) // 4, max(cells) + 1, dtype=dtype)
         return module.load_state_dict(params)
 
@@ -87,8 +86,7 @@ class LayerNormLSTM(Module):
         if hx is None:
             h0 = c0 = np.zeros((self.num_layers, B, self.hidden_size), self._dtype)
         else:
-            h0, c0 = (v.as_float_array(a, self._dtype, f"hx[{i}]")
-                      for i, a in enumerate(v.check_hx_pair(hx)))
+            h0, c0 = v.as_state_pair(hx, self._dtype)
             for i, state in enumerate((h0, c0)):
                 v.check_state(state, lead + (self.hidden_size,), f"hidden[{i}]")
             h0, c0 = h0.reshape(self.num_layers, B, -1), c0.reshape(self.num_layers, B, -1)

@@ -30,8 +30,7 @@ class Linear(Module):
         if "weight" not in params:
             raise KeyError(f"no Linear weight under prefix {prefix!r} (expected {prefix}weight)")
         out_f, in_f = np.shape(params["weight"])
-        dtype = dtype or ("float64" if np.asarray(params["weight"]).dtype == np.float64
-                          else "float32")
+        dtype = dtype or v.dtype_of_weights(params["weight"])
         return cls(in_f, out_f, bias="bias" in params, dtype=dtype).load_state_dict(params)
 
     def _param_shapes(self):
@@ -81,8 +80,7 @@ class Embedding(Module):
             raise KeyError(f"no Embedding weight under prefix {prefix!r} "
                            f"(expected {prefix}weight)")
         n, dim = np.shape(params["weight"])
-        dtype = dtype or ("float64" if np.asarray(params["weight"]).dtype == np.float64
-                          else "float32")
+        dtype = dtype or v.dtype_of_weights(params["weight"])
         return cls(n, dim, dtype=dtype).load_state_dict(params)
 
     def _param_shapes(self):

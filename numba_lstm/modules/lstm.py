@@ -107,8 +107,7 @@ class LSTM(Module):
         config = infer_lstm_config(state_dict, prefix)
         params = select_prefix(state_dict, prefix)
         if dtype is None:
-            dtype = "float64" if np.asarray(params["weight_hh_l0"]).dtype == np.float64 \
-                else "float32"
+            dtype = v.dtype_of_weights(params["weight_hh_l0"])
         module = cls(config.input_size, config.hidden_size, batch_first=batch_first,
                      dtype=dtype, **config.kwargs())
         return module.load_state_dict(params)
@@ -194,9 +193,7 @@ class LSTM(Module):
         h_shape, c_shape = (n, batch, self.output_size), (n, batch, self.hidden_size)
         if hx is None:
             return np.zeros(h_shape, self._dtype), np.zeros(c_shape, self._dtype)
-        h0, c0 = v.check_hx_pair(hx)
-        h0 = v.as_float_array(h0, self._dtype, "hx[0]")
-        c0 = v.as_float_array(c0, self._dtype, "hx[1]")
+        h0, c0 = v.as_state_pair(hx, self._dtype)
         rank = 3 if batched else 2
         if h0.ndim != rank or c0.ndim != rank:
             kind = "batched 3-D" if batched else "unbatched 2-D"

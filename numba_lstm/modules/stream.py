@@ -31,9 +31,8 @@ class Stream:
         if value is None:
             self._state = None
             return
-        h, c = v.check_hx_pair(value, "state")
-        self._state = (v.as_float_array(h, self._module.dtype, "state[0]").copy(),
-                       v.as_float_array(c, self._module.dtype, "state[1]").copy())
+        h, c = v.as_state_pair(value, self._module.dtype, "state")
+        self._state = (h.copy(), c.copy())
 
     def reset(self) -> None:
         """Forget the state: the next chunk starts from zeros."""
