@@ -56,7 +56,8 @@ def check_layer(rng, T, B, I, H, proj, D, bias, dtype, with_lengths):
     h0 = rng.standard_normal((D, B, H_out)).astype(dtype)
     c0 = rng.standard_normal((D, B, H)).astype(dtype)
     lengths = rng.integers(1, T + 1, B) if with_lengths else np.full(B, T)
-    out, h_n, c_n = lstm_layer_forward(x, layer, h0, c0, lengths.astype(np.int64))
+    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+    out = lstm_layer_forward(x, layer, h0, c0, lengths.astype(np.int64), h_n, c_n)
     as64 = [tuple(None if a is None else np.asarray(a, dtype).astype(np.float64) for a in dw)
             for dw in directions]
     for d in range(D):
@@ -91,7 +92,8 @@ def test_padded_positions_are_zero_and_state_frozen():
     layer = pack_layer(random_layer(rng, 3, 4, 0, 2, True), np.float64)
     x = rng.standard_normal((5, 2, 3))
     lengths = np.array([5, 2], np.int64)
-    out, h_n, _ = lstm_layer_forward(x, layer, np.zeros((2, 2, 4)), np.zeros((2, 2, 4)), lengths)
+    h_n, c_n = np.empty((2, 2, 4)), np.empty((2, 2, 4))
+    out = lstm_layer_forward(x, layer, np.zeros((2, 2, 4)), np.zeros((2, 2, 4)), lengths, h_n, c_n)
     assert np.all(out[2:, 1] == 0)
     np.testing.assert_array_equal(h_n[0, 1], out[1, 1, :4])  # forward: last valid step
     np.testing.assert_array_equal(h_n[1, 1], out[0, 1, 4:])  # reverse: ends at t = 0

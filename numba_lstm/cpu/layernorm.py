@@ -73,3 +73,7 @@ def layernorm_lstm_layer(gx, w_hh, ln_w, ln_b, h0, c0, out, h_n, c_n, eps, n_chu
             for j in range(H):
                 h_n[b_lo + r, j] = h[r, j]
                 c_n[b_lo + r, j] = c[r, j]
+
+
+# Without threads, for single-task calls (batch 1); see cpu._launch.
+layernorm_lstm_layer_serial = njit(**_FLAGS)(layernorm_lstm_layer.py_func)

@@ -118,7 +118,5 @@ def lstm_layer(gx, w_hh, w_hr, h0, c0, lengths, out, h_n, c_n, n_chunks):
                 c_n[d, b_lo + r, j] = c[r, j]
 
 
-# The same kernel compiled without threads, for calls with a single task (one
-# direction, batch 1: streaming and latency): a parallel launch there is pure
-# overhead (thread wake-up and join on every call).
+# The same kernel compiled without threads, for single-task calls; see cpu._launch.
 lstm_layer_serial = njit(**_FLAGS)(lstm_layer.py_func)
