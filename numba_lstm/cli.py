@@ -105,15 +105,14 @@ def cmd_demo(args) -> int:
     import importlib.util
 
     from numba_lstm.char_model import CharModel
-    from numba_lstm.io import load
 
     if args.temperature <= 0:
         raise CLIError(f"--temperature must be positive, got {args.temperature}")
     if not args.prompt:
         raise CLIError("--prompt must not be empty")
     t0 = time.perf_counter()
-    state_dict = _load_weights(args.weights) if args.weights else None
-    model = CharModel(state_dict) if state_dict else CharModel.shipped()
+    state_dict = _load_weights(args.weights or str(CharModel.shipped_path()))
+    model = CharModel(state_dict)
     print(f"model: Embedding{model.embedding.state_dict()['weight'].shape} -> {model.lstm!r} "
           f"-> {model.fc!r}; loaded in {time.perf_counter() - t0:.2f} s")
     gen = model.generate(args.prompt, args.length, args.temperature, args.seed)
@@ -125,8 +124,7 @@ def cmd_demo(args) -> int:
     if importlib.util.find_spec("torch") is not None:
         from numba_lstm._torch_check import torch_logits
 
-        sd = state_dict if state_dict else load(CharModel.shipped_path())
-        theirs = torch_logits(sd, model.encode(args.prompt))
+        theirs = torch_logits(state_dict, model.encode(args.prompt))
         diff = float(np.abs(theirs - gen.prompt_logits).max())
         print(f"torch check: prompt logits max|Δ| = {diff:.2e} "
               f"({'OK' if diff <= 2e-5 else 'MISMATCH'}, tolerance 2e-5)")

@@ -201,7 +201,7 @@ def test_not_a_dict_and_file_errors(tmp_path):
         nl.load(42)
     with pytest.raises(TypeError, match="binary mode"):
         nl.load(io.StringIO("text"))
-    pkl = b"\x80\x02" + op_global("torch._utils", "_rebuild_tensor_v2")[:0] + b"]."  # a list
+    pkl = b"\x80\x02]."  # an empty list
     with pytest.raises(LoadError, match="holds a list, not a dict of tensors"):
         nl.load(io.BytesIO(torch_zip(pkl, {})))
 
@@ -209,7 +209,6 @@ def test_not_a_dict_and_file_errors(tmp_path):
 def test_zip_member_declaring_huge_size_is_refused():
     raw = bytearray(torch_zip(tensor_pickle({}), {}))
     # Patch the central directory's uncompressed size of the first member to 4 GiB - 1.
-    cd = raw.rfind(b"PK\x01\x02", 0, raw.rfind(b"PK\x05\x06"))
     cd = raw.find(b"PK\x01\x02")
     raw[cd + 24:cd + 28] = struct.pack("<I", 0xFFFFFFFF)
     with pytest.raises(LoadError, match="declares 4294967295 bytes"):
