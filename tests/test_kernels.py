@@ -101,3 +101,14 @@ def test_padded_positions_are_zero_and_state_frozen():
 
 def test_tolerance_table_is_spec():
     assert TOL == {np.float32: 2e-5, np.float64: 1e-10}
+
+
+def test_serial_twins_have_their_own_cache_entries():
+    """A shared on-disk cache entry made the serial kernel load the threaded code."""
+    from numba_lstm.cpu import layernorm, recurrence
+
+    pairs = [(recurrence.lstm_layer, recurrence.lstm_layer_serial),
+             (layernorm.layernorm_lstm_layer, layernorm.layernorm_lstm_layer_serial)]
+    for parallel, serial in pairs:
+        assert parallel._cache._cache_file._index_name != serial._cache._cache_file._index_name
+        assert serial.py_func.__code__ is parallel.py_func.__code__  # same code, not a copy

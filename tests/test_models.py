@@ -74,14 +74,15 @@ def random_layernorm_params(rng, I, H, L, dtype=np.float64):
     return {k: v.astype(dtype) for k, v in params.items()}
 
 
+@pytest.mark.parametrize("batch", [1, 3])  # 1: the serial kernel, 3: the threaded one
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_layernorm_lstm_kernel_matches_reference(dtype):
+def test_layernorm_lstm_kernel_matches_reference(dtype, batch):
     rng = np.random.default_rng(0)
     params = random_layernorm_params(rng, 5, 6, 2, dtype)
     model = nl.LayerNormLSTM.from_state_dict(params)
     assert model.dtype == dtype and repr(model).startswith("LayerNormLSTM(5, 6, num_layers=2")
-    x = rng.standard_normal((9, 3, 5)).astype(dtype)
-    hx = tuple(rng.standard_normal((2, 3, 6)).astype(dtype) for _ in range(2))
+    x = rng.standard_normal((9, batch, 5)).astype(dtype)
+    hx = tuple(rng.standard_normal((2, batch, 6)).astype(dtype) for _ in range(2))
     out, (h_n, c_n) = model(x, hx)
     as64 = {k: v.astype(np.float64) for k, v in params.items()}
     ref_out, (ref_h, ref_c) = reference.layernorm_lstm(x.astype(np.float64), as64, 2,

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import sigmoid, tanh
-from .recurrence import _FLAGS, _row_matmul_acc
+from .recurrence import _FLAGS, _row_matmul_acc, serial_twin
 
 
 @njit(**_FLAGS)
@@ -75,5 +75,4 @@ def layernorm_lstm_layer(gx, w_hh, ln_w, ln_b, h0, c0, out, h_n, c_n, eps, n_chu
                 c_n[b_lo + r, j] = c[r, j]
 
 
-# Without threads, for single-task calls (batch 1); see cpu._launch.
-layernorm_lstm_layer_serial = njit(**_FLAGS)(layernorm_lstm_layer.py_func)
+layernorm_lstm_layer_serial = serial_twin(layernorm_lstm_layer)
