@@ -1,4 +1,4 @@
-"""Command line: `numba-lstm [demo|example|info|run]` (also `python -m numba_lstm`)."""
+"""Command line: `numba-lstm [demo|example|info|run|bench]` (also `python -m numba_lstm`)."""
 
 from __future__ import annotations
 
@@ -133,6 +133,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """numba_lstm vs torch vs ONNX Runtime on SPEC §3's shapes, in this process."""
+    import json
+
+    from numba_lstm import bench
+
+    shapes = args.shapes.split(",") if args.shapes else None
+    unknown = [s for s in shapes or [] if s not in bench.BY_ID]
+    if unknown:
+        raise CLIError(f"unknown shape(s) {unknown}; choose from {list(bench.BY_ID)}")
+    peers = args.peers.split(",") if args.peers else None
+    unknown = [p for p in peers or [] if p not in bench.PEERS]
+    if unknown:
+        raise CLIError(f"unknown peer(s) {unknown}; choose from {list(bench.PEERS)}")
+    if args.device == "cuda":
+        reason = bench.cuda_unavailable()
+        if reason:
+            print(f"numba-lstm bench --device cuda: no GPU here ({reason}); nothing measured")
+            return 0
+    progress = None if args.json else (lambda s: print(f"  {s} ...", file=sys.stderr))
+    report = bench.run(shapes, peers, args.device, args.rounds, args.min_time, progress)
+    print(json.dumps(report, indent=1) if args.json else bench.format_table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="numba-lstm", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -163,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-first", action="store_true", help="input is (B, T, I)")
     run.add_argument("--lengths", help="(B,) integer .npy of sequence lengths")
     run.set_defaults(func=cmd_run)
+    bench = sub.add_parser("bench", help="time numba_lstm against torch and ONNX Runtime")
+    bench.add_argument("--shapes", help="comma-separated SPEC §3 ids (default: all), e.g. S1,S8")
+    bench.add_argument("--peers", help="comma-separated peers (default: all installed)")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--rounds", type=int, default=7, help="samples per runner (median)")
+    bench.add_argument("--min-time", type=float, default=0.05,
+                       help="seconds per sample (calls are repeated to fill it)")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

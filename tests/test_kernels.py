@@ -72,13 +72,15 @@ def check_layer(rng, T, B, I, H, proj, D, bias, dtype, with_lengths):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("D", [1, 2])
 @pytest.mark.parametrize("proj", [0, 3])
-@pytest.mark.parametrize("B", [1, 2, 5])
+@pytest.mark.parametrize("B", [1, 2, 5, 9, 19])
 def test_layer_matches_reference(dtype, D, proj, B):
-    # K = 9 exercises both the 4-way unrolled part and the remainder of the matmul.
+    # Each CPU strategy: B=1 serial, B=2..9 threaded (B=9: a 4-row block plus a
+    # remainder row per thread), B=19 a GEMM per step (the fused kernel if proj).
+    # K = 9 exercises both the unrolled part and the remainder of the matmuls.
     check_layer(np.random.default_rng(B + 10 * D), 6, B, 7, 9, proj, D, True, dtype, B > 1)
 
 
-@given(T=st.integers(1, 12), B=st.integers(1, 5), I=st.integers(1, 11), H=st.integers(1, 11),
+@given(T=st.integers(1, 12), B=st.integers(1, 20), I=st.integers(1, 11), H=st.integers(1, 11),
        proj=st.integers(0, 10), D=st.integers(1, 2), bias=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]), with_lengths=st.booleans(),
        seed=st.integers(0, 2**31))

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import sigmoid, tanh
-from .recurrence import _FLAGS, _row_matmul_acc, serial_twin
+from .recurrence import _FLAGS, _rows_matmul_acc, serial_twin
 
 
 @njit(**_FLAGS)
@@ -56,7 +56,7 @@ def layernorm_lstm_layer(gx, w_hh, ln_w, ln_b, h0, c0, out, h_n, c_n, eps, n_chu
             for r in range(nb):
                 for j in range(G):
                     gates[r, j] = gx[t, b_lo + r, j]
-                _row_matmul_acc(gates, r, h, r, w_hh, 0)
+            _rows_matmul_acc(gates, h, w_hh, 0, nb)
             for r in range(nb):
                 for g in range(4):
                     _normalise(gates, r, g * H, H, ln_w, ln_b, g, eps)

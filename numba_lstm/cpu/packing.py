@@ -49,3 +49,33 @@ def pack_layer(directions, dtype) -> PackedLayer:
     else:
         w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
     return PackedLayer(*(np.ascontiguousarray(a) for a in (w_ih, bias, w_hh, w_hr)))
+
+
+class PackedStack(list):
+    """The layers of one LSTM, in order (a list of PackedLayer).
+
+    ``step`` is (w_ih0 (1, I, 4H), w_ih_rest (L-1, H, 4H), bias (L, 4H),
+    w_hh (L, H, 4H)) for stacks the one-call streaming kernel can run (one
+    direction, no projection), else None. The layers' arrays are views into
+    these, so the weights are held once.
+    """
+
+    step: tuple | None = None
+
+
+def pack_stack(layers: list, dtype) -> PackedStack:
+    """layers: per layer, the ``directions`` argument of pack_layer."""
+    packed = [pack_layer(directions, dtype) for directions in layers]
+    stack = PackedStack(packed)
+    if packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
+        return stack
+    w_ih0 = packed[0].w_ih[None]
+    w_ih_rest = np.ascontiguousarray(np.stack([k.w_ih for k in packed[1:]])
+                                     if len(packed) > 1 else
+                                     np.zeros((0,) + packed[0].w_hh.shape[1:], dtype))
+    bias = np.stack([k.bias for k in packed])
+    w_hh = np.concatenate([k.w_hh for k in packed])
+    stack[:] = [PackedLayer(w_ih0[0] if n == 0 else w_ih_rest[n - 1], bias[n], w_hh[n:n + 1],
+                            packed[n].w_hr) for n in range(len(packed))]
+    stack.step = (w_ih0, w_ih_rest, bias, w_hh)
+    return stack

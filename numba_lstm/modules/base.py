@@ -19,7 +19,17 @@ def select_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix):]: val for k, val in state_dict.items() if k.startswith(prefix)}
 
 
+_BACKENDS: dict[str, Any] = {}
+
+
 def backend_for(device: str):
+    backend = _BACKENDS.get(device)
+    if backend is None:
+        backend = _BACKENDS[device] = _import_backend(device)
+    return backend
+
+
+def _import_backend(device: str):
     if device == "cpu":
         from .. import cpu
 

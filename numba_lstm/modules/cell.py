@@ -49,8 +49,8 @@ class LSTMCell(Module):
     def _prepare(self) -> None:
         p = self._params
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-        self._layers = [self._backend().pack_layer([tuple(p.get(n) for n in names)],
-                                                   self._dtype)]
+        self._layers = self._backend().pack_stack([[tuple(p.get(n) for n in names)]],
+                                                  self._dtype)
 
     def __call__(self, input, hx=None):
         """input (B, I) or (I,); hx = (h0, c0) each (B, H) or (H,). Returns (h1, c1)."""
@@ -76,8 +76,7 @@ class LSTMCell(Module):
                                        f"{v.fmt_shape(expected)} for input of shape "
                                        f"{v.fmt_shape(x.shape)}, got {v.fmt_shape(state.shape)}")
             h0, c0 = h0.reshape(1, B, H), c0.reshape(1, B, H)
-        lengths = np.ones(B, dtype=np.int64)
-        _, h1, c1 = self._backend().lstm_forward(self._layers, x2[None], h0, c0, lengths)
+        _, h1, c1 = self._backend().lstm_forward(self._layers, x2[None], h0, c0, None)
         if batched:
             return h1[0], c1[0]
         return h1[0, 0], c1[0, 0]

@@ -141,14 +141,12 @@ class LSTM(Module):
     def _prepare(self) -> None:
         backend = self._backend()
         p = self._params
-        self._layers = [
-            backend.pack_layer([
-                tuple(p.get(f"{name}_l{layer}{suffix}") for name in
-                      ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
-                for suffix in ("", "_reverse")[: self.num_directions]
-            ], self._dtype)
+        self._layers = backend.pack_stack([
+            [tuple(p.get(f"{name}_l{layer}{suffix}") for name in
+                   ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+             for suffix in ("", "_reverse")[: self.num_directions]]
             for layer in range(self.num_layers)
-        ]
+        ], self._dtype)
 
     # -- forward --------------------------------------------------------------------------
     def __call__(self, input, hx=None, *, lengths=None):
@@ -173,9 +171,7 @@ class LSTM(Module):
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
         T, B = x.shape[:2]
         h0, c0 = self._initial_state(hx, B, batched)
-        if lengths is None:
-            lengths = np.full(B, T, dtype=np.int64)
-        else:
+        if lengths is not None:
             lengths = v.check_lengths(lengths, B, T)
         out, h_n, c_n = self._backend().lstm_forward(self._layers, x, h0, c0, lengths)
         if not batched:

@@ -1,0 +1,183 @@
+"""Side-by-side benchmark: numba_lstm against torch and ONNX Runtime (whichever
+are installed) on SPEC §3's shapes, same weights and inputs, one process.
+
+``numba-lstm bench`` prints the table; ``--json`` the same data for machines.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .peers import PEERS, Unavailable
+from .shapes import BY_ID, SHAPES, TARGETS, Shape
+from .timing import interleaved_medians, matmul_gflops
+
+__all__ = ["SHAPES", "BY_ID", "PEERS", "Shape", "ShapeResult", "run", "format_table",
+           "cuda_unavailable"]
+
+OURS = "numba_lstm"
+TOLERANCE = 2e-5  # SPEC §2, float32
+
+
+@dataclass
+class ShapeResult:
+    shape: Shape
+    seconds: dict[str, float] = field(default_factory=dict)
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def ratio(self, peer: str) -> float | None:
+        if peer not in self.seconds or OURS not in self.seconds:
+            return None
+        return self.seconds[peer] / self.seconds[OURS]
+
+    def gflops(self, peer: str) -> float:
+        return self.shape.flops() / self.seconds[peer] / 1e9
+
+    def targets_met(self) -> dict[str, bool]:
+        return {peer: ratio >= target for peer, target in TARGETS.get(self.shape.id, {}).items()
+                if (ratio := self.ratio(peer)) is not None}
+
+    def agrees(self) -> bool:
+        return all(d <= TOLERANCE for d in self.max_abs_diff.values())
+
+
+def bench_shape(shape: Shape, peers: list[str], device: str, rounds: int,
+                min_seconds: float) -> ShapeResult:
+    result = ShapeResult(shape)
+    state_dict, x = shape.state_dict(), shape.inputs()
+    runners = {}
+    for name in [OURS] + [p for p in peers if p != OURS]:
+        try:
+            runner = PEERS[name](shape, state_dict, x, device)
+        except Unavailable as exc:
+            result.unavailable[name] = str(exc)
+            continue
+        runner.run()  # from the zero state, so streaming peers agree on this one
+        runners[name] = runner
+    if OURS not in runners:
+        return result
+    ours = runners[OURS].output()
+    for name, runner in runners.items():
+        if name != OURS:
+            result.max_abs_diff[name] = float(np.abs(runner.output() - ours).max())
+    result.seconds = interleaved_medians({n: r.run for n, r in runners.items()}, rounds,
+                                         min_seconds)
+    return result
+
+
+def run(shape_ids: list[str] | None = None, peers: list[str] | None = None,
+        device: str = "cpu", rounds: int = 7, min_seconds: float = 0.05,
+        progress=None) -> dict:
+    """Benchmark the shapes; returns a JSON-ready dict (see format_table)."""
+    shapes = [BY_ID[s] for s in shape_ids] if shape_ids else list(SHAPES)
+    peers = list(PEERS) if peers is None else peers
+    report = {"machine": machine_info(), "matmul_gflops": matmul_gflops(), "results": []}
+    if device == "cpu":
+        report["call_overhead_seconds"] = call_overhead()
+    for shape in shapes:
+        if progress:
+            progress(shape.id)
+        result = bench_shape(shape, peers, device, rounds, min_seconds)
+        report["results"].append(_as_json(result))
+    return report
+
+
+def call_overhead(rounds: int = 7) -> float:
+    """Seconds per streaming step of a 2-layer I=H=4 LSTM: the arithmetic is a few
+    hundred flops, so this is the object API's validation, dispatch and allocation."""
+    import numba_lstm as nl
+
+    stream = nl.LSTM(4, 4, num_layers=2).stream()
+    x = np.ones((1, 1, 4), np.float32)
+    return interleaved_medians({"tiny": lambda: stream(x)}, rounds, 0.02)["tiny"]
+
+
+def cuda_unavailable() -> str | None:
+    """Why GPU timings cannot be taken here, or None when a real GPU is present."""
+    import os
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "NUMBA_ENABLE_CUDASIM=1: the CUDA simulator runs on the CPU; no GPU timings"
+    try:
+        from numba import cuda
+    except ImportError as exc:
+        return f"numba's CUDA target cannot be imported ({exc})"
+    if not cuda.is_available():
+        return "numba.cuda.is_available() is False: no CUDA driver or device"
+    return None
+
+
+def machine_info() -> dict:
+    import numba
+
+    info = {"python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "cpu": platform.processor() or platform.machine(),
+            "numba_threads": numba.get_num_threads()}
+    for name in ("torch", "onnxruntime"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    return info
+
+
+def _as_json(result: ShapeResult) -> dict:
+    shape = result.shape
+    return {
+        "shape": asdict(shape),
+        "gflop": shape.flops() / 1e9,
+        "weight_mb": shape.weight_bytes() / 1e6,
+        "seconds": result.seconds,
+        "ratios": {p: result.ratio(p) for p in result.seconds if p != OURS},
+        "gflops": {p: result.gflops(p) for p in result.seconds},
+        "max_abs_diff": result.max_abs_diff,
+        "agrees": result.agrees(),
+        "targets": TARGETS.get(shape.id, {}),
+        "targets_met": result.targets_met(),
+        "unavailable": result.unavailable,
+    }
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1e6:.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
+
+
+def format_table(report: dict) -> str:
+    """A Markdown table: times, peer/ours ratios (target in brackets), GFLOP/s."""
+    rate = report["matmul_gflops"]
+    head = ("| shape | numba_lstm | torch | onnxruntime | torch/ours | ort/ours "
+            "| ours GFLOP/s | % of matmul | max abs Δ | targets |")
+    lines = [head, "|" + "---|" * 10]
+    for r in report["results"]:
+        s, t = r["seconds"], r["targets"]
+        ratios = []
+        for peer in ("torch", "onnxruntime"):
+            ratio = r["ratios"].get(peer)
+            ratios.append("-" if ratio is None else f"{ratio:.2f}× (≥{t.get(peer, 0):g})")
+        ours = r["gflops"].get(OURS)
+        met = r["targets_met"]
+        verdict = "-" if not met else ("met" if all(met.values()) else "MISSED " + ", ".join(
+            p for p, ok in met.items() if not ok))
+        diff = max(r["max_abs_diff"].values(), default=None)
+        lines.append(
+            f"| {r['shape']['id']} | {_fmt_time(s.get(OURS))} | {_fmt_time(s.get('torch'))} "
+            f"| {_fmt_time(s.get('onnxruntime'))} | {ratios[0]} | {ratios[1]} "
+            f"| {'-' if ours is None else f'{ours:.1f}'} "
+            f"| {'-' if ours is None else f'{100 * ours / rate:.0f}%'} "
+            f"| {'-' if diff is None else f'{diff:.1e}'} | {verdict} |")
+    notes = [f"NumPy float32 matmul (1024³) in this run: {rate:.1f} GFLOP/s."]
+    if "call_overhead_seconds" in report:
+        notes.append("Per-call overhead of the object API (streaming step of a 2-layer "
+                     f"I=H=4 LSTM): {report['call_overhead_seconds'] * 1e6:.1f} µs.")
+    for r in report["results"]:
+        for peer, why in r["unavailable"].items():
+            notes.append(f"{r['shape']['id']}: {peer} not run: {why}")
+        if not r["agrees"]:
+            notes.append(f"{r['shape']['id']}: outputs DISAGREE beyond {TOLERANCE:g}")
+    return "\n".join(lines + [""] + notes)

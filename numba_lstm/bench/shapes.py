@@ -1,0 +1,91 @@
+"""SPEC §3's benchmark shapes, their weights and inputs, and their napkin math."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Shape:
+    id: str
+    batch: int
+    steps: int
+    input_size: int
+    hidden_size: int
+    layers: int
+    bidirectional: bool
+    note: str
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def layer_inputs(self) -> list[int]:
+        return [self.input_size] + [self.directions * self.hidden_size] * (self.layers - 1)
+
+    def flops(self) -> int:
+        """Multiply-adds x 2 of the matmuls (input projection, recurrence) per call.
+
+        The gate nonlinearities and cell update add ~10 flops per hidden unit per
+        step, under 1% at these sizes, and are left out.
+        """
+        G = 4 * self.hidden_size
+        per_step = sum(self.directions * 2 * self.batch * (i + self.hidden_size) * G
+                       for i in self.layer_inputs())
+        return per_step * self.steps
+
+    def weight_bytes(self, itemsize: int = 4) -> int:
+        """Bytes of every weight matrix: all of it is read at least once per call."""
+        G = 4 * self.hidden_size
+        return sum(self.directions * (i + self.hidden_size) * G
+                   for i in self.layer_inputs()) * itemsize
+
+    def recurrent_bytes_per_step(self, itemsize: int = 4) -> int:
+        """W_hh bytes read at every step (the input projection is batched over steps)."""
+        return self.layers * self.directions * self.hidden_size * 4 * self.hidden_size * itemsize
+
+    @property
+    def streaming(self) -> bool:
+        """One step per call with the state carried from the previous call."""
+        return self.steps == 1
+
+    def state_dict(self, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+        """torch.nn.LSTM's parameter names, U(-1/sqrt(H), 1/sqrt(H)) as torch draws them."""
+        rng = np.random.default_rng(seed)
+        H, G, bound = self.hidden_size, 4 * self.hidden_size, self.hidden_size ** -0.5
+        params = {}
+        for layer, in_size in enumerate(self.layer_inputs()):
+            for suffix in ("", "_reverse")[: self.directions]:
+                for name, shape in (("weight_ih", (G, in_size)), ("weight_hh", (G, H)),
+                                    ("bias_ih", (G,)), ("bias_hh", (G,))):
+                    params[f"{name}_l{layer}{suffix}"] = (
+                        rng.uniform(-bound, bound, shape).astype(dtype))
+        return params
+
+    def inputs(self, seed: int = 1, dtype=np.float32) -> np.ndarray:
+        """x (T, B, I) ~ N(0, 1)."""
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal((self.steps, self.batch, self.input_size)).astype(dtype)
+
+
+SHAPES = (
+    Shape("S1", 1, 100, 64, 128, 1, False, "latency"),
+    Shape("S2", 1, 1000, 128, 256, 2, False, "long sequence"),
+    Shape("S3", 1, 200, 256, 512, 1, False, "large hidden"),
+    Shape("S4", 8, 200, 128, 256, 1, False, "small batch"),
+    Shape("S5", 64, 50, 256, 256, 1, True, "bidirectional"),
+    Shape("S6", 32, 100, 256, 512, 2, False, "throughput"),
+    Shape("S7", 256, 50, 64, 128, 1, False, "big batch"),
+    Shape("S8", 1, 1, 64, 256, 2, False, "one streaming step per call, state carried"),
+)
+
+BY_ID = {s.id: s for s in SHAPES}
+
+# SPEC §3 targets: minimum peer_time / our_time per peer.
+TARGETS = {
+    **{s: {"torch": 2.0, "onnxruntime": 1.5} for s in ("S1", "S2", "S3")},
+    **{s: {"torch": 1.2, "onnxruntime": 1.0} for s in ("S4", "S5", "S6", "S7")},
+    "S8": {"torch": 10.0, "onnxruntime": 4.0},
+}
