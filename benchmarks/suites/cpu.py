@@ -1,0 +1,96 @@
+"""asv suite: numba_lstm on the CPU over SPEC §3's shapes (numba_lstm.bench.shapes).
+
+Peers are not timed here (that is `numba-lstm bench`); asv tracks our own
+numbers commit by commit: time per call, peak memory, GFLOP/s, and the cost of
+import + first call with a cold and with a warm Numba cache.
+"""
+
+import numba_lstm as nl
+from numba_lstm.bench.shapes import BY_ID, SHAPES
+
+IDS = [s.id for s in SHAPES]
+
+
+def _runner(shape_id: str, dtype: str):
+    shape = BY_ID[shape_id]
+    lstm = nl.LSTM.from_state_dict(shape.state_dict(), dtype=dtype)
+    x = shape.inputs().astype(dtype)
+    if shape.streaming:
+        stream = lstm.stream()
+        return lambda: stream(x)
+    return lambda: lstm(x)
+
+
+class Forward:
+    """One call: a whole sequence, or (S8) one streaming step with the state carried."""
+
+    params = (IDS, ["float32", "float64"])
+    param_names = ["shape", "dtype"]
+    timeout = 300
+
+    def setup(self, shape_id, dtype):
+        self.call = _runner(shape_id, dtype)
+        self.call()  # JIT compile / cache load outside the timing
+
+    def time_forward(self, shape_id, dtype):
+        self.call()
+
+    def peakmem_forward(self, shape_id, dtype):
+        self.call()
+
+    def track_gflops(self, shape_id, dtype):
+        import time
+
+        number = 3
+        start = time.perf_counter()
+        for _ in range(number):
+            self.call()
+        seconds = (time.perf_counter() - start) / number
+        return BY_ID[shape_id].flops() / seconds / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+
+_FIRST_CALL = """
+import os
+os.environ["NUMBA_CACHE_DIR"] = {cache_dir!r}
+import numpy as np
+import numba_lstm as nl
+lstm = nl.LSTM(64, 128, num_layers=2)
+lstm(np.zeros((10, 2, 64), np.float32))
+"""
+
+
+class FirstCall:
+    """import numba_lstm + build + first forward, in a fresh interpreter.
+
+    cold: an empty Numba cache, so every kernel compiles; warm: the cache a
+    previous process filled, as after `pip install` and one run.
+    """
+
+    params = ["cold", "warm"]
+    param_names = ["cache"]
+    number = 1
+    repeat = 3
+    timeout = 600
+
+    def setup(self, cache):
+        import subprocess
+        import sys
+        import tempfile
+
+        self.cache_dir = tempfile.mkdtemp(prefix="numba_lstm_asv_")
+        if cache == "warm":
+            subprocess.run([sys.executable, "-c", _FIRST_CALL.format(cache_dir=self.cache_dir)],
+                           check=True)
+
+    def timeraw_import_and_first_call(self, cache):
+        if cache == "cold":
+            import tempfile
+
+            return _FIRST_CALL.format(cache_dir=tempfile.mkdtemp(prefix="numba_lstm_asv_"))
+        return _FIRST_CALL.format(cache_dir=self.cache_dir)
+
+
+def timeraw_import():
+    return "import numba_lstm"
