@@ -34,12 +34,9 @@ def _import_backend(device: str):
         from .. import cpu
 
         return cpu
-    try:
-        from .. import cuda  # imported lazily: CPU users never need CUDA
-    except ImportError:
-        raise RuntimeError(f"device={device!r} is not available: this version of numba_lstm "
-                           "has no CUDA backend yet; use device='cpu'") from None
-    return cuda.backend()
+    from .. import cuda  # imported lazily: CPU users never need CUDA
+
+    return cuda.load_backend()
 
 
 class Module:

@@ -155,12 +155,20 @@ class LSTM(Module):
         Returns output (T, B, D*H_out) (batch-first if so built; no B axis when
         unbatched) and (h_n (D*L, B, H_out), c_n (D*L, B, H)).
         """
-        x = v.as_float_array(input, self._dtype, "input")
+        on_gpu = self._device != "cpu" and self._backend().is_device_array(input)
+        if on_gpu:
+            if self.batch_first or getattr(input, "ndim", 3) != 3:
+                raise ValueError("GPU-resident input must be batched (T, B, I) with "
+                                 "batch_first=False for now, got shape "
+                                 f"{v.fmt_shape(input.shape)}, batch_first={self.batch_first}")
+            x = self._backend().as_input(input, self._dtype, "input")
+        else:
+            x = v.as_float_array(input, self._dtype, "input")
         if x.ndim not in (2, 3):
             raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.ndim}D input instead")
-        if x.shape[-1] != self.input_size:
+        if tuple(x.shape)[-1] != self.input_size:
             raise RuntimeError(f"input.size(-1) must be equal to input_size. "
-                               f"Expected {self.input_size}, got {x.shape[-1]}")
+                               f"Expected {self.input_size}, got {tuple(x.shape)[-1]}")
         batched = x.ndim == 3
         if not batched:
             if lengths is not None:
