@@ -60,6 +60,9 @@ class CharModel:
         stream = self.lstm.stream()
         prompt_logits = self.fc(stream(self.embedding(self.encode(prompt))))
         logits, out = prompt_logits[-1], []
+        # One throwaway step loads (or, on a cold cache, compiles) the one-step
+        # kernel, so the rate below measures generation, not compilation.
+        self.lstm.stream()(self.embedding(np.array([0])))
         start = time.perf_counter()
         for _ in range(length):
             z = logits.astype(np.float64) / temperature
