@@ -58,13 +58,14 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     T, B, I = x.shape
     D, H, H_out = layer.num_directions, layer.hidden_size, layer.output_size
     out = np.empty((T, B, D * H_out), layer.w_hh.dtype)
-    n_chunks = 1 if B == 1 else max(1, min(B, numba.get_num_threads() // D))
+    # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
+    threads = 1 if B == 1 and D == 1 else numba.get_num_threads()
+    n_chunks = max(1, min(B, threads // D))
     threaded = D * n_chunks > 1 and B < GEMM_STEPS_MIN_BATCH
     if threaded:
         gx = np.empty((T * B, D * 4 * H), layer.w_hh.dtype)
         with _KERNEL_LOCK:
-            input_projection(x.reshape(T * B, I), layer.w_ih[None], layer.bias, gx,
-                             numba.get_num_threads())
+            input_projection(x.reshape(T * B, I), layer.w_ih[None], layer.bias, gx, threads)
     else:
         gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*4H), BLAS
         gx += layer.bias
@@ -77,7 +78,7 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     return out
 
 
-def lstm_forward(layers: list[PackedLayer], x, h0, c0, lengths):
+def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
     """A stack of layers over x (T, B, I); h0 (L*D, B, H_out), c0 (L*D, B, H).
     lengths (B,) int64, or None for full-length sequences.
 
@@ -87,9 +88,8 @@ def lstm_forward(layers: list[PackedLayer], x, h0, c0, lengths):
     h_n = np.empty((len(layers) * D,) + h0.shape[1:], h0.dtype)
     c_n = np.empty((len(layers) * D,) + c0.shape[1:], c0.dtype)
     T, B = x.shape[:2]
-    step = getattr(layers, "step", None)
-    if T == 1 and B == 1 and step is not None:
-        lstm_stack_step(x[0], *step, h0, c0, h_n, c_n)
+    if T == 1 and B == 1 and layers.step is not None:
+        lstm_stack_step(x[0], *layers.step, h0, c0, h_n, c_n)
         return h_n[-1:].copy(), h_n, c_n
     if lengths is None:
         lengths = np.full(B, T, dtype=np.int64)

@@ -21,6 +21,13 @@ from .activations import sigmoid, tanh
 _FLAGS = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 
 
+@njit(inline="always", **_FLAGS)
+def cell_update(z_i, z_f, z_g, z_o, c_prev):
+    """(c, o*tanh(c)) from one unit's four gate pre-activations: the LSTM cell."""
+    c = sigmoid(z_f) * c_prev + sigmoid(z_i) * tanh(z_g)
+    return c, sigmoid(z_o) * tanh(c)
+
+
 @njit(**_FLAGS)
 def _row_matmul_acc(out, r, h, w, d):
     """out[r, :] += h[r, :] @ w[d]   with w (D, K, N), rows contiguous.
@@ -136,13 +143,9 @@ def lstm_layer(gx, w_hh, w_hr, h0, c0, lengths, out, h_n, c_n, n_chunks):
                         out[t, b, d * H_out + j] = 0
                     continue
                 for j in range(H):
-                    i_g = sigmoid(gates[r, j])
-                    f_g = sigmoid(gates[r, H + j])
-                    g_g = tanh(gates[r, 2 * H + j])
-                    o_g = sigmoid(gates[r, 3 * H + j])
-                    c_new = f_g * c[r, j] + i_g * g_g
-                    c[r, j] = c_new
-                    h_cell[r, j] = o_g * tanh(c_new)
+                    c[r, j], h_cell[r, j] = cell_update(gates[r, j], gates[r, H + j],
+                                                        gates[r, 2 * H + j],
+                                                        gates[r, 3 * H + j], c[r, j])
                 if not has_proj:
                     for j in range(H):
                         h[r, j] = h_cell[r, j]
@@ -203,10 +206,6 @@ def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, h0, c0, h_n, c_n):
             _row_matmul_acc(gates, 0, h_n[layer - 1], w_ih_rest, layer - 1)
         _row_matmul_acc(gates, 0, h0[layer], w_hh, layer)
         for j in range(H):
-            i_g = sigmoid(gates[0, j])
-            f_g = sigmoid(gates[0, H + j])
-            g_g = tanh(gates[0, 2 * H + j])
-            o_g = sigmoid(gates[0, 3 * H + j])
-            c_new = f_g * c0[layer, 0, j] + i_g * g_g
-            c_n[layer, 0, j] = c_new
-            h_n[layer, 0, j] = o_g * tanh(c_new)
+            c_n[layer, 0, j], h_n[layer, 0, j] = cell_update(
+                gates[0, j], gates[0, H + j], gates[0, 2 * H + j], gates[0, 3 * H + j],
+                c0[layer, 0, j])
