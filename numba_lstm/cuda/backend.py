@@ -107,18 +107,18 @@ def lstm_layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits):
     h.copy_to_device(h0)
     h_next = cuda.device_array((D, B, P), dtype)
     c_next = cuda.device_array((D, B, H), dtype)
-    h_cell = cuda.device_array((D, B, H), dtype) if projected else h_next
+    h_cell = cuda.device_array((D, B, H), dtype) if projected else None
     step_grid = grid_1d(D * B * H, limits)
     proj_grid = grid_1d(D * B * P, limits)
     for s in range(T):
-        kernels.lstm_step[step_grid](gx, s, layer.w_hh, h, c, h_cell, c_next, out, lengths,
+        # Without projection the step writes the next h itself.
+        cell_out = h_cell if projected else h_next
+        kernels.lstm_step[step_grid](gx, s, layer.w_hh, h, c, cell_out, c_next, out, lengths,
                                      not projected)
         if projected:
             kernels.project_step[proj_grid](h_cell, layer.w_hr, s, h, h_next, out, lengths)
         h, h_next = h_next, h
         c, c_next = c_next, c
-        if not projected:
-            h_cell = h_next
     return out, h, c
 
 

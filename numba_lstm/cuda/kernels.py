@@ -18,6 +18,24 @@ def _sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
 
 
+@cuda.jit(device=True, inline=True)
+def _cell(z_i, z_f, z_g, z_o, c_prev):
+    """(c, o*tanh(c)) from one unit's four gate pre-activations."""
+    c = _sigmoid(z_f) * c_prev + _sigmoid(z_i) * math.tanh(z_g)
+    return c, _sigmoid(z_o) * math.tanh(c)
+
+
+@cuda.jit(device=True, inline=True)
+def _step_thread(i, D, B, n, T, s):
+    """Thread i of a 1-D (D, B, n) launch at step s -> (d, b, unit, t); d == D if idle.
+
+    Direction 1 runs backwards in time: t = T-1-s.
+    """
+    d = i // (n * B)
+    t = T - 1 - s if d == 1 else s
+    return d, (i // n) % B, i % n, t
+
+
 @cuda.jit
 def matmul_bias(x, w, bias, out):
     """out (N, G) = x (N, K) @ w (K, G) + bias (G,).
@@ -55,15 +73,10 @@ def lstm_step(gx, s, w_hh, h_in, c_in, h_out, c_out, out, lengths, write_out):
     h (when write_out, i.e. no projection) or 0 past the length.
     Launch: 1-D, one thread per (d, b, j), D*B*H threads, no shared memory.
     """
-    i = cuda.grid(1)
     D, B, H = c_in.shape
-    if i >= D * B * H:
+    d, b, j, t = _step_thread(cuda.grid(1), D, B, H, gx.shape[0], s)
+    if d >= D:
         return
-    j = i % H
-    b = (i // H) % B
-    d = i // (H * B)
-    T = gx.shape[0]
-    t = T - 1 - s if d == 1 else s
     G = 4 * H
     if t >= lengths[b]:
         c_out[d, b, j] = c_in[d, b, j]
@@ -81,9 +94,8 @@ def lstm_step(gx, s, w_hh, h_in, c_in, h_out, c_out, out, lengths, write_out):
         zf += hk * w_hh[d, k, H + j]
         zg += hk * w_hh[d, k, 2 * H + j]
         zo += hk * w_hh[d, k, 3 * H + j]
-    c = _sigmoid(zf) * c_in[d, b, j] + _sigmoid(zi) * math.tanh(zg)
+    c, h = _cell(zi, zf, zg, zo, c_in[d, b, j])
     c_out[d, b, j] = c
-    h = _sigmoid(zo) * math.tanh(c)
     h_out[d, b, j] = h
     if write_out:
         out[t, b, d * H + j] = h
@@ -96,15 +108,10 @@ def project_step(h_cell, w_hr, s, h_in, h_out, out, lengths):
     Past a sequence's length h is carried from h_in and out gets 0.
     Launch: 1-D, one thread per (d, b, p).
     """
-    i = cuda.grid(1)
     D, B, P = h_out.shape
-    if i >= D * B * P:
+    d, b, p, t = _step_thread(cuda.grid(1), D, B, P, out.shape[0], s)
+    if d >= D:
         return
-    p = i % P
-    b = (i // P) % B
-    d = i // (P * B)
-    T = out.shape[0]
-    t = T - 1 - s if d == 1 else s
     if t >= lengths[b]:
         h_out[d, b, p] = h_in[d, b, p]
         out[t, b, d * P + p] = 0
@@ -171,9 +178,7 @@ def make_persistent(dtype):
                         zf += hk * smem[base + units]
                         zg += hk * smem[base + 2 * units]
                         zo += hk * smem[base + 3 * units]
-                    c_new = _sigmoid(zf) * c[d, b, j] + _sigmoid(zi) * math.tanh(zg)
-                    c[d, b, j] = c_new
-                    h = _sigmoid(zo) * math.tanh(c_new)
+                    c[d, b, j], h = _cell(zi, zf, zg, zo, c[d, b, j])
                     h_buf[1 - src, d, b, j] = h
                     out[t, b, d * H + j] = h
             grid.sync()
