@@ -69,13 +69,17 @@ def bench_shape(shape: Shape, peers: list[str], device: str, rounds: int,
     return result
 
 
-def run(shape_ids: list[str] | None = None, peers: list[str] | None = None,
+def run(shape_ids: list[str | Shape] | None = None, peers: list[str] | None = None,
         device: str = "cpu", rounds: int = 7, min_seconds: float = 0.05,
         progress=None) -> dict:
     """Benchmark the shapes; returns a JSON-ready dict (see format_table)."""
-    shapes = [BY_ID[s] for s in shape_ids] if shape_ids else list(SHAPES)
+    shapes = [BY_ID.get(s, s) for s in shape_ids] if shape_ids else list(SHAPES)
     peers = list(PEERS) if peers is None else peers
-    report = {"machine": machine_info(), "matmul_gflops": matmul_gflops(), "results": []}
+    report = {"machine": machine_info(), "device": device, "results": []}
+    if device == "cpu":
+        report["matmul_gflops"] = matmul_gflops()
+    else:
+        report["gpu"] = gpu_name()
     if device == "cpu":
         report["call_overhead_seconds"] = call_overhead()
     for shape in shapes:
@@ -109,6 +113,13 @@ def cuda_unavailable() -> str | None:
     if not cuda.is_available():
         return "numba.cuda.is_available() is False: no CUDA driver or device"
     return None
+
+
+def gpu_name() -> str:
+    from numba import cuda
+
+    name = getattr(cuda.get_current_device(), "name", "CUDA simulator")
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def machine_info() -> dict:
@@ -150,6 +161,8 @@ def _fmt_time(seconds: float | None) -> str:
 
 def format_table(report: dict) -> str:
     """A Markdown table: times, peer/ours ratios (target in brackets), GFLOP/s."""
+    if report.get("device", "cpu") != "cpu":
+        return format_gpu_table(report)
     rate = report["matmul_gflops"]
     head = ("| shape | numba_lstm | torch | onnxruntime | torch/ours | ort/ours "
             "| ours GFLOP/s | % of matmul | max abs Δ | targets |")
@@ -175,9 +188,36 @@ def format_table(report: dict) -> str:
     if "call_overhead_seconds" in report:
         notes.append("Per-call overhead of the object API (streaming step of a 2-layer "
                      f"I=H=4 LSTM): {report['call_overhead_seconds'] * 1e6:.1f} µs.")
+    return "\n".join(lines + [""] + notes + _problems(report))
+
+
+def format_gpu_table(report: dict) -> str:
+    """GPU: whole-call and per-time-step latency against torch (cuDNN), GFLOP/s."""
+    lines = ["| shape | numba_lstm | per step | torch (cuDNN) | per step | torch/ours "
+             "| ours GFLOP/s | torch GFLOP/s | max abs Δ |", "|" + "---|" * 9]
+    for r in report["results"]:
+        s, steps = r["seconds"], r["shape"]["steps"]
+        ratio = r["ratios"].get("torch")
+        diff = max(r["max_abs_diff"].values(), default=None)
+        rates = [r["gflops"].get(p) for p in (OURS, "torch")]
+        lines.append(
+            f"| {r['shape']['id']} | {_fmt_time(s.get(OURS))} "
+            f"| {_fmt_time(s[OURS] / steps if OURS in s else None)} "
+            f"| {_fmt_time(s.get('torch'))} "
+            f"| {_fmt_time(s['torch'] / steps if 'torch' in s else None)} "
+            f"| {'-' if ratio is None else f'{ratio:.2f}×'} "
+            + " ".join(f"| {'-' if g is None else f'{g:.1f}'}" for g in rates)
+            + f" | {'-' if diff is None else f'{diff:.1e}'} |")
+    notes = [f"GPU: {report.get('gpu', '?')}; inputs and outputs stay on the device, "
+             "every call ends with a device synchronisation."]
+    return "\n".join(lines + [""] + notes + _problems(report))
+
+
+def _problems(report: dict) -> list[str]:
+    notes = []
     for r in report["results"]:
         for peer, why in r["unavailable"].items():
             notes.append(f"{r['shape']['id']}: {peer} not run: {why}")
         if not r["agrees"]:
             notes.append(f"{r['shape']['id']}: outputs DISAGREE beyond {TOLERANCE:g}")
-    return "\n".join(lines + [""] + notes)
+    return notes

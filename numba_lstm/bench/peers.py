@@ -33,6 +33,11 @@ class NumbaLSTM:
 
         self.lstm = nl.LSTM.from_state_dict(state_dict).to(device)
         self.x = x
+        self.sync = lambda: None
+        if device != "cpu":  # inputs and outputs stay on the GPU, as torch's do
+            from numba import cuda
+
+            self.x, self.sync = cuda.to_device(x), cuda.synchronize
         self.stream = self.lstm.stream() if shape.streaming else None
         self.y = None
 
@@ -41,8 +46,11 @@ class NumbaLSTM:
             self.y = self.stream(self.x)
         else:
             self.y, _ = self.lstm(self.x)
+        self.sync()
 
     def output(self) -> np.ndarray:
+        if hasattr(self.y, "copy_to_host"):
+            return self.y.copy_to_host()
         return np.asarray(self.y)
 
 

@@ -79,15 +79,20 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
 
 
 def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
-    """A stack of layers over x (T, B, I); h0 (L*D, B, H_out), c0 (L*D, B, H).
+    """A stack of layers over x (T, B, I); h0 (L*D, B, H_out), c0 (L*D, B, H), or
+    both None for zeros.
     lengths (B,) int64, or None for full-length sequences.
 
     Returns output (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H).
     """
     D = layers[0].num_directions
-    h_n = np.empty((len(layers) * D,) + h0.shape[1:], h0.dtype)
-    c_n = np.empty((len(layers) * D,) + c0.shape[1:], c0.dtype)
     T, B = x.shape[:2]
+    n = len(layers) * D
+    if h0 is None:
+        h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
+        c0 = np.zeros((n, B, layers[0].hidden_size), x.dtype)
+    h_n = np.empty_like(h0)
+    c_n = np.empty_like(c0)
     if T == 1 and B == 1 and layers.step is not None:
         lstm_stack_step(x[0], *layers.step, h0, c0, h_n, c_n)
         return h_n[-1:].copy(), h_n, c_n
@@ -98,6 +103,11 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
         sl = slice(k * D, (k + 1) * D)  # leading-axis slices of C arrays stay C-contiguous
         out = lstm_layer_forward(out, layer, h0[sl], c0[sl], lengths, h_n[sl], c_n[sl])
     return out, h_n, c_n
+
+
+def swap_leading_axes(x: np.ndarray) -> np.ndarray:
+    """(T, B, ...) <-> (B, T, ...), as a new C-contiguous array."""
+    return np.ascontiguousarray(x.swapaxes(0, 1))
 
 
 def pack_layernorm_layer(params: dict, dtype) -> dict:

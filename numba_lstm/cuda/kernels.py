@@ -37,6 +37,29 @@ def _step_thread(i, D, B, n, T, s):
 
 
 @cuda.jit
+def fill(flat, value):
+    """flat (N,) = value. Launch: 1-D, one thread per element."""
+    i = cuda.grid(1)
+    if i < flat.shape[0]:
+        flat[i] = value
+
+
+@cuda.jit
+def swap_leading_axes(src, dst):
+    """dst (B, T, F) = src (T, B, F) transposed on its first two axes.
+
+    Launch: 1-D, one thread per element; consecutive threads walk F, so both
+    the reads and the writes are coalesced when F is a warp or more.
+    """
+    T, B, F = src.shape
+    i = cuda.grid(1)
+    if i < T * B * F:
+        t, rest = divmod(i, B * F)
+        b, f = divmod(rest, F)
+        dst[b, t, f] = src[t, b, f]
+
+
+@cuda.jit
 def matmul_bias(x, w, bias, out):
     """out (N, G) = x (N, K) @ w (K, G) + bias (G,).
 

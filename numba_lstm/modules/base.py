@@ -126,6 +126,10 @@ class Module:
     def _backend(self):
         return backend_for(self._device)
 
+    def _on_device(self, value) -> bool:
+        """Whether ``value`` is a GPU array this (GPU) module takes without a copy."""
+        return self._device != "cpu" and self._backend().is_device_array(value)
+
     # -- pickling and repr --------------------------------------------------------------
     _derived: tuple[str, ...] = ()
 

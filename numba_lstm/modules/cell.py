@@ -64,10 +64,8 @@ class LSTMCell(Module):
         batched = x.ndim == 2
         x2 = x if batched else x[None, :]
         B, H = x2.shape[0], self.hidden_size
-        if hx is None:
-            h0 = np.zeros((1, B, H), self._dtype)
-            c0 = np.zeros((1, B, H), self._dtype)
-        else:
+        h0 = c0 = None  # zeros
+        if hx is not None:
             h0, c0 = v.as_state_pair(hx, self._dtype)
             expected = (B, H) if batched else (H,)
             for i, state in enumerate((h0, c0)):

@@ -155,13 +155,10 @@ class LSTM(Module):
         Returns output (T, B, D*H_out) (batch-first if so built; no B axis when
         unbatched) and (h_n (D*L, B, H_out), c_n (D*L, B, H)).
         """
-        on_gpu = self._device != "cpu" and self._backend().is_device_array(input)
+        backend = self._backend()
+        on_gpu = self._on_device(input)
         if on_gpu:
-            if self.batch_first or getattr(input, "ndim", 3) != 3:
-                raise ValueError("GPU-resident input must be batched (T, B, I) with "
-                                 "batch_first=False for now, got shape "
-                                 f"{v.fmt_shape(input.shape)}, batch_first={self.batch_first}")
-            x = self._backend().as_input(input, self._dtype, "input")
+            x = backend.as_input(input, self._dtype, "input")
         else:
             x = v.as_float_array(input, self._dtype, "input")
         if x.ndim not in (2, 3):
@@ -174,18 +171,23 @@ class LSTM(Module):
             if lengths is not None:
                 raise ValueError("lengths is only supported for batched 3-D input, "
                                  f"got unbatched input of shape {v.fmt_shape(x.shape)}")
-            x = x[:, None, :]
+            x = x.reshape((x.shape[0], 1, x.shape[1]))
         elif self.batch_first:
-            x = np.ascontiguousarray(x.transpose(1, 0, 2))
+            x = backend.swap_leading_axes(x)
         T, B = x.shape[:2]
         h0, c0 = self._initial_state(hx, B, batched)
         if lengths is not None:
+            if self._on_device(lengths):
+                raise RuntimeError("lengths must be a host (NumPy) integer array, as torch "
+                                   "wants CPU int64 lengths; got a GPU array")
             lengths = v.check_lengths(lengths, B, T)
-        out, h_n, c_n = self._backend().lstm_forward(self._layers, x, h0, c0, lengths)
+        out, h_n, c_n = backend.lstm_forward(self._layers, x, h0, c0, lengths)
         if not batched:
-            return out[:, 0], (h_n[:, 0], c_n[:, 0])
+            n, _, H_out = h_n.shape
+            return (out.reshape((T, out.shape[2])),
+                    (h_n.reshape((n, H_out)), c_n.reshape((n, c_n.shape[2]))))
         if self.batch_first:
-            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+            out = backend.swap_leading_axes(out)
         return out, (h_n, c_n)
 
     def stream(self, batch_size: int | None = None) -> Stream:
@@ -193,20 +195,26 @@ class LSTM(Module):
         return Stream(self, batch_size)
 
     def _initial_state(self, hx, batch: int, batched: bool):
-        n = self.num_layers * self.num_directions
-        h_shape, c_shape = (n, batch, self.output_size), (n, batch, self.hidden_size)
+        """(h0, c0) as (L*D, B, H_out), (L*D, B, H), or (None, None) for zeros.
+
+        On a GPU module, hx parts that already live on the GPU stay there.
+        """
         if hx is None:
-            return np.zeros(h_shape, self._dtype), np.zeros(c_shape, self._dtype)
-        h0, c0 = v.as_state_pair(hx, self._dtype)
+            return None, None
+        h0, c0 = v.check_hx_pair(hx)
+        h0, c0 = (self._backend().as_input(s, self._dtype, f"hx[{k}]") if self._on_device(s)
+                  else v.as_float_array(s, self._dtype, f"hx[{k}]") for k, s in enumerate((h0, c0)))
+        n = self.num_layers * self.num_directions
         rank = 3 if batched else 2
         if h0.ndim != rank or c0.ndim != rank:
             kind = "batched 3-D" if batched else "unbatched 2-D"
             raise RuntimeError(f"For {kind} input, hx and cx should also be {rank}-D but got "
                                f"({h0.ndim}-D, {c0.ndim}-D) tensors")
+        h_shape, c_shape = (n, batch, self.output_size), (n, batch, self.hidden_size)
         if not batched:
             v.check_state(h0, (n, self.output_size), "hidden[0]")
             v.check_state(c0, (n, self.hidden_size), "hidden[1]")
-            return h0[:, None, :], c0[:, None, :]
+            return h0.reshape(h_shape), c0.reshape(c_shape)
         v.check_state(h0, h_shape, "hidden[0]")
         v.check_state(c0, c_shape, "hidden[1]")
         return h0, c0

@@ -31,15 +31,19 @@ class Stream:
         if value is None:
             self._state = None
             return
-        h, c = v.as_state_pair(value, self._module.dtype, "state")
-        self._state = (h.copy(), c.copy())
+        module = self._module
+        self._state = tuple(
+            module._backend().copy(s) if module._on_device(s)
+            else v.as_float_array(s, module.dtype, f"state[{k}]").copy()
+            for k, s in enumerate(v.check_hx_pair(value, "state")))
 
     def reset(self) -> None:
         """Forget the state: the next chunk starts from zeros."""
         self._state = None
 
     def __call__(self, x_chunk) -> np.ndarray:
-        x = v.as_float_array(x_chunk, self._module.dtype, "input")
+        x = x_chunk if self._module._on_device(x_chunk) else v.as_float_array(
+            x_chunk, self._module.dtype, "input")
         if self._batch_size is not None and x.ndim == 3:
             batch = x.shape[0] if getattr(self._module, "batch_first", False) else x.shape[1]
             if batch != self._batch_size:

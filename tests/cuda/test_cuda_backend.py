@@ -114,3 +114,131 @@ def test_launch_shapes_follow_device_limits():
     assert persistent_units(1, 256, 1, 4, big) == 2  # 256 units over 132 SMs
     assert persistent_units(1, 1024, 1, 4, big) is None  # 1024 / 3 units > 132 blocks
     assert persistent_units(2048, 16, 1, 4, big) is None  # batch beyond a block
+
+
+def _reference(sd, x, layers=1, **kw):
+    return reference.lstm(x.astype(np.float64), {k: v.astype(np.float64) for k, v in sd.items()},
+                          layers, **kw)
+
+
+def test_batch_first_device_input_is_transposed_on_the_device():
+    rng = np.random.default_rng(6)
+    _, gpu, sd, x = _pair(rng, np.float32, T=4, B=3)
+    gpu.batch_first = True
+    out, (h_n, _) = gpu(cuda.to_device(np.ascontiguousarray(x.transpose(1, 0, 2))))
+    ref_out, (ref_h, _) = _reference(sd, x)
+    assert out.shape == (3, 4, 4)
+    np.testing.assert_allclose(out.copy_to_host(), ref_out.transpose(1, 0, 2), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(h_n.copy_to_host(), ref_h, rtol=0, atol=2e-5)
+
+
+def test_unbatched_device_input_and_device_hx():
+    rng = np.random.default_rng(7)
+    _, gpu, sd, x = _pair(rng, np.float64, T=3, B=1, layers=2)
+    h0 = rng.standard_normal((2, 4))
+    c0 = rng.standard_normal((2, 4))
+    out, (h_n, c_n) = gpu(cuda.to_device(x[:, 0]), (cuda.to_device(h0), cuda.to_device(c0)))
+    ref_out, (ref_h, ref_c) = _reference(sd, x, 2, hx=(h0[:, None], c0[:, None]))
+    assert (out.shape, h_n.shape, c_n.shape) == ((3, 4), (2, 4), (2, 4))
+    for ours, ref in ((out, ref_out[:, 0]), (h_n, ref_h[:, 0]), (c_n, ref_c[:, 0])):
+        np.testing.assert_allclose(ours.copy_to_host(), ref, rtol=0, atol=1e-10)
+
+
+def test_device_hx_with_host_input_gives_host_results():
+    rng = np.random.default_rng(8)
+    cpu, gpu, _, x = _pair(rng, np.float32)
+    hx = (rng.standard_normal((1, 2, 4)).astype(np.float32),
+          rng.standard_normal((1, 2, 4)).astype(np.float32))
+    out, (h_n, _) = gpu(x, tuple(cuda.to_device(s) for s in hx))
+    theirs, (h_cpu, _) = cpu(x, hx)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, theirs, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(h_n, h_cpu, rtol=0, atol=2e-5)
+
+
+def test_device_hx_of_wrong_shape_names_both_shapes():
+    rng = np.random.default_rng(9)
+    _, gpu, _, x = _pair(rng, np.float32)
+    bad = cuda.to_device(np.zeros((1, 3, 4), np.float32))
+    expected = r"Expected hidden\[0\] size \(1, 2, 4\), got \[1, 3, 4\]"
+    with pytest.raises(RuntimeError, match=expected):
+        gpu(cuda.to_device(x), (bad, bad))
+
+
+def test_device_lengths_are_refused_like_torch():
+    rng = np.random.default_rng(10)
+    _, gpu, _, x = _pair(rng, np.float32)
+    with pytest.raises(RuntimeError, match="lengths must be a host"):
+        gpu(cuda.to_device(x), lengths=cuda.to_device(np.array([3, 2])))
+
+
+def test_device_input_makes_no_host_transfers(monkeypatch, strategy):
+    rng = np.random.default_rng(11)
+    cpu, gpu, _, x = _pair(rng, np.float32, layers=2)
+    x_dev = cuda.to_device(x)
+    hx = tuple(cuda.to_device(np.full((2, 2, 4), 0.5, np.float32)) for _ in range(2))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host <-> device transfer during a device-resident call")
+
+    monkeypatch.setattr(cuda, "to_device", refuse)
+    monkeypatch.setattr(type(x_dev), "copy_to_host", refuse)
+    out, (h_n, c_n) = gpu(x_dev, hx)
+    out_zero_state, _ = gpu(x_dev)  # zeros and full lengths are made on the device
+    monkeypatch.undo()
+    state = np.full((2, 2, 4), 0.5, np.float32)
+    np.testing.assert_allclose(out.copy_to_host(), cpu(x, (state, state))[0], rtol=0, atol=2e-5)
+    np.testing.assert_allclose(out_zero_state.copy_to_host(), cpu(x)[0], rtol=0, atol=2e-5)
+
+
+def test_work_goes_on_the_input_arrays_stream():
+    rng = np.random.default_rng(12)
+    _, gpu, _, x = _pair(rng, np.float32)
+    stream = cuda.stream()
+    x_dev = cuda.device_array(x.shape, x.dtype, stream=stream)
+    x_dev.copy_to_device(x, stream=stream)
+    out, (h_n, c_n) = gpu(x_dev)
+    assert all(a.stream is stream for a in (out, h_n, c_n))
+
+
+def test_stream_handles_of_the_cuda_array_interface(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cuda, "external_stream", lambda handle: seen.append(handle) or "ext")
+
+    class Foreign:  # what CuPy / torch expose: a raw stream handle, 1 or 2 for the defaults
+        def __init__(self, handle):
+            self.__cuda_array_interface__ = {"stream": handle}
+
+    assert cuda_backend.stream_of(Foreign(0xBEEF)) == "ext" and seen == [0xBEEF]
+    for handle in (None, 1, 2):
+        assert cuda_backend.stream_of(Foreign(handle)) is not None
+    assert seen == [0xBEEF]
+
+
+def test_streaming_device_chunks_keeps_the_state_on_the_device():
+    rng = np.random.default_rng(13)
+    _, gpu, _, x = _pair(rng, np.float32, T=4, B=2)
+    whole, _ = gpu(x)
+    stream = gpu.stream()
+    steps = [stream(cuda.to_device(x[t:t + 1])) for t in range(4)]
+    assert all(cuda_backend.is_device_array(s) for s in stream.state)
+    got = np.concatenate([s.copy_to_host() for s in steps])
+    np.testing.assert_allclose(got, whole, rtol=0, atol=2e-5)
+    stream.state = tuple(cuda_backend.copy(s) for s in stream.state)  # settable from the GPU
+    assert all(cuda_backend.is_device_array(s) for s in stream.state)
+
+
+def test_gpu_bench_runs_a_shape_and_prints_per_step_latency():
+    from numba_lstm import bench
+
+    # SPEC shapes take minutes in the simulator; tiny ones run the same code.
+    tiny = [bench.Shape("tiny", 2, 3, 5, 4, 2, False, "sequence"),
+            bench.Shape("tiny-stream", 1, 1, 5, 4, 1, False, "streaming step")]
+    report = bench.run(tiny, ["numba_lstm", "torch", "onnxruntime"], device="cuda",
+                       rounds=1, min_seconds=0.0)
+    assert [r["shape"]["id"] for r in report["results"]] == ["tiny", "tiny-stream"]
+    for result in report["results"]:
+        assert result["seconds"]["numba_lstm"] > 0
+        assert "onnxruntime" in result["unavailable"]
+    table = bench.format_table(report)
+    assert "| tiny |" in table and "per step" in table and "torch (cuDNN)" in table
