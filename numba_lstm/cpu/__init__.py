@@ -8,7 +8,9 @@ import numba
 import numpy as np
 
 from .._config import configure_threading
+from .cooperative import PROJECTION_ROWS, lstm_layer_cooperative
 from .gemm_steps import lstm_layer_gemm_steps
+from .helpers import HELPERS
 from .layernorm import layernorm_lstm_layer, layernorm_lstm_layer_serial
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
@@ -28,6 +30,13 @@ _KERNEL_LOCK = threading.Lock()
 # From this batch up, one BLAS GEMM per step beats the fused kernel (measured at
 # SPEC S5-S7: 25-45% faster; at B=8 the fused kernel is 30% faster).
 GEMM_STEPS_MIN_BATCH = 16
+
+
+# Batch 1 shares each step with helper threads only when W_hh is past one
+# core's L2 (1 MB here) and the step is L3-bound. Measured, S3 (H=512, 4 MB):
+# 19.5 -> 14.7 ms; S2 (H=256, 1 MB): 54 -> 52 ms, within noise; S1 (H=128):
+# 0.80 -> 1.12 ms, as waking a helper costs 60-200 µs on this machine.
+COOPERATIVE_MIN_WEIGHT_BYTES = 2 << 20
 
 
 def _launch(parallel_kernel, serial_kernel, n_tasks: int, *args) -> None:
@@ -57,6 +66,9 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     """
     T, B, I = x.shape
     D, H, H_out = layer.num_directions, layer.hidden_size, layer.output_size
+    if (B == 1 and D == 1 and H_out == H and T > 1
+            and layer.w_hh.nbytes >= COOPERATIVE_MIN_WEIGHT_BYTES and HELPERS.count):
+        return _cooperative_layer(x, layer, h0, c0, lengths, h_n, c_n)
     out = np.empty((T, B, D * H_out), layer.w_hh.dtype)
     # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
     threads = 1 if B == 1 and D == 1 else numba.get_num_threads()
@@ -75,6 +87,32 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     else:
         _launch(lstm_layer, lstm_layer_serial, D * n_chunks, gx, layer.w_hh, layer.w_hr,
                 h0, c0, lengths, out, h_n, c_n, n_chunks)
+    return out
+
+
+def _cooperative_layer(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
+    """Batch 1, one direction, no projection: the caller and the helper threads
+    share the projection and every step (numba_lstm.cpu.cooperative)."""
+    T, _, I = x.shape
+    H = layer.hidden_size
+    dtype = layer.w_hh.dtype
+    steps = T if lengths is None else int(lengths[0])
+    n_blocks = HELPERS.count + 1
+    gx = np.empty((T, 4 * H), dtype)  # (T, 4H)
+    h_buf = np.empty((2, H), dtype)  # (2, H) ping-pong
+    h_buf[0] = h0[0, 0]
+    c = c0[0, 0].copy()  # (H,)
+    out = np.empty((T, 1, H), dtype)
+    out[steps:] = 0
+    n_row_tasks = -(-steps // PROJECTION_ROWS)
+    claims = np.zeros(n_row_tasks + steps * n_blocks, np.int64)
+    done = np.zeros(2, np.int64)
+    args = (x.reshape(T, I), layer.w_ih[None], layer.bias, gx, layer.w_hh_blocks(n_blocks),
+            h_buf, c, out[:, 0], steps, claims, done)
+    HELPERS.offer(lstm_layer_cooperative, *args)
+    lstm_layer_cooperative(*args, 0)
+    h_n[0, 0] = h_buf[steps % 2]
+    c_n[0, 0] = c
     return out
 
 

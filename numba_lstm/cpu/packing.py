@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,24 @@ class PackedLayer:
     bias: np.ndarray
     w_hh: np.ndarray
     w_hr: np.ndarray
+    # n_blocks -> W_hh^T cut into column blocks, made on first use (w_hh_blocks).
+    _blocks: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def w_hh_blocks(self, n_blocks: int) -> np.ndarray:
+        """(n_blocks, H_out, 4U) with U = ceil(H / n_blocks): block q holds the
+        i, f, g, o columns of hidden units q*U .. q*U+U-1 (zeros past H), so a
+        thread computing those units streams one contiguous matrix."""
+        blocks = self._blocks.get(n_blocks)
+        if blocks is None:
+            w = self.w_hh[0]  # (H_out, 4H), direction 0
+            K, H = w.shape[0], self.hidden_size
+            U = -(-H // n_blocks)
+            padded = np.zeros((K, 4, n_blocks * U), w.dtype)
+            padded[:, :, :H] = w.reshape(K, 4, H)
+            blocks = np.ascontiguousarray(
+                padded.reshape(K, 4, n_blocks, U).transpose(2, 0, 1, 3).reshape(n_blocks, K, 4 * U))
+            self._blocks[n_blocks] = blocks
+        return blocks
 
     @property
     def num_directions(self) -> int:
