@@ -32,10 +32,11 @@ _KERNEL_LOCK = threading.Lock()
 GEMM_STEPS_MIN_BATCH = 16
 
 
-# Batch 1 shares each step with helper threads only when W_hh is past one
-# core's L2 (1 MB here) and the step is L3-bound. Measured, S3 (H=512, 4 MB):
-# 19.5 -> 14.7 ms; S2 (H=256, 1 MB): 54 -> 52 ms, within noise; S1 (H=128):
-# 0.80 -> 1.12 ms, as waking a helper costs 60-200 µs on this machine.
+# Batch 1 shares each step with helper threads only when W_hh is far past a
+# core's L2 (512 KB here), so each step is an L3 read that two cores do
+# faster than one. Measured: S3 (H=512, 4 MB) 19.5 -> 14.7 ms; S2 (H=256,
+# 1 MB) 54 -> 52 ms, within noise; S1 (H=128) 0.80 -> 1.12 ms, because waking
+# a helper costs 60-200 µs on this machine.
 COOPERATIVE_MIN_WEIGHT_BYTES = 2 << 20
 
 
