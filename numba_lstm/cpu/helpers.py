@@ -24,9 +24,13 @@ class Helpers:
 
     @property
     def count(self) -> int:
+        return len(self._running())
+
+    def _running(self) -> list[queue.SimpleQueue]:
+        """The helpers' job queues, starting the threads in a new process."""
         if self._pid != os.getpid():
             self._start()
-        return len(self._queues)
+        return self._queues
 
     def _start(self) -> None:
         with self._lock:
@@ -42,9 +46,7 @@ class Helpers:
 
     def offer(self, kernel, *args) -> None:
         """Helper i calls ``kernel(*args, i + 1)`` when it is free."""
-        if self._pid != os.getpid():
-            self._start()
-        for i, jobs in enumerate(self._queues):
+        for i, jobs in enumerate(self._running()):
             jobs.put((kernel, args + (i + 1,)))
 
 

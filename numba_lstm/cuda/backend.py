@@ -194,7 +194,8 @@ def lstm_forward(layers: list[DeviceLayer], x, h0, c0, lengths):
     if h0 is None:
         h0 = _filled((n, B, layers[0].output_size), dtype, 0, stream, limits)
         c0 = _filled((n, B, layers[0].hidden_size), dtype, 0, stream, limits)
-    h0, c0 = _to_device(h0, stream), _to_device(c0, stream)
+    else:
+        h0, c0 = _to_device(h0, stream), _to_device(c0, stream)
     if lengths is None:
         lengths = _filled((B,), np.int64, T, stream, limits)
     else:

@@ -130,6 +130,13 @@ class Module:
         """Whether ``value`` is a GPU array this (GPU) module takes without a copy."""
         return self._device != "cpu" and self._backend().is_device_array(value)
 
+    def _as_array(self, value, what: str):
+        """``value`` in the module's dtype: a GPU array stays where it is (the
+        backend checks it, no copy); anything else becomes a NumPy array."""
+        if self._on_device(value):
+            return self._backend().as_input(value, self._dtype, what)
+        return v.as_float_array(value, self._dtype, what)
+
     # -- pickling and repr --------------------------------------------------------------
     _derived: tuple[str, ...] = ()
 

@@ -156,11 +156,7 @@ class LSTM(Module):
         unbatched) and (h_n (D*L, B, H_out), c_n (D*L, B, H)).
         """
         backend = self._backend()
-        on_gpu = self._on_device(input)
-        if on_gpu:
-            x = backend.as_input(input, self._dtype, "input")
-        else:
-            x = v.as_float_array(input, self._dtype, "input")
+        x = self._as_array(input, "input")
         if x.ndim not in (2, 3):
             raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.ndim}D input instead")
         if tuple(x.shape)[-1] != self.input_size:
@@ -202,8 +198,7 @@ class LSTM(Module):
         if hx is None:
             return None, None
         h0, c0 = v.check_hx_pair(hx)
-        h0, c0 = (self._backend().as_input(s, self._dtype, f"hx[{k}]") if self._on_device(s)
-                  else v.as_float_array(s, self._dtype, f"hx[{k}]") for k, s in enumerate((h0, c0)))
+        h0, c0 = (self._as_array(s, f"hx[{k}]") for k, s in enumerate((h0, c0)))
         n = self.num_layers * self.num_directions
         rank = 3 if batched else 2
         if h0.ndim != rank or c0.ndim != rank:

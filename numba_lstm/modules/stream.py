@@ -32,18 +32,18 @@ class Stream:
             self._state = None
             return
         module = self._module
-        self._state = tuple(
-            module._backend().copy(s) if module._on_device(s)
-            else v.as_float_array(s, module.dtype, f"state[{k}]").copy()
-            for k, s in enumerate(v.check_hx_pair(value, "state")))
+        parts = (module._as_array(s, f"state[{k}]")
+                 for k, s in enumerate(v.check_hx_pair(value, "state")))
+        # Copies, so the caller's later writes do not change the stream.
+        self._state = tuple(module._backend().copy(s) if module._on_device(s) else s.copy()
+                            for s in parts)
 
     def reset(self) -> None:
         """Forget the state: the next chunk starts from zeros."""
         self._state = None
 
     def __call__(self, x_chunk) -> np.ndarray:
-        x = x_chunk if self._module._on_device(x_chunk) else v.as_float_array(
-            x_chunk, self._module.dtype, "input")
+        x = self._module._as_array(x_chunk, "input")
         if self._batch_size is not None and x.ndim == 3:
             batch = x.shape[0] if getattr(self._module, "batch_first", False) else x.shape[1]
             if batch != self._batch_size:
