@@ -8,13 +8,13 @@ import numba
 import numpy as np
 
 from .._config import configure_threading
-from .cooperative import PROJECTION_ROWS, lstm_layer_cooperative
+from .cooperative import DONE_SIZE, claim_count, lstm_stack_team, serve
 from .gemm_steps import lstm_layer_gemm_steps
-from .helpers import HELPERS
 from .layernorm import layernorm_lstm_layer, layernorm_lstm_layer_serial
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
 from .recurrence import lstm_layer, lstm_layer_serial, lstm_stack_step
+from .team import Team
 
 __all__ = ["PackedLayer", "PackedStack", "pack_layer", "pack_stack", "lstm_layer_forward",
            "lstm_forward"]
@@ -32,12 +32,19 @@ _KERNEL_LOCK = threading.Lock()
 GEMM_STEPS_MIN_BATCH = 16
 
 
-# Batch 1 shares each step with helper threads only when W_hh is far past a
-# core's L2 (512 KB here), so each step is an L3 read that two cores do
-# faster than one. Measured: S3 (H=512, 4 MB) 19.5 -> 14.7 ms; S2 (H=256,
-# 1 MB) 54 -> 52 ms, within noise; S1 (H=128) 0.80 -> 1.12 ms, because waking
-# a helper costs 60-200 µs on this machine.
-COOPERATIVE_MIN_WEIGHT_BYTES = 2 << 20
+# The caller and helper threads that share small-batch layers (cpu.cooperative).
+TEAM = Team(serve)
+
+# Below this many multiply-adds per step (B * H * 4H), one thread beats the
+# team: a step then takes about as long as handing it over (~0.5 µs).
+TEAM_MIN_MACS_PER_STEP = 1 << 14
+# Unit blocks per team thread: more than one, so that when one core runs slow
+# (a shared VM's cores do, by 1.5-2x for seconds) the other claims its blocks.
+BLOCKS_PER_THREAD = 2
+def _team_can_run(layer: PackedLayer, batch: int) -> bool:
+    return (layer.num_directions == 1 and layer.output_size == layer.hidden_size
+            and batch < GEMM_STEPS_MIN_BATCH and TEAM.size > 1
+            and batch * layer.w_hh[0].size >= TEAM_MIN_MACS_PER_STEP)
 
 
 def _launch(parallel_kernel, serial_kernel, n_tasks: int, *args) -> None:
@@ -67,9 +74,6 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     """
     T, B, I = x.shape
     D, H, H_out = layer.num_directions, layer.hidden_size, layer.output_size
-    if (B == 1 and D == 1 and H_out == H and T > 1
-            and layer.w_hh.nbytes >= COOPERATIVE_MIN_WEIGHT_BYTES and HELPERS.count):
-        return _cooperative_layer(x, layer, h0, c0, lengths, h_n, c_n)
     out = np.empty((T, B, D * H_out), layer.w_hh.dtype)
     # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
     threads = 1 if B == 1 and D == 1 else numba.get_num_threads()
@@ -91,30 +95,26 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     return out
 
 
-def _cooperative_layer(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
-    """Batch 1, one direction, no projection: the caller and the helper threads
-    share the projection and every step (numba_lstm.cpu.cooperative)."""
-    T, _, I = x.shape
-    H = layer.hidden_size
-    dtype = layer.w_hh.dtype
-    steps = T if lengths is None else int(lengths[0])
-    n_blocks = HELPERS.count + 1
-    gx = np.empty((T, 4 * H), dtype)  # (T, 4H)
-    h_buf = np.empty((2, H), dtype)  # (2, H) ping-pong
-    h_buf[0] = h0[0, 0]
-    c = c0[0, 0].copy()  # (H,)
-    out = np.empty((T, 1, H), dtype)
+def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
+    """One direction, no projection, small batch: the team shares the input
+    projections and every step of every layer (numba_lstm.cpu.cooperative)."""
+    T, B, _ = x.shape
+    L, H = len(layers), layers[0].hidden_size
+    dtype = layers[0].w_hh.dtype
+    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * BLOCKS_PER_THREAD)
+    n_blocks = w_hh.shape[1]
+    steps = int(lengths.max())
+    h_buf = np.empty((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
+    h_buf[:, 0] = h0
+    c_n = c0.copy()  # (L, B, H), updated in place
+    out = np.empty((T, B, H), dtype)
     out[steps:] = 0
-    n_row_tasks = -(-steps // PROJECTION_ROWS)
-    claims = np.zeros(n_row_tasks + steps * n_blocks, np.int64)
-    done = np.zeros(2, np.int64)
-    args = (x.reshape(T, I), layer.w_ih[None], layer.bias, gx, layer.w_hh_blocks(n_blocks),
-            h_buf, c, out[:, 0], steps, claims, done)
-    HELPERS.offer(lstm_layer_cooperative, *args)
-    lstm_layer_cooperative(*args, 0)
-    h_n[0, 0] = h_buf[steps % 2]
-    c_n[0, 0] = c
-    return out
+    mid = np.empty_like(out) if L > 1 else out  # (T, B, H) the layers in between
+    lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths,
+                    np.empty((n_blocks, steps * B, w_hh.shape[3]), dtype), h_buf, c_n, out, mid,
+                    np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
+                    np.zeros((L, DONE_SIZE), np.int64), steps, TEAM.size)
+    return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
 
 
 def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
@@ -130,6 +130,14 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
     if h0 is None:
         h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
         c0 = np.zeros((n, B, layers[0].hidden_size), x.dtype)
+    team = _team_can_run(layers[0], B)
+    if team:
+        ctrl = TEAM.acquire()
+        try:
+            return _team_stack(ctrl, layers, x, h0, c0,
+                               np.full(B, T, dtype=np.int64) if lengths is None else lengths)
+        finally:
+            TEAM.release(ctrl)
     h_n = np.empty_like(h0)
     c_n = np.empty_like(c0)
     if T == 1 and B == 1 and layers.step is not None:

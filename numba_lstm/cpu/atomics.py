@@ -1,13 +1,18 @@
-"""Atomic int64 operations on array elements, for jitted code.
+"""Atomic int64 operations on array elements, and a spin-wait hint, for jitted code.
 
 Numba has no CPU atomics; these emit LLVM's atomic instructions directly. A
 plain load in a spin loop may legally be hoisted out of the loop by the
 optimiser and would never see another thread's store; an acquire load cannot.
 """
 
+import platform
+
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 def _element_pointer(context, builder, array_type, array, index):
@@ -41,3 +46,31 @@ def fetch_add(typingctx, array, index, value):
         return builder.atomic_rmw("add", ptr, amount, "seq_cst")
 
     return types.int64(array, types.intp, types.int64), codegen
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """x86 PAUSE inside a spin loop (eases the memory-order flush when the awaited
+    store lands and saves power); nothing on other CPUs."""
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
+def address_as_voidptr(typingctx, address):
+    """An int64 address (from ``array.ctypes.data``) as a pointer for numba.carray."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], types.int64)
+        return builder.inttoptr(value, ir.IntType(8).as_pointer())
+
+    return types.voidptr(address), codegen

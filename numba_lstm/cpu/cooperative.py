@@ -1,94 +1,203 @@
-"""Batch-1 recurrence shared by threads that need no barrier to start or stop.
+"""Small-batch recurrence shared by the team's threads (numba_lstm.cpu.team).
 
-At batch 1 a step is one matrix-vector product, a few µs: too short for a
-thread-pool launch per step (Numba's workqueue: 200-500 µs per launch here)
-and too dependent on the previous step to split in time. Instead every
-participating thread calls the same kernel on the same arrays. Each step's
-hidden units are cut into blocks; a block is computed by whichever thread
-claims it first (an atomic counter per block), once every block of the
-previous step is done (an atomic count). A thread tries "its own" block first,
-so with every thread present each keeps the same slice of W_hh in its own L2
-cache step after step; a helper that starts late or never costs nothing,
-because the calling thread claims the blocks nobody else took. No thread ever
-waits for another one except on a block that thread is computing.
+At small batch a step is a matrix-vector product of a few µs: too short for a
+thread-pool launch per step, and too dependent on the previous step to split
+in time. Instead the caller and the helpers run the same job on the same
+arrays: a whole stack of layers, one after the other. Each layer's hidden
+units are cut into blocks, with the block's W_ih and W_hh columns laid out
+contiguously (packing.team_blocks), so a thread that keeps computing the same
+blocks keeps their weights in its own L2 step after step. A task (a block of
+one step, or of the input projection) is computed by whichever thread claims
+it first (an atomic counter per task) once the tasks it depends on are done;
+each thread tries its own blocks first. No thread waits for another except on
+a task that thread is computing, so a helper that is late or absent costs
+nothing, and one that runs slow (a shared VM's cores do) gets fewer blocks.
 
 Kernels trust their arguments; numba_lstm.cpu prepares them.
 """
 
 import numpy as np
-from numba import njit
+from numba import carray, njit
 
-from .atomics import fetch_add, load_acquire
-from .recurrence import _FLAGS, _row_matmul_acc, _rows_matmul_acc, cell_update
+from .atomics import address_as_voidptr, fetch_add, load_acquire
+from .matmul import matmul_bias_nt
+from .recurrence import _FLAGS, _rows_matmul_acc, cell_block
+from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
+
+PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
+# Per layer, done[layer] counts finished tasks: projection tasks in
+# [DONE_PROJECTION], recurrence blocks in [DONE_STEPS], a cache line apart.
+DONE_PROJECTION = 0
+DONE_STEPS = 8
+DONE_SIZE = 16
+
+
+def claim_count(steps: int, batch: int, n_blocks: int) -> int:
+    """Tasks of one layer: projection (block, row chunk) pairs, then (step, block)."""
+    return n_blocks * -(-(steps * batch) // PROJECTION_ROWS) + steps * n_blocks
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_blocks, h_buf, c, out, s, q, acc):
-    """Block q's units at step s: gates from h_buf[s % 2], new h into h_buf[(s+1) % 2].
+def _wait_until(done, slot, count):
+    while load_acquire(done, slot) < count:
+        pass  # waits here are sub-µs; PAUSE alone costs ~50 ns on recent Intel cores
 
-    w_blocks (n_blocks, H, 4U): block q's i, f, g, o columns, contiguous;
-    acc (2, 4U): the block's gate pre-activations, in row s % 2 (the row
-    _row_matmul_acc pairs with h_buf's).
-    """
-    H = c.shape[0]
-    U = w_blocks.shape[2] // 4
+
+@njit(inline="always", **_FLAGS)
+def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
+    """gx[q, r] = bias[q] + rows[r] @ w_ih[q].T by (block q, row chunk) tasks."""
+    nb = w_ih.shape[0]
+    n_rows = gx.shape[1]
+    n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
+    n_tasks = nb * n_chunks
+    for i in range(n_tasks):
+        task = (tid * n_tasks // n_threads + i) % n_tasks
+        if fetch_add(claims, task, 1) == 0:
+            q = task // n_chunks
+            r0 = (task % n_chunks) * PROJECTION_ROWS
+            r1 = min(r0 + PROJECTION_ROWS, n_rows)
+            matmul_bias_nt(gx[q, r0:r1], rows[r0:r1], w_ih[q], bias[q])
+            fetch_add(done, DONE_PROJECTION, 1)
+    _wait_until(done, DONE_PROJECTION, n_tasks)
+
+
+@njit(inline="always", **_FLAGS)
+def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc):
+    """Block q's units at step s for every batch row: gates from h_buf[s % 2],
+    the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
+    over and output 0."""
+    B, H = c.shape
+    U = w_hh.shape[2] // 4
     j0 = q * U
-    n = min(U, H - j0)
-    r = s % 2
-    for g in range(4):
-        for u in range(n):
-            acc[r, g * U + u] = gx[s, g * H + j0 + u]
-    _row_matmul_acc(acc, r, h_buf, w_blocks, q)
-    h_next = h_buf[1 - r]
-    for u in range(n):
-        c[j0 + u], h_new = cell_update(acc[r, u], acc[r, U + u], acc[r, 2 * U + u],
-                                       acc[r, 3 * U + u], c[j0 + u])
-        h_next[j0 + u] = h_new
-        out[s, j0 + u] = h_new
+    units = slice(j0, min(j0 + U, H))
+    h_prev = h_buf[s % 2]
+    h_next = h_buf[1 - s % 2]
+    for b in range(B):
+        acc[b, :] = gx[q, s * B + b]
+    _rows_matmul_acc(acc, h_prev, w_hh, q, B)  # (B, 4U) += (B, H) @ (H, 4U)
+    for b in range(B):
+        if s < lengths[b]:
+            cell_block(acc[b], c[b, units], h_next[b, units])
+            out[s, b, units] = h_next[b, units]
+        else:
+            h_next[b, units] = h_prev[b, units]
+            out[s, b, units] = 0
 
 
-PROJECTION_ROWS = 16  # time steps per projection task
+@njit(inline="always", **_FLAGS)
+def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads):
+    """Steps 0..steps-1 by (step, block) tasks; a step's blocks start once every
+    block of the previous step is done."""
+    nb = w_hh.shape[0]
+    acc = np.empty((c.shape[0], w_hh.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
+    first = tid * nb // n_threads  # this thread's own blocks come first
+    for s in range(steps):
+        _wait_until(done, DONE_STEPS, s * nb)
+        for i in range(nb):
+            q = (first + i) % nb
+            if fetch_add(claims, s * nb + q, 1) == 0:
+                _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc)
+                fetch_add(done, DONE_STEPS, 1)
+    _wait_until(done, DONE_STEPS, steps * nb)
 
 
 @njit(**_FLAGS)
-def lstm_layer_cooperative(x, w_ih, bias, gx, w_blocks, h_buf, c, out, steps, claims, done,
-                           first_block):
-    """Steps 0..steps-1 of one layer at batch 1, one direction, no projection.
+def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, claims, done,
+              steps, tid, n_threads):
+    """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
+    the share of thread tid of n_threads.
 
-    x (T, I);  w_ih (1, I, 4H) W_ih^T;  bias (4H,);  gx (T, 4H) scratch for
-    x @ W_ih^T + b;  w_blocks (n_blocks, H, 4U) W_hh^T by unit block
-    (PackedLayer.w_hh_blocks);  h_buf (2, H) ping-pong with h0 in [0], the
-    final h in [steps % 2];  c (H,) c0, updated in place;  out (T, H) gets h
-    for the steps run;  claims (n_row_tasks + steps * n_blocks,) and done (2,)
-    int64, zero before the first caller;  first_block: the block this caller
-    tries first. Returns once every task is done.
-
-    First the input projection, PROJECTION_ROWS steps a task (done[1] counts
-    them); then the recurrence, block by block (done[0]). The projection is
-    shared here rather than left to BLAS: BLAS's worker threads keep spinning
-    after a matmul and would take the core a helper needs (measured: S1 went
-    from 0.84 to 1.76 ms with a BLAS projection in front).
+    x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, 4U, I) and
+    w_ih_rest (L-1, nb, 4U, H) W_ih of layer 0 and of the others, bias
+    (L, nb, 4U) b_ih + b_hh, w_hh (L, nb, H, 4U) W_hh^T;  lengths (B,) int64;
+    gx (nb, steps*B, 4U) scratch;  h_buf (L, 2, B, H) ping-pong, h0 in [l, 0],
+    the final h in [l, steps % 2];  c (L, B, H) c0, updated in place;  out and
+    mid (T, B, H): the last layer writes out, the one below it mid, and so on
+    alternately; rows 0..steps-1 are written;  claims (L * claim_count,) and
+    done (L, DONE_SIZE) int64, zero before the first thread.
+    Returns once every task is done.
     """
-    n_blocks = w_blocks.shape[0]
-    n_rows = (steps + PROJECTION_ROWS - 1) // PROJECTION_ROWS
-    for task in range(n_rows):
-        if fetch_add(claims, task, 1) == 0:
-            r0 = task * PROJECTION_ROWS
-            r1 = min(r0 + PROJECTION_ROWS, steps)
-            for r in range(r0, r1):
-                gx[r, :] = bias
-            _rows_matmul_acc(gx[r0:r1], x[r0:r1], w_ih, 0, r1 - r0)
-            fetch_add(done, 1, 1)
-    while load_acquire(done, 1) < n_rows:
-        pass
-    acc = np.zeros((2, w_blocks.shape[2]), dtype=gx.dtype)  # (2, 4U) a block's gates
-    for s in range(steps):
-        while load_acquire(done, 0) < s * n_blocks:
-            pass
-        for i in range(n_blocks):
-            q = (first_block + i) % n_blocks
-            if fetch_add(claims, n_rows + s * n_blocks + q, 1) == 0:
-                _block_step(gx, w_blocks, h_buf, c, out, s, q, acc)
-                fetch_add(done, 0, 1)
-    while load_acquire(done, 0) < steps * n_blocks:
-        pass
+    L = w_hh.shape[0]
+    B = x.shape[1]
+    n_projection = gx.shape[0] * ((steps * B + PROJECTION_ROWS - 1) // PROJECTION_ROWS)
+    per_layer = n_projection + steps * w_hh.shape[1]
+    for layer in range(L):
+        dst = out if (L - 1 - layer) % 2 == 0 else mid
+        src = mid if (L - 1 - layer) % 2 == 0 else out
+        layer_claims = claims[layer * per_layer:(layer + 1) * per_layer]
+        if layer == 0:
+            _project(x.reshape((x.shape[0] * B, x.shape[2]))[:steps * B], w_ih0, bias[0], gx,
+                     layer_claims, done[0], tid, n_threads)
+        else:
+            _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
+                     w_ih_rest[layer - 1], bias[layer], gx, layer_claims, done[layer], tid,
+                     n_threads)
+        _recur(gx, w_hh[layer], lengths, h_buf[layer], c[layer], dst,
+               layer_claims[n_projection:], done[layer], steps, tid, n_threads)
+
+
+# Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
+_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _STEPS, _THREADS = range(DESC, DESC + 10)
+(_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
+ _DONE) = range(DESC + 10, DESC + 23)
+
+
+@njit(inline="always", **_FLAGS)
+def _view(ctrl, slot, shape, dtype):
+    return carray(address_as_voidptr(ctrl[slot]), shape, dtype)
+
+
+@njit(inline="always", **_FLAGS)
+def _join_stack_job(ctrl, dtype, tid):
+    T, B, I, H, L = ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L]
+    nb, G, steps = ctrl[_NB], ctrl[_G], ctrl[_STEPS]
+    n_claims = L * (nb * ((steps * B + PROJECTION_ROWS - 1) // PROJECTION_ROWS) + steps * nb)
+    stack_job(_view(ctrl, _X, (T, B, I), dtype), _view(ctrl, _W_IH0, (nb, G, I), dtype),
+              _view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, G, H), dtype),
+              _view(ctrl, _BIAS, (L, nb, G), dtype), _view(ctrl, _W_HH, (L, nb, H, G), dtype),
+              _view(ctrl, _LENGTHS, (B,), np.int64), _view(ctrl, _GX, (nb, steps * B, G), dtype),
+              _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
+              _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
+              _view(ctrl, _CLAIMS, (n_claims,), np.int64),
+              _view(ctrl, _DONE, (L, DONE_SIZE), np.int64), steps, tid, ctrl[_THREADS])
+
+
+@njit(**_FLAGS)
+def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
+                    claims, done, steps, n_threads):
+    """The caller's side of a stack job (arguments as stack_job): publish it on
+    ctrl, do thread 0's share, close it."""
+    T, B, I = x.shape
+    ctrl[_ITEMSIZE] = x.itemsize
+    ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L] = T, B, I, c.shape[2], c.shape[0]
+    ctrl[_NB], ctrl[_G], ctrl[_STEPS], ctrl[_THREADS] = gx.shape[0], gx.shape[2], steps, n_threads
+    for slot, address in ((_X, x.ctypes.data), (_W_IH0, w_ih0.ctypes.data),
+                          (_W_IH_REST, w_ih_rest.ctypes.data), (_BIAS, bias.ctypes.data),
+                          (_W_HH, w_hh.ctypes.data), (_LENGTHS, lengths.ctypes.data),
+                          (_GX, gx.ctypes.data), (_H_BUF, h_buf.ctypes.data),
+                          (_C, c.ctypes.data), (_OUT, out.ctypes.data), (_MID, mid.ctypes.data),
+                          (_CLAIMS, claims.ctypes.data), (_DONE, done.ctypes.data)):
+        ctrl[slot] = address
+    open_job(ctrl)
+    # Through the descriptor, as the helpers: views made by carray own no
+    # memory, so slicing them in the step loop costs no atomic reference
+    # counting, and every thread runs the same code.
+    _join_stack_job(ctrl, x.dtype, 0)
+    close_job(ctrl)
+
+
+@njit(**_FLAGS)
+def serve(ctrl, spin_limit, tid):
+    """A helper's loop (team.Team): join every job opened on ctrl; return after
+    spin_limit idle iterations."""
+    gen = -1
+    while True:
+        gen = wait_for_job(ctrl, gen, spin_limit)
+        if gen < 0:
+            return
+        if enter_job(ctrl, gen):
+            if ctrl[_ITEMSIZE] == 4:
+                _join_stack_job(ctrl, np.float32, tid)
+            else:
+                _join_stack_job(ctrl, np.float64, tid)
+            leave_job(ctrl)

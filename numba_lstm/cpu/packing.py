@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,25 +20,6 @@ class PackedLayer:
     bias: np.ndarray
     w_hh: np.ndarray
     w_hr: np.ndarray
-    # n_blocks -> W_hh^T cut into column blocks, made on first use (w_hh_blocks).
-    _blocks: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def w_hh_blocks(self, n_blocks: int) -> np.ndarray:
-        """(n_blocks, H_out, 4U) with U = ceil(H / n_blocks): block q holds the
-        i, f, g, o columns of hidden units q*U .. q*U+U-1 (zeros past H), so a
-        thread computing those units streams one contiguous matrix."""
-        blocks = self._blocks.get(n_blocks)
-        if blocks is None:
-            w = self.w_hh[0]  # (H_out, 4H), direction 0
-            K, H = w.shape[0], self.hidden_size
-            U = -(-H // n_blocks)
-            padded = np.zeros((K, 4, n_blocks * U), w.dtype)
-            padded[:, :, :H] = w.reshape(K, 4, H)
-            blocks = np.ascontiguousarray(
-                padded.reshape(K, 4, n_blocks, U).transpose(2, 0, 1, 3).reshape(n_blocks, K, 4 * U))
-            self._blocks[n_blocks] = blocks
-        return blocks
-
     @property
     def num_directions(self) -> int:
         return self.w_hh.shape[0]
@@ -79,6 +60,37 @@ class PackedStack(list):
     """
 
     step: tuple | None = None
+
+    def team_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
+        """The weights cut by hidden units for numba_lstm.cpu.cooperative
+        (one direction, no projection), made on first use:
+
+        w_ih0 (n_blocks, 4U, I) and w_ih_rest (L-1, n_blocks, 4U, H): W_ih of
+        layer 0 and of the others, not transposed (cpu.matmul's layout);
+        bias (L, n_blocks, 4U); w_hh (L, n_blocks, H, 4U): W_hh^T.
+        U = ceil(H / n_blocks); block q holds the i, f, g, o columns of units
+        q*U .. q*U+U-1 (zeros past H), so a thread computing those units streams
+        contiguous matrices.
+        """
+        cache = self.__dict__.setdefault("_team_blocks", {})
+        if n_blocks not in cache:
+            H = self[0].hidden_size
+            U = -(-H // n_blocks)
+
+            def cut(w):  # (K, 4H) -> (n_blocks, K, 4U)
+                padded = np.zeros((w.shape[0], 4, n_blocks * U), w.dtype)
+                padded[:, :, :H] = w.reshape(w.shape[0], 4, H)
+                return padded.reshape(w.shape[0], 4, n_blocks, U).transpose(2, 0, 1, 3).reshape(
+                    n_blocks, w.shape[0], 4 * U)
+
+            w_ih = [cut(layer.w_ih).transpose(0, 2, 1) for layer in self]
+            cache[n_blocks] = tuple(np.ascontiguousarray(a) for a in (
+                w_ih[0],
+                np.stack(w_ih[1:]) if len(self) > 1 else np.zeros((0, n_blocks, 4 * U, H),
+                                                                   w_ih[0].dtype),
+                np.stack([cut(layer.bias[None])[:, 0] for layer in self]),
+                np.stack([cut(layer.w_hh[0]) for layer in self])))
+        return cache[n_blocks]
 
 
 def pack_stack(layers: list, dtype) -> PackedStack:

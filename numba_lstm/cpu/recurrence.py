@@ -29,6 +29,23 @@ def cell_update(z_i, z_f, z_g, z_o, c_prev):
 
 
 @njit(**_FLAGS)
+def cell_block(z, c, h):
+    """c (n,), h (n,) <- the cell of units 0..n-1 from z (4U,), U >= n, laid out
+    i, f, g, o by U.
+
+    Its own loop over three 1-D arrays, so that LLVM vectorises it: a loop that
+    also writes out and the other h buffer needs more runtime alias checks than
+    the vectoriser makes, and then every unit pays five scalar divisions.
+    """
+    U = z.shape[0] // 4
+    # Slices, not z[U + u]: Numba's negative-index fix-up on a computed index
+    # turns those loads into gathers.
+    z_i, z_f, z_g, z_o = z[:U], z[U:2 * U], z[2 * U:3 * U], z[3 * U:]
+    for u in range(c.shape[0]):
+        c[u], h[u] = cell_update(z_i[u], z_f[u], z_g[u], z_o[u], c[u])
+
+
+@njit(**_FLAGS)
 def _row_matmul_acc(out, r, h, w, d):
     """out[r, :] += h[r, :] @ w[d]   with w (D, K, N), rows contiguous.
 

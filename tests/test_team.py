@@ -1,0 +1,232 @@
+"""The small-batch kernel the team's threads share (numba_lstm.cpu.cooperative,
+numba_lstm.cpu.team).
+
+Whoever claims a block computes it, so the result must be the reference's
+whether a helper joins, joins late, or never comes; a thread that arrives
+after the work is done must touch nothing.
+"""
+
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from numba import njit
+from test_kernels import random_layer
+
+import numba_lstm as nl
+import numba_lstm.cpu as cpu
+from numba_lstm import reference
+from numba_lstm.cpu.atomics import fetch_add, load_acquire
+from numba_lstm.cpu.cooperative import DONE_SIZE, claim_count, stack_job
+from numba_lstm.cpu.matmul import matmul_bias_nt
+from numba_lstm.cpu.packing import pack_stack
+
+
+@njit(nogil=True)
+def _add_many(counter, n):
+    for _ in range(n):
+        fetch_add(counter, 0, 1)
+    return load_acquire(counter, 0)
+
+
+def test_fetch_add_loses_no_update_between_threads():
+    counter = np.zeros(1, np.int64)
+    threads = [threading.Thread(target=_add_many, args=(counter, 200_000)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counter[0] == 600_000
+    assert _add_many(counter, 0) == 600_000
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("R,K,G", [(1, 5, 4), (3, 9, 8), (4, 1, 4), (9, 33, 12), (130, 64, 32)])
+def test_matmul_bias_nt_matches_numpy(dtype, R, K, G):
+    # R: whole 4-row tiles and the row remainder; K: any length of reduction.
+    rng = np.random.default_rng(R * K)
+    x, w_t = rng.standard_normal((R, K)).astype(dtype), rng.standard_normal((G, K)).astype(dtype)
+    bias = rng.standard_normal(G).astype(dtype)
+    out = np.empty((R, G), dtype)
+    matmul_bias_nt(out, x, w_t, bias)
+    expected = bias.astype(np.float64) + x.astype(np.float64) @ w_t.T.astype(np.float64)
+    assert_close(out, expected, dtype, "matmul")
+
+
+def test_matmul_bias_nt_propagates_nan_and_inf():
+    x = np.array([[1.0, np.nan], [np.inf, 1.0], [1.0, 2.0]])
+    out = np.empty((3, 4))
+    matmul_bias_nt(out, x, np.ones((4, 2)), np.zeros(4))
+    assert np.isnan(out[0]).all() and np.isposinf(out[1]).all() and (out[2] == 3).all()
+
+
+def _stack(rng, L, I, H, dtype, bias=True):
+    """A random stack of L layers, packed, and its parameters in float64."""
+    layers = [random_layer(rng, I if k == 0 else H, H, 0, 1, bias) for k in range(L)]
+    as64 = [tuple(None if a is None else np.asarray(a, dtype).astype(np.float64) for a in dw)
+            for [dw] in layers]
+    return pack_stack(layers, dtype), as64
+
+
+def _reference(params, x, h0, c0, lengths):
+    """reference.lstm_direction layer by layer, in float64: out, h_n, c_n."""
+    out, h_n, c_n = x.astype(np.float64), [], []
+    for k, p in enumerate(params):
+        out, h, c = reference.lstm_direction(out, h0[k].astype(np.float64),
+                                             c0[k].astype(np.float64), p, lengths=lengths)
+        h_n.append(h)
+        c_n.append(c)
+    return out, np.stack(h_n), np.stack(c_n)
+
+
+def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths):
+    """stack_job's arguments (without tid, n_threads) and the reference result."""
+    stack, params = _stack(rng, L, I, H, dtype)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((L, B, H)).astype(dtype)
+    c = rng.standard_normal((L, B, H)).astype(dtype)
+    expected = _reference(params, x, h0, c, lengths)
+    steps = int(lengths.max())
+    h_buf = np.zeros((L, 2, B, H), dtype)
+    h_buf[:, 0] = h0
+    w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks)
+    out, mid = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
+    args = [x, w_ih0, w_ih_rest, bias, w_hh, lengths,
+            np.empty((n_blocks, steps * B, w_hh.shape[3]), dtype), h_buf, c, out, mid,
+            np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
+            np.zeros((L, DONE_SIZE), np.int64), steps]
+    return args, expected
+
+
+def _check(args, expected, dtype):
+    ref_out, ref_h, ref_c = expected
+    h_buf, c, out, steps = args[7], args[8], args[9], args[13]
+    assert_close(out[:steps], ref_out[:steps], dtype, "out")
+    assert_close(h_buf[:, steps % 2], ref_h, dtype, "h_n")
+    assert_close(c, ref_c, dtype, "c_n")
+
+
+@pytest.mark.parametrize("n_blocks", [1, 2, 3, 4])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_a_lone_caller_computes_every_block(n_blocks, B, L):
+    # H=10 over 3 blocks: units 4+4+2, the last block zero-padded; over 4: 3+3+3+1.
+    # 90 steps x 5 rows: several projection row chunks and a partial one.
+    rng = np.random.default_rng(n_blocks + 10 * B + 100 * L)
+    lengths = rng.integers(1, 91, B) if B > 1 else np.array([87])
+    args, expected = _job(rng, L, 90, B, 6, 10, n_blocks, np.float64, lengths.astype(np.int64))
+    stack_job(*args, 0, 2)
+    _check(args, expected, np.float64)
+    for b, n in enumerate(lengths):
+        assert np.all(args[9][n:args[13], b] == 0)
+
+
+def test_a_late_thread_changes_nothing():
+    rng = np.random.default_rng(7)
+    args, expected = _job(rng, 2, 12, 2, 4, 8, 2, np.float64, np.array([12, 9]))
+    stack_job(*args, 0, 2)
+    data = [a for a in args[:11] if isinstance(a, np.ndarray)]
+    snapshot = [a.copy() for a in data]
+    stack_job(*args, 1, 2)  # a helper arriving after the work is done
+    assert all(np.array_equal(a, b) for a, b in zip(data, snapshot, strict=True))
+    _check(args, expected, np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_sharing_one_job_match_the_reference(dtype):
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        args, expected = _job(rng, 2, 150, 3, 6, 16, 4, dtype, np.array([150, 7, 99]))
+        helper = threading.Thread(target=stack_job, args=(*args, 1, 2))
+        helper.start()
+        stack_job(*args, 0, 2)
+        helper.join()
+        _check(args, expected, dtype)
+
+
+@pytest.fixture
+def team_for_every_size(monkeypatch):
+    monkeypatch.setattr(cpu, "TEAM_MIN_MACS_PER_STEP", 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 2, 7, 15])
+@pytest.mark.parametrize("L,T", [(1, 70), (3, 40), (2, 1)])
+def test_stack_through_the_team_matches_the_reference(team_for_every_size, dtype, B, L, T):
+    # H=45 over 4 blocks: 12+12+12+9 units; T=70: two projection row chunks at B=1;
+    # T=1: a streaming step.
+    rng = np.random.default_rng(B + 10 * L)
+    stack, params = _stack(rng, L, 37, 45, dtype, bias=B % 2 == 1)
+    x = rng.standard_normal((T, B, 37)).astype(dtype)
+    h0, c0 = (rng.standard_normal((L, B, 45)).astype(dtype) for _ in range(2))
+    lengths = rng.integers(1, T + 1, B).astype(np.int64) if B > 1 else None
+    out, h_n, c_n = cpu.lstm_forward(stack, x, h0, c0, lengths)
+    ref_out, ref_h, ref_c = _reference(params, x, h0, c0, lengths)
+    assert_close(out, ref_out, dtype, "out")
+    assert_close(h_n, ref_h, dtype, "h_n")
+    assert_close(c_n, ref_c, dtype, "c_n")
+
+
+def test_team_path_is_taken_for_large_enough_layers(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu, "lstm_stack_team", lambda *a: calls.append(a) or
+                        cpu.cooperative.lstm_stack_team(*a))
+    rng = np.random.default_rng(0)
+    lstm = nl.LSTM(8, 64, num_layers=2)
+    x = rng.standard_normal((5, 1, 8)).astype(np.float32)
+    lstm(x)
+    assert len(calls) == 1  # 1 x 64 x 256 multiply-adds per step, both layers in one job
+    lstm(x[:, :, :], lengths=np.array([3]))
+    assert len(calls) == 2
+    lstm.stream()(x[:1])
+    assert len(calls) == 3
+    nl.LSTM(8, 16)(x)
+    nl.LSTM(8, 64, bidirectional=True)(x)
+    nl.LSTM(8, 64, proj_size=4)(x)
+    assert len(calls) == 3  # too small, or two directions, or a projection
+
+
+def _forward_in_threads(lstm, inputs):
+    results = [None] * len(inputs)
+
+    def run(i):
+        results[i] = lstm(inputs[i])[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_calls_share_or_skip_the_team():
+    # One call at a time holds the team; the others run alone on a private ctrl.
+    rng = np.random.default_rng(1)
+    lstm = nl.LSTM(16, 96, num_layers=2, dtype="float64")
+    inputs = [rng.standard_normal((40, 2, 16)) for _ in range(6)]
+    serial = [lstm(x)[0] for x in inputs]
+    for got, want in zip(_forward_in_threads(lstm, inputs), serial, strict=True):
+        assert_close(got, want, np.float64, "threaded")
+
+
+def _child_forward(lstm, x, queue):
+    queue.put(lstm(x)[0])
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_team_restarts_after_fork():
+    rng = np.random.default_rng(2)
+    lstm = nl.LSTM(16, 96)
+    x = rng.standard_normal((30, 1, 16)).astype(np.float32)
+    expected = lstm(x)[0]  # the parent's helpers are running now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_forward, args=(lstm, x, queue))
+    child.start()
+    got = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, expected)
