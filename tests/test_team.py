@@ -20,7 +20,7 @@ import numba_lstm.cpu as cpu
 from numba_lstm import reference
 from numba_lstm.cpu.atomics import fetch_add, load_acquire
 from numba_lstm.cpu.cooperative import DONE_SIZE, claim_count, stack_job
-from numba_lstm.cpu.matmul import matmul_bias_nt
+from numba_lstm.cpu.matmul import matmul_nt_acc
 from numba_lstm.cpu.packing import pack_stack
 
 
@@ -44,21 +44,20 @@ def test_fetch_add_loses_no_update_between_threads():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("R,K,G", [(1, 5, 4), (3, 9, 8), (4, 1, 4), (9, 33, 12), (130, 64, 32)])
-def test_matmul_bias_nt_matches_numpy(dtype, R, K, G):
+def test_matmul_nt_acc_matches_numpy(dtype, R, K, G):
     # R: whole 4-row tiles and the row remainder; K: any length of reduction.
     rng = np.random.default_rng(R * K)
     x, w_t = rng.standard_normal((R, K)).astype(dtype), rng.standard_normal((G, K)).astype(dtype)
-    bias = rng.standard_normal(G).astype(dtype)
-    out = np.empty((R, G), dtype)
-    matmul_bias_nt(out, x, w_t, bias)
-    expected = bias.astype(np.float64) + x.astype(np.float64) @ w_t.T.astype(np.float64)
+    out = rng.standard_normal((R, G)).astype(dtype)
+    expected = out.astype(np.float64) + x.astype(np.float64) @ w_t.T.astype(np.float64)
+    matmul_nt_acc(out, x, w_t)
     assert_close(out, expected, dtype, "matmul")
 
 
-def test_matmul_bias_nt_propagates_nan_and_inf():
+def test_matmul_nt_acc_propagates_nan_and_inf():
     x = np.array([[1.0, np.nan], [np.inf, 1.0], [1.0, 2.0]])
-    out = np.empty((3, 4))
-    matmul_bias_nt(out, x, np.ones((4, 2)), np.zeros(4))
+    out = np.zeros((3, 4))
+    matmul_nt_acc(out, x, np.ones((4, 2)))
     assert np.isnan(out[0]).all() and np.isposinf(out[1]).all() and (out[2] == 3).all()
 
 
@@ -81,7 +80,7 @@ def _reference(params, x, h0, c0, lengths):
     return out, np.stack(h_n), np.stack(c_n)
 
 
-def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths):
+def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, transposed=False):
     """stack_job's arguments (without tid, n_threads) and the reference result."""
     stack, params = _stack(rng, L, I, H, dtype)
     x = rng.standard_normal((T, B, I)).astype(dtype)
@@ -91,12 +90,12 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths):
     steps = int(lengths.max())
     h_buf = np.zeros((L, 2, B, H), dtype)
     h_buf[:, 0] = h0
-    w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks)
+    w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks, transposed)
     out, mid = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
     args = [x, w_ih0, w_ih_rest, bias, w_hh, lengths,
-            np.empty((n_blocks, steps * B, w_hh.shape[3]), dtype), h_buf, c, out, mid,
+            np.empty((n_blocks, steps * B, bias.shape[2]), dtype), h_buf, c, out, mid,
             np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
-            np.zeros((L, DONE_SIZE), np.int64), steps]
+            np.zeros((L, DONE_SIZE), np.int64), steps, transposed]
     return args, expected
 
 
@@ -111,12 +110,14 @@ def _check(args, expected, dtype):
 @pytest.mark.parametrize("n_blocks", [1, 2, 3, 4])
 @pytest.mark.parametrize("B", [1, 5])
 @pytest.mark.parametrize("L", [1, 2, 3])
-def test_a_lone_caller_computes_every_block(n_blocks, B, L):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_lone_caller_computes_every_block(n_blocks, B, L, transposed):
     # H=10 over 3 blocks: units 4+4+2, the last block zero-padded; over 4: 3+3+3+1.
     # 90 steps x 5 rows: several projection row chunks and a partial one.
     rng = np.random.default_rng(n_blocks + 10 * B + 100 * L)
     lengths = rng.integers(1, 91, B) if B > 1 else np.array([87])
-    args, expected = _job(rng, L, 90, B, 6, 10, n_blocks, np.float64, lengths.astype(np.int64))
+    args, expected = _job(rng, L, 90, B, 6, 10, n_blocks, np.float64, lengths.astype(np.int64),
+                          transposed)
     stack_job(*args, 0, 2)
     _check(args, expected, np.float64)
     for b, n in enumerate(lengths):
@@ -138,7 +139,8 @@ def test_a_late_thread_changes_nothing():
 def test_threads_sharing_one_job_match_the_reference(dtype):
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        args, expected = _job(rng, 2, 150, 3, 6, 16, 4, dtype, np.array([150, 7, 99]))
+        args, expected = _job(rng, 2, 150, 3, 6, 16, 4, dtype, np.array([150, 7, 99]),
+                              transposed=seed % 2 == 1)
         helper = threading.Thread(target=stack_job, args=(*args, 1, 2))
         helper.start()
         stack_job(*args, 0, 2)
@@ -153,10 +155,9 @@ def team_for_every_size(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [1, 2, 7, 15])
-@pytest.mark.parametrize("L,T", [(1, 70), (3, 40), (2, 1)])
+@pytest.mark.parametrize("L,T", [(1, 70), (3, 40), (2, 2)])
 def test_stack_through_the_team_matches_the_reference(team_for_every_size, dtype, B, L, T):
-    # H=45 over 4 blocks: 12+12+12+9 units; T=70: two projection row chunks at B=1;
-    # T=1: a streaming step.
+    # H=45 over 4 blocks: 12+12+12+9 units; T=70: two projection row chunks at B=1.
     rng = np.random.default_rng(B + 10 * L)
     stack, params = _stack(rng, L, 37, 45, dtype, bias=B % 2 == 1)
     x = rng.standard_normal((T, B, 37)).astype(dtype)
@@ -180,12 +181,15 @@ def test_team_path_is_taken_for_large_enough_layers(monkeypatch):
     assert len(calls) == 1  # 1 x 64 x 256 multiply-adds per step, both layers in one job
     lstm(x[:, :, :], lengths=np.array([3]))
     assert len(calls) == 2
-    lstm.stream()(x[:1])
-    assert len(calls) == 3
+    stream = lstm.stream()
+    stream(x[:2])
+    assert len(calls) == 3  # a chunk of two steps
+    stream(x[:1])
     nl.LSTM(8, 16)(x)
     nl.LSTM(8, 64, bidirectional=True)(x)
     nl.LSTM(8, 64, proj_size=4)(x)
-    assert len(calls) == 3  # too small, or two directions, or a projection
+    nl.LSTM(8, 64)(np.ones((5, 16, 8), np.float32))
+    assert len(calls) == 3  # one step, too small, two directions, a projection, batch 16
 
 
 def _forward_in_threads(lstm, inputs):

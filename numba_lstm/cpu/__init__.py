@@ -41,9 +41,18 @@ TEAM_MIN_MACS_PER_STEP = 1 << 14
 # Unit blocks per team thread: more than one, so that when one core runs slow
 # (a shared VM's cores do, by 1.5-2x for seconds) the other claims its blocks.
 BLOCKS_PER_THREAD = 2
-def _team_can_run(layer: PackedLayer, batch: int) -> bool:
+# From this batch the team's recurrent product is the dot-product kernel
+# (cpu.matmul, W_hh blocks untransposed), below it the axpy one (cpu.recurrence):
+# measured 29 against 20 GMAC/s at 8 rows, 5.8 against 11.6 at one row, K = N = 128.
+DOT_RECURRENCE_MIN_BATCH = 4
+def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
+    """One streaming step (steps == 1) stays on one thread: its weights are read
+    once, so it is bound by the machine's L3 bandwidth, which a second core does
+    not add to here, and the team's per-call setup then costs more than it saves
+    (measured, 2 layers: H=256 97-160 µs per job against 145 µs for the one-call
+    kernel; H=192 177 against 145 µs). At large batch BLAS's GEMM wins."""
     return (layer.num_directions == 1 and layer.output_size == layer.hidden_size
-            and batch < GEMM_STEPS_MIN_BATCH and TEAM.size > 1
+            and steps > 1 and batch < GEMM_STEPS_MIN_BATCH and TEAM.size > 1
             and batch * layer.w_hh[0].size >= TEAM_MIN_MACS_PER_STEP)
 
 
@@ -101,8 +110,9 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     T, B, _ = x.shape
     L, H = len(layers), layers[0].hidden_size
     dtype = layers[0].w_hh.dtype
-    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * BLOCKS_PER_THREAD)
-    n_blocks = w_hh.shape[1]
+    transposed = B >= DOT_RECURRENCE_MIN_BATCH
+    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * BLOCKS_PER_THREAD, transposed)
+    n_blocks, G = w_hh.shape[1], 4 * -(-H // w_hh.shape[1])
     steps = int(lengths.max())
     h_buf = np.empty((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
     h_buf[:, 0] = h0
@@ -111,9 +121,9 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     out[steps:] = 0
     mid = np.empty_like(out) if L > 1 else out  # (T, B, H) the layers in between
     lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths,
-                    np.empty((n_blocks, steps * B, w_hh.shape[3]), dtype), h_buf, c_n, out, mid,
+                    np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
                     np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
-                    np.zeros((L, DONE_SIZE), np.int64), steps, TEAM.size)
+                    np.zeros((L, DONE_SIZE), np.int64), steps, transposed, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
 
 
@@ -130,8 +140,7 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
     if h0 is None:
         h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
         c0 = np.zeros((n, B, layers[0].hidden_size), x.dtype)
-    team = _team_can_run(layers[0], B)
-    if team:
+    if _team_can_run(layers[0], T, B):
         ctrl = TEAM.acquire()
         try:
             return _team_stack(ctrl, layers, x, h0, c0,

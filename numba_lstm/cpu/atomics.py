@@ -1,4 +1,4 @@
-"""Atomic int64 operations on array elements, and a spin-wait hint, for jitted code.
+"""Atomic int64 operations on array elements, and spin-wait hints, for jitted code.
 
 Numba has no CPU atomics; these emit LLVM's atomic instructions directly. A
 plain load in a spin loop may legally be hoisted out of the loop by the
@@ -6,6 +6,7 @@ optimiser and would never see another thread's store; an acquire load cannot.
 """
 
 import platform
+import sys
 
 from llvmlite import ir
 from numba import types
@@ -13,6 +14,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+_POSIX = sys.platform != "win32"
 
 
 def _element_pointer(context, builder, array_type, array, index):
@@ -55,6 +57,27 @@ def spin_pause(typingctx):
 
     def codegen(context, builder, signature, args):
         if _X86:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
+def yield_cpu(typingctx):
+    """sched_yield(): let any other runnable thread have this core now (a BLAS
+    worker, say); returns at once when there is none. A PAUSE where POSIX's
+    sched_yield is missing. Declared as an external symbol, which the linker
+    resolves in the C library, so that code calling it can be cached."""
+
+    def codegen(context, builder, signature, args):
+        if _POSIX:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(fn, [])
+        elif _X86:
             fn = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
             builder.call(fn, [])

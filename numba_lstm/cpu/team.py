@@ -8,10 +8,13 @@ works on it itself, closes it, and waits until no helper is still inside.
 Joining therefore costs a cache-line transfer (~0.1 µs), not a thread wake-up
 (60-200 µs measured on this VM) nor a Python dispatch.
 
-After a job, helpers spin for a bounded time (NUMBA_LSTM_SPIN_US, default
-1000 µs, at least MIN_SPIN_US so that a woken helper finds the job it was
-woken for) and then sleep until the next job wakes them, as OpenMP and ONNX
-Runtime pools do. Jobs are
+After a job, helpers wait for the next one for a bounded time
+(NUMBA_LSTM_SPIN_US, default 1000 µs, at least MIN_SPIN_US so that a woken
+helper finds the job it was woken for) and then sleep until a job wakes them,
+as OpenMP and ONNX Runtime pools do. The first PURE_SPINS checks spin on the
+CPU (a back-to-back call is joined in ~0.1 µs); later ones call sched_yield,
+so that another runnable thread, such as a BLAS worker the user's next NumPy
+call starts, gets the core at once instead of fighting a spinning helper. Jobs are
 written so that a helper that is asleep, late or missing only means less
 help: work is claimed block by block, and the caller takes what nobody claimed.
 
@@ -31,13 +34,14 @@ import numba
 import numpy as np
 from numba import njit
 
-from .atomics import fetch_add, load_acquire, spin_pause
+from .atomics import fetch_add, load_acquire, spin_pause, yield_cpu
 
 GEN = 0
 ACTIVE = 8
 DESC = 16
 CTRL_SIZE = DESC + 32
 MIN_SPIN_US = 50.0
+PURE_SPINS = 256  # ~10-40 µs of PAUSE loops
 
 _FLAGS = dict(cache=True, nogil=True)
 
@@ -62,11 +66,14 @@ def close_job(ctrl):
 def wait_for_job(ctrl, last_gen, spin_limit):
     """Spin until a job other than last_gen is open: its generation, or -1 after
     spin_limit idle iterations."""
-    for _ in range(spin_limit):
+    for i in range(spin_limit):
         gen = load_acquire(ctrl, GEN)
         if gen % 2 == 1 and gen != last_gen:
             return gen
-        spin_pause()
+        if i < PURE_SPINS:
+            spin_pause()
+        else:
+            yield_cpu()
     return -1
 
 
@@ -92,16 +99,16 @@ def _idle_spin(ctrl, n):
 
 
 def _spin_iterations(microseconds: float) -> int:
-    """How many idle iterations of wait_for_job last ``microseconds`` here."""
-    if microseconds <= 0:
-        return 0
+    """How many idle iterations of wait_for_job last ``microseconds`` on an
+    otherwise idle core (with other threads runnable, the yields last longer,
+    which costs this core nothing)."""
     quiet = np.zeros(CTRL_SIZE, np.int64)
-    n = 20_000
+    n = PURE_SPINS + 2000
     _idle_spin(quiet, 10)
     start = time.perf_counter()
     _idle_spin(quiet, n)
     per_iteration = max((time.perf_counter() - start) / n, 1e-9)
-    return max(1, int(microseconds * 1e-6 / per_iteration))
+    return max(PURE_SPINS, int(microseconds * 1e-6 / per_iteration))
 
 
 class Team:
