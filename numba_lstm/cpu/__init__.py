@@ -41,10 +41,13 @@ TEAM_MIN_MACS_PER_STEP = 1 << 14
 # Unit blocks per team thread: more than one, so that when one core runs slow
 # (a shared VM's cores do, by 1.5-2x for seconds) the other claims its blocks.
 BLOCKS_PER_THREAD = 2
-# From this batch the team's recurrent product is the dot-product kernel
-# (cpu.matmul, W_hh blocks untransposed), below it the axpy one (cpu.recurrence):
-# measured 29 against 20 GMAC/s at 8 rows, 5.8 against 11.6 at one row, K = N = 128.
+# From this batch or hidden size the team's recurrent product is the
+# dot-product kernel (cpu.matmul, W_hh blocks untransposed), below both the
+# axpy one (cpu.recurrence). Measured: 29 against 20 GMAC/s at 8 rows; at one
+# row 5.8 against 11.6 GMAC/s for H = 128 (S1 0.83 against 1.21 ms end to end)
+# but S2 (H = 256) 33 against 39-42 ms.
 DOT_RECURRENCE_MIN_BATCH = 4
+DOT_RECURRENCE_MIN_HIDDEN = 256
 def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
     """One streaming step (steps == 1) stays on one thread: its weights are read
     once, so it is bound by the machine's L3 bandwidth, which a second core does
@@ -110,7 +113,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     T, B, _ = x.shape
     L, H = len(layers), layers[0].hidden_size
     dtype = layers[0].w_hh.dtype
-    transposed = B >= DOT_RECURRENCE_MIN_BATCH
+    transposed = B >= DOT_RECURRENCE_MIN_BATCH or H >= DOT_RECURRENCE_MIN_HIDDEN
     w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * BLOCKS_PER_THREAD, transposed)
     n_blocks, G = w_hh.shape[1], 4 * -(-H // w_hh.shape[1])
     steps = int(lengths.max())
