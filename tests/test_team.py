@@ -192,6 +192,18 @@ def test_team_path_is_taken_for_large_enough_layers(monkeypatch):
     assert len(calls) == 3  # one step, too small, two directions, a projection, batch 16
 
 
+@pytest.mark.skipif(cpu.TEAM.size < 2, reason="one thread: no helpers")
+def test_helpers_start_after_the_first_team_job():
+    def helpers():
+        return [t for t in threading.enumerate() if t.name.startswith("numba_lstm-team-")]
+
+    lstm = nl.LSTM(8, 64)
+    x = np.ones((4, 1, 8), np.float32)
+    first = lstm(x)[0]
+    assert len(helpers()) == cpu.TEAM.size - 1
+    np.testing.assert_array_equal(lstm(x)[0], first)  # alone or shared: the same numbers
+
+
 def _forward_in_threads(lstm, inputs):
     results = [None] * len(inputs)
 

@@ -115,8 +115,10 @@ class Team:
     """The shared ctrl array and the helper threads serving it.
 
     ``serve(ctrl, spin_limit, thread_id)`` is the jitted helper loop; it must
-    return after spin_limit idle iterations. Helpers start on first use, and
-    again after a fork (which keeps no threads).
+    return after spin_limit idle iterations. Helpers start after the first job
+    in a process (again after a fork, which keeps no threads): that job runs
+    alone, so that compiling the helpers' code does not hold Numba's compiler
+    lock while the caller compiles its own.
     """
 
     def __init__(self, serve, spin_us: float | None = None) -> None:
@@ -129,7 +131,6 @@ class Team:
         self._wake: list[threading.Event] = []
         self._asleep: list[bool] = []
         self.ctrl = np.zeros(CTRL_SIZE, np.int64)
-        self._spin_limit = 0
 
     @property
     def size(self) -> int:
@@ -142,7 +143,6 @@ class Team:
                 return
             self.ctrl = np.zeros(CTRL_SIZE, np.int64)
             self._lock = threading.Lock()  # a fork may have copied it held
-            self._spin_limit = _spin_iterations(max(self._spin_us, MIN_SPIN_US))
             self._wake = [threading.Event() for _ in range(self.size - 1)]
             self._asleep = [False] * (self.size - 1)
             for i in range(self.size - 1):
@@ -152,8 +152,9 @@ class Team:
 
     def _helper(self, i: int) -> None:
         ctrl = self.ctrl
+        spin_limit = _spin_iterations(max(self._spin_us, MIN_SPIN_US))
         while True:
-            self._serve(ctrl, self._spin_limit, i + 1)
+            self._serve(ctrl, spin_limit, i + 1)
             # Under the GIL, as the caller's check in acquire(): a job posted before
             # this flag is set simply runs without this helper.
             self._asleep[i] = True
@@ -161,12 +162,11 @@ class Team:
             self._wake[i].clear()
 
     def acquire(self) -> np.ndarray:
-        """The ctrl array for one job, helpers awake. When another thread's job
-        holds the team, a private ctrl that no helper watches: that job runs on
-        the calling thread alone. Pair with release()."""
-        if self._pid != os.getpid():
-            self._start()
-        if not self._lock.acquire(blocking=False):
+        """The ctrl array for one job, helpers awake. A private ctrl that no
+        helper watches, on which the job runs on the calling thread alone, when
+        another thread's job holds the team or the helpers have not started.
+        Pair with release()."""
+        if self._pid != os.getpid() or not self._lock.acquire(blocking=False):
             return np.zeros(CTRL_SIZE, np.int64)
         for i, asleep in enumerate(self._asleep):
             if asleep:
@@ -177,3 +177,5 @@ class Team:
     def release(self, ctrl: np.ndarray) -> None:
         if ctrl is self.ctrl:
             self._lock.release()
+        elif self._pid != os.getpid():
+            self._start()
