@@ -8,6 +8,7 @@ after the work is done must touch nothing.
 
 import multiprocessing
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ import numba_lstm as nl
 import numba_lstm.cpu as cpu
 from numba_lstm import reference
 from numba_lstm.cpu.atomics import fetch_add, load_acquire
-from numba_lstm.cpu.cooperative import DONE_SIZE, claim_count, stack_job
+from numba_lstm.cpu.cooperative import DONE_SIZE, DONE_STEPS, _block_step, claim_count, stack_job
 from numba_lstm.cpu.matmul import matmul_nt_acc
 from numba_lstm.cpu.packing import pack_stack
 
@@ -146,6 +147,36 @@ def test_threads_sharing_one_job_match_the_reference(dtype):
         stack_job(*args, 0, 2)
         helper.join()
         _check(args, expected, dtype)
+
+
+@njit(nogil=True)
+def _late_block(args, step, block):
+    """A stand-in for a descheduled helper: compute one claimed block, then count it."""
+    (x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, claims, done, steps,
+     transposed) = args
+    acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
+    _block_step(gx, w_hh[0], lengths, h_buf[0], c[0], out, step, block, acc, transposed)
+    fetch_add(done[0], DONE_STEPS, 1)
+
+
+def test_a_block_held_by_a_stalled_thread_is_waited_for():
+    # Step 1's block 1 is claimed by a thread that then stalls for 30 ms; the
+    # caller must wait for it (then, past STALL_SPINS, take the next steps
+    # alone) and still give the reference's numbers.
+    rng = np.random.default_rng(11)
+    args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
+    n_projection = claim_count(60, 2, 2) - 60 * 2
+    args[11][n_projection + 1 * 2 + 1] = 1  # claimed by the stalled thread
+
+    def stalled():
+        time.sleep(0.03)
+        _late_block(tuple(args), 1, 1)
+
+    thread = threading.Thread(target=stalled)
+    thread.start()
+    stack_job(*args, 0, 2)
+    thread.join()
+    _check(args, expected, np.float64)
 
 
 @pytest.fixture

@@ -30,6 +30,10 @@ PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
 DONE_PROJECTION = 0
 DONE_STEPS = 8
 DONE_SIZE = 16
+# A wait this long (~30-150 µs of loads) means the other thread was descheduled
+# mid-block, not merely slower; the caller then runs SOLO_STEPS steps alone.
+STALL_SPINS = 1 << 15
+SOLO_STEPS = 32
 
 
 def claim_count(steps: int, batch: int, n_blocks: int) -> int:
@@ -93,15 +97,31 @@ def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc, transposed):
 @njit(inline="always", **_FLAGS)
 def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads, transposed):
     """Steps 0..steps-1 by (step, block) tasks; a step's blocks start once every
-    block of the previous step is done."""
+    block of the previous step is done.
+
+    A block, once claimed, can only be waited for: when the host deschedules the
+    thread computing it (a shared VM's cores are, for milliseconds at a time),
+    the others stall. So when the caller (tid 0) has waited for a step far
+    longer than a block takes, it claims every block of the next SOLO_STEPS
+    steps itself: at most one such stall per SOLO_STEPS steps. Nobody else can
+    have claimed those yet, as they depend on the step being waited for.
+    """
     nb = w_hh.shape[0]
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
     first = tid * nb // n_threads  # this thread's own blocks come first
+    solo_from = solo_end = 0  # steps this thread has claimed whole
     for s in range(steps):
-        _wait_until(done, DONE_STEPS, s * nb)
+        spins = 0
+        while load_acquire(done, DONE_STEPS) < s * nb:
+            spins += 1  # waits here are sub-µs; PAUSE alone costs ~50 ns on recent Intel
+        if tid == 0 and spins > STALL_SPINS and s >= solo_end:
+            solo_from, solo_end = s + 1, min(s + 1 + SOLO_STEPS, steps)
+            for later in range(solo_from * nb, solo_end * nb):
+                fetch_add(claims, later, 1)
+        mine = solo_from <= s < solo_end
         for i in range(nb):
             q = (first + i) % nb
-            if fetch_add(claims, s * nb + q, 1) == 0:
+            if mine or fetch_add(claims, s * nb + q, 1) == 0:
                 _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc, transposed)
                 fetch_add(done, DONE_STEPS, 1)
     _wait_until(done, DONE_STEPS, steps * nb)

@@ -26,6 +26,7 @@ ctrl layout (int64, each counter on its own 64-byte line):
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -118,7 +119,8 @@ class Team:
     return after spin_limit idle iterations. Helpers start after the first job
     in a process (again after a fork, which keeps no threads): that job runs
     alone, so that compiling the helpers' code does not hold Numba's compiler
-    lock while the caller compiles its own.
+    lock while the caller compiles its own. Until a helper has its code
+    (wait_ready), jobs run without it.
     """
 
     def __init__(self, serve, spin_us: float | None = None) -> None:
@@ -130,7 +132,9 @@ class Team:
         self._pid: int | None = None
         self._wake: list[threading.Event] = []
         self._asleep: list[bool] = []
+        self._ready: list[threading.Event] = []
         self.ctrl = np.zeros(CTRL_SIZE, np.int64)
+        atexit.register(self.wait_ready)
 
     @property
     def size(self) -> int:
@@ -144,6 +148,7 @@ class Team:
             self.ctrl = np.zeros(CTRL_SIZE, np.int64)
             self._lock = threading.Lock()  # a fork may have copied it held
             self._wake = [threading.Event() for _ in range(self.size - 1)]
+            self._ready = [threading.Event() for _ in range(self.size - 1)]
             self._asleep = [False] * (self.size - 1)
             for i in range(self.size - 1):
                 threading.Thread(target=self._helper, args=(i,), daemon=True,
@@ -152,7 +157,11 @@ class Team:
 
     def _helper(self, i: int) -> None:
         ctrl = self.ctrl
-        spin_limit = _spin_iterations(max(self._spin_us, MIN_SPIN_US))
+        try:
+            spin_limit = _spin_iterations(max(self._spin_us, MIN_SPIN_US))
+            self._serve(np.zeros(CTRL_SIZE, np.int64), 0, i + 1)  # compiled or loaded now
+        finally:
+            self._ready[i].set()
         while True:
             self._serve(ctrl, spin_limit, i + 1)
             # Under the GIL, as the caller's check in acquire(): a job posted before
@@ -160,6 +169,13 @@ class Team:
             self._asleep[i] = True
             self._wake[i].wait()
             self._wake[i].clear()
+
+    def wait_ready(self, timeout: float = 600.0) -> bool:
+        """Wait until every helper has compiled (or loaded from Numba's cache) its
+        code; True if they have. Runs at exit: a helper still compiling when the
+        interpreter shuts down can crash it, and its code would not be cached
+        (a cold cache takes ~10 s here, during which jobs run without helpers)."""
+        return all(ready.wait(timeout) for ready in self._ready)
 
     def acquire(self) -> np.ndarray:
         """The ctrl array for one job, helpers awake. A private ctrl that no
