@@ -48,6 +48,8 @@ BLOCKS_PER_THREAD = 2
 # but S2 (H = 256) 33 against 39-42 ms.
 DOT_RECURRENCE_MIN_BATCH = 4
 DOT_RECURRENCE_MIN_HIDDEN = 256
+
+
 def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
     """One streaming step (steps == 1) stays on one thread: its weights are read
     once, so it is bound by the machine's L3 bandwidth, which a second core does

@@ -50,6 +50,13 @@ def fetch_add(typingctx, array, index, value):
     return types.int64(array, types.intp, types.int64), codegen
 
 
+def _call_void(builder, name, return_type=None):
+    """Emit a call of the argument-less function ``name``."""
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(return_type or ir.VoidType(), []), name)
+    builder.call(fn, [])
+
+
 @intrinsic
 def spin_pause(typingctx):
     """x86 PAUSE inside a spin loop (eases the memory-order flush when the awaited
@@ -57,9 +64,7 @@ def spin_pause(typingctx):
 
     def codegen(context, builder, signature, args):
         if _X86:
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+            _call_void(builder, "llvm.x86.sse2.pause")
         return context.get_dummy_value()
 
     return types.none(), codegen
@@ -74,13 +79,9 @@ def yield_cpu(typingctx):
 
     def codegen(context, builder, signature, args):
         if _POSIX:
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
-            builder.call(fn, [])
+            _call_void(builder, "sched_yield", ir.IntType(32))
         elif _X86:
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+            _call_void(builder, "llvm.x86.sse2.pause")
         return context.get_dummy_value()
 
     return types.none(), codegen
