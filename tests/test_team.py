@@ -259,6 +259,18 @@ def test_concurrent_calls_share_or_skip_the_team():
         assert_close(got, want, np.float64, "threaded")
 
 
+def test_jobs_of_both_dtypes_in_turn():
+    # Each dtype has its own helper loop; a helper meeting the other dtype's job
+    # switches loops. The numbers must not depend on which loop ran.
+    rng = np.random.default_rng(3)
+    modules = [nl.LSTM(16, 64, dtype=dtype) for dtype in ("float32", "float64", "float32")]
+    x = rng.standard_normal((20, 1, 16))
+    first = [m(x)[0] for m in modules]
+    for _ in range(3):
+        for m, want in zip(modules, first, strict=True):
+            np.testing.assert_array_equal(m(x)[0], want)
+
+
 def _child_forward(lstm, x, queue):
     queue.put(lstm(x)[0])
 

@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from .._config import configure_threading
-from .cooperative import DONE_SIZE, claim_count, lstm_stack_team, serve
+from .cooperative import DONE_SIZE, SERVE, claim_count, lstm_stack_team
 from .gemm_steps import lstm_layer_gemm_steps
 from .layernorm import layernorm_lstm_layer, layernorm_lstm_layer_serial
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
@@ -33,7 +33,7 @@ GEMM_STEPS_MIN_BATCH = 16
 
 
 # The caller and helper threads that share small-batch layers (cpu.cooperative).
-TEAM = Team(serve)
+TEAM = Team(SERVE)
 
 # Below this many multiply-adds per step (B * H * 4H), one thread beats the
 # team: a step then takes about as long as handing it over (~0.5 µs).
@@ -146,12 +146,12 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
         h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
         c0 = np.zeros((n, B, layers[0].hidden_size), x.dtype)
     if _team_can_run(layers[0], T, B):
-        ctrl = TEAM.acquire()
+        ctrl = TEAM.acquire(x.itemsize)
         try:
             return _team_stack(ctrl, layers, x, h0, c0,
                                np.full(B, T, dtype=np.int64) if lengths is None else lengths)
         finally:
-            TEAM.release(ctrl)
+            TEAM.release(ctrl, x.itemsize)
     h_n = np.empty_like(h0)
     c_n = np.empty_like(c0)
     if T == 1 and B == 1 and layers.step is not None:

@@ -216,18 +216,32 @@ def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c
     close_job(ctrl)
 
 
-@njit(**_FLAGS)
-def serve(ctrl, spin_limit, tid):
-    """A helper's loop (team.Team): join every job opened on ctrl; return after
-    spin_limit idle iterations."""
+@njit(inline="always", **_FLAGS)
+def _serve(ctrl, spin_limit, tid, dtype, itemsize):
     gen = -1
     while True:
         gen = wait_for_job(ctrl, gen, spin_limit)
         if gen < 0:
-            return
+            return 0
+        if ctrl[_ITEMSIZE] != itemsize:
+            return ctrl[_ITEMSIZE]
         if enter_job(ctrl, gen):
-            if ctrl[_ITEMSIZE] == 4:
-                _join_stack_job(ctrl, np.float32, tid)
-            else:
-                _join_stack_job(ctrl, np.float64, tid)
+            _join_stack_job(ctrl, dtype, tid)
             leave_job(ctrl)
+
+
+# A helper's loop (team.Team), one per dtype so that only the dtypes in use are
+# compiled (each is a whole stack_job: ~5 s with a cold cache): join every job
+# opened on ctrl; return 0 after spin_limit idle iterations, or the itemsize of
+# an open job of the other dtype.
+@njit(**_FLAGS)
+def serve_float32(ctrl, spin_limit, tid):
+    return _serve(ctrl, spin_limit, tid, np.float32, 4)
+
+
+@njit(**_FLAGS)
+def serve_float64(ctrl, spin_limit, tid):
+    return _serve(ctrl, spin_limit, tid, np.float64, 8)
+
+
+SERVE = {4: serve_float32, 8: serve_float64}  # by itemsize

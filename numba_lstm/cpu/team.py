@@ -26,7 +26,6 @@ ctrl layout (int64, each counter on its own 64-byte line):
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
@@ -115,16 +114,20 @@ def _spin_iterations(microseconds: float) -> int:
 class Team:
     """The shared ctrl array and the helper threads serving it.
 
-    ``serve(ctrl, spin_limit, thread_id)`` is the jitted helper loop; it must
-    return after spin_limit idle iterations. Helpers start after the first job
-    in a process (again after a fork, which keeps no threads): that job runs
-    alone, so that compiling the helpers' code does not hold Numba's compiler
-    lock while the caller compiles its own. Until a helper has its code
-    (wait_ready), jobs run without it.
+    ``serve[itemsize](ctrl, spin_limit, thread_id)`` are the jitted helper
+    loops, one per dtype; each returns 0 after spin_limit idle iterations, or
+    the itemsize of an open job of another dtype (the helper then switches
+    loops). The team starts after the first job in a process (again after a
+    fork, which keeps no threads): that job runs alone. A loop is compiled (or
+    loaded from Numba's cache) by the calling thread before the first job of its
+    dtype is posted. Compiling it in a helper instead made the next ~10 s of a
+    cold-cache process crawl: Numba compiles under the GIL, and the demo's
+    Python loop got it every 5 ms (153 instead of ~4,300 characters/s).
     """
 
-    def __init__(self, serve, spin_us: float | None = None) -> None:
+    def __init__(self, serve: dict, spin_us: float | None = None) -> None:
         self._serve = serve
+        self._compiled: set[int] = set()  # itemsizes whose loop is compiled
         self._spin_us = float(os.environ.get("NUMBA_LSTM_SPIN_US", 1000)
                               if spin_us is None else spin_us)
         self._lock = threading.Lock()  # one open job at a time
@@ -133,65 +136,69 @@ class Team:
         self._wake: list[threading.Event] = []
         self._asleep: list[bool] = []
         self._ready: list[threading.Event] = []
+        self._spin_limit = 0
         self.ctrl = np.zeros(CTRL_SIZE, np.int64)
-        atexit.register(self.wait_ready)
 
     @property
     def size(self) -> int:
         """Threads a job may use: the caller and the helpers."""
         return numba.config.NUMBA_NUM_THREADS
 
-    def _start(self) -> None:
+    def _compile(self, itemsize: int) -> None:
+        if itemsize not in self._compiled:
+            self._serve[itemsize](np.zeros(CTRL_SIZE, np.int64), 0, 0)  # returns at once
+            self._compiled.add(itemsize)
+
+    def _start(self, itemsize: int) -> None:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
+            self._spin_limit = _spin_iterations(max(self._spin_us, MIN_SPIN_US))
+            self._compile(itemsize)
             self.ctrl = np.zeros(CTRL_SIZE, np.int64)
             self._lock = threading.Lock()  # a fork may have copied it held
             self._wake = [threading.Event() for _ in range(self.size - 1)]
             self._ready = [threading.Event() for _ in range(self.size - 1)]
             self._asleep = [False] * (self.size - 1)
             for i in range(self.size - 1):
-                threading.Thread(target=self._helper, args=(i,), daemon=True,
+                threading.Thread(target=self._helper, args=(i, itemsize), daemon=True,
                                  name=f"numba_lstm-team-{i + 1}").start()
             self._pid = os.getpid()
 
-    def _helper(self, i: int) -> None:
+    def _helper(self, i: int, itemsize: int) -> None:
         ctrl = self.ctrl
-        try:
-            spin_limit = _spin_iterations(max(self._spin_us, MIN_SPIN_US))
-            self._serve(np.zeros(CTRL_SIZE, np.int64), 0, i + 1)  # compiled or loaded now
-        finally:
-            self._ready[i].set()
+        self._ready[i].set()
         while True:
-            self._serve(ctrl, spin_limit, i + 1)
+            other = self._serve[itemsize](ctrl, self._spin_limit, i + 1)
+            if other:  # compiled by the caller that posted it (acquire)
+                itemsize = other
+                continue
             # Under the GIL, as the caller's check in acquire(): a job posted before
             # this flag is set simply runs without this helper.
             self._asleep[i] = True
             self._wake[i].wait()
             self._wake[i].clear()
 
-    def wait_ready(self, timeout: float = 600.0) -> bool:
-        """Wait until every helper has compiled (or loaded from Numba's cache) its
-        code; True if they have. Runs at exit: a helper still compiling when the
-        interpreter shuts down can crash it, and its code would not be cached
-        (a cold cache takes ~10 s here, during which jobs run without helpers)."""
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until every helper thread is running; True if they are."""
         return all(ready.wait(timeout) for ready in self._ready)
 
-    def acquire(self) -> np.ndarray:
-        """The ctrl array for one job, helpers awake. A private ctrl that no
-        helper watches, on which the job runs on the calling thread alone, when
-        another thread's job holds the team or the helpers have not started.
-        Pair with release()."""
+    def acquire(self, itemsize: int) -> np.ndarray:
+        """The ctrl array for one job of that itemsize, helpers awake. A private
+        ctrl that no helper watches, on which the job runs on the calling thread
+        alone, when another thread's job holds the team or the helpers have not
+        started. Pair with release()."""
         if self._pid != os.getpid() or not self._lock.acquire(blocking=False):
             return np.zeros(CTRL_SIZE, np.int64)
+        self._compile(itemsize)
         for i, asleep in enumerate(self._asleep):
             if asleep:
                 self._asleep[i] = False
                 self._wake[i].set()
         return self.ctrl
 
-    def release(self, ctrl: np.ndarray) -> None:
+    def release(self, ctrl: np.ndarray, itemsize: int) -> None:
         if ctrl is self.ctrl:
             self._lock.release()
         elif self._pid != os.getpid():
-            self._start()
+            self._start(itemsize)
