@@ -1,12 +1,12 @@
 """A team of threads that run one jitted job together, without launches or locks.
 
 The caller is thread 0; one helper thread per further core waits for jobs in
-nogil jitted code (``serve`` in numba_lstm.cpu.cooperative). A job is
+nogil jitted code (``serve_float32/64`` in numba_lstm.cpu.cooperative). A job is
 published through ``ctrl``, a small shared int64 array: the caller writes a
 descriptor (dtype, sizes, array addresses) into ``ctrl[DESC:]``, opens the job,
 works on it itself, closes it, and waits until no helper is still inside.
 Joining therefore costs a cache-line transfer (~0.1 µs), not a thread wake-up
-(60-200 µs measured on this VM) nor a Python dispatch.
+(60-200 µs measured on these VMs) nor a Python dispatch.
 
 After a job, helpers wait for the next one for a bounded time
 (NUMBA_LSTM_SPIN_US, default 1000 µs, at least MIN_SPIN_US so that a woken
