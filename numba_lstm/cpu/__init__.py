@@ -117,7 +117,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     dtype = layers[0].w_hh.dtype
     transposed = B >= DOT_RECURRENCE_MIN_BATCH or H >= DOT_RECURRENCE_MIN_HIDDEN
     w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * BLOCKS_PER_THREAD, transposed)
-    n_blocks, G = w_hh.shape[1], 4 * -(-H // w_hh.shape[1])
+    n_blocks, G = bias.shape[1:]  # G = 4U, a block's gate columns
     steps = int(lengths.max())
     h_buf = np.empty((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
     h_buf[:, 0] = h0

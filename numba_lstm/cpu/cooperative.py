@@ -36,9 +36,16 @@ STALL_SPINS = 1 << 15
 SOLO_STEPS = 32
 
 
-def claim_count(steps: int, batch: int, n_blocks: int) -> int:
-    """Tasks of one layer: projection (block, row chunk) pairs, then (step, block)."""
-    return n_blocks * -(-(steps * batch) // PROJECTION_ROWS) + steps * n_blocks
+@njit(**_FLAGS)
+def projection_tasks(steps, batch, n_blocks):
+    """A layer's input-projection tasks: (block, row chunk) pairs."""
+    return n_blocks * ((steps * batch + PROJECTION_ROWS - 1) // PROJECTION_ROWS)
+
+
+@njit(**_FLAGS)
+def claim_count(steps, batch, n_blocks):
+    """Tasks of one layer, hence its claims: the projection's, then (step, block)."""
+    return projection_tasks(steps, batch, n_blocks) + steps * n_blocks
 
 
 @njit(inline="always", **_FLAGS)
@@ -146,8 +153,8 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, 
     """
     L = w_hh.shape[0]
     B = x.shape[1]
-    n_projection = gx.shape[0] * ((steps * B + PROJECTION_ROWS - 1) // PROJECTION_ROWS)
-    per_layer = n_projection + steps * w_hh.shape[1]
+    n_projection = projection_tasks(steps, B, gx.shape[0])
+    per_layer = claim_count(steps, B, gx.shape[0])
     for layer in range(L):
         dst = out if (L - 1 - layer) % 2 == 0 else mid
         src = mid if (L - 1 - layer) % 2 == 0 else out
@@ -179,7 +186,7 @@ def _join_stack_job(ctrl, dtype, tid):
     T, B, I, H, L = ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L]
     nb, G, steps, transposed = ctrl[_NB], ctrl[_G], ctrl[_STEPS], ctrl[_TRANSPOSED] != 0
     w_hh_shape = (L, nb, G, H) if transposed else (L, nb, H, G)
-    n_claims = L * (nb * ((steps * B + PROJECTION_ROWS - 1) // PROJECTION_ROWS) + steps * nb)
+    n_claims = L * claim_count(steps, B, nb)
     stack_job(_view(ctrl, _X, (T, B, I), dtype), _view(ctrl, _W_IH0, (nb, G, I), dtype),
               _view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, G, H), dtype),
               _view(ctrl, _BIAS, (L, nb, G), dtype), _view(ctrl, _W_HH, w_hh_shape, dtype),
