@@ -75,7 +75,7 @@ def check_layer(rng, T, B, I, H, proj, D, bias, dtype, with_lengths):
 @pytest.mark.parametrize("B", [1, 2, 5, 9, 19])
 def test_layer_matches_reference(dtype, D, proj, B):
     # Each CPU strategy: B=1 serial, B=2..9 threaded (B=9: a 4-row block plus a
-    # remainder row per thread), B=19 a GEMM per step (the fused kernel if proj).
+    # remainder row per thread), B=19 the panel-GEMM kernel (the fused one if proj).
     # K = 9 exercises both the unrolled part and the remainder of the matmuls.
     check_layer(np.random.default_rng(B + 10 * D), 6, B, 7, 9, proj, D, True, dtype, B > 1)
 

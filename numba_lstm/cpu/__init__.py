@@ -27,8 +27,8 @@ configure_threading()
 _KERNEL_LOCK = threading.Lock()
 
 
-# From this batch up, one BLAS GEMM per step beats the fused kernel (measured at
-# SPEC S5-S7: 25-45% faster; at B=8 the fused kernel is 30% faster).
+# From this batch up, the panel-GEMM kernel (cpu.gemm_steps) runs layers without
+# projection: its 8-row register tiles are full.
 GEMM_STEPS_MIN_BATCH = 16
 
 
@@ -92,17 +92,19 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
     threads = 1 if B == 1 and D == 1 else numba.get_num_threads()
     n_chunks = max(1, min(B, threads // D))
-    threaded = D * n_chunks > 1 and B < GEMM_STEPS_MIN_BATCH
-    if threaded:
+    large_batch = B >= GEMM_STEPS_MIN_BATCH and H_out == H
+    if D * n_chunks > 1 or large_batch:
+        w_ih, w_hh = layer.panels()
         gx = np.empty((T * B, D * 4 * H), layer.w_hh.dtype)
         with _KERNEL_LOCK:
-            input_projection(x.reshape(T * B, I), layer.w_ih[None], layer.bias, gx, threads)
+            input_projection(x.reshape(T * B, I), w_ih, layer.bias, gx, threads)
     else:
         gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*4H), BLAS
         gx += layer.bias
     gx = gx.reshape(T, B, D * 4 * H)
-    if B >= GEMM_STEPS_MIN_BATCH and H_out == H:
-        lstm_layer_gemm_steps(gx, layer.w_hh, h0, c0, lengths, out, h_n, c_n)
+    if large_batch:
+        with _KERNEL_LOCK:
+            lstm_layer_gemm_steps(gx, w_hh, h0, c0, lengths, out, h_n, c_n, n_chunks)
     else:
         _launch(lstm_layer, lstm_layer_serial, D * n_chunks, gx, layer.w_hh, layer.w_hr,
                 h0, c0, lengths, out, h_n, c_n, n_chunks)

@@ -1,60 +1,62 @@
-"""Large batch: the recurrent matmul of each step is one BLAS GEMM.
+"""Large batch: each thread runs the whole time loop for its slice of the batch,
+its recurrent matmul one register-tiled GEMM per step (cpu.panel_gemm).
 
-At large B the recurrence h (B, H) @ W_hh^T (H, 4H) is a real matrix product
-and NumPy's BLAS runs it on every core far faster than a jitted loop can; a
-jitted kernel fuses what follows (input projection add, gates, cell update,
-masking) in one pass over the gate rows. The step loop stays in Python: a GEMM
-here costs ≥ 50 µs, the loop ~3 µs a step. The gate kernel is serial so that
-its threads never contend with BLAS's (see numba_lstm._config).
+At large B the recurrence h (B, H) @ W_hh^T (H, 4H) is a real matrix product.
+Splitting the batch (and the directions) across threads means no thread ever
+waits for another inside the time loop; each streams all of W_hh per step,
+which its rows (B / threads, at least 8 per tile) amortise.
 
-Tried and dropped: a batch-minor layout (W (4H, H) @ h (H, B)). Its GEMM is
-25-40% faster in isolation, but the gate pass then writes out[t] transposed,
-and end to end it was 0-20% slower at SPEC S4-S7.
+Measured before (SPEC S5-S7, and why this replaced it): a BLAS GEMM per step
+from a Python loop. NumPy's BLAS repacks W_hh on every call and reached 25
+GMAC/s on two threads at S6's step (32 x 512 @ 512 x 2048); the panel kernel
+reaches 32-37 GMAC/s on each thread.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .recurrence import _FLAGS, cell_update
+from .panel_gemm import chunk_start, gemm_panels_acc
+from .recurrence import _FLAGS, cell_block
 
 
-@njit(**_FLAGS)
-def lstm_gates_step(gates, gx, s, lengths, c, h, out):
-    """Step s of every direction, after gates (D, B, 4H) = h (D, B, H) @ W_hh^T.
+@njit(parallel=True, **_FLAGS)
+def lstm_layer_gemm_steps(gx, w_hh, h0, c0, lengths, out, h_n, c_n, n_chunks):
+    """All steps of one layer without projection, every direction.
 
-    gx   (T, B, D*4H) input projection with both biases; direction d runs at
-         time t = s forward, T-1-s in reverse
-    c, h (D, B, H) updated in place, except for sequences past their length
-    out  (T, B, D*H) gets h at t, or 0 past the sequence's length
+    gx       (T, B, D*4H) x @ W_ih^T + b_ih + b_hh, direction-major
+    w_hh     (D, P, H, NR) W_hh^T per direction, packed by panel_gemm.pack_panels
+    h0, c0   (D, B, H)
+    lengths  (B,) int64; steps t >= lengths[b] leave sequence b's state alone
+    out      (T, B, D*H) written here; padded steps get 0
+    h_n, c_n (D, B, H) final states, written here
+    Tasks: direction x batch chunk (n_chunks per direction), rows split in
+    multiples of the micro-kernel's 8 where B allows.
     """
-    T = gx.shape[0]
-    D, B, G = gates.shape
-    H = G // 4
-    for d in range(D):
-        t = T - 1 - s if d == 1 else s
-        for b in range(B):
-            if t >= lengths[b]:
-                for j in range(H):
-                    out[t, b, d * H + j] = 0
-                continue
-            z = gates[d, b]  # (4H,)
-            x = gx[t, b, d * G:(d + 1) * G]  # (4H,)
-            for j in range(H):
-                c[d, b, j], h_new = cell_update(z[j] + x[j], z[H + j] + x[H + j],
-                                                z[2 * H + j] + x[2 * H + j],
-                                                z[3 * H + j] + x[3 * H + j], c[d, b, j])
-                h[d, b, j] = h_new
-                out[t, b, d * H + j] = h_new
-
-
-def lstm_layer_gemm_steps(gx, w_hh, h0, c0, lengths, out, h_n, c_n):
-    """All steps of one layer without projection; arguments as recurrence.lstm_layer.
-
-    The state lives in h_n, c_n from the start, so they hold the final state at the end.
-    """
-    h_n[...] = h0
-    c_n[...] = c0
-    gates = np.empty(w_hh.shape[:1] + h0.shape[1:2] + w_hh.shape[2:], w_hh.dtype)  # (D, B, 4H)
-    for s in range(gx.shape[0]):
-        np.matmul(h_n, w_hh, out=gates)  # (D, B, H) @ (D, H, 4H)
-        lstm_gates_step(gates, gx, s, lengths, c_n, h_n, out)
+    T, B = gx.shape[0], gx.shape[1]
+    D = w_hh.shape[0]
+    H = c0.shape[2]
+    G = 4 * H
+    for task in prange(D * n_chunks):
+        d = task // n_chunks
+        chunk = task % n_chunks
+        b_lo = chunk_start(chunk, n_chunks, B)
+        b_hi = chunk_start(chunk + 1, n_chunks, B)
+        nb = b_hi - b_lo
+        gates = np.empty((nb, G), gx.dtype)  # (nb, 4H)
+        h = np.empty((nb, H), gx.dtype)
+        c = np.empty((nb, H), gx.dtype)
+        h[:] = h0[d, b_lo:b_hi]
+        c[:] = c0[d, b_lo:b_hi]
+        for s in range(T):
+            t = T - 1 - s if d == 1 else s
+            gates[:] = gx[t, b_lo:b_hi, d * G:(d + 1) * G]
+            gemm_panels_acc(gates, h, w_hh[d])  # (nb, 4H) += (nb, H) @ (H, 4H)
+            for r in range(nb):
+                b = b_lo + r
+                if t >= lengths[b]:
+                    out[t, b, d * H:(d + 1) * H] = 0
+                    continue
+                cell_block(gates[r], c[r], h[r])
+                out[t, b, d * H:(d + 1) * H] = h[r]
+        h_n[d, b_lo:b_hi] = h
+        c_n[d, b_lo:b_hi] = c

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .panel_gemm import pack_panels
+
 
 @dataclass(frozen=True)
 class PackedLayer:
@@ -20,6 +22,16 @@ class PackedLayer:
     bias: np.ndarray
     w_hh: np.ndarray
     w_hr: np.ndarray
+
+    def panels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(w_ih (P, I, NR), w_hh (D, P', H_out, NR)): W_ih^T of all directions
+        and each direction's W_hh^T packed for cpu.panel_gemm, made on first use
+        (only the threaded and large-batch paths need them)."""
+        if "_panels" not in self.__dict__:
+            self.__dict__["_panels"] = (pack_panels(self.w_ih),
+                                        np.stack([pack_panels(w) for w in self.w_hh]))
+        return self.__dict__["_panels"]
+
     @property
     def num_directions(self) -> int:
         return self.w_hh.shape[0]

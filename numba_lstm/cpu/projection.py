@@ -1,25 +1,33 @@
 """The input projection x @ W_ih^T + b for every step at once, threaded by Numba.
 
-Used ahead of the threaded recurrence instead of NumPy's BLAS: right after a
+Used ahead of the threaded recurrences instead of NumPy's BLAS: right after a
 BLAS call its worker threads keep spinning, and with Numba's two threads that
 makes three busy threads on two cores (measured at SPEC S4: BLAS 3 ms + kernel
-16 ms became 30 ms; this kernel, ~5 ms, leaves nothing spinning).
+16 ms became 30 ms). The rows are split across threads; each streams
+W_ih packed in panels (cpu.panel_gemm) a block of rows at a time, so that the
+block's rows of x and gx stay in cache while every panel passes (over the
+whole chunk at once, gx made two round trips to memory: S7's projection took
+13 ms).
 """
 
 from numba import njit, prange
 
-from .recurrence import _FLAGS, _rows_matmul_acc
+from .panel_gemm import chunk_start, gemm_panels_acc
+from .recurrence import _FLAGS
+
+# Rows per block: 64 rows of x and gx take 64-512 KB at SPEC's sizes (L2).
+ROW_BLOCK = 64
 
 
 @njit(parallel=True, **_FLAGS)
 def input_projection(x, w_ih, bias, gx, n_chunks):
-    """gx (N, G) = x (N, I) @ w_ih (1, I, G) + bias (G,), rows split in n_chunks."""
+    """gx (N, G) = x (N, I) @ W_ih^T + bias (G,); w_ih (P, I, NR) panels of W_ih^T."""
     N = x.shape[0]
-    G = gx.shape[1]
     for chunk in prange(n_chunks):
-        lo = chunk * N // n_chunks
-        hi = (chunk + 1) * N // n_chunks
-        for r in range(lo, hi):
-            for j in range(G):
-                gx[r, j] = bias[j]
-        _rows_matmul_acc(gx[lo:hi], x[lo:hi], w_ih, 0, hi - lo)
+        lo = chunk_start(chunk, n_chunks, N)
+        hi = chunk_start(chunk + 1, n_chunks, N)
+        for r0 in range(lo, hi, ROW_BLOCK):
+            r1 = min(r0 + ROW_BLOCK, hi)
+            for r in range(r0, r1):
+                gx[r, :] = bias
+            gemm_panels_acc(gx[r0:r1], x[r0:r1], w_ih)  # (rows, G) += (rows, I) @ (I, G)

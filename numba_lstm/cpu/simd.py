@@ -1,0 +1,104 @@
+"""A SIMD vector as a Numba value, for register-tiled kernels (cpu.panel_gemm).
+
+LLVM's auto-vectoriser uses 256-bit vectors on AVX-512 CPUs ("prefer-256-bit"
+tuning), and it will not keep a tile of output sums in registers across a loop
+over k. Kernels written with these explicit vectors get both: one ``Vec`` is
+one register (zmm on AVX-512), and a tile of them stays in registers.
+
+``Vec(dtype)`` holds VECTOR_BYTES // itemsize lanes. Only the operations the
+GEMM micro-kernel needs: load a row segment, broadcast a scalar, fused
+multiply-add, add a vector into a row segment. The FMA is exact IEEE fma, so
+NaN and Inf propagate as in a scalar loop.
+"""
+
+import llvmlite.binding as llvm
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+
+def _vector_bytes() -> int:
+    """Bytes per vector register of the CPU Numba compiles for: 64 with AVX-512,
+    else 32 (AVX/AVX2; on narrower CPUs LLVM splits the vector, still correct)."""
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return 32  # a named portable target: do not assume AVX-512
+        features = llvm.get_host_cpu_features().flatten()
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+VECTOR_BYTES = _vector_bytes()
+
+
+class Vec(types.Type):
+    """A SIMD register of ``dtype`` lanes."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        super().__init__(name=f"Vec({dtype} x {self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        lane = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(lane, fe_type.lanes))
+
+
+def _vector_pointer(context, builder, sig, args):
+    """Pointer to arr[i, j] as a pointer to a vector (args: arr, i, j, ...)."""
+    arr_type = sig.args[0]
+    arr = context.make_array(arr_type)(context, builder, args[0])
+    index = [context.cast(builder, v, t, types.intp)
+             for v, t in zip(args[1:3], sig.args[1:3], strict=True)]
+    ptr = cgutils.get_item_pointer(context, builder, arr_type, arr, index, wraparound=False)
+    vec = context.get_value_type(Vec(arr_type.dtype))
+    return builder.bitcast(ptr, vec.as_pointer()), arr_type.dtype.bitwidth // 8
+
+
+@intrinsic
+def vload(typingctx, arr, i, j):
+    """arr[i, j : j + lanes] as a Vec (arr 2-D, its last axis contiguous)."""
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        return builder.load(ptr, align=align)
+    return Vec(arr.dtype)(arr, i, j), codegen
+
+
+@intrinsic
+def vadd_store(typingctx, arr, i, j, v):
+    """arr[i, j : j + lanes] += v."""
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        builder.store(builder.fadd(builder.load(ptr, align=align), args[3]), ptr, align=align)
+        return context.get_dummy_value()
+    return types.none(arr, i, j, v), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """A Vec with x in every lane."""
+    vec_type = Vec(x)
+
+    def codegen(context, builder, sig, args):
+        vec = context.get_value_type(vec_type)
+        undef = ir.Constant(vec, ir.Undefined)
+        first = builder.insert_element(undef, args[0], ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec_type.lanes), [0] * vec_type.lanes)
+        return builder.shuffle_vector(first, undef, zeros)
+    return vec_type(x), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c lane by lane, one rounding (llvm.fma)."""
+    def codegen(context, builder, sig, args):
+        vec = args[0].type
+        name = f"llvm.fma.v{vec.count}{vec.element.intrinsic_name}"
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
+        return builder.call(fma, args)
+    return a(a, b, c), codegen

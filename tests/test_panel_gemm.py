@@ -1,0 +1,108 @@
+"""The register-tiled GEMM (numba_lstm.cpu.panel_gemm, cpu.simd) and the kernels
+built on it (cpu.projection, cpu.gemm_steps) against NumPy and the reference."""
+
+import platform
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from numba import njit
+from test_kernels import check_layer
+
+from numba_lstm.cpu.panel_gemm import (
+    TILE_ROWS,
+    _tile8,
+    chunk_start,
+    gemm_panels_acc,
+    pack_panels,
+    panel_width,
+)
+from numba_lstm.cpu.projection import input_projection
+from numba_lstm.cpu.simd import VECTOR_BYTES
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_panels_layout(dtype):
+    NR = panel_width(dtype)
+    assert NR == 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+    w = np.arange(5 * (NR + 3), dtype=dtype).reshape(5, NR + 3)
+    panels = pack_panels(w)
+    assert panels.shape == (2, 5, NR) and panels.flags.c_contiguous
+    np.testing.assert_array_equal(panels[0], w[:, :NR])
+    np.testing.assert_array_equal(panels[1, :, :3], w[:, NR:])
+    assert not panels[1, :, 3:].any()  # zero padding past column N
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("R,K,N", [
+    (1, 1, 1),      # one leftover row, one partial panel
+    (8, 5, 32),     # one full tile
+    (13, 37, 180),  # a tile + 5 leftover rows, partial last panel
+    (24, 64, 64),   # whole tiles, whole panels
+    (17, 130, 100),
+])
+def test_gemm_panels_acc_matches_numpy(dtype, R, K, N):
+    rng = np.random.default_rng(R * K + N)
+    a = rng.standard_normal((R, K)).astype(dtype)
+    w = rng.standard_normal((K, N)).astype(dtype)
+    out = rng.standard_normal((R, N)).astype(dtype)
+    expected = out.astype(np.float64) + a.astype(np.float64) @ w.astype(np.float64)
+    gemm_panels_acc(out, a, pack_panels(w))
+    # Sums of K products, each rounded once: a few ulps of sqrt(K)-sized values.
+    np.testing.assert_allclose(out, expected, rtol=0, atol=K * np.finfo(dtype).eps * 8)
+
+
+def test_gemm_panels_acc_propagates_nan_and_inf():
+    a = np.zeros((9, 4))
+    a[2, 1], a[8, 3] = np.nan, np.inf
+    out = np.zeros((9, 3))
+    gemm_panels_acc(out, a, pack_panels(np.ones((4, 3))))
+    assert np.isnan(out[2]).all() and np.isposinf(out[8]).all()
+    assert not out[[0, 1, 3, 4, 5, 6, 7]].any()
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 19, 64, 257])
+@pytest.mark.parametrize("n_chunks", [1, 2, 3])
+def test_chunk_start_covers_rows_in_tile_multiples(n, n_chunks):
+    bounds = [chunk_start(c, n_chunks, n) for c in range(n_chunks + 1)]
+    assert bounds[0] == 0 and bounds[-1] == n
+    assert all(lo <= hi for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
+    if n >= TILE_ROWS * n_chunks:  # then only the last chunk has leftover rows
+        assert all(b % TILE_ROWS == 0 for b in bounds[:-1])
+        assert all(hi - lo >= TILE_ROWS for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_chunks", [1, 2, 3])
+def test_input_projection_matches_numpy(dtype, n_chunks):
+    rng = np.random.default_rng(n_chunks)
+    x = rng.standard_normal((150, 11)).astype(dtype)  # rows: 2 blocks + a partial one
+    w = rng.standard_normal((11, 52)).astype(dtype)
+    bias = rng.standard_normal(52).astype(dtype)
+    gx = np.full((150, 52), np.nan, dtype)
+    input_projection(x, pack_panels(w), bias, gx, n_chunks)
+    assert_close(gx, x.astype(np.float64) @ w + bias, dtype, "gx")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("B,H", [(16, 8), (27, 45), (40, 16)])
+def test_large_batch_layer_matches_reference(dtype, D, B, H):
+    # B >= 16 without projection runs cpu.gemm_steps: full 8-row tiles, leftover
+    # rows (27 = 8 + 8 + 11 in two chunks), and 4H = 180 a partial last panel.
+    check_layer(np.random.default_rng(B + H + D), 7, B, 13, H, 0, D, True, dtype, True)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+def test_micro_kernel_is_packed_fmas_on_full_vectors():
+    """The point of cpu.simd: the tile's FMAs are full-width vector FMAs (zmm on
+    AVX-512), not the 256-bit code LLVM's vectoriser picks there, nor scalar."""
+    register = "zmm" if VECTOR_BYTES == 64 else "ymm"
+    tile8 = njit(nogil=True, error_model="numpy")(_tile8.py_func)  # cached code has no asm
+    NR = panel_width(np.float32)
+    out = np.zeros((8, NR), np.float32)
+    tile8(out, 0, 0, np.ones((8, 3), np.float32), 0, np.ones((3, NR), np.float32))
+    asm = tile8.inspect_asm(tile8.signatures[0])
+    fmas = [line for line in asm.splitlines() if "vfmadd" in line]
+    assert len(fmas) >= 16 and all(register in line for line in fmas), fmas[:4]
+    assert np.all(out == 3)
