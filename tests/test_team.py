@@ -21,7 +21,6 @@ import numba_lstm.cpu as cpu
 from numba_lstm import reference
 from numba_lstm.cpu.atomics import fetch_add, load_acquire
 from numba_lstm.cpu.cooperative import DONE_SIZE, DONE_STEPS, _block_step, claim_count, stack_job
-from numba_lstm.cpu.matmul import matmul_nt_acc
 from numba_lstm.cpu.packing import pack_stack
 
 
@@ -43,25 +42,6 @@ def test_fetch_add_loses_no_update_between_threads():
     assert _add_many(counter, 0) == 600_000
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("R,K,G", [(1, 5, 4), (3, 9, 8), (4, 1, 4), (9, 33, 12), (130, 64, 32)])
-def test_matmul_nt_acc_matches_numpy(dtype, R, K, G):
-    # R: whole 4-row tiles and the row remainder; K: any length of reduction.
-    rng = np.random.default_rng(R * K)
-    x, w_t = rng.standard_normal((R, K)).astype(dtype), rng.standard_normal((G, K)).astype(dtype)
-    out = rng.standard_normal((R, G)).astype(dtype)
-    expected = out.astype(np.float64) + x.astype(np.float64) @ w_t.T.astype(np.float64)
-    matmul_nt_acc(out, x, w_t)
-    assert_close(out, expected, dtype, "matmul")
-
-
-def test_matmul_nt_acc_propagates_nan_and_inf():
-    x = np.array([[1.0, np.nan], [np.inf, 1.0], [1.0, 2.0]])
-    out = np.zeros((3, 4))
-    matmul_nt_acc(out, x, np.ones((4, 2)))
-    assert np.isnan(out[0]).all() and np.isposinf(out[1]).all() and (out[2] == 3).all()
-
-
 def _stack(rng, L, I, H, dtype, bias=True):
     """A random stack of L layers, packed, and its parameters in float64."""
     layers = [random_layer(rng, I if k == 0 else H, H, 0, 1, bias) for k in range(L)]
@@ -81,7 +61,7 @@ def _reference(params, x, h0, c0, lengths):
     return out, np.stack(h_n), np.stack(c_n)
 
 
-def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, transposed=False):
+def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths):
     """stack_job's arguments (without tid, n_threads) and the reference result."""
     stack, params = _stack(rng, L, I, H, dtype)
     x = rng.standard_normal((T, B, I)).astype(dtype)
@@ -91,12 +71,12 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, transposed=False):
     steps = int(lengths.max())
     h_buf = np.zeros((L, 2, B, H), dtype)
     h_buf[:, 0] = h0
-    w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks, transposed)
+    w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks)
     out, mid = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
     args = [x, w_ih0, w_ih_rest, bias, w_hh, lengths,
             np.empty((n_blocks, steps * B, bias.shape[2]), dtype), h_buf, c, out, mid,
             np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
-            np.zeros((L, DONE_SIZE), np.int64), steps, transposed]
+            np.zeros((L, DONE_SIZE), np.int64), steps]
     return args, expected
 
 
@@ -109,16 +89,15 @@ def _check(args, expected, dtype):
 
 
 @pytest.mark.parametrize("n_blocks", [1, 2, 3, 4])
-@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("B", [1, 5, 11])
 @pytest.mark.parametrize("L", [1, 2, 3])
-@pytest.mark.parametrize("transposed", [False, True])
-def test_a_lone_caller_computes_every_block(n_blocks, B, L, transposed):
+def test_a_lone_caller_computes_every_block(n_blocks, B, L):
     # H=10 over 3 blocks: units 4+4+2, the last block zero-padded; over 4: 3+3+3+1.
-    # 90 steps x 5 rows: several projection row chunks and a partial one.
+    # 90 steps x 5 rows: several projection row chunks and a partial one; 11 rows:
+    # an 8-row tile of the panel GEMM and leftover rows.
     rng = np.random.default_rng(n_blocks + 10 * B + 100 * L)
     lengths = rng.integers(1, 91, B) if B > 1 else np.array([87])
-    args, expected = _job(rng, L, 90, B, 6, 10, n_blocks, np.float64, lengths.astype(np.int64),
-                          transposed)
+    args, expected = _job(rng, L, 90, B, 6, 10, n_blocks, np.float64, lengths.astype(np.int64))
     stack_job(*args, 0, 2)
     _check(args, expected, np.float64)
     for b, n in enumerate(lengths):
@@ -140,8 +119,7 @@ def test_a_late_thread_changes_nothing():
 def test_threads_sharing_one_job_match_the_reference(dtype):
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        args, expected = _job(rng, 2, 150, 3, 6, 16, 4, dtype, np.array([150, 7, 99]),
-                              transposed=seed % 2 == 1)
+        args, expected = _job(rng, 2, 150, 3, 6, 16, 4, dtype, np.array([150, 7, 99]))
         helper = threading.Thread(target=stack_job, args=(*args, 1, 2))
         helper.start()
         stack_job(*args, 0, 2)
@@ -152,10 +130,9 @@ def test_threads_sharing_one_job_match_the_reference(dtype):
 @njit(nogil=True)
 def _late_block(args, step, block):
     """A stand-in for a descheduled helper: compute one claimed block, then count it."""
-    (x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, claims, done, steps,
-     transposed) = args
+    x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, claims, done, steps = args
     acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
-    _block_step(gx, w_hh[0], lengths, h_buf[0], c[0], out, step, block, acc, transposed)
+    _block_step(gx, w_hh[0], lengths, h_buf[0], c[0], out, step, block, acc)
     fetch_add(done[0], DONE_STEPS, 1)
 
 

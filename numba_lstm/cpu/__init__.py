@@ -41,13 +41,6 @@ TEAM_MIN_MACS_PER_STEP = 1 << 14
 # Unit blocks per team thread: more than one, so that when one core runs slow
 # (a shared VM's cores do, by 1.5-2x for seconds) the other claims its blocks.
 BLOCKS_PER_THREAD = 2
-# From this batch or hidden size the team's recurrent product is the
-# dot-product kernel (cpu.matmul, W_hh blocks untransposed), below both the
-# axpy one (cpu.recurrence). Measured: 29 against 20 GMAC/s at 8 rows; at one
-# row 5.8 against 11.6 GMAC/s for H = 128 (S1 0.83 against 1.21 ms end to end)
-# but S2 (H = 256) 33 against 39-42 ms.
-DOT_RECURRENCE_MIN_BATCH = 4
-DOT_RECURRENCE_MIN_HIDDEN = 256
 
 
 def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
@@ -117,8 +110,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     T, B, _ = x.shape
     L, H = len(layers), layers[0].hidden_size
     dtype = layers[0].w_hh.dtype
-    transposed = B >= DOT_RECURRENCE_MIN_BATCH or H >= DOT_RECURRENCE_MIN_HIDDEN
-    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * BLOCKS_PER_THREAD, transposed)
+    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * BLOCKS_PER_THREAD)
     n_blocks, G = bias.shape[1:]  # G = 4U, a block's gate columns
     steps = int(lengths.max())
     h_buf = np.empty((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
@@ -130,7 +122,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths,
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
                     np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
-                    np.zeros((L, DONE_SIZE), np.int64), steps, transposed, TEAM.size)
+                    np.zeros((L, DONE_SIZE), np.int64), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
 
 

@@ -20,8 +20,8 @@ import numpy as np
 from numba import carray, njit
 
 from .atomics import address_as_voidptr, fetch_add, load_acquire
-from .matmul import matmul_nt_acc
-from .recurrence import _FLAGS, _rows_matmul_acc, cell_block
+from .panel_gemm import gemm_panels_acc
+from .recurrence import _FLAGS, cell_block
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
 PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
@@ -56,7 +56,8 @@ def _wait_until(done, slot, count):
 
 @njit(inline="always", **_FLAGS)
 def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
-    """gx[q, r] = bias[q] + rows[r] @ w_ih[q].T by (block q, row chunk) tasks."""
+    """gx[q, r] = bias[q] + rows[r] @ W_ih^T[:, block q] by (block q, row chunk)
+    tasks; w_ih (nb, P, K, NR), each block's columns in panels."""
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
@@ -69,17 +70,16 @@ def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
             for r in range(r0, r1):
                 gx[q, r] = bias[q]
-            matmul_nt_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])
+            gemm_panels_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])  # (rows, 4U) += (rows, K) @ (K, 4U)
             fetch_add(done, DONE_PROJECTION, 1)
     _wait_until(done, DONE_PROJECTION, n_tasks)
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc, transposed):
+def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
-    over and output 0. w_hh (nb, H, 4U) W_hh^T blocks, or (nb, 4U, H) W_hh
-    blocks if transposed (the dot-product kernel's layout)."""
+    over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels."""
     B, H = c.shape
     U = acc.shape[1] // 4
     j0 = q * U
@@ -88,10 +88,7 @@ def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc, transposed):
     h_next = h_buf[1 - s % 2]
     for b in range(B):
         acc[b, :] = gx[q, s * B + b]
-    if transposed:
-        matmul_nt_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (4U, H).T
-    else:
-        _rows_matmul_acc(acc, h_prev, w_hh, q, B)  # (B, 4U) += (B, H) @ (H, 4U)
+    gemm_panels_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (H, 4U)
     for b in range(B):
         if s < lengths[b]:
             cell_block(acc[b], c[b, units], h_next[b, units])
@@ -102,7 +99,7 @@ def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc, transposed):
 
 
 @njit(inline="always", **_FLAGS)
-def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads, transposed):
+def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads):
     """Steps 0..steps-1 by (step, block) tasks; a step's blocks start once every
     block of the previous step is done.
 
@@ -129,21 +126,21 @@ def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads
         for i in range(nb):
             q = (first + i) % nb
             if mine or fetch_add(claims, s * nb + q, 1) == 0:
-                _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc, transposed)
+                _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc)
                 fetch_add(done, DONE_STEPS, 1)
     _wait_until(done, DONE_STEPS, steps * nb)
 
 
 @njit(**_FLAGS)
 def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, claims, done,
-              steps, transposed, tid, n_threads):
+              steps, tid, n_threads):
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
-    x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, 4U, I) and
-    w_ih_rest (L-1, nb, 4U, H) W_ih of layer 0 and of the others, bias
-    (L, nb, 4U) b_ih + b_hh, w_hh (L, nb, H, 4U) W_hh^T, or (L, nb, 4U, H) W_hh
-    if transposed;  lengths (B,) int64;
+    x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, P, I, NR)
+    and w_ih_rest (L-1, nb, P, H, NR) W_ih^T of layer 0 and of the others in
+    panels (cpu.panel_gemm), bias (L, nb, 4U) b_ih + b_hh, w_hh
+    (L, nb, P, H, NR) W_hh^T in panels;  lengths (B,) int64;
     gx (nb, steps*B, 4U) scratch;  h_buf (L, 2, B, H) ping-pong, h0 in [l, 0],
     the final h in [l, steps % 2];  c (L, B, H) c0, updated in place;  out and
     mid (T, B, H): the last layer writes out, the one below it mid, and so on
@@ -167,13 +164,13 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, 
                      w_ih_rest[layer - 1], bias[layer], gx, layer_claims, done[layer], tid,
                      n_threads)
         _recur(gx, w_hh[layer], lengths, h_buf[layer], c[layer], dst,
-               layer_claims[n_projection:], done[layer], steps, tid, n_threads, transposed)
+               layer_claims[n_projection:], done[layer], steps, tid, n_threads)
 
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
-_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _STEPS, _TRANSPOSED, _THREADS = range(DESC, DESC + 11)
+_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS = range(DESC, DESC + 12)
 (_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
- _DONE) = range(DESC + 11, DESC + 24)
+ _DONE) = range(DESC + 12, DESC + 25)
 
 
 @njit(inline="always", **_FLAGS)
@@ -184,30 +181,30 @@ def _view(ctrl, slot, shape, dtype):
 @njit(inline="always", **_FLAGS)
 def _join_stack_job(ctrl, dtype, tid):
     T, B, I, H, L = ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L]
-    nb, G, steps, transposed = ctrl[_NB], ctrl[_G], ctrl[_STEPS], ctrl[_TRANSPOSED] != 0
-    w_hh_shape = (L, nb, G, H) if transposed else (L, nb, H, G)
+    nb, G, P, NR, steps = ctrl[_NB], ctrl[_G], ctrl[_P], ctrl[_NR], ctrl[_STEPS]
     n_claims = L * claim_count(steps, B, nb)
-    stack_job(_view(ctrl, _X, (T, B, I), dtype), _view(ctrl, _W_IH0, (nb, G, I), dtype),
-              _view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, G, H), dtype),
-              _view(ctrl, _BIAS, (L, nb, G), dtype), _view(ctrl, _W_HH, w_hh_shape, dtype),
+    stack_job(_view(ctrl, _X, (T, B, I), dtype), _view(ctrl, _W_IH0, (nb, P, I, NR), dtype),
+              _view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P, H, NR), dtype),
+              _view(ctrl, _BIAS, (L, nb, G), dtype), _view(ctrl, _W_HH, (L, nb, P, H, NR), dtype),
               _view(ctrl, _LENGTHS, (B,), np.int64), _view(ctrl, _GX, (nb, steps * B, G), dtype),
               _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
               _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
               _view(ctrl, _CLAIMS, (n_claims,), np.int64),
-              _view(ctrl, _DONE, (L, DONE_SIZE), np.int64), steps, transposed, tid,
+              _view(ctrl, _DONE, (L, DONE_SIZE), np.int64), steps, tid,
               ctrl[_THREADS])
 
 
 @njit(**_FLAGS)
 def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
-                    claims, done, steps, transposed, n_threads):
+                    claims, done, steps, n_threads):
     """The caller's side of a stack job (arguments as stack_job): publish it on
     ctrl, do thread 0's share, close it."""
     T, B, I = x.shape
     ctrl[_ITEMSIZE] = x.itemsize
     ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L] = T, B, I, c.shape[2], c.shape[0]
     ctrl[_NB], ctrl[_G], ctrl[_STEPS] = gx.shape[0], gx.shape[2], steps
-    ctrl[_TRANSPOSED], ctrl[_THREADS] = transposed, n_threads
+    ctrl[_P], ctrl[_NR] = w_ih0.shape[1], w_ih0.shape[3]
+    ctrl[_THREADS] = n_threads
     for slot, address in ((_X, x.ctypes.data), (_W_IH0, w_ih0.ctypes.data),
                           (_W_IH_REST, w_ih_rest.ctypes.data), (_BIAS, bias.ctypes.data),
                           (_W_HH, w_hh.ctypes.data), (_LENGTHS, lengths.ctypes.data),

@@ -73,21 +73,20 @@ class PackedStack(list):
 
     step: tuple | None = None
 
-    def team_blocks(self, n_blocks: int, transposed: bool) -> tuple[np.ndarray, ...]:
+    def team_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
         """The weights cut by hidden units for numba_lstm.cpu.cooperative
         (one direction, no projection), made on first use:
 
-        w_ih0 (n_blocks, 4U, I) and w_ih_rest (L-1, n_blocks, 4U, H): W_ih of
-        layer 0 and of the others, not transposed (cpu.matmul's layout);
-        bias (L, n_blocks, 4U); w_hh (L, n_blocks, H, 4U): W_hh^T, or
-        (L, n_blocks, 4U, H) W_hh if transposed.
+        w_ih0 (n_blocks, P, I, NR) and w_ih_rest (L-1, n_blocks, P, H, NR):
+        each block's W_ih^T columns of layer 0 and of the others, in panels
+        (cpu.panel_gemm); bias (L, n_blocks, 4U); w_hh (L, n_blocks, P, H, NR)
+        each block's W_hh^T in panels.
         U = ceil(H / n_blocks); block q holds the i, f, g, o columns of units
         q*U .. q*U+U-1 (zeros past H), so a thread computing those units streams
         contiguous matrices.
         """
         cache = self.__dict__.setdefault("_team_blocks", {})
-        key = (n_blocks, transposed)
-        if key not in cache:
+        if n_blocks not in cache:
             H = self[0].hidden_size
             U = -(-H // n_blocks)
 
@@ -97,15 +96,18 @@ class PackedStack(list):
                 return padded.reshape(w.shape[0], 4, n_blocks, U).transpose(2, 0, 1, 3).reshape(
                     n_blocks, w.shape[0], 4 * U)
 
-            w_ih = [cut(layer.w_ih).transpose(0, 2, 1) for layer in self]
-            w_hh = np.stack([cut(layer.w_hh[0]) for layer in self])
-            cache[key] = tuple(np.ascontiguousarray(a) for a in (
+            def cut_panels(w):  # (K, 4H) -> (n_blocks, P, K, NR)
+                return np.stack([pack_panels(block) for block in cut(w)])
+
+            w_ih = [cut_panels(layer.w_ih) for layer in self]
+            cache[n_blocks] = tuple(np.ascontiguousarray(a) for a in (
                 w_ih[0],
-                np.stack(w_ih[1:]) if len(self) > 1 else np.zeros((0, n_blocks, 4 * U, H),
+                np.stack(w_ih[1:]) if len(self) > 1 else np.zeros((0,) + w_ih[0].shape[:2]
+                                                                   + (H,) + w_ih[0].shape[3:],
                                                                    w_ih[0].dtype),
                 np.stack([cut(layer.bias[None])[:, 0] for layer in self]),
-                w_hh.transpose(0, 1, 3, 2) if transposed else w_hh))
-        return cache[key]
+                np.stack([cut_panels(layer.w_hh[0]) for layer in self])))
+        return cache[n_blocks]
 
 
 def pack_stack(layers: list, dtype) -> PackedStack:
