@@ -9,6 +9,7 @@ from conftest import assert_close
 from numba import njit
 from test_kernels import check_layer
 
+import numba_lstm.cpu as cpu
 from numba_lstm.cpu.panel_gemm import (
     TILE_ROWS,
     _tile8,
@@ -85,11 +86,14 @@ def test_input_projection_matches_numpy(dtype, n_chunks):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("D,fused", [(1, True), (1, False), (2, False)])
 @pytest.mark.parametrize("B,H", [(16, 8), (27, 45), (40, 16)])
-def test_large_batch_layer_matches_reference(dtype, D, B, H):
+def test_large_batch_layer_matches_reference(dtype, D, fused, B, H, monkeypatch):
     # B >= 16 without projection runs cpu.gemm_steps: full 8-row tiles, leftover
-    # rows (27 = 8 + 8 + 11 in two chunks), and 4H = 180 a partial last panel.
+    # rows (27 = 8 + 8 + 11 in two chunks), and 4H = 180 a partial last panel;
+    # one direction projects inside the step loop when its weights are small
+    # enough (fused), else beforehand, as two directions always do.
+    monkeypatch.setattr(cpu, "FUSED_MAX_BYTES", 1 << 30 if fused else 0)
     check_layer(np.random.default_rng(B + H + D), 7, B, 13, H, 0, D, True, dtype, True)
 
 

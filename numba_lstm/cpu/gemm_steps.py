@@ -20,11 +20,17 @@ from .recurrence import _FLAGS, cell_block
 
 
 @njit(parallel=True, **_FLAGS)
-def lstm_layer_gemm_steps(gx, w_hh, h0, c0, lengths, out, h_n, c_n, n_chunks):
+def lstm_layer_gemm_steps(x, w_ih, bias, gx, w_hh, h0, c0, lengths, out, h_n, c_n, n_chunks):
     """All steps of one layer without projection, every direction.
 
-    gx       (T, B, D*4H) x @ W_ih^T + b_ih + b_hh, direction-major
-    w_hh     (D, P, H, NR) W_hh^T per direction, packed by panel_gemm.pack_panels
+    x        (T, B, I) the layer's input
+    w_ih     (P, I, NR) W_ih^T of every direction, panels (panel_gemm.pack_panels)
+    bias     (D*4H,) b_ih + b_hh
+    gx       (T, B, D*4H) x @ W_ih^T + bias computed beforehand, direction-major;
+             or, with one direction, (0, B, 4H): then each step projects its own
+             rows of x, which saves gx's round trip through memory where W_ih
+             stays in cache
+    w_hh     (D, P, H, NR) W_hh^T per direction, panels
     h0, c0   (D, B, H)
     lengths  (B,) int64; steps t >= lengths[b] leave sequence b's state alone
     out      (T, B, D*H) written here; padded steps get 0
@@ -32,8 +38,9 @@ def lstm_layer_gemm_steps(gx, w_hh, h0, c0, lengths, out, h_n, c_n, n_chunks):
     Tasks: direction x batch chunk (n_chunks per direction), rows split in
     multiples of the micro-kernel's 8 where B allows.
     """
-    T, B = gx.shape[0], gx.shape[1]
+    T, B = x.shape[0], x.shape[1]
     D = w_hh.shape[0]
+    fused = gx.shape[0] == 0
     H = c0.shape[2]
     G = 4 * H
     for task in prange(D * n_chunks):
@@ -49,7 +56,11 @@ def lstm_layer_gemm_steps(gx, w_hh, h0, c0, lengths, out, h_n, c_n, n_chunks):
         c[:] = c0[d, b_lo:b_hi]
         for s in range(T):
             t = T - 1 - s if d == 1 else s
-            gates[:] = gx[t, b_lo:b_hi, d * G:(d + 1) * G]
+            if fused:  # one direction only (w_ih's columns are all of gates')
+                gates[:] = bias
+                gemm_panels_acc(gates, x[t, b_lo:b_hi], w_ih)  # (nb, 4H) += (nb, I) @ (I, 4H)
+            else:
+                gates[:] = gx[t, b_lo:b_hi, d * G:(d + 1) * G]
             gemm_panels_acc(gates, h, w_hh[d])  # (nb, 4H) += (nb, H) @ (H, 4H)
             for r in range(nb):
                 b = b_lo + r
