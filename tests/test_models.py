@@ -45,6 +45,38 @@ def test_stream_reset_state_setter_and_batch_check():
         stream.state = np.zeros(3)
 
 
+@pytest.mark.parametrize("layout", ["time_major", "batch_first", "unbatched"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_stream_one_step_at_a_time_equals_one_call(layout, dtype):
+    # Single steps at batch 1 after the first take Stream's fast path (the
+    # module's own state, no rechecks): same numbers, fresh arrays each call,
+    # and a bad chunk still gets the full checks' error.
+    rng = np.random.default_rng(5)
+    lstm = nl.LSTM(6, 9, num_layers=3, batch_first=layout == "batch_first", dtype=dtype)
+    shape = {"time_major": (1, 1, 6), "batch_first": (1, 1, 6), "unbatched": (1, 6)}[layout]
+    x = rng.standard_normal((12,) + shape[1:]).astype(dtype)
+    whole = {"time_major": (12, 1, 6), "batch_first": (1, 12, 6), "unbatched": (12, 6)}[layout]
+    full, (h_n, c_n) = lstm(x.reshape(whole))
+    stream = lstm.stream()
+    fast_steps = []
+    step = lstm._stream_step
+    lstm._stream_step = lambda *args: fast_steps.append(step(*args)) or fast_steps[-1]
+    pieces = [stream(x[t:t + 1].reshape(shape)) for t in range(12)]
+    assert len(fast_steps) == 11 and all(r is not None for r in fast_steps)
+    assert all(p.shape == shape[:-1] + (9,) for p in pieces)
+    pieces[0][...] = 7  # outputs are not views of the carried state
+    tol = 2e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(np.concatenate(pieces[1:]).reshape(-1, 9),
+                               full.reshape(-1, 9)[1:], rtol=0, atol=tol)
+    np.testing.assert_allclose(stream.state[0], h_n, rtol=0, atol=tol)
+    np.testing.assert_allclose(stream.state[1], c_n, rtol=0, atol=tol)
+    with pytest.raises(RuntimeError, match="Expected 6, got 5"):
+        stream(np.zeros(shape[:-1] + (5,), dtype))
+    before = stream.state
+    wide = stream(x[:1].reshape(shape).astype(np.float16))  # converted by the full path
+    assert wide.dtype == np.dtype(dtype) and stream.state is not before
+
+
 def test_embedding_and_linear_errors():
     emb = nl.Embedding(10, 4)
     np.testing.assert_array_equal(emb(np.array([[1, 9]])), emb.state_dict()["weight"][[[1, 9]]])

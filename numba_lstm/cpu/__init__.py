@@ -171,6 +171,14 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
     return out, h_n, c_n
 
 
+def lstm_stream_step(layers: PackedStack, x, h0, c0):
+    """One step at batch 1 of a stack with a one-call kernel (layers.step): x (1, I),
+    h0, c0 (L, 1, H). Returns new arrays h_n, c_n; the output is h_n[L-1]."""
+    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+    lstm_stack_step(x, *layers.step, h0, c0, h_n, c_n)
+    return h_n, c_n
+
+
 def swap_leading_axes(x: np.ndarray) -> np.ndarray:
     """(T, B, ...) <-> (B, T, ...), as a new C-contiguous array."""
     return np.ascontiguousarray(x.swapaxes(0, 1))

@@ -20,6 +20,7 @@ class Stream:
         self._batch_size = None if batch_size is None else v.positive_int(batch_size,
                                                                            "batch_size")
         self._state = None
+        self._trusted = False  # _state is what the module returned, unchanged
 
     @property
     def state(self):
@@ -28,6 +29,7 @@ class Stream:
 
     @state.setter
     def state(self, value) -> None:
+        self._trusted = False
         if value is None:
             self._state = None
             return
@@ -43,6 +45,14 @@ class Stream:
         self._state = None
 
     def __call__(self, x_chunk) -> np.ndarray:
+        if self._trusted and self._batch_size in (None, 1):
+            # One step at batch 1 from the module's own state: nothing to
+            # recheck (SPEC S8's per-call overhead).
+            step = getattr(self._module, "_stream_step", None)
+            result = step(x_chunk, self._state) if step is not None else None
+            if result is not None:
+                output, self._state = result
+                return output
         x = self._module._as_array(x_chunk, "input")
         if self._batch_size is not None and x.ndim == 3:
             batch = x.shape[0] if getattr(self._module, "batch_first", False) else x.shape[1]
@@ -50,4 +60,5 @@ class Stream:
                 raise ValueError(f"stream was opened for batch_size={self._batch_size}, "
                                  f"got a chunk of shape {v.fmt_shape(x.shape)}")
         output, self._state = self._module(x, self._state)
+        self._trusted = True
         return output
