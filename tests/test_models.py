@@ -75,6 +75,9 @@ def test_stream_one_step_at_a_time_equals_one_call(layout, dtype):
     before = stream.state
     wide = stream(x[:1].reshape(shape).astype(np.float16))  # converted by the full path
     assert wide.dtype == np.dtype(dtype) and stream.state is not before
+    stream.reset()  # then from zeros again, not from a forgotten state
+    np.testing.assert_allclose(stream(x[:1].reshape(shape)),
+                               full.reshape(-1, 9)[:1].reshape(shape[:-1] + (9,)), rtol=0, atol=tol)
 
 
 def test_embedding_and_linear_errors():

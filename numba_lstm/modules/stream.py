@@ -43,6 +43,7 @@ class Stream:
     def reset(self) -> None:
         """Forget the state: the next chunk starts from zeros."""
         self._state = None
+        self._trusted = False
 
     def __call__(self, x_chunk) -> np.ndarray:
         if self._trusted and self._batch_size in (None, 1):
