@@ -75,25 +75,30 @@ def test_chunk_start_covers_rows_in_tile_multiples(n, n_chunks):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_chunks", [1, 2, 3])
-def test_input_projection_matches_numpy(dtype, n_chunks):
-    rng = np.random.default_rng(n_chunks)
-    x = rng.standard_normal((150, 11)).astype(dtype)  # rows: 2 blocks + a partial one
-    w = rng.standard_normal((11, 52)).astype(dtype)
-    bias = rng.standard_normal(52).astype(dtype)
-    gx = np.full((150, 52), np.nan, dtype)
-    input_projection(x, pack_panels(w), bias, gx, n_chunks)
+@pytest.mark.parametrize("D", [1, 2])
+def test_input_projection_matches_numpy(dtype, n_chunks, D):
+    # 150 rows: 2 blocks + a partial one; 52 columns per direction: a partial
+    # panel that must not spill into the next direction's columns.
+    rng = np.random.default_rng(n_chunks + D)
+    x = rng.standard_normal((150, 11)).astype(dtype)
+    w = rng.standard_normal((11, D * 52)).astype(dtype)
+    bias = rng.standard_normal(D * 52).astype(dtype)
+    gx = np.full((150, D * 52), np.nan, dtype)
+    panels = np.stack([pack_panels(w[:, d * 52:(d + 1) * 52]) for d in range(D)])
+    input_projection(x, panels, bias, gx, n_chunks)
     assert_close(gx, x.astype(np.float64) @ w + bias, dtype, "gx")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("D,fused", [(1, True), (1, False), (2, False)])
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("B,H", [(16, 8), (27, 45), (40, 16)])
 def test_large_batch_layer_matches_reference(dtype, D, fused, B, H, monkeypatch):
     # B >= 16 without projection runs cpu.gemm_steps: full 8-row tiles, leftover
     # rows (27 = 8 + 8 + 11 in two chunks), and 4H = 180 a partial last panel;
-    # one direction projects inside the step loop when its weights are small
-    # enough (fused), else beforehand, as two directions always do.
+    # the input is projected inside the step loop (fused) or beforehand.
     monkeypatch.setattr(cpu, "FUSED_MAX_BYTES", 1 << 30 if fused else 0)
+    monkeypatch.setattr(cpu, "FUSED_MIN_ROWS", 0 if fused else 1 << 30)
     check_layer(np.random.default_rng(B + H + D), 7, B, 13, H, 0, D, True, dtype, True)
 
 

@@ -24,12 +24,12 @@ def lstm_layer_gemm_steps(x, w_ih, bias, gx, w_hh, h0, c0, lengths, out, h_n, c_
     """All steps of one layer without projection, every direction.
 
     x        (T, B, I) the layer's input
-    w_ih     (P, I, NR) W_ih^T of every direction, panels (panel_gemm.pack_panels)
+    w_ih     (D, P, I, NR) W_ih^T per direction, panels (panel_gemm.pack_panels)
     bias     (D*4H,) b_ih + b_hh
     gx       (T, B, D*4H) x @ W_ih^T + bias computed beforehand, direction-major;
-             or, with one direction, (0, B, 4H): then each step projects its own
-             rows of x, which saves gx's round trip through memory where W_ih
-             stays in cache
+             or (0, B, D*4H): then each step projects its own rows of x, which
+             saves gx's round trip through memory (worth it when there are
+             enough rows per task to reuse each weight read per step)
     w_hh     (D, P, H, NR) W_hh^T per direction, panels
     h0, c0   (D, B, H)
     lengths  (B,) int64; steps t >= lengths[b] leave sequence b's state alone
@@ -56,9 +56,9 @@ def lstm_layer_gemm_steps(x, w_ih, bias, gx, w_hh, h0, c0, lengths, out, h_n, c_
         c[:] = c0[d, b_lo:b_hi]
         for s in range(T):
             t = T - 1 - s if d == 1 else s
-            if fused:  # one direction only (w_ih's columns are all of gates')
-                gates[:] = bias
-                gemm_panels_acc(gates, x[t, b_lo:b_hi], w_ih)  # (nb, 4H) += (nb, I) @ (I, 4H)
+            if fused:
+                gates[:] = bias[d * G:(d + 1) * G]
+                gemm_panels_acc(gates, x[t, b_lo:b_hi], w_ih[d])  # (nb, 4H) += (nb, I) @ (I, 4H)
             else:
                 gates[:] = gx[t, b_lo:b_hi, d * G:(d + 1) * G]
             gemm_panels_acc(gates, h, w_hh[d])  # (nb, 4H) += (nb, H) @ (H, 4H)

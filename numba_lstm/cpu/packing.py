@@ -24,12 +24,15 @@ class PackedLayer:
     w_hr: np.ndarray
 
     def panels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(w_ih (P, I, NR), w_hh (D, P', H_out, NR)): W_ih^T of all directions
-        and each direction's W_hh^T packed for cpu.panel_gemm, made on first use
-        (only the threaded and large-batch paths need them)."""
+        """(w_ih (D, P, I, NR), w_hh (D, P', H_out, NR)): each direction's W_ih^T
+        and W_hh^T packed for cpu.panel_gemm, made on first use (only the
+        threaded and large-batch paths need them)."""
         if "_panels" not in self.__dict__:
-            self.__dict__["_panels"] = (pack_panels(self.w_ih),
-                                        np.stack([pack_panels(w) for w in self.w_hh]))
+            G = 4 * self.hidden_size
+            self.__dict__["_panels"] = (
+                np.stack([pack_panels(self.w_ih[:, d * G:(d + 1) * G])
+                          for d in range(self.num_directions)]),
+                np.stack([pack_panels(w) for w in self.w_hh]))
         return self.__dict__["_panels"]
 
     @property

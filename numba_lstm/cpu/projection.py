@@ -21,8 +21,11 @@ ROW_BLOCK = 64
 
 @njit(parallel=True, **_FLAGS)
 def input_projection(x, w_ih, bias, gx, n_chunks):
-    """gx (N, G) = x (N, I) @ W_ih^T + bias (G,); w_ih (P, I, NR) panels of W_ih^T."""
+    """gx (N, D*G) = x (N, I) @ W_ih^T + bias (D*G,), direction-major;
+    w_ih (D, P, I, NR) each direction's W_ih^T in panels."""
     N = x.shape[0]
+    D = w_ih.shape[0]
+    G = gx.shape[1] // D
     for chunk in prange(n_chunks):
         lo = chunk_start(chunk, n_chunks, N)
         hi = chunk_start(chunk + 1, n_chunks, N)
@@ -30,4 +33,5 @@ def input_projection(x, w_ih, bias, gx, n_chunks):
             r1 = min(r0 + ROW_BLOCK, hi)
             for r in range(r0, r1):
                 gx[r, :] = bias
-            gemm_panels_acc(gx[r0:r1], x[r0:r1], w_ih)  # (rows, G) += (rows, I) @ (I, G)
+            for d in range(D):  # (rows, G) += (rows, I) @ (I, G)
+                gemm_panels_acc(gx[r0:r1, d * G:(d + 1) * G], x[r0:r1], w_ih[d])
