@@ -195,10 +195,9 @@ def _join_stack_job(ctrl, dtype, tid):
 
 
 @njit(**_FLAGS)
-def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
-                    claims, done, steps, n_threads):
-    """The caller's side of a stack job (arguments as stack_job): publish it on
-    ctrl, do thread 0's share, close it."""
+def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
+                        claims, done, steps, n_threads):
+    """Write a stack job's descriptor (sizes, array addresses) on ctrl."""
     T, B, I = x.shape
     ctrl[_ITEMSIZE] = x.itemsize
     ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L] = T, B, I, c.shape[2], c.shape[0]
@@ -212,32 +211,50 @@ def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c
                           (_C, c.ctypes.data), (_OUT, out.ctypes.data), (_MID, mid.ctypes.data),
                           (_CLAIMS, claims.ctypes.data), (_DONE, done.ctypes.data)):
         ctrl[slot] = address
-    open_job(ctrl)
-    # Through the descriptor, as the helpers: views made by carray own no
-    # memory, so slicing them in the step loop costs no atomic reference
-    # counting, and every thread runs the same code.
-    _join_stack_job(ctrl, x.dtype, 0)
-    close_job(ctrl)
+
+
+def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
+                    claims, done, steps, n_threads):
+    """The caller's side of a stack job (arguments as stack_job): describe it on
+    ctrl, then run it as thread 0 through the same compiled loop as the helpers
+    (serve_float32/64), which opens it, does thread 0's share and closes it.
+    One compiled copy of the job, not two, so a cold cache compiles it once.
+    The caller holds the arrays until this returns."""
+    _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
+                        claims, done, steps, n_threads)
+    SERVE[x.itemsize](ctrl, 0, 0)
 
 
 @njit(inline="always", **_FLAGS)
 def _serve(ctrl, spin_limit, tid, dtype, itemsize):
     gen = -1
     while True:
-        gen = wait_for_job(ctrl, gen, spin_limit)
-        if gen < 0:
+        if tid == 0:  # the caller (lstm_stack_team): its own job, then back
+            open_job(ctrl)
+        else:
+            gen = wait_for_job(ctrl, gen, spin_limit)
+            if gen < 0:
+                return 0
+            if ctrl[_ITEMSIZE] != itemsize:
+                return ctrl[_ITEMSIZE]
+            if not enter_job(ctrl, gen):
+                continue
+        # The job's one call site: every thread runs the same machine code, so
+        # a block's numbers do not depend on which thread computed it. Through
+        # the descriptor, the caller too: views made by carray own no memory,
+        # so slicing them in the step loop costs no atomic reference counting.
+        _join_stack_job(ctrl, dtype, tid)
+        if tid == 0:
+            close_job(ctrl)
             return 0
-        if ctrl[_ITEMSIZE] != itemsize:
-            return ctrl[_ITEMSIZE]
-        if enter_job(ctrl, gen):
-            _join_stack_job(ctrl, dtype, tid)
-            leave_job(ctrl)
+        leave_job(ctrl)
 
 
 # A helper's loop (team.Team), one per dtype so that only the dtypes in use are
 # compiled (each is a whole stack_job: ~5 s with a cold cache): join every job
 # opened on ctrl; return 0 after spin_limit idle iterations, or the itemsize of
-# an open job of the other dtype.
+# an open job of the other dtype. With tid 0, the caller's run of the job
+# described on ctrl (lstm_stack_team).
 @njit(**_FLAGS)
 def serve_float32(ctrl, spin_limit, tid):
     return _serve(ctrl, spin_limit, tid, np.float32, 4)

@@ -146,7 +146,7 @@ class Team:
 
     def _compile(self, itemsize: int) -> None:
         if itemsize not in self._compiled:
-            self._serve[itemsize](np.zeros(CTRL_SIZE, np.int64), 0, 0)  # returns at once
+            self._serve[itemsize](np.zeros(CTRL_SIZE, np.int64), 0, 1)  # returns at once
             self._compiled.add(itemsize)
 
     def _start(self, itemsize: int) -> None:
