@@ -9,7 +9,9 @@ from numba import njit
 
 from numba_lstm import reference
 from numba_lstm.cpu import lstm_layer_forward, pack_layer
-from numba_lstm.cpu.activations import sigmoid, tanh
+from numba_lstm.cpu.activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
+from numba_lstm.cpu.recurrence import cell_block, cell_update
+from numba_lstm.cpu.simd import VECTOR_BYTES, vload1, vstore1
 
 
 @njit
@@ -37,6 +39,57 @@ def test_activations_propagate_nan_and_saturate_at_inf(dtype):
     np.testing.assert_array_equal(out, [np.nan, 1, -1])
     _apply(1, x, out)
     np.testing.assert_array_equal(out, [np.nan, 1, 0])
+
+
+@njit
+def _apply_vec(fn_id, x, out):
+    lanes = VECTOR_BYTES // 4
+    for i in range(0, x.size, lanes):
+        v = vload1(x, i)
+        vstore1(out, i, tanh32_vec(v) if fn_id == 0 else sigmoid32_vec(v))
+
+
+def test_vector_activations_match_the_scalar_ones():
+    """The float32 cell update's full-width vector tanh/sigmoid (cpu.simd): same
+    error bound, same exact saturation, NaN kept."""
+    x = np.concatenate([np.linspace(-20, 20, 400_000),
+                        [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, 9.02, -9.02, 1e30, -1e30]])
+    x = np.resize(x, -(-x.size // 16) * 16).astype(np.float32)
+    for fn_id, exact in ((0, np.tanh), (1, reference.sigmoid)):
+        vec, scalar = np.empty_like(x), np.empty_like(x)
+        _apply_vec(fn_id, x, vec)
+        _apply(fn_id, x, scalar)
+        finite = np.isfinite(x)
+        err = np.abs(vec[finite].astype(np.float64) - exact(x[finite].astype(np.float64)))
+        assert err.max() <= 4e-7
+        np.testing.assert_array_equal(vec[~finite], scalar[~finite])  # NaN, +-1, 0
+        saturated = np.abs(x) > (9.01 if fn_id == 0 else 18.02)
+        np.testing.assert_array_equal(vec[saturated & finite], scalar[saturated & finite])
+
+
+@njit
+def _cells(z, c, h, scalar):
+    if scalar:
+        U = z.shape[0] // 4
+        for u in range(c.shape[0]):
+            c[u], h[u] = cell_update(z[u], z[U + u], z[2 * U + u], z[3 * U + u], c[u])
+    else:
+        cell_block(z, c, h)
+
+
+@pytest.mark.parametrize("n", [1, 16, 45, 64])
+def test_float32_cell_block_matches_the_scalar_cell(n):
+    # Whole vectors, and the scalar loop for the units past the last one.
+    rng = np.random.default_rng(n)
+    z = (rng.standard_normal(4 * n) * 4).astype(np.float32)
+    z[:3] = [np.nan, np.inf, -np.inf]
+    c = (rng.standard_normal(n) * 2).astype(np.float32)
+    out = [(c.copy(), np.empty(n, np.float32)) for _ in range(2)]
+    for scalar, (cc, hh) in zip((False, True), out, strict=True):
+        _cells(z, cc, hh, scalar)
+    for a, b in zip(out[0], out[1], strict=True):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, equal_nan=True)
 
 
 def random_layer(rng, I, H, proj, D, bias):

@@ -13,6 +13,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from .simd import vclamp, vdiv, vfma, vmul, vsaturate, vsplat
+
 # tanh(x) ≈ x·P(x²)/Q(x²) on |x| ≤ 7.905311, past which tanh rounds to ±1 in float32
 # (minimax coefficients as published with Eigen's fast float tanh).
 _CLAMP = np.float32(7.90531110763549805)
@@ -72,3 +74,26 @@ def _sigmoid_impl(x):
     if x == types.float32:
         return lambda x: HALF32 + HALF32 * tanh32(HALF32 * x)
     return lambda x: 0.5 + 0.5 * math.tanh(0.5 * x)
+
+
+@njit(inline="always", error_model="numpy")
+def tanh32_vec(x):
+    """tanh32 on a whole float32 Vec (cpu.simd): the same rational, clamp and
+    exact saturation, in full-width vectors where LLVM would pick half-width
+    ones for the scalar loop."""
+    xc = vclamp(x, vsplat(_CLAMP))
+    x2 = vmul(xc, xc)
+    p = vfma(vsplat(P6), x2, vsplat(P5))
+    p = vfma(p, x2, vsplat(P4))
+    p = vfma(p, x2, vsplat(P3))
+    p = vfma(p, x2, vsplat(P2))
+    p = vfma(p, x2, vsplat(P1))
+    p = vmul(vfma(p, x2, vsplat(P0)), xc)
+    q = vfma(vfma(vfma(vsplat(Q3), x2, vsplat(Q2)), x2, vsplat(Q1)), x2, vsplat(Q0))
+    return vsaturate(vdiv(p, q), x, vsplat(_SATURATE))
+
+
+@njit(inline="always", error_model="numpy")
+def sigmoid32_vec(x):
+    half = vsplat(HALF32)
+    return vfma(half, tanh32_vec(vmul(half, x)), half)

@@ -14,8 +14,11 @@ import types
 
 import numpy as np
 from numba import njit, prange
+from numba import types as nbtypes
+from numba.extending import overload
 
-from .activations import sigmoid, tanh
+from .activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
+from .simd import VECTOR_BYTES, vfma, vload1, vmul, vstore1
 
 # FMA contraction only: NaN/Inf must still propagate exactly as in torch.
 _FLAGS = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -28,21 +31,64 @@ def cell_update(z_i, z_f, z_g, z_o, c_prev):
     return c, sigmoid(z_o) * tanh(c)
 
 
-@njit(**_FLAGS)
 def cell_block(z, c, h):
     """c (n,), h (n,) <- the cell of units 0..n-1 from z (4U,), U >= n, laid out
-    i, f, g, o by U.
+    i, f, g, o by U. For jitted code only.
 
-    Its own loop over three 1-D arrays, so that LLVM vectorises it: a loop that
-    also writes out and the other h buffer needs more runtime alias checks than
-    the vectoriser makes, and then every unit pays five scalar divisions.
+    Its own loop over three 1-D arrays, so that it vectorises: a loop that also
+    writes out and the other h buffer needs more runtime alias checks than
+    LLVM's vectoriser makes, and then every unit paid five scalar divisions.
+    float32 runs in explicit full-width vectors (cpu.simd), float64 through
+    libm, one unit at a time.
     """
-    U = z.shape[0] // 4
+
+
+@overload(cell_block)
+def _cell_block_impl(z, c, h):
+    if z.dtype == nbtypes.float32:
+        return lambda z, c, h: _cell_block_vec(z, c, h)
+    return lambda z, c, h: _cell_block_scalar(z, c, h)
+
+
+@njit(inline="always", **_FLAGS)
+def _gate_slices(z):
     # Slices, not z[U + u]: Numba's negative-index fix-up on a computed index
     # turns those loads into gathers.
-    z_i, z_f, z_g, z_o = z[:U], z[U:2 * U], z[2 * U:3 * U], z[3 * U:]
+    U = z.shape[0] // 4
+    return z[:U], z[U:2 * U], z[2 * U:3 * U], z[3 * U:]
+
+
+@njit(inline="always", **_FLAGS)
+def _cell_block_scalar(z, c, h):
+    z_i, z_f, z_g, z_o = _gate_slices(z)
+    _cells(z_i, z_f, z_g, z_o, c, h)
+
+
+@njit(inline="always", **_FLAGS)
+def _cells(z_i, z_f, z_g, z_o, c, h):
     for u in range(c.shape[0]):
         c[u], h[u] = cell_update(z_i[u], z_f[u], z_g[u], z_o[u], c[u])
+
+
+@njit(inline="always", **_FLAGS)
+def _cell_block_vec(z, c, h):
+    """float32: 16 units (AVX-512) per iteration: 3.6-3.9 against 5.0-5.8 ns a
+    unit for the scalar loop, which LLVM vectorises at half width (measured at
+    128 and 512 units; merging the scalar loop's five divisions into two
+    changed nothing)."""
+    z_i, z_f, z_g, z_o = _gate_slices(z)
+    n = c.shape[0]
+    lanes = VECTOR_BYTES // 4
+    # Short blocks with leftover units ran slower in two loops than in one
+    # (45 units: 12.5 against 9.7 ns a unit).
+    n_vec = n - n % lanes if n >= 4 * lanes else 0
+    for u in range(0, n_vec, lanes):
+        c_new = vfma(sigmoid32_vec(vload1(z_f, u)), vload1(c, u),
+                     vmul(sigmoid32_vec(vload1(z_i, u)), tanh32_vec(vload1(z_g, u))))
+        vstore1(c, u, c_new)
+        vstore1(h, u, vmul(sigmoid32_vec(vload1(z_o, u)), tanh32_vec(c_new)))
+    if n_vec < n:  # the rest through LLVM's (half-width) vectorised loop
+        _cells(z_i[n_vec:n], z_f[n_vec:n], z_g[n_vec:n], z_o[n_vec:n], c[n_vec:], h[n_vec:])
 
 
 @njit(**_FLAGS)

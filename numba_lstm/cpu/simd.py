@@ -6,8 +6,9 @@ over k. Kernels written with these explicit vectors get both: one ``Vec`` is
 one register (zmm on AVX-512), and a tile of them stays in registers.
 
 ``Vec(dtype)`` holds VECTOR_BYTES // itemsize lanes. Only the operations the
-GEMM micro-kernel needs: load a row segment, broadcast a scalar, fused
-multiply-add, add a vector into a row segment. The FMA is exact IEEE fma, so
+GEMM micro-kernel and the cell update need: loads and stores of a row
+segment, broadcast, arithmetic, fused multiply-add, and the clamp and
+saturation of the rational tanh (cpu.activations). The FMA is exact IEEE fma, so
 NaN and Inf propagate as in a scalar loop.
 """
 
@@ -50,11 +51,13 @@ class _VecModel(models.PrimitiveModel):
 
 
 def _vector_pointer(context, builder, sig, args):
-    """Pointer to arr[i, j] as a pointer to a vector (args: arr, i, j, ...)."""
+    """Pointer to arr[index] as a pointer to a vector (args: arr, then one index
+    per axis, then any others)."""
     arr_type = sig.args[0]
     arr = context.make_array(arr_type)(context, builder, args[0])
+    n = arr_type.ndim
     index = [context.cast(builder, v, t, types.intp)
-             for v, t in zip(args[1:3], sig.args[1:3], strict=True)]
+             for v, t in zip(args[1:1 + n], sig.args[1:1 + n], strict=True)]
     ptr = cgutils.get_item_pointer(context, builder, arr_type, arr, index, wraparound=False)
     vec = context.get_value_type(Vec(arr_type.dtype))
     return builder.bitcast(ptr, vec.as_pointer()), arr_type.dtype.bitwidth // 8
@@ -67,6 +70,25 @@ def vload(typingctx, arr, i, j):
         ptr, align = _vector_pointer(context, builder, sig, args)
         return builder.load(ptr, align=align)
     return Vec(arr.dtype)(arr, i, j), codegen
+
+
+@intrinsic
+def vload1(typingctx, arr, j):
+    """arr[j : j + lanes] as a Vec (arr 1-D, contiguous)."""
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        return builder.load(ptr, align=align)
+    return Vec(arr.dtype)(arr, j), codegen
+
+
+@intrinsic
+def vstore1(typingctx, arr, j, v):
+    """arr[j : j + lanes] = v."""
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        builder.store(args[2], ptr, align=align)
+        return context.get_dummy_value()
+    return types.none(arr, j, v), codegen
 
 
 @intrinsic
@@ -102,3 +124,43 @@ def vfma(typingctx, a, b, c):
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
         return builder.call(fma, args)
     return a(a, b, c), codegen
+
+
+def _binary(op):
+    @intrinsic
+    def vop(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(*args)
+        return a(a, b), codegen
+    return vop
+
+
+vadd = _binary("fadd")
+vsub = _binary("fsub")
+vmul = _binary("fmul")
+vdiv = _binary("fdiv")
+
+
+@intrinsic
+def vclamp(typingctx, x, bound):
+    """x limited to [-bound, bound] lane by lane; NaN stays NaN (ordered
+    comparisons, not min/max, which would return the bound)."""
+    def codegen(context, builder, sig, args):
+        x, bound = args
+        below = builder.fsub(ir.Constant(bound.type, [0.0] * bound.type.count), bound)
+        x = builder.select(builder.fcmp_ordered(">", x, bound), bound, x)
+        return builder.select(builder.fcmp_ordered("<", x, below), below, x)
+    return x(x, bound), codegen
+
+
+@intrinsic
+def vsaturate(typingctx, r, x, bound):
+    """r, but exactly 1 where x > bound and -1 where x < -bound (NaN stays)."""
+    def codegen(context, builder, sig, args):
+        r, x, bound = args
+        ones = ir.Constant(r.type, [1.0] * r.type.count)
+        minus = ir.Constant(r.type, [-1.0] * r.type.count)
+        below = builder.fsub(ir.Constant(bound.type, [0.0] * bound.type.count), bound)
+        r = builder.select(builder.fcmp_ordered(">", x, bound), ones, r)
+        return builder.select(builder.fcmp_ordered("<", x, below), minus, r)
+    return r(r, x, bound), codegen
