@@ -107,13 +107,18 @@ def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads
     thread computing it (a shared VM's cores are, for milliseconds at a time),
     the others stall. So when the caller (tid 0) has waited for a step far
     longer than a block takes, it claims every block of the next SOLO_STEPS
-    steps itself: at most one such stall per SOLO_STEPS steps. Nobody else can
-    have claimed those yet, as they depend on the step being waited for.
+    steps it can: at most one such stall per SOLO_STEPS steps. It computes only
+    the blocks whose claim it won. A helper may already have claimed some: once
+    the caller's wait ends, the helper can finish step s and claim step s+1
+    before the caller's claims land (a first version assumed it could not,
+    recomputed such blocks, updating c twice and over-counting `done`; it gave
+    wrong numbers about once in 50 calls with a CPU hog running).
     """
     nb = w_hh.shape[0]
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
+    won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
     first = tid * nb // n_threads  # this thread's own blocks come first
-    solo_from = solo_end = 0  # steps this thread has claimed whole
+    solo_from = solo_end = 0  # steps this thread has pre-claimed
     for s in range(steps):
         spins = 0
         while load_acquire(done, DONE_STEPS) < s * nb:
@@ -121,11 +126,12 @@ def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads
         if tid == 0 and spins > STALL_SPINS and s >= solo_end:
             solo_from, solo_end = s + 1, min(s + 1 + SOLO_STEPS, steps)
             for later in range(solo_from * nb, solo_end * nb):
-                fetch_add(claims, later, 1)
-        mine = solo_from <= s < solo_end
+                won[later - solo_from * nb] = fetch_add(claims, later, 1) == 0
+        pre_claimed = solo_from <= s < solo_end
         for i in range(nb):
             q = (first + i) % nb
-            if mine or fetch_add(claims, s * nb + q, 1) == 0:
+            task = s * nb + q
+            if won[task - solo_from * nb] if pre_claimed else fetch_add(claims, task, 1) == 0:
                 _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc)
                 fetch_add(done, DONE_STEPS, 1)
     _wait_until(done, DONE_STEPS, steps * nb)
