@@ -3,6 +3,7 @@ built on it (cpu.projection, cpu.gemm_steps) against NumPy and the reference."""
 
 import platform
 
+import numba
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -103,6 +104,8 @@ def test_large_batch_layer_matches_reference(dtype, D, fused, B, H, monkeypatch)
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+@pytest.mark.skipif(numba.config.CPU_NAME not in (None, "host") and not numba.config.CPU_FEATURES,
+                    reason="a named portable CPU target: its vector width is not the host's")
 def test_micro_kernel_is_packed_fmas_on_full_vectors():
     """The point of cpu.simd: the tile's FMAs are full-width vector FMAs (zmm on
     AVX-512), not the 256-bit code LLVM's vectoriser picks there, nor scalar."""
