@@ -299,3 +299,34 @@ def test_team_restarts_after_fork():
     child.join(timeout=60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(got, expected)
+
+
+@njit(nogil=True)
+def _burn(stop):
+    """A CPU hog without the GIL: keeps the OS descheduling the team's threads."""
+    n = 0
+    while load_acquire(stop, 0) == 0:
+        n += 1
+    return n
+
+
+@pytest.mark.skipif(cpu.TEAM.size < 2, reason="one thread: no helpers")
+def test_repeated_calls_under_a_cpu_hog_give_identical_numbers():
+    # With a third busy thread on the team's cores, helpers get descheduled
+    # mid-block and the caller's stall fallback runs. Whoever computes a block,
+    # every call must give the same numbers. Before the claim fix, this shape
+    # gave wrong results about once in 50 calls under a hog.
+    rng = np.random.default_rng(5)
+    lstm = nl.LSTM(37, 45, dtype="float64")
+    x = rng.standard_normal((70, 15, 37))
+    want = lstm(x)[0]
+    cpu.TEAM.wait_ready()
+    stop = np.zeros(1, np.int64)
+    hog = threading.Thread(target=_burn, args=(stop,))
+    hog.start()
+    try:
+        wrong = sum(not np.array_equal(lstm(x)[0], want) for _ in range(400))
+    finally:
+        stop[0] = 1
+        hog.join()
+    assert wrong == 0
