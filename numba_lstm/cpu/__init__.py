@@ -55,7 +55,8 @@ def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
     once, so it is bound by the machine's L3 bandwidth, which a second core does
     not add to here, and the team's per-call setup then costs more than it saves
     (measured, 2 layers: H=256 97-160 µs per job against 145 µs for the one-call
-    kernel; H=192 177 against 145 µs). At large batch BLAS's GEMM wins."""
+    kernel; H=192 177 against 145 µs). From GEMM_STEPS_MIN_BATCH up, splitting
+    the batch (cpu.gemm_steps) wins."""
     return (layer.num_directions == 1 and layer.output_size == layer.hidden_size
             and steps > 1 and batch < GEMM_STEPS_MIN_BATCH and TEAM.size > 1
             and batch * layer.w_hh[0].size >= TEAM_MIN_MACS_PER_STEP)
@@ -155,17 +156,17 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
         h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
         c0 = np.zeros((n, B, layers[0].hidden_size), x.dtype)
     if _team_can_run(layers[0], T, B):
-        ctrl = TEAM.acquire(x.itemsize)
+        ctrl = TEAM.acquire()
         try:
             return _team_stack(ctrl, layers, x, h0, c0,
                                np.full(B, T, dtype=np.int64) if lengths is None else lengths)
         finally:
             TEAM.release(ctrl, x.itemsize)
+    if T == 1 and B == 1 and layers.step is not None:
+        h_n, c_n = lstm_stream_step(layers, x[0], h0, c0)
+        return h_n[-1:].copy(), h_n, c_n
     h_n = np.empty_like(h0)
     c_n = np.empty_like(c0)
-    if T == 1 and B == 1 and layers.step is not None:
-        lstm_stack_step(x[0], *layers.step, h0, c0, h_n, c_n)
-        return h_n[-1:].copy(), h_n, c_n
     if lengths is None:
         lengths = np.full(B, T, dtype=np.int64)
     out = x

@@ -109,19 +109,22 @@ def gemm_panels_acc(out, a, panels):
             for r in range(R8, R):
                 _tile1(out, r, n, a, r, panel)
         else:  # the last, partial panel: through a scratch tile
-            width = N - n
             tile = np.zeros((TILE_ROWS, NR), out.dtype)
             for r in range(0, R8, TILE_ROWS):
                 _tile8(tile, 0, 0, a, r, panel)
-                for q in range(TILE_ROWS):
-                    for j in range(width):
-                        out[r + q, n + j] += tile[q, j]
-                        tile[q, j] = 0
+                _drain(tile, TILE_ROWS, out, r, n)
             for r in range(R8, R):
                 _tile1(tile, 0, 0, a, r, panel)
-                for j in range(width):
-                    out[r, n + j] += tile[0, j]
-                    tile[0, j] = 0
+                _drain(tile, 1, out, r, n)
+
+
+@njit(inline="always", **_FLAGS)
+def _drain(tile, rows, out, r, n):
+    """out[r:r+rows, n:] += tile[:rows, :N-n], and those tile entries back to 0."""
+    for q in range(rows):
+        for j in range(out.shape[1] - n):
+            out[r + q, n + j] += tile[q, j]
+            tile[q, j] = 0
 
 
 @njit(inline="always", **_FLAGS)

@@ -63,22 +63,21 @@ def _vector_pointer(context, builder, sig, args):
     return builder.bitcast(ptr, vec.as_pointer()), arr_type.dtype.bitwidth // 8
 
 
+def _load(context, builder, sig, args):
+    ptr, align = _vector_pointer(context, builder, sig, args)
+    return builder.load(ptr, align=align)
+
+
 @intrinsic
 def vload(typingctx, arr, i, j):
     """arr[i, j : j + lanes] as a Vec (arr 2-D, its last axis contiguous)."""
-    def codegen(context, builder, sig, args):
-        ptr, align = _vector_pointer(context, builder, sig, args)
-        return builder.load(ptr, align=align)
-    return Vec(arr.dtype)(arr, i, j), codegen
+    return Vec(arr.dtype)(arr, i, j), _load
 
 
 @intrinsic
 def vload1(typingctx, arr, j):
     """arr[j : j + lanes] as a Vec (arr 1-D, contiguous)."""
-    def codegen(context, builder, sig, args):
-        ptr, align = _vector_pointer(context, builder, sig, args)
-        return builder.load(ptr, align=align)
-    return Vec(arr.dtype)(arr, j), codegen
+    return Vec(arr.dtype)(arr, j), _load
 
 
 @intrinsic
@@ -135,8 +134,6 @@ def _binary(op):
     return vop
 
 
-vadd = _binary("fadd")
-vsub = _binary("fsub")
 vmul = _binary("fmul")
 vdiv = _binary("fdiv")
 
@@ -147,7 +144,7 @@ def vclamp(typingctx, x, bound):
     comparisons, not min/max, which would return the bound)."""
     def codegen(context, builder, sig, args):
         x, bound = args
-        below = builder.fsub(ir.Constant(bound.type, [0.0] * bound.type.count), bound)
+        below = builder.fneg(bound)
         x = builder.select(builder.fcmp_ordered(">", x, bound), bound, x)
         return builder.select(builder.fcmp_ordered("<", x, below), below, x)
     return x(x, bound), codegen
@@ -160,7 +157,7 @@ def vsaturate(typingctx, r, x, bound):
         r, x, bound = args
         ones = ir.Constant(r.type, [1.0] * r.type.count)
         minus = ir.Constant(r.type, [-1.0] * r.type.count)
-        below = builder.fsub(ir.Constant(bound.type, [0.0] * bound.type.count), bound)
+        below = builder.fneg(bound)
         r = builder.select(builder.fcmp_ordered(">", x, bound), ones, r)
         return builder.select(builder.fcmp_ordered("<", x, below), minus, r)
     return r(r, x, bound), codegen
