@@ -120,14 +120,15 @@ class Team:
     loops). The team starts after the first job in a process (again after a
     fork, which keeps no threads): that job runs alone. A loop is compiled (or
     loaded from Numba's cache) by the calling thread before the first job of its
-    dtype is posted. Compiling it in a helper instead made the next ~10 s of a
-    cold-cache process crawl: Numba compiles under the GIL, and the demo's
-    Python loop got it every 5 ms (153 instead of ~4,300 characters/s).
+    dtype is posted, because the caller runs its own share through the same loop
+    (cooperative.lstm_stack_team), which Numba compiles before it runs. Compiling
+    it in a helper instead made the next ~10 s of a cold-cache process crawl:
+    Numba compiles under the GIL, and the demo's Python loop got it every 5 ms
+    (153 instead of ~4,300 characters/s).
     """
 
     def __init__(self, serve: dict, spin_us: float | None = None) -> None:
         self._serve = serve
-        self._compiled: set[int] = set()  # itemsizes whose loop is compiled
         self._spin_us = float(os.environ.get("NUMBA_LSTM_SPIN_US", 1000)
                               if spin_us is None else spin_us)
         self._lock = threading.Lock()  # one open job at a time
@@ -144,17 +145,11 @@ class Team:
         """Threads a job may use: the caller and the helpers."""
         return numba.config.NUMBA_NUM_THREADS
 
-    def _compile(self, itemsize: int) -> None:
-        if itemsize not in self._compiled:
-            self._serve[itemsize](np.zeros(CTRL_SIZE, np.int64), 0, 1)  # returns at once
-            self._compiled.add(itemsize)
-
     def _start(self, itemsize: int) -> None:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
             self._spin_limit = _spin_iterations(max(self._spin_us, MIN_SPIN_US))
-            self._compile(itemsize)
             self.ctrl = np.zeros(CTRL_SIZE, np.int64)
             self._lock = threading.Lock()  # a fork may have copied it held
             self._wake = [threading.Event() for _ in range(self.size - 1)]
@@ -170,7 +165,7 @@ class Team:
         self._ready[i].set()
         while True:
             other = self._serve[itemsize](ctrl, self._spin_limit, i + 1)
-            if other:  # compiled by the caller that posted it (acquire)
+            if other:  # compiled by the caller that posted it (see the class docstring)
                 itemsize = other
                 continue
             # Under the GIL, as the caller's check in acquire(): a job posted before
@@ -183,14 +178,13 @@ class Team:
         """Wait until every helper thread is running; True if they are."""
         return all(ready.wait(timeout) for ready in self._ready)
 
-    def acquire(self, itemsize: int) -> np.ndarray:
-        """The ctrl array for one job of that itemsize, helpers awake. A private
+    def acquire(self) -> np.ndarray:
+        """The ctrl array for one job, helpers awake. A private
         ctrl that no helper watches, on which the job runs on the calling thread
         alone, when another thread's job holds the team or the helpers have not
         started. Pair with release()."""
         if self._pid != os.getpid() or not self._lock.acquire(blocking=False):
             return np.zeros(CTRL_SIZE, np.int64)
-        self._compile(itemsize)
         for i, asleep in enumerate(self._asleep):
             if asleep:
                 self._asleep[i] = False
