@@ -92,9 +92,9 @@ def test_float32_cell_block_matches_the_scalar_cell(n):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, equal_nan=True)
 
 
-def random_layer(rng, I, H, proj, D, bias):
+def random_layer(rng, I, H, proj, D, bias, scale=0.5):
     H_out = proj or H
-    return [(rng.standard_normal((4 * H, I)) * 0.5, rng.standard_normal((4 * H, H_out)) * 0.5,
+    return [(rng.standard_normal((4 * H, I)) * scale, rng.standard_normal((4 * H, H_out)) * scale,
              rng.standard_normal(4 * H) if bias else None,
              rng.standard_normal(4 * H) if bias else None,
              rng.standard_normal((H_out, H)) * 0.5 if proj else None) for _ in range(D)]

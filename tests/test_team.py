@@ -20,8 +20,20 @@ import numba_lstm as nl
 import numba_lstm.cpu as cpu
 from numba_lstm import reference
 from numba_lstm.cpu.atomics import fetch_add, load_acquire
-from numba_lstm.cpu.cooperative import DONE_SIZE, DONE_STEPS, _block_step, claim_count, stack_job
+from numba_lstm.cpu.cooperative import (
+    _block_step,
+    claim_count,
+    count_block,
+    done_size,
+    recurrence_claims_start,
+    stack_job,
+    step_claim,
+    steps_done,
+)
 from numba_lstm.cpu.packing import pack_stack
+from numba_lstm.cpu.panel_gemm import gemm_panels_acc
+from numba_lstm.cpu.recurrence import cell_block
+from numba_lstm.cpu.row_step import row_block_step
 
 
 @njit(nogil=True)
@@ -42,9 +54,9 @@ def test_fetch_add_loses_no_update_between_threads():
     assert _add_many(counter, 0) == 600_000
 
 
-def _stack(rng, L, I, H, dtype, bias=True):
+def _stack(rng, L, I, H, dtype, bias=True, scale=0.5):
     """A random stack of L layers, packed, and its parameters in float64."""
-    layers = [random_layer(rng, I if k == 0 else H, H, 0, 1, bias) for k in range(L)]
+    layers = [random_layer(rng, I if k == 0 else H, H, 0, 1, bias, scale) for k in range(L)]
     as64 = [tuple(None if a is None else np.asarray(a, dtype).astype(np.float64) for a in dw)
             for [dw] in layers]
     return pack_stack(layers, dtype), as64
@@ -61,9 +73,9 @@ def _reference(params, x, h0, c0, lengths):
     return out, np.stack(h_n), np.stack(c_n)
 
 
-def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths):
+def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
     """stack_job's arguments (without tid, n_threads) and the reference result."""
-    stack, params = _stack(rng, L, I, H, dtype)
+    stack, params = _stack(rng, L, I, H, dtype, scale=scale)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     h0 = rng.standard_normal((L, B, H)).astype(dtype)
     c = rng.standard_normal((L, B, H)).astype(dtype)
@@ -76,7 +88,7 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths):
     args = [x, w_ih0, w_ih_rest, bias, w_hh, lengths,
             np.empty((n_blocks, steps * B, bias.shape[2]), dtype), h_buf, c, out, mid,
             np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
-            np.zeros((L, DONE_SIZE), np.int64), steps]
+            np.zeros((L, done_size(2)), np.int64), steps]
     return args, expected
 
 
@@ -127,13 +139,79 @@ def test_threads_sharing_one_job_match_the_reference(dtype):
         _check(args, expected, dtype)
 
 
+@njit
+def _general_block_step(gx_row, w_q, h_prev, c, h):
+    """The batch-1 block step through the general path: panel GEMM, then cell_block."""
+    acc = gx_row.copy().reshape((1, gx_row.shape[0]))
+    gemm_panels_acc(acc, h_prev.reshape((1, h_prev.shape[0])), w_q)
+    cell_block(acc[0], c, h)
+
+
+@njit
+def _row_block_step(gx_row, w_q, h_prev, c, h, out_row):
+    return row_block_step(gx_row, w_q, h_prev, c, h, out_row)
+
+
+@pytest.mark.parametrize("H,n_blocks", [(64, 2), (128, 2), (128, 4), (40, 1)])
+def test_the_batch_1_block_step_matches_the_general_path_bit_for_bit(H, n_blocks):
+    # Units per block: 32, 64, 32 and 40 (not whole panels: the general path's).
+    rng = np.random.default_rng(H + n_blocks)
+    stack, _ = _stack(rng, 1, 8, H, np.float32)
+    w_hh = stack.team_blocks(n_blocks)[3][0]  # (nb, P, H, NR)
+    U = H // n_blocks
+    gx_row = (rng.standard_normal(4 * U) * 3).astype(np.float32)
+    gx_row[:2] = [np.nan, np.inf]
+    h_prev = rng.standard_normal(H).astype(np.float32)
+    c0 = rng.standard_normal(U).astype(np.float32)
+    expected_c, expected_h = c0.copy(), np.empty(U, np.float32)
+    _general_block_step(gx_row, w_hh[n_blocks - 1], h_prev, expected_c, expected_h)
+    c, h, out_row = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
+    fused = _row_block_step(gx_row, w_hh[n_blocks - 1], h_prev, c, h, out_row)
+    assert fused == (U % w_hh.shape[3] == 0)
+    if fused:
+        np.testing.assert_array_equal(c, expected_c)
+        np.testing.assert_array_equal(h, expected_h)
+        np.testing.assert_array_equal(out_row, expected_h)
+    else:  # declined: nothing touched
+        np.testing.assert_array_equal(c, c0)
+        assert not h.any() and not out_row.any()
+
+
+def test_the_batch_1_block_step_declines_float64():
+    rng = np.random.default_rng(3)
+    stack, _ = _stack(rng, 1, 8, 64, np.float64)
+    w_hh = stack.team_blocks(2)[3][0]
+    c = np.ones(32)
+    assert not _row_block_step(np.ones(128), w_hh[0], np.ones(64), c, np.zeros(32),
+                               np.zeros(32))
+    assert (c == 1).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("H,n_blocks", [(64, 2), (128, 4)])
+def test_batch_1_jobs_with_whole_panel_blocks_match_the_reference(H, n_blocks, threads):
+    # Weights at torch's initial scale: at 0.5 a 128-unit float32 layer is
+    # chaotic enough to drift 7e-3 from float64 over 50 steps on any path.
+    rng = np.random.default_rng(H + threads)
+    args, expected = _job(rng, 2, 50, 1, 6, H, n_blocks, np.float32, np.array([50]),
+                          scale=H ** -0.5)
+    helpers = [threading.Thread(target=stack_job, args=(*args, 1, 2)) for _ in range(threads - 1)]
+    for helper in helpers:
+        helper.start()
+    stack_job(*args, 0, 2)
+    for helper in helpers:
+        helper.join()
+    _check(args, expected, np.float32)
+
+
 @njit(nogil=True)
 def _late_block(args, step, block):
-    """A stand-in for a descheduled helper: compute one claimed block, then count it."""
+    """A stand-in for a descheduled helper (thread 1 of 2): compute one claimed
+    block, then count it."""
     x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, claims, done, steps = args
     acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
     _block_step(gx, w_hh[0], lengths, h_buf[0], c[0], out, step, block, acc)
-    fetch_add(done[0], DONE_STEPS, 1)
+    count_block(done[0], 1)
 
 
 def test_a_block_held_by_a_stalled_thread_is_waited_for():
@@ -142,8 +220,8 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for():
     # alone) and still give the reference's numbers.
     rng = np.random.default_rng(11)
     args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
-    n_projection = claim_count(60, 2, 2) - 60 * 2
-    args[11][n_projection + 1 * 2 + 1] = 1  # claimed by the stalled thread
+    start = recurrence_claims_start(60, 2, 2)
+    args[11][start + step_claim(1, 1, 60)] = 1  # block 1 of step 1: the stalled thread's
 
     def stalled():
         time.sleep(0.03)
@@ -160,7 +238,7 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for():
 def _block_after(args, step, block):
     """A stand-in helper's next block: wait for the step before it, compute it."""
     done = args[12]
-    while load_acquire(done[0], DONE_STEPS) < step * 2:  # 2 blocks a step
+    while steps_done(done[0], 2) < step * 2:  # 2 blocks a step
         pass
     _late_block(args, step, block)
 
@@ -172,9 +250,9 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     # over-counted (a bug that gave wrong numbers about once in 50 calls under load).
     rng = np.random.default_rng(12)
     args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
-    n_projection = claim_count(60, 2, 2) - 60 * 2
-    args[11][n_projection + 1 * 2 + 1] = 1  # step 1, block 1
-    args[11][n_projection + 3 * 2 + 0] = 1  # step 3, block 0
+    start = recurrence_claims_start(60, 2, 2)
+    args[11][start + step_claim(1, 1, 60)] = 1  # step 1, block 1
+    args[11][start + step_claim(0, 3, 60)] = 1  # step 3, block 0
 
     def stalled():
         time.sleep(0.03)
@@ -185,7 +263,7 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     thread.start()
     stack_job(*args, 0, 2)
     thread.join()
-    assert args[12][0, DONE_STEPS] == 60 * 2  # every block counted once
+    assert steps_done(args[12][0], 2) == 60 * 2  # every block counted once
     _check(args, expected, np.float64)
 
 

@@ -22,18 +22,23 @@ from numba import carray, njit
 from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .panel_gemm import gemm_panels_acc
 from .recurrence import _FLAGS, cell_block
+from .row_step import row_block_step
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
 PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
-# Per layer, done[layer] counts finished tasks: projection tasks in
-# [DONE_PROJECTION], recurrence blocks in [DONE_STEPS], a cache line apart.
-DONE_PROJECTION = 0
-DONE_STEPS = 8
-DONE_SIZE = 16
+# Per layer, done[layer] counts finished tasks, each counter on its own cache
+# line: projection tasks in [0], and the recurrence blocks thread t computed in
+# [LINE * (1 + t)]. One counter per thread, written by that thread only, so that
+# finishing a block costs no transfer of a line the other thread also writes
+# (a shared counter and shared claim lines cost ~2 µs a step on these VMs).
+LINE = 8  # int64 per 64-byte cache line
 # A wait this long (~30-150 µs of loads) means the other thread was descheduled
 # mid-block, not merely slower; the caller then runs SOLO_STEPS steps alone.
 STALL_SPINS = 1 << 15
 SOLO_STEPS = 32
+# How long (~2-4 µs of loads) a thread that has finished its own blocks waits
+# for another thread's before taking them itself.
+STEAL_SPINS = 1 << 11
 
 
 @njit(**_FLAGS)
@@ -44,8 +49,49 @@ def projection_tasks(steps, batch, n_blocks):
 
 @njit(**_FLAGS)
 def claim_count(steps, batch, n_blocks):
-    """Tasks of one layer, hence its claims: the projection's, then (step, block)."""
-    return projection_tasks(steps, batch, n_blocks) + steps * n_blocks
+    """Claims of one layer: the projection tasks', then the (step, block) tasks'
+    block by block (step_claim), each block's on cache lines of its own."""
+    return recurrence_claims_start(steps, batch, n_blocks) + n_blocks * _lines(steps)
+
+
+@njit(inline="always", **_FLAGS)
+def _lines(n):
+    """n rounded up to whole cache lines of int64."""
+    return (n + LINE - 1) // LINE * LINE
+
+
+@njit(**_FLAGS)
+def recurrence_claims_start(steps, batch, n_blocks):
+    """Where a layer's (step, block) claims start, after the projection's."""
+    return _lines(projection_tasks(steps, batch, n_blocks))
+
+
+@njit(inline="always", **_FLAGS)
+def step_claim(q, s, steps):
+    """Index of block q's claim at step s in a layer's recurrence claims: block
+    by block, so that a thread claiming its own blocks touches only lines the
+    other threads leave alone."""
+    return q * _lines(steps) + s
+
+
+def done_size(n_threads: int) -> int:
+    """Length of a layer's row of done counters."""
+    return LINE * (1 + n_threads)
+
+
+@njit(inline="always", **_FLAGS)
+def steps_done(done, n_threads):
+    """Recurrence blocks of a layer finished so far, by every thread."""
+    total = 0
+    for t in range(n_threads):
+        total += load_acquire(done, LINE * (1 + t))
+    return total
+
+
+@njit(inline="always", **_FLAGS)
+def count_block(done, tid):
+    """One more recurrence block finished by thread tid."""
+    fetch_add(done, LINE * (1 + tid), 1)
 
 
 @njit(inline="always", **_FLAGS)
@@ -71,8 +117,8 @@ def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
             for r in range(r0, r1):
                 gx[q, r] = bias[q]
             gemm_panels_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])  # (rows, 4U) += (rows, K) @ (K, 4U)
-            fetch_add(done, DONE_PROJECTION, 1)
-    _wait_until(done, DONE_PROJECTION, n_tasks)
+            fetch_add(done, 0, 1)
+    _wait_until(done, 0, n_tasks)
 
 
 @njit(inline="always", **_FLAGS)
@@ -86,22 +132,51 @@ def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc):
     units = slice(j0, min(j0 + U, H))
     h_prev = h_buf[s % 2]
     h_next = h_buf[1 - s % 2]
+    if B == 1 and s < lengths[0] and row_block_step(gx[q, s], w_hh[q], h_prev[0], c[0, units],
+                                                    h_next[0, units], out[s, 0, units]):
+        return
     for b in range(B):
-        acc[b, :] = gx[q, s * B + b]
+        _copy(gx[q, s * B + b], acc[b])
     gemm_panels_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (H, 4U)
     for b in range(B):
         if s < lengths[b]:
             cell_block(acc[b], c[b, units], h_next[b, units])
-            out[s, b, units] = h_next[b, units]
+            _copy(h_next[b, units], out[s, b, units])
         else:
-            h_next[b, units] = h_prev[b, units]
+            _copy(h_prev[b, units], h_next[b, units])
             out[s, b, units] = 0
+
+
+@njit(inline="always", **_FLAGS)
+def _copy(src, dst):
+    """dst[:] = src[:] for 1-D arrays that do not overlap: a plain loop, which
+    LLVM vectorises; Numba's slice assignment checks for overlap and copies
+    element by element through its strided iterator (~15 cycles a float)."""
+    for j in range(src.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(inline="always", **_FLAGS)
+def _wait_for_steps(done, n_threads, count, spin_limit):
+    """Spin until count recurrence blocks are done (True), or for spin_limit
+    iterations (False)."""
+    for _ in range(spin_limit):
+        if steps_done(done, n_threads) >= count:
+            return True
+    return False
 
 
 @njit(inline="always", **_FLAGS)
 def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads):
     """Steps 0..steps-1 by (step, block) tasks; a step's blocks start once every
     block of the previous step is done.
+
+    Each thread owns a run of blocks and claims those first: on its own claim
+    lines, so the claims cost no line transfers. It takes another thread's
+    block only if that block is still unclaimed once the thread has waited
+    STEAL_SPINS for it; having won one, it takes the others' blocks at once
+    until it loses a claim (a helper that has not joined yet, or has left, is
+    not waited for step after step). Each thread starts that way, eager.
 
     A block, once claimed, can only be waited for: when the host deschedules the
     thread computing it (a shared VM's cores are, for milliseconds at a time),
@@ -117,24 +192,36 @@ def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads
     nb = w_hh.shape[0]
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
     won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
-    first = tid * nb // n_threads  # this thread's own blocks come first
+    own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
+    eager = True
     solo_from = solo_end = 0  # steps this thread has pre-claimed
     for s in range(steps):
         spins = 0
-        while load_acquire(done, DONE_STEPS) < s * nb:
+        while steps_done(done, n_threads) < s * nb:
             spins += 1  # waits here are sub-µs; PAUSE alone costs ~50 ns on recent Intel
         if tid == 0 and spins > STALL_SPINS and s >= solo_end:
             solo_from, solo_end = s + 1, min(s + 1 + SOLO_STEPS, steps)
-            for later in range(solo_from * nb, solo_end * nb):
-                won[later - solo_from * nb] = fetch_add(claims, later, 1) == 0
+            for later in range(solo_from, solo_end):
+                for q in range(nb):
+                    won[(later - solo_from) * nb + q] = (
+                        fetch_add(claims, step_claim(q, later, steps), 1) == 0)
         pre_claimed = solo_from <= s < solo_end
         for i in range(nb):
-            q = (first + i) % nb
-            task = s * nb + q
-            if won[task - solo_from * nb] if pre_claimed else fetch_add(claims, task, 1) == 0:
+            q = (own_lo + i) % nb
+            foreign = not own_lo <= q < own_hi
+            if pre_claimed:
+                mine = won[(s - solo_from) * nb + q]
+            else:
+                if foreign and not eager and _wait_for_steps(done, n_threads, (s + 1) * nb,
+                                                             STEAL_SPINS):
+                    break  # its owner finished it: the step is done
+                mine = fetch_add(claims, step_claim(q, s, steps), 1) == 0
+                if foreign:
+                    eager = mine
+            if mine:
                 _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc)
-                fetch_add(done, DONE_STEPS, 1)
-    _wait_until(done, DONE_STEPS, steps * nb)
+                count_block(done, tid)
+    _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
 
 
 @njit(**_FLAGS)
@@ -151,12 +238,12 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, 
     the final h in [l, steps % 2];  c (L, B, H) c0, updated in place;  out and
     mid (T, B, H): the last layer writes out, the one below it mid, and so on
     alternately; rows 0..steps-1 are written;  claims (L * claim_count,) and
-    done (L, DONE_SIZE) int64, zero before the first thread.
+    done (L, done_size(n_threads)) int64, zero before the first thread.
     Returns once every task is done.
     """
     L = w_hh.shape[0]
     B = x.shape[1]
-    n_projection = projection_tasks(steps, B, gx.shape[0])
+    n_projection = recurrence_claims_start(steps, B, gx.shape[0])
     per_layer = claim_count(steps, B, gx.shape[0])
     for layer in range(L):
         dst = out if (L - 1 - layer) % 2 == 0 else mid
@@ -196,7 +283,7 @@ def _join_stack_job(ctrl, dtype, tid):
               _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
               _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
               _view(ctrl, _CLAIMS, (n_claims,), np.int64),
-              _view(ctrl, _DONE, (L, DONE_SIZE), np.int64), steps, tid,
+              _view(ctrl, _DONE, (L, LINE * (1 + ctrl[_THREADS])), np.int64), steps, tid,
               ctrl[_THREADS])
 
 

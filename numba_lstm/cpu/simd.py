@@ -134,6 +134,7 @@ def _binary(op):
     return vop
 
 
+vadd = _binary("fadd")
 vmul = _binary("fmul")
 vdiv = _binary("fdiv")
 
