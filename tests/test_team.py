@@ -148,13 +148,14 @@ def _general_block_step(gx_row, w_q, h_prev, c, h):
 
 
 @njit
-def _row_block_step(gx_row, w_q, h_prev, c, h, out_row):
-    return row_block_step(gx_row, w_q, h_prev, c, h, out_row)
+def _row_block_step(gx_row, w_q, h_prev, c, h, out_row, reverse=False):
+    return row_block_step(gx_row, w_q, h_prev, c, h, out_row, reverse)
 
 
-@pytest.mark.parametrize("H,n_blocks", [(64, 2), (128, 2), (128, 4), (40, 1)])
+@pytest.mark.parametrize("H,n_blocks", [(64, 2), (128, 2), (128, 4), (40, 1), (256, 2)])
 def test_the_batch_1_block_step_matches_the_general_path_bit_for_bit(H, n_blocks):
-    # Units per block: 32, 64, 32 and 40 (not whole panels: the general path's).
+    # Units per block: 32, 64, 32, 40 (not whole panels: the general path's) and
+    # 128 (four groups of units, so that reverse changes the order).
     rng = np.random.default_rng(H + n_blocks)
     stack, _ = _stack(rng, 1, 8, H, np.float32)
     w_hh = stack.team_blocks(n_blocks)[3][0]  # (nb, P, H, NR)
@@ -165,16 +166,17 @@ def test_the_batch_1_block_step_matches_the_general_path_bit_for_bit(H, n_blocks
     c0 = rng.standard_normal(U).astype(np.float32)
     expected_c, expected_h = c0.copy(), np.empty(U, np.float32)
     _general_block_step(gx_row, w_hh[n_blocks - 1], h_prev, expected_c, expected_h)
-    c, h, out_row = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
-    fused = _row_block_step(gx_row, w_hh[n_blocks - 1], h_prev, c, h, out_row)
-    assert fused == (U % w_hh.shape[3] == 0)
-    if fused:
-        np.testing.assert_array_equal(c, expected_c)
-        np.testing.assert_array_equal(h, expected_h)
-        np.testing.assert_array_equal(out_row, expected_h)
-    else:  # declined: nothing touched
-        np.testing.assert_array_equal(c, c0)
-        assert not h.any() and not out_row.any()
+    for reverse in (False, True):  # the units' groups in either order: the same numbers
+        c, h, out_row = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
+        fused = _row_block_step(gx_row, w_hh[n_blocks - 1], h_prev, c, h, out_row, reverse)
+        assert fused == (U % w_hh.shape[3] == 0)
+        if fused:
+            np.testing.assert_array_equal(c, expected_c)
+            np.testing.assert_array_equal(h, expected_h)
+            np.testing.assert_array_equal(out_row, expected_h)
+        else:  # declined: nothing touched
+            np.testing.assert_array_equal(c, c0)
+            assert not h.any() and not out_row.any()
 
 
 def test_the_batch_1_block_step_declines_float64():

@@ -22,34 +22,36 @@ from .recurrence import _FLAGS
 from .simd import vadd, vfma, vload, vload1, vmul, vsplat, vstore1
 
 
-def row_block_step(gx_row, w_q, h_prev, c, h_next, out_row):
+def row_block_step(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
     """If it can, one row's block step, returning True: gates z = gx_row +
     h_prev @ W (W: w_q, (P, H, NR) in panels, i, f, g, o by U units), then
     c (U,) updated in place, h_next and out_row (U,) set to the new h.
     Returns False, having done nothing, unless float32 with U a multiple of NR
-    and c, h_next, out_row U long. For jitted code only."""
+    and c, h_next, out_row U long. reverse: take the units' groups last to
+    first (the same numbers, see cooperative._recur). For jitted code only."""
 
 
 @overload(row_block_step)
-def _row_block_step_impl(gx_row, w_q, h_prev, c, h_next, out_row):
+def _row_block_step_impl(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
     if gx_row.dtype == nbtypes.float32:
-        def impl(gx_row, w_q, h_prev, c, h_next, out_row):
+        def impl(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
             U = gx_row.shape[0] // 4
             if U % w_q.shape[2] != 0 or c.shape[0] != U:
                 return False
-            _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row)
+            _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row, reverse)
             return True
         return impl
-    return lambda gx_row, w_q, h_prev, c, h_next, out_row: False
+    return lambda gx_row, w_q, h_prev, c, h_next, out_row, reverse: False
 
 
 @njit(inline="always", **_FLAGS)
-def _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row):
+def _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
     NR = w_q.shape[2]
     L = NR // 2
     U = gx_row.shape[0] // 4
     groups = U // NR  # panels per gate
-    for g in range(groups):
+    for n in range(groups):
+        g = groups - 1 - n if reverse else n
         w_i, w_f = w_q[g], w_q[groups + g]  # (H, NR) each
         w_g, w_o = w_q[2 * groups + g], w_q[3 * groups + g]
         i0 = i1 = f0 = f1 = g0 = g1 = o0 = o1 = vsplat(gx_row.dtype.type(0))
