@@ -21,7 +21,7 @@ from numba import carray, njit
 
 from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .panel_gemm import gemm_panels_acc
-from .recurrence import _FLAGS, cell_block
+from .recurrence import _FLAGS, cell_block, copy_row
 from .row_step import row_block_step
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
@@ -115,7 +115,7 @@ def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
             r0 = (task % n_chunks) * PROJECTION_ROWS
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
             for r in range(r0, r1):
-                gx[q, r] = bias[q]
+                copy_row(bias[q], gx[q, r])
             gemm_panels_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])  # (rows, 4U) += (rows, K) @ (K, 4U)
             fetch_add(done, 0, 1)
     _wait_until(done, 0, n_tasks)
@@ -137,24 +137,15 @@ def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc):
                                                     s % 2 == 1):
         return
     for b in range(B):
-        _copy(gx[q, s * B + b], acc[b])
+        copy_row(gx[q, s * B + b], acc[b])
     gemm_panels_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (H, 4U)
     for b in range(B):
         if s < lengths[b]:
             cell_block(acc[b], c[b, units], h_next[b, units])
-            _copy(h_next[b, units], out[s, b, units])
+            copy_row(h_next[b, units], out[s, b, units])
         else:
-            _copy(h_prev[b, units], h_next[b, units])
+            copy_row(h_prev[b, units], h_next[b, units])
             out[s, b, units] = 0
-
-
-@njit(inline="always", **_FLAGS)
-def _copy(src, dst):
-    """dst[:] = src[:] for 1-D arrays that do not overlap: a plain loop, which
-    LLVM vectorises; Numba's slice assignment checks for overlap and copies
-    element by element through its strided iterator (~15 cycles a float)."""
-    for j in range(src.shape[0]):
-        dst[j] = src[j]
 
 
 @njit(inline="always", **_FLAGS)
@@ -194,6 +185,7 @@ def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
     won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
+    n_own = own_hi - own_lo
     eager = True
     solo_from = solo_end = 0  # steps this thread has pre-claimed
     for s in range(steps):
@@ -207,7 +199,6 @@ def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads
                     won[(later - solo_from) * nb + q] = (
                         fetch_add(claims, step_claim(q, later, steps), 1) == 0)
         pre_claimed = solo_from <= s < solo_end
-        n_own = own_hi - own_lo
         for i in range(nb):
             # Odd steps take the own blocks last to first: the weights read last
             # are read first, while still in L2 (S3: 2 MB a thread a step, 1 MB

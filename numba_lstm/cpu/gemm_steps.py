@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .panel_gemm import chunk_start, gemm_panels_acc
-from .recurrence import _FLAGS, cell_block
+from .recurrence import _FLAGS, cell_block, copy_row
 
 
 @njit(parallel=True, **_FLAGS)
@@ -56,11 +56,11 @@ def lstm_layer_gemm_steps(x, w_ih, bias, gx, w_hh, h0, c0, lengths, out, h_n, c_
         c[:] = c0[d, b_lo:b_hi]
         for s in range(T):
             t = T - 1 - s if d == 1 else s
+            for r in range(nb):
+                copy_row(bias[d * G:(d + 1) * G] if fused else gx[t, b_lo + r, d * G:(d + 1) * G],
+                         gates[r])
             if fused:
-                gates[:] = bias[d * G:(d + 1) * G]
                 gemm_panels_acc(gates, x[t, b_lo:b_hi], w_ih[d])  # (nb, 4H) += (nb, I) @ (I, 4H)
-            else:
-                gates[:] = gx[t, b_lo:b_hi, d * G:(d + 1) * G]
             gemm_panels_acc(gates, h, w_hh[d])  # (nb, 4H) += (nb, H) @ (H, 4H)
             for r in range(nb):
                 b = b_lo + r
@@ -68,6 +68,6 @@ def lstm_layer_gemm_steps(x, w_ih, bias, gx, w_hh, h0, c0, lengths, out, h_n, c_
                     out[t, b, d * H:(d + 1) * H] = 0
                     continue
                 cell_block(gates[r], c[r], h[r])
-                out[t, b, d * H:(d + 1) * H] = h[r]
+                copy_row(h[r], out[t, b, d * H:(d + 1) * H])
         h_n[d, b_lo:b_hi] = h
         c_n[d, b_lo:b_hi] = c

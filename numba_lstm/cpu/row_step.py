@@ -10,16 +10,16 @@ reads them from registers. It reads W_hh once per step, as any kernel must:
 at batch 1 that read is the step's cost (SPEC S1-S3).
 
 The sums come out bitwise as on the general path: each panel column summed from
-0 over k in order, then added to gx, and the same vector cell (cpu.recurrence).
+0 over k in order, then added to gx, and the same vector cell
+(recurrence.cell_update_vec).
 """
 
 from numba import njit
 from numba import types as nbtypes
 from numba.extending import overload
 
-from .activations import sigmoid32_vec, tanh32_vec
-from .recurrence import _FLAGS
-from .simd import vadd, vfma, vload, vload1, vmul, vsplat, vstore1
+from .recurrence import _FLAGS, cell_update_vec
+from .simd import vadd, vfma, vload, vload1, vsplat, vstore1
 
 
 def row_block_step(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
@@ -68,13 +68,9 @@ def _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
 @njit(inline="always", **_FLAGS)
 def _cell(gx_row, U, j, s_i, s_f, s_g, s_o, c, h_next, out_row):
     """Units j .. j+lanes-1 from their gate sums s_* (without gx)."""
-    z_i = vadd(vload1(gx_row, j), s_i)
-    z_f = vadd(vload1(gx_row, U + j), s_f)
-    z_g = vadd(vload1(gx_row, 2 * U + j), s_g)
-    z_o = vadd(vload1(gx_row, 3 * U + j), s_o)
-    c_new = vfma(sigmoid32_vec(z_f), vload1(c, j),
-                 vmul(sigmoid32_vec(z_i), tanh32_vec(z_g)))
-    h = vmul(sigmoid32_vec(z_o), tanh32_vec(c_new))
+    c_new, h = cell_update_vec(vadd(vload1(gx_row, j), s_i), vadd(vload1(gx_row, U + j), s_f),
+                               vadd(vload1(gx_row, 2 * U + j), s_g),
+                               vadd(vload1(gx_row, 3 * U + j), s_o), vload1(c, j))
     vstore1(c, j, c_new)
     vstore1(h_next, j, h)
     vstore1(out_row, j, h)
