@@ -11,9 +11,11 @@ from numba import njit
 from test_kernels import check_layer
 
 import numba_lstm.cpu as cpu
+from numba_lstm.cpu.packing import GEMM_PANEL_VECTORS
 from numba_lstm.cpu.panel_gemm import (
     TILE_ROWS,
     _tile8,
+    _tile8x3,
     chunk_start,
     gemm_panels_acc,
     pack_panels,
@@ -24,11 +26,12 @@ from numba_lstm.cpu.simd import VECTOR_BYTES
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pack_panels_layout(dtype):
-    NR = panel_width(dtype)
-    assert NR == 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+@pytest.mark.parametrize("vectors", [2, 3])
+def test_pack_panels_layout(dtype, vectors):
+    NR = panel_width(dtype, vectors)
+    assert NR == vectors * VECTOR_BYTES // np.dtype(dtype).itemsize
     w = np.arange(5 * (NR + 3), dtype=dtype).reshape(5, NR + 3)
-    panels = pack_panels(w)
+    panels = pack_panels(w, vectors)
     assert panels.shape == (2, 5, NR) and panels.flags.c_contiguous
     np.testing.assert_array_equal(panels[0], w[:, :NR])
     np.testing.assert_array_equal(panels[1, :, :3], w[:, NR:])
@@ -36,29 +39,32 @@ def test_pack_panels_layout(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vectors", [2, 3])
 @pytest.mark.parametrize("R,K,N", [
     (1, 1, 1),      # one leftover row, one partial panel
     (8, 5, 32),     # one full tile
     (13, 37, 180),  # a tile + 5 leftover rows, partial last panel
     (24, 64, 64),   # whole tiles, whole panels
     (17, 130, 100),
+    (16, 9, 96),    # whole tiles, whole panels of either width
 ])
-def test_gemm_panels_acc_matches_numpy(dtype, R, K, N):
+def test_gemm_panels_acc_matches_numpy(dtype, vectors, R, K, N):
     rng = np.random.default_rng(R * K + N)
     a = rng.standard_normal((R, K)).astype(dtype)
     w = rng.standard_normal((K, N)).astype(dtype)
     out = rng.standard_normal((R, N)).astype(dtype)
     expected = out.astype(np.float64) + a.astype(np.float64) @ w.astype(np.float64)
-    gemm_panels_acc(out, a, pack_panels(w))
+    gemm_panels_acc(out, a, pack_panels(w, vectors))
     # Sums of K products, each rounded once: a few ulps of sqrt(K)-sized values.
     np.testing.assert_allclose(out, expected, rtol=0, atol=K * np.finfo(dtype).eps * 8)
 
 
-def test_gemm_panels_acc_propagates_nan_and_inf():
+@pytest.mark.parametrize("vectors", [2, 3])
+def test_gemm_panels_acc_propagates_nan_and_inf(vectors):
     a = np.zeros((9, 4))
     a[2, 1], a[8, 3] = np.nan, np.inf
     out = np.zeros((9, 3))
-    gemm_panels_acc(out, a, pack_panels(np.ones((4, 3))))
+    gemm_panels_acc(out, a, pack_panels(np.ones((4, 3)), vectors))
     assert np.isnan(out[2]).all() and np.isposinf(out[8]).all()
     assert not out[[0, 1, 3, 4, 5, 6, 7]].any()
 
@@ -85,7 +91,8 @@ def test_input_projection_matches_numpy(dtype, n_chunks, D):
     w = rng.standard_normal((11, D * 52)).astype(dtype)
     bias = rng.standard_normal(D * 52).astype(dtype)
     gx = np.full((150, D * 52), np.nan, dtype)
-    panels = np.stack([pack_panels(w[:, d * 52:(d + 1) * 52]) for d in range(D)])
+    panels = np.stack([pack_panels(w[:, d * 52:(d + 1) * 52], GEMM_PANEL_VECTORS)
+                       for d in range(D)])
     input_projection(x, panels, bias, gx, n_chunks)
     assert_close(gx, x.astype(np.float64) @ w + bias, dtype, "gx")
 
@@ -106,15 +113,20 @@ def test_large_batch_layer_matches_reference(dtype, D, fused, B, H, monkeypatch)
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
 @pytest.mark.skipif(numba.config.CPU_NAME not in (None, "host") and not numba.config.CPU_FEATURES,
                     reason="a named portable CPU target: its vector width is not the host's")
-def test_micro_kernel_is_packed_fmas_on_full_vectors():
+@pytest.mark.parametrize("tile,vectors", [(_tile8, 2), (_tile8x3, 3)])
+def test_micro_kernel_is_packed_fmas_on_full_vectors(tile, vectors):
     """The point of cpu.simd: the tile's FMAs are full-width vector FMAs (zmm on
-    AVX-512), not the 256-bit code LLVM's vectoriser picks there, nor scalar."""
+    AVX-512), not the 256-bit code LLVM's vectoriser picks there, nor scalar;
+    and its accumulators stay in registers (no vector spills to the stack)."""
     register = "zmm" if VECTOR_BYTES == 64 else "ymm"
-    tile8 = njit(nogil=True, error_model="numpy")(_tile8.py_func)  # cached code has no asm
-    NR = panel_width(np.float32)
+    tile8 = njit(nogil=True, error_model="numpy")(tile.py_func)  # cached code has no asm
+    NR = panel_width(np.float32, vectors)
     out = np.zeros((8, NR), np.float32)
     tile8(out, 0, 0, np.ones((8, 3), np.float32), 0, np.ones((3, NR), np.float32))
     asm = tile8.inspect_asm(tile8.signatures[0])
     fmas = [line for line in asm.splitlines() if "vfmadd" in line]
-    assert len(fmas) >= 16 and all(register in line for line in fmas), fmas[:4]
+    assert len(fmas) >= 8 * vectors and all(register in line for line in fmas), fmas[:4]
+    if VECTOR_BYTES == 64:  # 32 registers: room for the 24 sums, 3 of W and a broadcast
+        spills = [line for line in asm.splitlines() if register in line and "(%rsp)" in line]
+        assert not spills, spills[:4]
     assert np.all(out == 3)

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .panel_gemm import pack_panels
+from .simd import VECTOR_BYTES
+
+# Panel width, in vectors, of the large-batch layout (cpu.panel_gemm): three
+# where there are 32 vector registers (AVX-512) to hold the 8 x 3 tile.
+GEMM_PANEL_VECTORS = 3 if VECTOR_BYTES == 64 else 2
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,9 @@ class PackedLayer:
         if "_panels" not in self.__dict__:
             G = 4 * self.hidden_size
             self.__dict__["_panels"] = (
-                np.stack([pack_panels(self.w_ih[:, d * G:(d + 1) * G])
+                np.stack([pack_panels(self.w_ih[:, d * G:(d + 1) * G], GEMM_PANEL_VECTORS)
                           for d in range(self.num_directions)]),
-                np.stack([pack_panels(w) for w in self.w_hh]))
+                np.stack([pack_panels(w, GEMM_PANEL_VECTORS) for w in self.w_hh]))
         return self.__dict__["_panels"]
 
     @property

@@ -1,16 +1,20 @@
 """out += a @ W with W packed once into column panels: the large-batch matmuls.
 
-Layout (pack_panels): W (K, N) becomes panels (P, K, NR), NR = two SIMD
-vectors of columns, zero-padded to P * NR columns; a panel's row k is the NR
-weights that column block needs at step k, so the kernel streams it in order.
+Layout (pack_panels): W (K, N) becomes panels (P, K, NR), NR = two or three
+SIMD vectors of columns, zero-padded to P * NR columns; a panel's row k is the
+NR weights that column block needs at step k, so the kernel streams it in order.
 
-Micro-kernel: an 8-row x NR tile of out lives in 16 vector registers while
-k runs; each k loads two vectors of W, broadcasts 8 scalars of a and issues 16
-FMAs (on AVX-512: zmm, 16 of its 32 registers). That is the tile shape of
-BLIS-style kernels; NumPy's BLAS instead repacks W on every call, which at
-one LSTM step (32 x 512 @ 512 x 2048, SPEC S6) measured 25 GMAC/s on two
-threads against 32-37 here on one. Plain FMAs, no reassociation: NaN and Inf
-propagate.
+Micro-kernel: an 8-row x NR tile of out lives in 16 or 24 vector registers
+while k runs; each k loads NR/lanes vectors of W, broadcasts 8 scalars of a and
+issues 16 or 24 FMAs (on AVX-512: zmm, of its 32 registers). That is the tile
+shape of BLIS-style kernels; NumPy's BLAS instead repacks W on every call,
+which at one LSTM step (32 x 512 @ 512 x 2048, SPEC S6) measured 25 GMAC/s on
+two threads against 32-37 here on one. Three-vector panels are the large-batch
+layout: their 24 FMAs per 11 loads kept the FMA units busier, measured on one
+core with the tile in L1 (K=512, 40 interleaved runs): median 84 GFLOP/s
+against 64 for two vectors. Two-vector panels stay where a block of units is
+cut into panels (cpu.row_step's four gates of NR units). Plain FMAs, no
+reassociation: NaN and Inf propagate.
 """
 
 import numpy as np
@@ -22,15 +26,15 @@ from .simd import VECTOR_BYTES, vadd_store, vfma, vload, vsplat
 TILE_ROWS = 8
 
 
-def panel_width(dtype) -> int:
-    """NR: columns per panel, two vectors."""
-    return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+def panel_width(dtype, vectors: int = 2) -> int:
+    """NR: columns per panel, two or three vectors."""
+    return vectors * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def pack_panels(w: np.ndarray) -> np.ndarray:
+def pack_panels(w: np.ndarray, vectors: int = 2) -> np.ndarray:
     """W (K, N) -> panels (P, K, NR), C-contiguous, zeros past column N."""
     K, N = w.shape
-    NR = panel_width(w.dtype)
+    NR = panel_width(w.dtype, vectors)
     P = -(-N // NR)
     padded = np.zeros((K, P * NR), w.dtype)
     padded[:, :N] = w
@@ -87,15 +91,84 @@ def _tile1(dst, r_dst, c_dst, a, r, panel):
     _store_row(dst, r_dst, c_dst, L, c0, c1)
 
 
+@njit(**_FLAGS)
+def _tile8x3(dst, r_dst, c_dst, a, r, panel):
+    """_tile8 for three-vector panels: dst[r_dst:r_dst+8, c_dst:c_dst+NR] +=
+    a[r:r+8] @ panel (K, NR)."""
+    L = panel.shape[1] // 3
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
+    c40 = c41 = c42 = c50 = c51 = c52 = c60 = c61 = c62 = c70 = c71 = c72 = z
+    a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
+    a4, a5, a6, a7 = a[r + 4], a[r + 5], a[r + 6], a[r + 7]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        w2 = vload(panel, k, 2 * L)
+        s = vsplat(a0[k])
+        c00, c01, c02 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02)
+        s = vsplat(a1[k])
+        c10, c11, c12 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12)
+        s = vsplat(a2[k])
+        c20, c21, c22 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22)
+        s = vsplat(a3[k])
+        c30, c31, c32 = vfma(s, w0, c30), vfma(s, w1, c31), vfma(s, w2, c32)
+        s = vsplat(a4[k])
+        c40, c41, c42 = vfma(s, w0, c40), vfma(s, w1, c41), vfma(s, w2, c42)
+        s = vsplat(a5[k])
+        c50, c51, c52 = vfma(s, w0, c50), vfma(s, w1, c51), vfma(s, w2, c52)
+        s = vsplat(a6[k])
+        c60, c61, c62 = vfma(s, w0, c60), vfma(s, w1, c61), vfma(s, w2, c62)
+        s = vsplat(a7[k])
+        c70, c71, c72 = vfma(s, w0, c70), vfma(s, w1, c71), vfma(s, w2, c72)
+    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
+    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
+    _store_row3(dst, r_dst + 2, c_dst, L, c20, c21, c22)
+    _store_row3(dst, r_dst + 3, c_dst, L, c30, c31, c32)
+    _store_row3(dst, r_dst + 4, c_dst, L, c40, c41, c42)
+    _store_row3(dst, r_dst + 5, c_dst, L, c50, c51, c52)
+    _store_row3(dst, r_dst + 6, c_dst, L, c60, c61, c62)
+    _store_row3(dst, r_dst + 7, c_dst, L, c70, c71, c72)
+
+
+@njit(**_FLAGS)
+def _tile1x3(dst, r_dst, c_dst, a, r, panel):
+    """_tile1 for three-vector panels."""
+    L = panel.shape[1] // 3
+    c0 = c1 = c2 = vsplat(dst.dtype.type(0))
+    a0 = a[r]
+    for k in range(panel.shape[0]):
+        s = vsplat(a0[k])
+        c0 = vfma(s, vload(panel, k, 0), c0)
+        c1 = vfma(s, vload(panel, k, L), c1)
+        c2 = vfma(s, vload(panel, k, 2 * L), c2)
+    _store_row3(dst, r_dst, c_dst, L, c0, c1, c2)
+
+
 @njit(inline="always", **_FLAGS)
 def _store_row(dst, r, c, L, v0, v1):
     vadd_store(dst, r, c, v0)
     vadd_store(dst, r, c + L, v1)
 
 
+@njit(inline="always", **_FLAGS)
+def _store_row3(dst, r, c, L, v0, v1, v2):
+    vadd_store(dst, r, c, v0)
+    vadd_store(dst, r, c + L, v1)
+    vadd_store(dst, r, c + 2 * L, v2)
+
+
 @njit(**_FLAGS)
 def gemm_panels_acc(out, a, panels):
     """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR)."""
+    if panels.shape[2] == 3 * (VECTOR_BYTES // panels.itemsize):
+        _gemm(out, a, panels, _tile8x3, _tile1x3)
+    else:
+        _gemm(out, a, panels, _tile8, _tile1)
+
+
+@njit(inline="always", **_FLAGS)
+def _gemm(out, a, panels, tile8, tile1):
     R = a.shape[0]
     N = out.shape[1]
     NR = panels.shape[2]
@@ -105,16 +178,16 @@ def gemm_panels_acc(out, a, panels):
         n = p * NR
         if n + NR <= N:
             for r in range(0, R8, TILE_ROWS):
-                _tile8(out, r, n, a, r, panel)
+                tile8(out, r, n, a, r, panel)
             for r in range(R8, R):
-                _tile1(out, r, n, a, r, panel)
+                tile1(out, r, n, a, r, panel)
         else:  # the last, partial panel: through a scratch tile
             tile = np.zeros((TILE_ROWS, NR), out.dtype)
             for r in range(0, R8, TILE_ROWS):
-                _tile8(tile, 0, 0, a, r, panel)
+                tile8(tile, 0, 0, a, r, panel)
                 _drain(tile, TILE_ROWS, out, r, n)
             for r in range(R8, R):
-                _tile1(tile, 0, 0, a, r, panel)
+                tile1(tile, 0, 0, a, r, panel)
                 _drain(tile, 1, out, r, n)
 
 
