@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .cores import fma_rates
 from .peers import PEERS, Unavailable
 from .shapes import BY_ID, SHAPES, TARGETS, Shape
 from .timing import interleaved_medians, matmul_gflops
@@ -78,6 +79,7 @@ def run(shape_ids: list[str | Shape] | None = None, peers: list[str] | None = No
     report = {"machine": machine_info(), "device": device, "results": []}
     if device == "cpu":
         report["matmul_gflops"] = matmul_gflops()
+        report["fma"] = fma_rates()
     else:
         report["gpu"] = gpu_name()
     if device == "cpu":
@@ -185,6 +187,13 @@ def format_table(report: dict) -> str:
             f"| {'-' if ours is None else f'{100 * ours / rate:.0f}%'} "
             f"| {'-' if diff is None else f'{diff:.1e}'} | {verdict} |")
     notes = [f"NumPy float32 matmul (1024³) in this run: {rate:.1f} GFLOP/s."]
+    if "fma" in report:
+        fma = report["fma"]
+        notes.append(
+            f"Register-only FMA rate in this run: one thread {fma['one_thread_gflops']:.0f} "
+            f"GFLOP/s, {fma['threads']} threads at once {fma['all_threads_gflops']:.0f} "
+            f"({fma['all_threads_gflops'] / fma['one_thread_gflops']:.2f}×; about 1× when "
+            "the host runs the vCPUs on one core's hyperthreads).")
     if "call_overhead_seconds" in report:
         notes.append("Per-call overhead of the object API (streaming step of a 2-layer "
                      f"I=H=4 LSTM): {report['call_overhead_seconds'] * 1e6:.1f} µs.")

@@ -1,0 +1,54 @@
+"""The bench's own measurements (numba_lstm.bench): the FMA-rate probe and the
+table's notes. The timings themselves are never asserted (SPEC §3: benchmarks,
+not timed tests)."""
+
+import numpy as np
+import pytest
+
+from numba_lstm.bench import format_table
+from numba_lstm.bench.cores import _LANES, _fma_chains, _fma_chains_each, fma_rates
+
+
+def test_fma_chains_compute_the_recurrence():
+    # c <- a*c + b from 0: after n rounds each of the 12 chains holds
+    # b * (1 - a^n) / (1 - a); out is their sum.
+    out = np.zeros(_LANES, np.float32)
+    _fma_chains(1, out)
+    np.testing.assert_allclose(out, 12 * np.float32(1e-7), rtol=1e-6)
+    _fma_chains(3, out)
+    a, b = np.float32(0.9999999), np.float32(1e-7)
+    np.testing.assert_allclose(out, 12 * (b + a * (b + a * b)), rtol=1e-6)
+    rows = np.zeros((3, _LANES), np.float32)
+    _fma_chains_each(2, rows)
+    assert np.all(rows == rows[0]) and rows[0, 0] > 0
+
+
+def test_fma_rates_are_positive_and_per_thread_bounded():
+    rates = fma_rates(seconds=0.005, rounds=1)
+    assert rates["threads"] >= 1
+    assert rates["one_thread_gflops"] > 0 and rates["all_threads_gflops"] > 0
+    # all threads at once cannot do more than `threads` copies of one thread's
+    # work at its best rate (a loose bound: the two rates are separate samples)
+    assert rates["all_threads_gflops"] <= 2 * rates["threads"] * rates["one_thread_gflops"]
+
+
+def _report(**extra):
+    result = {"shape": {"id": "S1"}, "seconds": {"numba_lstm": 1e-3, "torch": 2e-3},
+              "ratios": {"torch": 2.0}, "gflops": {"numba_lstm": 20.0, "torch": 10.0},
+              "max_abs_diff": {"torch": 1e-7}, "agrees": True, "targets": {"torch": 2.0},
+              "targets_met": {"torch": True}, "unavailable": {}}
+    return {"device": "cpu", "matmul_gflops": 100.0, "results": [result], **extra}
+
+
+@pytest.mark.parametrize("with_fma", [True, False])
+def test_table_notes_the_fma_rates_when_measured(with_fma):
+    extra = {"fma": {"threads": 2, "one_thread_gflops": 140.0, "all_threads_gflops": 150.0}}
+    table = format_table(_report(**(extra if with_fma else {})))
+    assert "| S1 | 1.00 ms | 2.00 ms | - | 2.00× (≥2) |" in table
+    line = [x for x in table.splitlines() if x.startswith("Register-only FMA")]
+    if with_fma:
+        assert line == ["Register-only FMA rate in this run: one thread 140 GFLOP/s, 2 threads "
+                        "at once 150 (1.07×; about 1× when the host runs the vCPUs on one "
+                        "core's hyperthreads)."]
+    else:
+        assert line == []
