@@ -44,7 +44,7 @@ def _fma_chains_each(n, out):
         _fma_chains(n, out[t])
 
 
-def fma_rates(seconds: float = 0.2, rounds: int = 3) -> dict[str, float]:
+def fma_rates(seconds: float = 0.2, rounds: int = 3) -> dict[str, float | int]:
     """GFLOP/s of register-only float32 FMAs: one thread, and all of Numba's
     threads running at once (best of ``rounds``, each ~``seconds`` long)."""
     threads = numba.get_num_threads()
