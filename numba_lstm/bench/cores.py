@@ -49,8 +49,6 @@ def fma_rates(seconds: float = 0.2, rounds: int = 3) -> dict[str, float | int]:
     threads running at once (best of ``rounds``, each ~``seconds`` long)."""
     threads = numba.get_num_threads()
     out = np.zeros((threads, _LANES), np.float32)
-    _fma_chains(1, out[0])
-    _fma_chains_each(1, out)
     flops_per_round = _CHAINS * _LANES * 2
 
     def rate(run, n, copies):
@@ -58,9 +56,17 @@ def fma_rates(seconds: float = 0.2, rounds: int = 3) -> dict[str, float | int]:
         run(n)
         return copies * n * flops_per_round / (time.perf_counter() - start) / 1e9
 
+    def one_thread(k):
+        _fma_chains(k, out[0])
+
+    def every_thread(k):
+        _fma_chains_each(k, out)
+
+    one_thread(1)  # compile or load both before timing
+    every_thread(1)
     n = 1 << 16
-    while rate(lambda k: _fma_chains(k, out[0]), n, 1) * 1e9 * seconds > n * flops_per_round * 2:
+    while rate(one_thread, n, 1) * 1e9 * seconds > n * flops_per_round * 2:
         n *= 2  # until one run lasts about `seconds`
-    one = max(rate(lambda k: _fma_chains(k, out[0]), n, 1) for _ in range(rounds))
-    together = max(rate(lambda k: _fma_chains_each(k, out), n, threads) for _ in range(rounds))
+    one = max(rate(one_thread, n, 1) for _ in range(rounds))
+    together = max(rate(every_thread, n, threads) for _ in range(rounds))
     return {"threads": threads, "one_thread_gflops": one, "all_threads_gflops": together}
