@@ -8,6 +8,7 @@ import numba
 import numpy as np
 
 from .._config import configure_threading
+from .aligned import aligned_copy, aligned_zeros
 from .cooperative import SERVE, claim_count, done_size, lstm_stack_team
 from .gemm_steps import lstm_layer_gemm_steps
 from .layernorm import layernorm_lstm_layer, layernorm_lstm_layer_serial
@@ -120,14 +121,6 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     return out
 
 
-def _zeros_on_lines(n: int) -> np.ndarray:
-    """n int64 zeros starting on a 64-byte cache line (the team's counters are
-    laid out by line, so that threads do not write one line)."""
-    buf = np.zeros(n + 8, np.int64)
-    skip = (-buf.ctypes.data % 64) // 8
-    return buf[skip:skip + n]
-
-
 def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     """One direction, no projection, small batch: the team shares the input
     projections and every step of every layer (numba_lstm.cpu.cooperative)."""
@@ -145,8 +138,9 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     mid = np.empty_like(out) if L > 1 else out  # (T, B, H) the layers in between
     lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths,
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
-                    _zeros_on_lines(L * claim_count(steps, B, n_blocks)),
-                    _zeros_on_lines(L * done_size(TEAM.size)).reshape(L, -1), steps, TEAM.size)
+                    # counters laid out by cache line (cooperative.LINE), so aligned
+                    aligned_zeros(L * claim_count(steps, B, n_blocks), np.int64),
+                    aligned_zeros((L, done_size(TEAM.size)), np.int64), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
 
 
@@ -201,9 +195,9 @@ def pack_layernorm_layer(params: dict, dtype) -> dict:
     """One labml LayerNorm LSTM cell's parameters (names without the cells.{k}. prefix)."""
     norms = [f"layer_norm.{n}" for n in range(4)] + ["layer_norm_c"]
     return {
-        "w_in": np.ascontiguousarray(np.asarray(params["input_lin.weight"], dtype).T),
+        "w_in": aligned_copy(np.asarray(params["input_lin.weight"], dtype).T),
         "bias": np.ascontiguousarray(params["hidden_lin.bias"], dtype),
-        "w_hh": np.ascontiguousarray(np.asarray(params["hidden_lin.weight"], dtype).T[None]),
+        "w_hh": aligned_copy(np.asarray(params["hidden_lin.weight"], dtype).T[None]),
         "ln_w": np.ascontiguousarray(np.stack([params[n + ".weight"] for n in norms]), dtype),
         "ln_b": np.ascontiguousarray(np.stack([params[n + ".bias"] for n in norms]), dtype),
     }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .aligned import aligned_copy
 from .panel_gemm import pack_panels
 from .simd import VECTOR_BYTES
 
@@ -31,13 +32,14 @@ class PackedLayer:
     def panels(self) -> tuple[np.ndarray, np.ndarray]:
         """(w_ih (D, P, I, NR), w_hh (D, P', H_out, NR)): each direction's W_ih^T
         and W_hh^T packed for cpu.panel_gemm, made on first use (only the
-        threaded and large-batch paths need them)."""
+        threaded and large-batch paths need them), on cache lines (cpu.aligned)."""
         if "_panels" not in self.__dict__:
             G = 4 * self.hidden_size
             self.__dict__["_panels"] = (
-                np.stack([pack_panels(self.w_ih[:, d * G:(d + 1) * G], GEMM_PANEL_VECTORS)
-                          for d in range(self.num_directions)]),
-                np.stack([pack_panels(w, GEMM_PANEL_VECTORS) for w in self.w_hh]))
+                aligned_copy(np.stack([pack_panels(self.w_ih[:, d * G:(d + 1) * G],
+                                                   GEMM_PANEL_VECTORS)
+                                       for d in range(self.num_directions)])),
+                aligned_copy(np.stack([pack_panels(w, GEMM_PANEL_VECTORS) for w in self.w_hh])))
         return self.__dict__["_panels"]
 
     @property
@@ -67,7 +69,7 @@ def pack_layer(directions, dtype) -> PackedLayer:
         w_hr = np.zeros((len(directions), 0, 0), dtype)
     else:
         w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
-    return PackedLayer(*(np.ascontiguousarray(a) for a in (w_ih, bias, w_hh, w_hr)))
+    return PackedLayer(*(aligned_copy(a) for a in (w_ih, bias, w_hh, w_hr)))
 
 
 class PackedStack(list):
@@ -91,7 +93,7 @@ class PackedStack(list):
         each block's W_hh^T in panels.
         U = ceil(H / n_blocks); block q holds the i, f, g, o columns of units
         q*U .. q*U+U-1 (zeros past H), so a thread computing those units streams
-        contiguous matrices.
+        contiguous matrices. Each array starts on a cache line (cpu.aligned).
         """
         cache = self.__dict__.setdefault("_team_blocks", {})
         if n_blocks not in cache:
@@ -108,7 +110,7 @@ class PackedStack(list):
                 return np.stack([pack_panels(block) for block in cut(w)])
 
             w_ih = [cut_panels(layer.w_ih) for layer in self]
-            cache[n_blocks] = tuple(np.ascontiguousarray(a) for a in (
+            cache[n_blocks] = tuple(aligned_copy(a) for a in (
                 w_ih[0],
                 np.stack(w_ih[1:]) if len(self) > 1 else np.zeros((0,) + w_ih[0].shape[:2]
                                                                    + (H,) + w_ih[0].shape[3:],
@@ -125,11 +127,10 @@ def pack_stack(layers: list, dtype) -> PackedStack:
     if packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
         return stack
     w_ih0 = packed[0].w_ih[None]
-    w_ih_rest = np.ascontiguousarray(np.stack([k.w_ih for k in packed[1:]])
-                                     if len(packed) > 1 else
-                                     np.zeros((0,) + packed[0].w_hh.shape[1:], dtype))
-    bias = np.stack([k.bias for k in packed])
-    w_hh = np.concatenate([k.w_hh for k in packed])
+    w_ih_rest = aligned_copy(np.stack([k.w_ih for k in packed[1:]]) if len(packed) > 1 else
+                             np.zeros((0,) + packed[0].w_hh.shape[1:], dtype))
+    bias = aligned_copy(np.stack([k.bias for k in packed]))
+    w_hh = aligned_copy(np.concatenate([k.w_hh for k in packed]))
     stack[:] = [PackedLayer(w_ih0[0] if n == 0 else w_ih_rest[n - 1], bias[n], w_hh[n:n + 1],
                             packed[n].w_hr) for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)

@@ -1,0 +1,65 @@
+"""Arrays on cache lines (numba_lstm.cpu.aligned), and every weight array the CPU
+kernels stream starting on one."""
+
+import numpy as np
+import pytest
+from test_kernels import random_layer
+
+from numba_lstm.cpu import pack_layernorm_layer
+from numba_lstm.cpu.aligned import CACHE_LINE, aligned_copy, aligned_empty, aligned_zeros
+from numba_lstm.cpu.packing import pack_stack
+
+
+def _on_a_line(a: np.ndarray) -> bool:
+    return a.ctypes.data % CACHE_LINE == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("shape", [7, (0,), (3, 5), (2, 0, 4), (1, 33, 17)])
+def test_aligned_arrays_start_on_a_line_with_the_asked_shape(shape, dtype):
+    for _ in range(8):  # NumPy's own allocations land on every 16-byte offset
+        empty = aligned_empty(shape, dtype)
+        zeros = aligned_zeros(shape, dtype)
+        for a in (empty, zeros):
+            assert a.shape == ((shape,) if isinstance(shape, int) else shape)
+            assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+            assert _on_a_line(a) or a.size == 0
+        assert not zeros.any()
+
+
+def test_aligned_copy_is_an_equal_independent_c_array():
+    a = np.arange(60, dtype=np.float32).reshape(3, 4, 5).transpose(2, 0, 1)  # not C
+    for _ in range(8):
+        b = aligned_copy(a)
+        assert _on_a_line(b) and b.flags.c_contiguous
+        np.testing.assert_array_equal(b, a)
+        b[0, 0, 0] = -1
+        assert a[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("L", [1, 3])
+def test_every_packed_weight_array_starts_on_a_line(dtype, L):
+    rng = np.random.default_rng(0)
+    H = 20  # rows of 4H = 80 values: whole lines in either dtype
+    stack = pack_stack([random_layer(rng, 12 if k == 0 else H, H, 0, 1, True)
+                        for k in range(L)], dtype)
+    arrays = list(stack.step) + list(stack.team_blocks(4)) + list(stack.team_blocks(3))
+    for layer in stack:
+        arrays += [layer.w_ih, layer.bias, layer.w_hh, *layer.panels()]
+    bidirectional = pack_stack([random_layer(rng, 12, H, 0, 2, True)], dtype)[0]
+    projected = pack_stack([random_layer(rng, 12, H, 8, 1, True)], dtype)[0]
+    for layer in (bidirectional, projected):
+        arrays += [layer.w_ih, layer.bias, layer.w_hh, layer.w_hr, *layer.panels()]
+    assert all(_on_a_line(a) for a in arrays if a.size)
+
+
+def test_layernorm_lstm_streamed_weights_start_on_a_line():
+    rng = np.random.default_rng(0)
+    params = {"input_lin.weight": rng.standard_normal((64, 12)),
+              "hidden_lin.weight": rng.standard_normal((64, 16)),
+              "hidden_lin.bias": rng.standard_normal(64)}
+    for n in [f"layer_norm.{k}" for k in range(4)] + ["layer_norm_c"]:
+        params[n + ".weight"], params[n + ".bias"] = np.ones(16), np.zeros(16)
+    packed = pack_layernorm_layer(params, np.float32)
+    assert _on_a_line(packed["w_in"]) and _on_a_line(packed["w_hh"])
