@@ -138,7 +138,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
     mid = np.empty_like(out) if L > 1 else out  # (T, B, H) the layers in between
     lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths,
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
-                    # counters laid out by cache line (cooperative.LINE), so aligned
+                    # the counters are laid out by cache line (cooperative.LINE): start on one
                     aligned_zeros(L * claim_count(steps, B, n_blocks), np.int64),
                     aligned_zeros((L, done_size(TEAM.size)), np.int64), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
