@@ -4,6 +4,7 @@ kernels stream starting on one."""
 import numpy as np
 import pytest
 from test_kernels import random_layer
+from test_models import random_layernorm_params
 
 from numba_lstm.cpu import pack_layernorm_layer
 from numba_lstm.cpu.aligned import CACHE_LINE, aligned_copy, aligned_empty, aligned_zeros
@@ -55,11 +56,8 @@ def test_every_packed_weight_array_starts_on_a_line(dtype, L):
 
 
 def test_layernorm_lstm_streamed_weights_start_on_a_line():
-    rng = np.random.default_rng(0)
-    params = {"input_lin.weight": rng.standard_normal((64, 12)),
-              "hidden_lin.weight": rng.standard_normal((64, 16)),
-              "hidden_lin.bias": rng.standard_normal(64)}
-    for n in [f"layer_norm.{k}" for k in range(4)] + ["layer_norm_c"]:
-        params[n + ".weight"], params[n + ".bias"] = np.ones(16), np.zeros(16)
-    packed = pack_layernorm_layer(params, np.float32)
-    assert _on_a_line(packed["w_in"]) and _on_a_line(packed["w_hh"])
+    params = random_layernorm_params(np.random.default_rng(0), 12, 16, 1)
+    cell = {k.removeprefix("cells.0."): v for k, v in params.items()}
+    for _ in range(8):  # one NumPy allocation in four lands on a line by chance
+        packed = pack_layernorm_layer(cell, np.float32)
+        assert _on_a_line(packed["w_in"]) and _on_a_line(packed["w_hh"])
