@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 from numba import njit
 
 from numba_lstm import reference
-from numba_lstm.cpu import lstm_layer_forward, pack_layer
+from numba_lstm.cpu import (
+    StackStepper,
+    lstm_layer_forward,
+    lstm_stream_step,
+    pack_layer,
+    pack_stack,
+)
 from numba_lstm.cpu.activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
 from numba_lstm.cpu.recurrence import cell_block, cell_update
 from numba_lstm.cpu.simd import VECTOR_BYTES, vload1, vstore1
@@ -152,6 +158,54 @@ def test_padded_positions_are_zero_and_state_frozen():
     assert np.all(out[2:, 1] == 0)
     np.testing.assert_array_equal(h_n[0, 1], out[1, 1, :4])  # forward: last valid step
     np.testing.assert_array_equal(h_n[1, 1], out[0, 1, 4:])  # reverse: ends at t = 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("L", [1, 3])
+def test_stack_step_matches_reference(dtype, L):
+    # The one-call streaming kernel, through both of its callers: lstm_stream_step
+    # (a module's T = 1, B = 1 call) and StackStepper (Stream's fast path), 2-D and
+    # 3-D. I = 7 and H = 9 exercise the matmuls' unrolled part and remainder.
+    rng = np.random.default_rng(L)
+    I, H, T = 7, 9, 4
+    layers = [random_layer(rng, I if k == 0 else H, H, 0, 1, True) for k in range(L)]
+    params = {f"{name}_l{k}": w for k, (dw,) in enumerate(layers)
+              for name, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), dw[:4],
+                                 strict=True)}
+    stack = pack_stack(layers, dtype)
+    x = rng.standard_normal((T, 1, I)).astype(dtype)
+    h0, c0 = (rng.standard_normal((L, 1, H)).astype(dtype) for _ in range(2))
+    ref_out, (ref_h, ref_c) = reference.lstm(x.astype(np.float64), params, L,
+                                             hx=(h0.astype(np.float64), c0.astype(np.float64)))
+    out, h_n, c_n = lstm_stream_step(stack, x[:1], h0, c0)
+    assert_close(out, ref_out[:1], dtype, "lstm_stream_step out")
+    for batched in (True, False):
+        shape = (L, 1, H) if batched else (L, H)
+        stepper = StackStepper(stack, h0.reshape(shape), c0.reshape(shape), batched)
+        outs = [stepper(x[t:t + 1] if batched else x[t]) for t in range(T)]
+        assert all(o.shape == ((1, 1, H) if batched else (1, H)) for o in outs)
+        assert_close(np.stack(outs).reshape(T, 1, H), ref_out, dtype, f"out, batched={batched}")
+        h, c = stepper.state
+        assert h.shape == c.shape == shape
+        assert_close(h.reshape(L, 1, H), ref_h, dtype, "h_n")
+        assert_close(c.reshape(L, 1, H), ref_c, dtype, "c_n")
+
+
+def test_stack_stepper_declines_what_it_was_not_made_for():
+    # Anything but a C-contiguous array of the exact shape and dtype returns None
+    # and leaves the state alone, so that the caller's checked path takes over.
+    rng = np.random.default_rng(0)
+    stack = pack_stack([random_layer(rng, 3, 4, 0, 1, True)], np.float32)
+    zeros = np.zeros((1, 1, 4), np.float32)
+    stepper = StackStepper(stack, zeros, zeros, batched=True)
+    good = np.ones((1, 1, 3), np.float32)
+    for bad in (good.astype(np.float64), good[0], np.ones((2, 1, 3), np.float32),
+                np.ones((1, 1, 6), np.float32)[..., ::2], good.tolist(), None):
+        assert stepper(bad) is None
+    np.testing.assert_array_equal(stepper.state[0], zeros)
+    state = stepper.state
+    assert stepper(good) is not None and stepper(good) is not None
+    np.testing.assert_array_equal(state[0], zeros)  # copies, not the double buffer
 
 
 def test_tolerance_table_is_spec():

@@ -6,6 +6,7 @@ from conftest import assert_close, needs_torch, torch
 
 import numba_lstm as nl
 from numba_lstm import reference
+from numba_lstm.cpu import StackStepper
 
 
 # -- streaming (no torch) ----------------------------------------------------------------
@@ -47,7 +48,7 @@ def test_stream_reset_state_setter_and_batch_check():
 
 @pytest.mark.parametrize("layout", ["time_major", "batch_first", "unbatched"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_stream_one_step_at_a_time_equals_one_call(layout, dtype):
+def test_stream_one_step_at_a_time_equals_one_call(layout, dtype, monkeypatch):
     # Single steps at batch 1 after the first take Stream's fast path (the
     # module's own state, no rechecks): same numbers, fresh arrays each call,
     # and a bad chunk still gets the full checks' error.
@@ -59,8 +60,9 @@ def test_stream_one_step_at_a_time_equals_one_call(layout, dtype):
     full, (h_n, c_n) = lstm(x.reshape(whole))
     stream = lstm.stream()
     fast_steps = []
-    step = lstm._stream_step
-    lstm._stream_step = lambda *args: fast_steps.append(step(*args)) or fast_steps[-1]
+    step = StackStepper.__call__
+    monkeypatch.setattr(StackStepper, "__call__",
+                        lambda self, x: fast_steps.append(step(self, x)) or fast_steps[-1])
     pieces = [stream(x[t:t + 1].reshape(shape)) for t in range(12)]
     assert len(fast_steps) == 11 and all(r is not None for r in fast_steps)
     assert all(p.shape == shape[:-1] + (9,) for p in pieces)
@@ -78,6 +80,31 @@ def test_stream_one_step_at_a_time_equals_one_call(layout, dtype):
     stream.reset()  # then from zeros again, not from a forgotten state
     np.testing.assert_allclose(stream(x[:1].reshape(shape)),
                                full.reshape(-1, 9)[:1].reshape(shape[:-1] + (9,)), rtol=0, atol=tol)
+
+
+def test_stream_fast_path_state_reads_and_weight_changes():
+    # The fast path double-buffers its state: a state read is a snapshot that
+    # later steps leave alone, and reading it does not leave the fast path.
+    # New weights (load_state_dict) take effect at the next step.
+    rng = np.random.default_rng(8)
+    lstm = nl.LSTM(3, 5, num_layers=2)
+    x = rng.standard_normal((6, 1, 3)).astype(np.float32)
+    stream = lstm.stream()
+    for t in range(3):
+        stream(x[t:t + 1])
+    snapshot = stream.state
+    kept = [s.copy() for s in snapshot]
+    snapshot[0][...] = 100  # the caller's writes do not reach the stream either
+    stream(x[3:4])
+    assert stream.state[0].shape == (2, 1, 5)
+    assert stream._stepper is not None
+    np.testing.assert_array_equal(snapshot[1], kept[1])
+    before = stream.state
+    other = {k: v * 0.5 for k, v in lstm.state_dict().items()}
+    lstm.load_state_dict(other)
+    expected, (h_n, _) = lstm(x[4:5], before)
+    np.testing.assert_array_equal(stream(x[4:5]), expected)
+    np.testing.assert_array_equal(stream.state[0], h_n)
 
 
 def test_embedding_and_linear_errors():

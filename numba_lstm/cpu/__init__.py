@@ -14,11 +14,12 @@ from .gemm_steps import lstm_layer_gemm_steps
 from .layernorm import layernorm_lstm_layer, layernorm_lstm_layer_serial
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
-from .recurrence import lstm_layer, lstm_layer_serial, lstm_stack_step
+from .recurrence import lstm_layer, lstm_layer_serial
+from .streaming import StackStepper, lstm_stream_step
 from .team import Team
 
-__all__ = ["PackedLayer", "PackedStack", "pack_layer", "pack_stack", "lstm_layer_forward",
-           "lstm_forward"]
+__all__ = ["PackedLayer", "PackedStack", "StackStepper", "pack_layer", "pack_stack",
+           "lstm_layer_forward", "lstm_forward", "lstm_stream_step"]
 
 configure_threading()
 
@@ -165,8 +166,7 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
         finally:
             TEAM.release(ctrl, x.itemsize)
     if T == 1 and B == 1 and layers.step is not None:
-        h_n, c_n = lstm_stream_step(layers, x[0], h0, c0)
-        return h_n[-1:].copy(), h_n, c_n
+        return lstm_stream_step(layers, x, h0, c0)
     h_n = np.empty_like(h0)
     c_n = np.empty_like(c0)
     if lengths is None:
@@ -176,14 +176,6 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
         sl = slice(k * D, (k + 1) * D)  # leading-axis slices of C arrays stay C-contiguous
         out = lstm_layer_forward(out, layer, h0[sl], c0[sl], lengths, h_n[sl], c_n[sl])
     return out, h_n, c_n
-
-
-def lstm_stream_step(layers: PackedStack, x, h0, c0):
-    """One step at batch 1 of a stack with a one-call kernel (layers.step): x (1, I),
-    h0, c0 (L, 1, H). Returns new arrays h_n, c_n; the output is h_n[L-1]."""
-    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-    lstm_stack_step(x, *layers.step, h0, c0, h_n, c_n)
-    return h_n, c_n
 
 
 def swap_leading_axes(x: np.ndarray) -> np.ndarray:

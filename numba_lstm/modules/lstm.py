@@ -186,25 +186,13 @@ class LSTM(Module):
             out = backend.swap_leading_axes(out)
         return out, (h_n, c_n)
 
-    def _stream_step(self, x, state):
-        """Stream's fast path: output and (h_n, c_n) of one step at batch 1 from a
-        state this module returned (so its shapes need no check), or None when x
-        is not a C-contiguous (1, 1, I) or unbatched (1, I) array of the module's
-        dtype, or the stack has no one-call step kernel (cpu.lstm_stack_step)."""
-        if (type(x) is not np.ndarray or x.dtype != self._dtype or self._device != "cpu"
-                or x.shape[-1] != self.input_size or x.size != self.input_size
-                or x.ndim != state[0].ndim or not x.flags.c_contiguous
-                or self._layers.step is None):
+    def _stream_stepper(self, x, state):
+        """Stream's fast path for the chunks after x, starting at ``state`` (which
+        this module returned for x): cpu.StackStepper when x was one step at
+        batch 1 and the stack has a one-call kernel, else None."""
+        if self._device != "cpu" or self._layers.step is None or x.size != self.input_size:
             return None
-        h0, c0 = state
-        n = h0.shape[0]
-        if x.ndim == 3:  # (1, 1, I), state (L, 1, H): the kernel's own shapes
-            h_n, c_n = self._backend().lstm_stream_step(self._layers, x[0], h0, c0)
-            return h_n[n - 1:].copy(), (h_n, c_n)
-        h_n, c_n = self._backend().lstm_stream_step(
-            self._layers, x, h0.reshape((n, 1, self.output_size)),
-            c0.reshape((n, 1, self.hidden_size)))
-        return h_n[n - 1].copy(), (h_n.reshape(h0.shape), c_n.reshape(c0.shape))
+        return self._backend().StackStepper(self._layers, *state, batched=state[0].ndim == 3)
 
     def stream(self, batch_size: int | None = None) -> Stream:
         """A stateful stream: ``y = stream(chunk)`` carries (h, c) between calls."""

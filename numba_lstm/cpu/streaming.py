@@ -1,0 +1,63 @@
+"""One step at batch 1 per call: the whole stack in one kernel call (SPEC S8).
+
+A streaming call has a few hundred ns of arithmetic at small H, so its cost is
+Python's: frames, allocations and the dispatcher's ~0.1 µs per array argument.
+StackStepper keeps everything but the input check out of the call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .packing import PackedStack
+from .recurrence import lstm_stack_step
+
+
+def lstm_stream_step(layers: PackedStack, x, h0, c0):
+    """One step of a stack with a one-call kernel (layers.step): x (1, 1, I),
+    h0, c0 (L, 1, H). Returns new arrays out (1, 1, H), h_n, c_n (L, 1, H)."""
+    state = np.stack((h0, c0))  # (2, L, 1, H)
+    new_state = np.empty_like(state)
+    out = np.empty((1, 1, h0.shape[2]), h0.dtype)
+    lstm_stack_step(x, *layers.step, state, new_state, out)
+    return out, new_state[0], new_state[1]
+
+
+class StackStepper:
+    """``out = stepper(x)``: one step of a stack (layers.step is not None) from the
+    state it holds, or None, touching nothing, unless x is a C-contiguous array of
+    exactly the shape and dtype the stepper was made for. The caller then takes
+    the checked path, starting from ``stepper.state``.
+
+    The state is double-buffered: each call reads one (2, L, 1, H) buffer and
+    writes the other, so only the output is allocated. ``state`` therefore
+    returns copies.
+    """
+
+    __slots__ = ("layers", "_weights", "_x_shape", "_out_shape", "_dtype", "_state", "_spare",
+                 "_state_shape")
+
+    def __init__(self, layers: PackedStack, h, c, batched: bool):
+        """h (L, 1, H) if batched else (L, H), and c alike, as the module's hx."""
+        self.layers = layers  # the caller's check that its weights are still these
+        self._weights = layers.step
+        L, H, I = len(layers), layers[0].hidden_size, layers.step[0].shape[1]
+        self._dtype = layers[0].w_hh.dtype
+        self._x_shape, self._out_shape = ((1, 1, I), (1, 1, H)) if batched else ((1, I), (1, H))
+        self._state_shape = h.shape
+        self._state = np.stack((h, c)).reshape((2, L, 1, H))
+        self._spare = np.empty_like(self._state)
+
+    def __call__(self, x) -> np.ndarray | None:
+        if (type(x) is not np.ndarray or x.shape != self._x_shape or x.dtype != self._dtype
+                or not x.flags.c_contiguous):
+            return None
+        out = np.empty(self._out_shape, self._dtype)
+        lstm_stack_step(x, *self._weights, self._state, self._spare, out)
+        self._state, self._spare = self._spare, self._state
+        return out
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(h, c), copies, in the shape the stepper was made with."""
+        return tuple(self._state[k].reshape(self._state_shape).copy() for k in (0, 1))
