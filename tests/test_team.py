@@ -274,21 +274,38 @@ def team_for_every_size(monkeypatch):
     monkeypatch.setattr(cpu, "TEAM_MIN_MACS_PER_STEP", 0)
 
 
+@pytest.mark.parametrize("per_thread", [1, cpu.BLOCKS_PER_THREAD])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [1, 2, 7, 15])
 @pytest.mark.parametrize("L,T", [(1, 70), (3, 40), (2, 2)])
-def test_stack_through_the_team_matches_the_reference(team_for_every_size, dtype, B, L, T):
-    # H=45 over 4 blocks: 12+12+12+9 units; T=70: two projection row chunks at B=1.
+def test_stack_through_the_team_matches_the_reference(team_for_every_size, monkeypatch,
+                                                      per_thread, dtype, B, L, T):
+    # H=45 over 2 blocks (23+22 units) or 4 (12+12+12+9); T=70: two projection
+    # row chunks at B=1. Which one the shape gets is SINGLE_BLOCK_MAX_MACS's call.
+    monkeypatch.setattr(cpu, "SINGLE_BLOCK_MAX_MACS", 1 << 40 if per_thread == 1 else 0)
     rng = np.random.default_rng(B + 10 * L)
     stack, params = _stack(rng, L, 37, 45, dtype, bias=B % 2 == 1)
     x = rng.standard_normal((T, B, 37)).astype(dtype)
     h0, c0 = (rng.standard_normal((L, B, 45)).astype(dtype) for _ in range(2))
     lengths = rng.integers(1, T + 1, B).astype(np.int64) if B > 1 else None
     out, h_n, c_n = cpu.lstm_forward(stack, x, h0, c0, lengths)
+    assert list(stack.__dict__["_team_blocks"]) == [cpu.TEAM.size * per_thread]
     ref_out, ref_h, ref_c = _reference(params, x, h0, c0, lengths)
     assert_close(out, ref_out, dtype, "out")
     assert_close(h_n, ref_h, dtype, "h_n")
     assert_close(c_n, ref_c, dtype, "c_n")
+
+
+@pytest.mark.skipif(cpu.TEAM.size < 2, reason="one thread: no team")
+def test_blocks_per_thread_follow_the_step_size():
+    # One block per thread up to SINGLE_BLOCK_MAX_MACS multiply-adds a step
+    # (B * H * 4H), BLOCKS_PER_THREAD above: the measured crossover.
+    rng = np.random.default_rng(4)
+    for B, H, per_thread in [(1, 128, 1), (1, 256, 1), (2, 256, cpu.BLOCKS_PER_THREAD)]:
+        stack, _ = _stack(rng, 1, 8, H, np.float32, bias=True)
+        cpu.lstm_forward(stack, np.ones((3, B, 8), np.float32), np.zeros((1, B, H), np.float32),
+                         np.zeros((1, B, H), np.float32), None)
+        assert list(stack.__dict__["_team_blocks"]) == [cpu.TEAM.size * per_thread], (B, H)
 
 
 def test_team_path_is_taken_for_large_enough_layers(monkeypatch):
