@@ -66,7 +66,7 @@ def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
     the batch (cpu.gemm_steps) wins."""
     return (layer.num_directions == 1 and layer.output_size == layer.hidden_size
             and steps > 1 and batch < GEMM_STEPS_MIN_BATCH and TEAM.size > 1
-            and batch * layer.w_hh[0].size >= TEAM_MIN_MACS_PER_STEP)
+            and batch * layer.w_hh.size >= TEAM_MIN_MACS_PER_STEP)
 
 
 def _launch(parallel_kernel, serial_kernel, n_tasks: int, *args) -> None:
@@ -127,27 +127,36 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     return out
 
 
-def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths):
+def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
     """One direction, no projection, small batch: the team shares the input
-    projections and every step of every layer (numba_lstm.cpu.cooperative)."""
+    projections and every step of every layer (numba_lstm.cpu.cooperative).
+    h0, c0 may be None for zeros; steps = lengths.max(). At T=2 (S1's shape)
+    the Python here costs about as much as the job (~20 µs each, measured), so
+    it allocates as little as it can."""
     T, B, _ = x.shape
     L, H = len(layers), layers[0].hidden_size
     dtype = layers[0].w_hh.dtype
-    per_thread = 1 if B * layers[0].w_hh[0].size <= SINGLE_BLOCK_MAX_MACS else BLOCKS_PER_THREAD
+    per_thread = 1 if B * layers[0].w_hh.size <= SINGLE_BLOCK_MAX_MACS else BLOCKS_PER_THREAD
     w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * per_thread)
     n_blocks, G = bias.shape[1:]  # G = 4U, a block's gate columns
-    steps = int(lengths.max())
-    h_buf = np.empty((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
-    h_buf[:, 0] = h0
-    c_n = c0.copy()  # (L, B, H), updated in place
+    if h0 is None:  # zeros
+        h_buf = np.zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
+        c_n = np.zeros((L, B, H), dtype)  # updated in place
+    else:
+        h_buf = np.empty((L, 2, B, H), dtype)
+        h_buf[:, 0] = h0
+        c_n = c0.copy()
     out = np.empty((T, B, H), dtype)
-    out[steps:] = 0
+    if steps < T:
+        out[steps:] = 0
     mid = np.empty_like(out) if L > 1 else out  # (T, B, H) the layers in between
+    # The counters are laid out by cache line (cooperative.LINE) and the claims
+    # fill whole lines, so one allocation on a line serves both.
+    n_claims = L * claim_count(steps, B, n_blocks)
+    counters = aligned_zeros(n_claims + L * done_size(TEAM.size), np.int64)
     lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths,
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
-                    # the counters are laid out by cache line (cooperative.LINE): start on one
-                    aligned_zeros(L * claim_count(steps, B, n_blocks), np.int64),
-                    aligned_zeros((L, done_size(TEAM.size)), np.int64), steps, TEAM.size)
+                    counters[:n_claims], counters[n_claims:].reshape(L, -1), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
 
 
@@ -158,19 +167,20 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
 
     Returns output (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H).
     """
-    D = layers[0].num_directions
     T, B = x.shape[:2]
+    if _team_can_run(layers[0], T, B):
+        ctrl = TEAM.acquire()
+        try:
+            if lengths is None:
+                return _team_stack(ctrl, layers, x, h0, c0, np.full(B, T, np.int64), T)
+            return _team_stack(ctrl, layers, x, h0, c0, lengths, int(lengths.max()))
+        finally:
+            TEAM.release(ctrl, x.itemsize)
+    D = layers[0].num_directions
     n = len(layers) * D
     if h0 is None:
         h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
         c0 = np.zeros((n, B, layers[0].hidden_size), x.dtype)
-    if _team_can_run(layers[0], T, B):
-        ctrl = TEAM.acquire()
-        try:
-            return _team_stack(ctrl, layers, x, h0, c0,
-                               np.full(B, T, dtype=np.int64) if lengths is None else lengths)
-        finally:
-            TEAM.release(ctrl, x.itemsize)
     if T == 1 and B == 1 and layers.step is not None:
         return lstm_stream_step(layers, x, h0, c0)
     h_n = np.empty_like(h0)
