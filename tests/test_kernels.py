@@ -5,7 +5,7 @@ import pytest
 from conftest import TOL, assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from numba import njit
+from numba import from_dtype, njit
 
 from numba_lstm import reference
 from numba_lstm.cpu import (
@@ -16,7 +16,7 @@ from numba_lstm.cpu import (
     pack_stack,
 )
 from numba_lstm.cpu.activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
-from numba_lstm.cpu.recurrence import cell_block, cell_update
+from numba_lstm.cpu.recurrence import cell_block, cell_update, lstm_stack_step
 from numba_lstm.cpu.simd import VECTOR_BYTES, vload1, vstore1
 
 
@@ -189,6 +189,9 @@ def test_stack_step_matches_reference(dtype, L):
         assert h.shape == c.shape == shape
         assert_close(h.reshape(L, 1, H), ref_h, dtype, "h_n")
         assert_close(c.reshape(L, 1, H), ref_c, dtype, "c_n")
+    # One compiled kernel per dtype for every caller: a second one compiled
+    # mid-stream (an unbatched stream after its first, full-path step).
+    assert sum(sig[0].dtype == from_dtype(dtype) for sig in lstm_stack_step.signatures) == 1
 
 
 def test_stack_stepper_declines_what_it_was_not_made_for():

@@ -268,18 +268,18 @@ lstm_layer_serial = serial_twin(lstm_layer)
 def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, state, new_state, out):
     """One time step of a whole stack at batch 1, one direction, no projection.
 
-    x (1, I) or (1, 1, I);  w_ih0 (1, I, 4H) layer 0's W_ih^T;  w_ih_rest
-    (L-1, H, 4H) the other layers';  bias (L, 4H);  w_hh (L, H, 4H);
-    state -> new_state (2, L, 1, H), h then c;  out (1, H) or (1, 1, H) <- the
-    last layer's h. Streaming calls this once per step: one dispatch for all
-    layers instead of a matmul, a kernel and three arrays per layer (measured:
-    61 -> 13 µs per call for a tiny 2-layer model), and h and c in one array
-    because each array argument costs the dispatcher ~0.1 µs.
+    x (1, 1, I);  w_ih0 (1, I, 4H) layer 0's W_ih^T;  w_ih_rest (L-1, H, 4H)
+    the other layers';  bias (L, 4H);  w_hh (L, H, 4H);  state -> new_state
+    (2, L, 1, H), h then c;  out (1, 1, H) <- the last layer's h. Streaming
+    calls this once per step: one dispatch for all layers instead of a matmul,
+    a kernel and three arrays per layer (measured: 61 -> 13 µs per call for a
+    tiny 2-layer model), and h and c in one array because each array argument
+    costs the dispatcher ~0.1 µs.
     """
     L = w_hh.shape[0]
     G = w_hh.shape[2]
     H = G // 4
-    x_row = x.reshape((1, x.size))  # (1, I)
+    x_row = x[0]  # (1, I)
     h0, c0, h_n, c_n = state[0], state[1], new_state[0], new_state[1]  # (L, 1, H)
     gates = np.empty((1, G), dtype=x.dtype)  # (1, 4H)
     for layer in range(L):
@@ -293,4 +293,4 @@ def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, state, new_state, out):
             c_n[layer, 0, j], h_n[layer, 0, j] = cell_update(
                 gates[0, j], gates[0, H + j], gates[0, 2 * H + j], gates[0, 3 * H + j],
                 c0[layer, 0, j])
-    copy_row(h_n[L - 1, 0], out.reshape(out.size))
+    copy_row(h_n[L - 1, 0], out[0, 0])

@@ -34,8 +34,8 @@ class StackStepper:
     returns copies.
     """
 
-    __slots__ = ("layers", "_weights", "_x_shape", "_out_shape", "_dtype", "_state", "_spare",
-                 "_state_shape")
+    __slots__ = ("layers", "_weights", "_batched", "_x_shape", "_dtype", "_out_shape", "_state",
+                 "_spare", "_state_shape")
 
     def __init__(self, layers: PackedStack, h, c, batched: bool):
         """h (L, 1, H) if batched else (L, H), and c alike, as the module's hx."""
@@ -43,7 +43,9 @@ class StackStepper:
         self._weights = layers.step
         L, H, I = len(layers), layers[0].hidden_size, layers.step[0].shape[1]
         self._dtype = layers[0].w_hh.dtype
-        self._x_shape, self._out_shape = ((1, 1, I), (1, 1, H)) if batched else ((1, I), (1, H))
+        self._batched = batched
+        self._x_shape = (1, 1, I) if batched else (1, I)
+        self._out_shape = (1, 1, H)
         self._state_shape = h.shape
         self._state = np.stack((h, c)).reshape((2, L, 1, H))
         self._spare = np.empty_like(self._state)
@@ -52,8 +54,14 @@ class StackStepper:
         if (type(x) is not np.ndarray or x.shape != self._x_shape or x.dtype != self._dtype
                 or not x.flags.c_contiguous):
             return None
-        out = np.empty(self._out_shape, self._dtype)
-        lstm_stack_step(x, *self._weights, self._state, self._spare, out)
+        out = np.empty(self._out_shape, self._dtype)  # (1, 1, H)
+        if self._batched:
+            lstm_stack_step(x, *self._weights, self._state, self._spare, out)
+        else:
+            # As 3-D views, so that one compiled kernel serves both layouts and
+            # lstm_stream_step: a second one would compile mid-stream (~1 s cold).
+            lstm_stack_step(x[None], *self._weights, self._state, self._spare, out)
+            out = out[0]
         self._state, self._spare = self._spare, self._state
         return out
 
