@@ -47,7 +47,8 @@ def test_every_packed_weight_array_starts_on_a_line(dtype, L):
                         for k in range(L)], dtype)
     arrays = list(stack.step) + list(stack.team_blocks(4)) + list(stack.team_blocks(3))
     for layer in stack:
-        arrays += [layer.w_ih, layer.bias, layer.w_hh, *layer.panels()]
+        arrays += [layer.w_ih, layer.bias, layer.w_hh, *layer.panels(),
+                   layer.input_and_hidden_panels()]
     bidirectional = pack_stack([random_layer(rng, 12, H, 0, 2, True)], dtype)[0]
     projected = pack_stack([random_layer(rng, 12, H, 8, 1, True)], dtype)[0]
     for layer in (bidirectional, projected):

@@ -105,10 +105,10 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     fused = large_batch and (B // n_chunks >= FUSED_MIN_ROWS
                              or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES)
     if fused:
-        w_ih, w_hh = layer.panels()
+        w_step = layer.input_and_hidden_panels()
         gx = np.empty((0, B, D * 4 * H), layer.w_hh.dtype)
     elif D * n_chunks > 1 or large_batch:
-        w_ih, w_hh = layer.panels()
+        w_ih, w_step = layer.panels()
         gx = np.empty((T * B, D * 4 * H), layer.w_hh.dtype)
         with _KERNEL_LOCK:
             input_projection(x.reshape(T * B, I), w_ih, layer.bias, gx, threads)
@@ -119,7 +119,7 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
         gx = gx.reshape(T, B, D * 4 * H)
     if large_batch:
         with _KERNEL_LOCK:
-            lstm_layer_gemm_steps(x, w_ih, layer.bias, gx, w_hh, h0, c0, lengths, out, h_n, c_n,
+            lstm_layer_gemm_steps(x, gx, w_step, layer.bias, h0, c0, lengths, out, h_n, c_n,
                                   n_chunks)
     else:
         _launch(lstm_layer, lstm_layer_serial, D * n_chunks, gx, layer.w_hh, layer.w_hr,

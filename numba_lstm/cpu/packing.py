@@ -42,6 +42,18 @@ class PackedLayer:
                 aligned_copy(np.stack([pack_panels(w, GEMM_PANEL_VECTORS) for w in self.w_hh])))
         return self.__dict__["_panels"]
 
+    def input_and_hidden_panels(self) -> np.ndarray:
+        """(D, P, I + H_out, NR): each direction's [W_ih; W_hh]^T packed for
+        cpu.panel_gemm, made on first use, for a step that projects its own
+        input: its operand is [x, h] side by side (cpu.gemm_steps)."""
+        if "_input_and_hidden_panels" not in self.__dict__:
+            G = 4 * self.hidden_size
+            self.__dict__["_input_and_hidden_panels"] = aligned_copy(np.stack([
+                pack_panels(np.concatenate([self.w_ih[:, d * G:(d + 1) * G], self.w_hh[d]]),
+                            GEMM_PANEL_VECTORS)
+                for d in range(self.num_directions)]))
+        return self.__dict__["_input_and_hidden_panels"]
+
     @property
     def num_directions(self) -> int:
         return self.w_hh.shape[0]
