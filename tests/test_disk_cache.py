@@ -1,0 +1,90 @@
+"""Numba's on-disk cache as users meet it: the package imported from where it
+is installed (not this checkout), compiled code written to a cache directory the
+package does not own (NUMBA_CACHE_DIR, as for a read-only site-packages), and
+several processes compiling into that empty directory at once."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from numba_lstm import reference
+
+# Each process: a 2-layer LSTM on a 5-step sequence (the per-layer kernels) and
+# one streaming step (the one-call stack kernel), then what its cache-enabled
+# dispatchers loaded from the cache (hits) and compiled because it was not
+# there (misses).
+_FIRST_CALLS = """
+import json, sys
+import numpy as np
+import numba_lstm as nl
+from numba.core.dispatcher import Dispatcher
+
+case = dict(np.load(sys.argv[1]))
+x = case.pop("x")
+m = nl.LSTM(4, 8, 2)
+m.load_state_dict(case)
+out, _ = m(x)
+step = m.stream()(x[:1])
+hits = misses = 0
+for name, module in list(sys.modules.items()):
+    if name.startswith("numba_lstm"):
+        for obj in vars(module).values():
+            if isinstance(obj, Dispatcher) and obj.signatures:
+                hits += sum(obj.stats.cache_hits.values())
+                misses += sum(obj.stats.cache_misses.values())
+print(json.dumps({"out": out.tolist(), "step": step.tolist(), "hits": hits, "misses": misses,
+                  "package": nl.__file__}))
+"""
+
+
+def _start(case, cache_dir, cwd):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    env.pop("PYTHONPATH", None)  # the installed numba_lstm, as a user's script gets it
+    return subprocess.Popen([sys.executable, "-c", _FIRST_CALLS, str(case)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(process):
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _case(path):
+    """A 2-layer LSTM's torch-named parameters (I=4, H=8) and x (5, 1, 4), saved
+    to path; returns them."""
+    rng = np.random.default_rng(0)
+    case = {}
+    for k in range(2):
+        case[f"weight_ih_l{k}"] = rng.uniform(-0.5, 0.5, (32, 4 if k == 0 else 8))
+        case[f"weight_hh_l{k}"] = rng.uniform(-0.5, 0.5, (32, 8))
+        case[f"bias_ih_l{k}"] = rng.uniform(-0.5, 0.5, 32)
+        case[f"bias_hh_l{k}"] = rng.uniform(-0.5, 0.5, 32)
+    case["x"] = rng.standard_normal((5, 1, 4))
+    case = {k: v.astype(np.float32) for k, v in case.items()}
+    np.savez(path, **case)
+    return case
+
+
+def test_installed_package_fills_a_shared_cache_from_several_processes(tmp_path):
+    cache_dir, work = tmp_path / "numba-cache", tmp_path / "elsewhere"
+    work.mkdir()
+    params = _case(tmp_path / "case.npz")
+    x = params.pop("x").astype(np.float64)
+    params = {k: v.astype(np.float64) for k, v in params.items()}
+    cold = [_result(p) for p in [_start(tmp_path / "case.npz", cache_dir, work)
+                                 for _ in range(3)]]
+    warm = _result(_start(tmp_path / "case.npz", cache_dir, work))
+
+    out, _ = reference.lstm(x, params, num_layers=2)
+    step, _ = reference.lstm(x[:1], params, num_layers=2)
+    for run in cold + [warm]:
+        np.testing.assert_allclose(run["out"], out, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(run["step"], step, rtol=0, atol=2e-5)
+        assert run["out"] == cold[0]["out"] and run["step"] == cold[0]["step"]
+    assert sum(run["misses"] for run in cold) > 0  # the three compiled into the empty cache
+    # Whatever the three wrote at once, the fourth process loads all of it.
+    assert warm["misses"] == 0 and warm["hits"] > 0, warm
