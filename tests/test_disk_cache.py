@@ -1,7 +1,8 @@
-"""Numba's on-disk cache as users meet it: the package imported from where it
-is installed (not this checkout), compiled code written to a cache directory the
-package does not own (NUMBA_CACHE_DIR, as for a read-only site-packages), and
-several processes compiling into that empty directory at once."""
+"""Numba's on-disk cache as users meet it: the package imported as a user's
+script imports it (from outside the checkout: the installed copy), compiled
+code written to a cache directory the package does not own (NUMBA_CACHE_DIR,
+as for a read-only site-packages), and several processes compiling into that
+empty directory at once."""
 
 import json
 import os

@@ -9,7 +9,8 @@ which its rows (B / threads, at least 8 per tile) amortise.
 Where a step projects its own input, x and h sit side by side in one operand
 [x, h] (B, I + H) against [W_ih; W_hh]^T: one product with a longer k loop,
 and one pass of the tiles' read-modify-write over the gates instead of two
-(measured at SPEC S7, interleaved: 1.03-1.04x the two products).
+(whole models against two products, one process, interleaved: SPEC S5
+1.02-1.04x, S7 1.01-1.02x).
 
 Measured before (SPEC S5-S7, and why this replaced it): a BLAS GEMM per step
 from a Python loop. NumPy's BLAS repacks W_hh on every call and reached 25
