@@ -33,26 +33,29 @@ class PackedLayer:
         """(w_ih (D, P, I, NR), w_hh (D, P', H_out, NR)): each direction's W_ih^T
         and W_hh^T packed for cpu.panel_gemm, made on first use (only the
         threaded and large-batch paths need them), on cache lines (cpu.aligned)."""
-        if "_panels" not in self.__dict__:
-            G = 4 * self.hidden_size
-            self.__dict__["_panels"] = (
-                aligned_copy(np.stack([pack_panels(self.w_ih[:, d * G:(d + 1) * G],
-                                                   GEMM_PANEL_VECTORS)
-                                       for d in range(self.num_directions)])),
-                aligned_copy(np.stack([pack_panels(w, GEMM_PANEL_VECTORS) for w in self.w_hh])))
-        return self.__dict__["_panels"]
+        return (self._panels_per_direction("_w_ih_panels", self._w_ih_of),
+                self._panels_per_direction("_w_hh_panels", lambda d: self.w_hh[d]))
 
     def input_and_hidden_panels(self) -> np.ndarray:
         """(D, P, I + H_out, NR): each direction's [W_ih; W_hh]^T packed for
         cpu.panel_gemm, made on first use, for a step that projects its own
         input: its operand is [x, h] side by side (cpu.gemm_steps)."""
-        if "_input_and_hidden_panels" not in self.__dict__:
-            G = 4 * self.hidden_size
-            self.__dict__["_input_and_hidden_panels"] = aligned_copy(np.stack([
-                pack_panels(np.concatenate([self.w_ih[:, d * G:(d + 1) * G], self.w_hh[d]]),
-                            GEMM_PANEL_VECTORS)
+        return self._panels_per_direction(
+            "_input_and_hidden_panels", lambda d: np.concatenate([self._w_ih_of(d), self.w_hh[d]]))
+
+    def _w_ih_of(self, d: int) -> np.ndarray:
+        """Direction d's W_ih^T (I, 4H), a view."""
+        G = 4 * self.hidden_size
+        return self.w_ih[:, d * G:(d + 1) * G]
+
+    def _panels_per_direction(self, key: str, weights_of) -> np.ndarray:
+        """weights_of(d) (K, 4H) of every direction d packed by pack_panels,
+        stacked (D, P, K, NR) on a cache line; made once, kept under key."""
+        if key not in self.__dict__:
+            self.__dict__[key] = aligned_copy(np.stack([
+                pack_panels(weights_of(d), GEMM_PANEL_VECTORS)
                 for d in range(self.num_directions)]))
-        return self.__dict__["_input_and_hidden_panels"]
+        return self.__dict__[key]
 
     @property
     def num_directions(self) -> int:
