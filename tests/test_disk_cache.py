@@ -89,3 +89,45 @@ def test_installed_package_fills_a_shared_cache_from_several_processes(tmp_path)
     assert sum(run["misses"] for run in cold) > 0  # the three compiled into the empty cache
     # Whatever the three wrote at once, the fourth process loads all of it.
     assert warm["misses"] == 0 and warm["hits"] > 0, warm
+
+
+# The threaded paths whose fresh and cached code differed before the kernels
+# spelled out their FMAs: the per-layer kernel split by direction and batch
+# (B=2, bidirectional, with lengths) and the panel-GEMM steps (B=16) in
+# float32, the thread team (B=1, H=64) in float64. Prints each output's bytes
+# as hex.
+_THREADED_PATHS = """
+import json
+import numpy as np
+import numba_lstm as nl
+
+rng = np.random.default_rng(0)
+results = {}
+for name, batch, hidden, bidirectional, dtype in [("layer", 2, 8, True, "float32"),
+                                                  ("gemm", 16, 8, False, "float32"),
+                                                  ("team", 1, 64, False, "float64")]:
+    m = nl.LSTM(5, hidden, 2, bidirectional=bidirectional, dtype=dtype)
+    m.load_state_dict({k: rng.uniform(-0.5, 0.5, v.shape) for k, v in m.state_dict().items()})
+    x = rng.standard_normal((7, batch, 5))
+    lengths = np.arange(7, 7 - batch, -1) if batch <= 7 else None
+    results[name] = m(x, lengths=lengths)[0].tobytes().hex()
+print(json.dumps(results))
+"""
+
+
+def test_cached_kernels_compute_the_same_bits_as_fresh_ones(tmp_path):
+    # Numba optimises a parallel kernel's body twice: alone, as the compiling
+    # process runs it, and inside the library that it writes to the cache. With
+    # LLVM free to contract a * b + c into an FMA, the two copies differed in the
+    # last bit (1.5e-8 at float32), so a process that compiled and one that read
+    # the cache disagreed. The kernels spell their FMAs out; this holds them to it.
+    def run():
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+        done = subprocess.run([sys.executable, "-c", _THREADED_PATHS], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    fresh, cached = run(), run()
+    different = [name for name in fresh if fresh[name] != cached[name]]
+    assert not different, f"cached kernels differ from fresh ones on {different}"

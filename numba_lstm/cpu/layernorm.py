@@ -10,6 +10,7 @@ from numba import njit, prange
 
 from .activations import sigmoid, tanh
 from .recurrence import _FLAGS, _rows_matmul_acc, serial_twin
+from .simd import fma
 
 
 @njit(**_FLAGS)
@@ -61,8 +62,8 @@ def layernorm_lstm_layer(gx, w_hh, ln_w, ln_b, h0, c0, out, h_n, c_n, eps, n_chu
                 for g in range(4):
                     _normalise(gates, r, g * H, H, ln_w, ln_b, g, eps)
                 for j in range(H):
-                    c_new = sigmoid(gates[r, H + j]) * c[r, j] + \
-                        sigmoid(gates[r, j]) * tanh(gates[r, 2 * H + j])
+                    c_new = fma(sigmoid(gates[r, H + j]), c[r, j],
+                                sigmoid(gates[r, j]) * tanh(gates[r, 2 * H + j]))
                     c[r, j] = c_new
                     c_norm[r, j] = c_new
                 _normalise(c_norm, r, 0, H, ln_w, ln_b, 4, eps)

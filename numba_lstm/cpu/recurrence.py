@@ -18,16 +18,18 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from .activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
-from .simd import VECTOR_BYTES, vfma, vload1, vmul, vstore1
+from .simd import VECTOR_BYTES, fma, vfma, vload1, vmul, vstore1
 
-# FMA contraction only: NaN/Inf must still propagate exactly as in torch.
-_FLAGS = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+# No fastmath, not even contraction: multiply-adds are explicit fma() calls
+# (cpu.simd), so a kernel computes the same bits whether it was compiled in
+# this process or loaded from the on-disk cache, and NaN/Inf propagate as in torch.
+_FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(inline="always", **_FLAGS)
 def cell_update(z_i, z_f, z_g, z_o, c_prev):
     """(c, o*tanh(c)) from one unit's four gate pre-activations: the LSTM cell."""
-    c = sigmoid(z_f) * c_prev + sigmoid(z_i) * tanh(z_g)
+    c = fma(sigmoid(z_f), c_prev, sigmoid(z_i) * tanh(z_g))  # as cell_update_vec
     return c, sigmoid(z_o) * tanh(c)
 
 
@@ -125,14 +127,13 @@ def _row_matmul_acc(out, r, h, w, d):
         a2 = h[r, k + 2]
         a3 = h[r, k + 3]
         for j in range(N):
-            out[r, j] += (
-                a0 * w[d, k, j] + a1 * w[d, k + 1, j] + a2 * w[d, k + 2, j] + a3 * w[d, k + 3, j]
-            )
+            out[r, j] = fma(a3, w[d, k + 3, j], fma(a2, w[d, k + 2, j], fma(
+                a1, w[d, k + 1, j], fma(a0, w[d, k, j], out[r, j]))))
         k += 4
     while k < K:
         a0 = h[r, k]
         for j in range(N):
-            out[r, j] += a0 * w[d, k, j]
+            out[r, j] = fma(a0, w[d, k, j], out[r, j])
         k += 1
 
 
@@ -157,16 +158,16 @@ def _rows_matmul_acc(out, h, w, d, n_rows):
             for j in range(N):
                 w0 = w[d, k, j]
                 w1 = w[d, k + 1, j]
-                out[r, j] += a00 * w0 + a01 * w1
-                out[r + 1, j] += a10 * w0 + a11 * w1
-                out[r + 2, j] += a20 * w0 + a21 * w1
-                out[r + 3, j] += a30 * w0 + a31 * w1
+                out[r, j] = fma(a01, w1, fma(a00, w0, out[r, j]))
+                out[r + 1, j] = fma(a11, w1, fma(a10, w0, out[r + 1, j]))
+                out[r + 2, j] = fma(a21, w1, fma(a20, w0, out[r + 2, j]))
+                out[r + 3, j] = fma(a31, w1, fma(a30, w0, out[r + 3, j]))
             k += 2
         if k < K:
             for q in range(4):
                 a = h[r + q, k]
                 for j in range(N):
-                    out[r + q, j] += a * w[d, k, j]
+                    out[r + q, j] = fma(a, w[d, k, j], out[r + q, j])
         r += 4
     while r < n_rows:
         _row_matmul_acc(out, r, h, w, d)

@@ -114,15 +114,33 @@ def vsplat(typingctx, x):
     return vec_type(x), codegen
 
 
+def _fma_codegen(context, builder, sig, args):
+    ty = args[0].type
+    if isinstance(ty, ir.VectorType):
+        name = f"llvm.fma.v{ty.count}{ty.element.intrinsic_name}"
+    else:
+        name = f"llvm.fma.{ty.intrinsic_name}"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
+    return builder.call(fma, args)
+
+
 @intrinsic
 def vfma(typingctx, a, b, c):
     """a * b + c lane by lane, one rounding (llvm.fma)."""
-    def codegen(context, builder, sig, args):
-        vec = args[0].type
-        name = f"llvm.fma.v{vec.count}{vec.element.intrinsic_name}"
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
-        return builder.call(fma, args)
-    return a(a, b, c), codegen
+    return a(a, b, c), _fma_codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c for float scalars, one rounding (llvm.fma). Kernels write their
+    multiply-adds with it instead of letting LLVM contract ``a * b + c``: where
+    LLVM contracts depends on how a function was inlined and optimised, and a
+    parallel kernel's body is optimised twice (once alone, as the fresh process
+    runs it, once inside the library that the on-disk cache stores), so
+    contraction made a cached kernel differ in the last bit from a fresh one."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    return a(a, b, c), _fma_codegen
 
 
 def _binary(op):
