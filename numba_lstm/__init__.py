@@ -13,6 +13,7 @@ from .modules import (
     Linear,
     LSTMCell,
     LSTMConfig,
+    StateDictError,
     Stream,
     infer_lstm_config,
     lstm_prefixes,
@@ -22,5 +23,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LSTM", "Embedding", "LSTMCell", "LSTMConfig", "LayerNormLSTM", "Linear", "LoadError",
-    "Stream", "infer_lstm_config", "load", "lstm_prefixes", "save",
+    "StateDictError", "Stream", "infer_lstm_config", "load", "lstm_prefixes", "save",
 ]

@@ -1,4 +1,4 @@
-"""SPEC §4: torch's exception types, messages naming expected and actual."""
+"""Bad input: torch's exception types, messages naming expected and actual."""
 
 import numpy as np
 import pytest
@@ -135,6 +135,25 @@ def test_load_state_dict_lists_every_shape_mismatch(lstm):
         lstm.load_state_dict(sd, strict=False)
 
 
+def test_load_state_dict_lists_missing_unexpected_and_mismatched_at_once(lstm):
+    # One pass for the user who converts a checkpoint: torch reports all three kinds.
+    before = lstm.state_dict()
+    sd = lstm.state_dict()
+    del sd["bias_hh_l1"]
+    sd["junk"] = np.zeros(3)
+    sd["weight_hh_l0"] = np.zeros((24, 5))
+    with pytest.raises(nl.StateDictError) as info:
+        lstm.load_state_dict(sd)
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    msg = str(info.value)
+    assert msg.startswith("Error(s) in loading state_dict for LSTM:")
+    assert "missing keys: bias_hh_l1" in msg and "unexpected keys: junk" in msg
+    assert "size mismatch for weight_hh_l0: expected (24, 6), got (24, 5)" in msg
+    # Nothing was loaded: the module still holds its old weights.
+    for name, value in lstm.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
 def test_load_state_dict_rejects_non_mapping_and_non_numeric(lstm):
     with pytest.raises(TypeError, match="state_dict must be a mapping, got list"):
         lstm.load_state_dict([1, 2])
@@ -151,7 +170,8 @@ def test_from_state_dict_unknown_prefix_names_the_found_ones():
 
 
 def test_from_state_dict_bad_shapes():
-    with pytest.raises(ValueError, match="are not LSTM weight shapes"):
+    with pytest.raises(ValueError, match=r"not an LSTM: weight_ih_l0 \(5, 3\), "
+                                         r"weight_hh_l0 \(5, 1\) disagree"):
         nl.LSTM.from_state_dict({"weight_ih_l0": np.zeros((5, 3)),
                                  "weight_hh_l0": np.zeros((5, 1))})
 

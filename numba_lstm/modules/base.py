@@ -12,6 +12,14 @@ import numpy as np
 from . import _validate as v
 
 
+class StateDictError(KeyError, ValueError):
+    """A state_dict that does not fit a module: missing or unexpected names
+    (torch's KeyError side) and shape mismatches (the ValueError side), all listed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # not KeyError's quoted repr
+
+
 def select_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """The entries of ``state_dict`` under ``prefix``, with the prefix removed."""
     if not prefix:
@@ -72,34 +80,33 @@ class Module:
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
         """Load torch-named parameters (anything ``np.asarray`` accepts).
 
-        strict: missing or unexpected names raise KeyError listing all of them;
-        shape mismatches always raise ValueError listing all of them.
+        Every problem is reported in one StateDictError (a KeyError and a
+        ValueError): with strict, missing and unexpected names; always, shape
+        mismatches. Nothing is loaded unless everything fits.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         shapes = self._param_shapes()
-        missing = [k for k in shapes if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in shapes]
-        if strict and (missing or unexpected):
-            parts = []
+        problems = []
+        if strict:
+            missing = [k for k in shapes if k not in state_dict]
+            unexpected = [str(k) for k in state_dict if k not in shapes]
             if missing:
-                parts.append("missing keys: " + ", ".join(missing))
+                problems.append("missing keys: " + ", ".join(missing))
             if unexpected:
-                parts.append("unexpected keys: " + ", ".join(map(str, unexpected)))
-            raise KeyError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                           + "; ".join(parts))
-        loaded, wrong = {}, []
+                problems.append("unexpected keys: " + ", ".join(unexpected))
+        loaded = {}
         for name, shape in shapes.items():
             if name not in state_dict:
                 continue
             value = v.as_float_array(state_dict[name], self._dtype, f"state_dict[{name!r}]")
             if value.shape != shape:
-                wrong.append(f"{name}: expected {v.fmt_shape(shape)}, "
-                             f"got {v.fmt_shape(value.shape)}")
+                problems.append(f"size mismatch for {name}: expected {v.fmt_shape(shape)}, "
+                                f"got {v.fmt_shape(value.shape)}")
             loaded[name] = value.copy()
-        if wrong:
-            raise ValueError(f"size mismatch in state_dict for {type(self).__name__}: "
-                             + "; ".join(wrong))
+        if problems:
+            raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
+                                 + "\n  ".join(problems))
         self._params.update(loaded)
         self._prepare()
         return self
@@ -136,6 +143,13 @@ class Module:
         if self._on_device(value):
             return self._backend().as_input(value, self._dtype, what)
         return v.as_float_array(value, self._dtype, what)
+
+    def _swap_leading_axes(self, x):
+        """(T, B, ...) <-> (B, T, ...) as a new C-contiguous array where x lives:
+        a GPU array on the GPU, a NumPy array on the host (NumPy in, NumPy out)."""
+        if self._on_device(x):
+            return self._backend().swap_leading_axes(x)
+        return np.ascontiguousarray(np.swapaxes(x, 0, 1))
 
     # -- pickling and repr --------------------------------------------------------------
     _derived: tuple[str, ...] = ()

@@ -40,6 +40,33 @@ def lstm_prefixes(state_dict: Mapping[str, Any]) -> list[str]:
                    if k.endswith("weight_ih_l0")})
 
 
+def _check_lstm_shapes(prefix: str, w_ih: tuple, w_hh: tuple, w_hr: tuple | None) -> None:
+    """Layer 0's shapes must agree on one LSTM: weight_ih (4H, I), weight_hh
+    (4H, H) or, with a projection weight_hr (P, H), weight_hh (4H, P). A GRU's
+    (3H, .) or an RNN's (H, .) weights fail here rather than be read as an LSTM
+    of another hidden size."""
+    names = f"{prefix}weight_ih_l0 {w_ih}, {prefix}weight_hh_l0 {w_hh}"
+    if w_hr is not None:
+        names += f", {prefix}weight_hr_l0 {w_hr}"
+    expected = ("(4*hidden, input), (4*hidden, hidden)" if w_hr is None else
+                "(4*hidden, input), (4*hidden, proj), (proj, hidden)")
+    if len(w_ih) != 2 or len(w_hh) != 2 or (w_hr is not None and len(w_hr) != 2):
+        raise ValueError(f"not an LSTM: {names}; expected 2-D shapes {expected}")
+    rows, columns = w_hh
+    hidden = rows // 4
+    if rows % 4 or w_ih[0] != rows:
+        problem = f"{rows} rows is not 4 x hidden" if rows % 4 else \
+            f"weight_ih has {w_ih[0]} rows, weight_hh {rows}"
+    elif w_hr is None and columns != hidden:
+        problem = f"weight_hh has {rows} rows = 4 x {hidden}, but {columns} columns"
+    elif w_hr is not None and (w_hr[1] != hidden or columns != w_hr[0]):
+        problem = (f"with projection, weight_hr must be ({columns}, {hidden}) for "
+                   f"weight_hh {w_hh}")
+    else:
+        return
+    raise ValueError(f"not an LSTM: {names} disagree ({problem}); expected {expected}")
+
+
 def infer_lstm_config(state_dict: Mapping[str, Any], prefix: str = "") -> LSTMConfig:
     """Read sizes, layers, bias, direction and projection from names and shapes."""
     params = select_prefix(state_dict, prefix)
@@ -51,11 +78,10 @@ def infer_lstm_config(state_dict: Mapping[str, Any], prefix: str = "") -> LSTMCo
         )
     w_ih = np.shape(params["weight_ih_l0"])
     w_hh = np.shape(params["weight_hh_l0"])
-    if len(w_ih) != 2 or len(w_hh) != 2 or w_hh[0] % 4:
-        raise ValueError(f"{prefix}weight_ih_l0 {w_ih} / {prefix}weight_hh_l0 {w_hh} are not "
-                         "LSTM weight shapes ((4*hidden, input), (4*hidden, hidden))")
+    w_hr = np.shape(params["weight_hr_l0"]) if "weight_hr_l0" in params else None
+    _check_lstm_shapes(prefix, w_ih, w_hh, w_hr)
     layers = [int(m.group(2)) for k in params if (m := _LAYER_KEY.match(k))]
-    proj = np.shape(params["weight_hr_l0"])[0] if "weight_hr_l0" in params else 0
+    proj = w_hr[0] if w_hr is not None else 0
     return LSTMConfig(
         input_size=int(w_ih[1]), hidden_size=int(w_hh[0]) // 4, num_layers=max(layers) + 1,
         bias="bias_ih_l0" in params, bidirectional="weight_ih_l0_reverse" in params,
@@ -169,7 +195,7 @@ class LSTM(Module):
                                  f"got unbatched input of shape {v.fmt_shape(x.shape)}")
             x = x.reshape((x.shape[0], 1, x.shape[1]))
         elif self.batch_first:
-            x = backend.swap_leading_axes(x)
+            x = self._swap_leading_axes(x)
         T, B = x.shape[:2]
         h0, c0 = self._initial_state(hx, B, batched)
         if lengths is not None:
@@ -183,7 +209,7 @@ class LSTM(Module):
             return (out.reshape((T, out.shape[2])),
                     (h_n.reshape((n, H_out)), c_n.reshape((n, c_n.shape[2]))))
         if self.batch_first:
-            out = backend.swap_leading_axes(out)
+            out = self._swap_leading_axes(out)
         return out, (h_n, c_n)
 
     def _stream_stepper(self, x, state):
