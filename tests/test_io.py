@@ -175,6 +175,38 @@ def test_code_in_pickles_never_runs(tmp_path, make, wrap):
     assert not marker.exists()
 
 
+def _user_package(root: Path, marker: Path) -> str:
+    """An importable package whose model class records any import in ``marker``."""
+    package = root / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n\n"
+        "class Model:\n    def __init__(self):\n        self.hidden_size = 8\n")
+    return "userpkg.model"
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("wrap", ["raw", "zip"])
+def test_whole_model_of_an_importable_class_gets_the_state_dict_hint(tmp_path, monkeypatch,
+                                                                     protocol, wrap):
+    # torch.save(model) for a class in the user's own package, not __main__.
+    marker = tmp_path / "imported"
+    name = _user_package(tmp_path, marker)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        payload = pickle.dumps(__import__(name, fromlist=["Model"]).Model(), protocol=protocol)
+    finally:
+        for module in ("userpkg", name):
+            sys.modules.pop(module, None)
+    marker.unlink()
+    data = payload if wrap == "raw" else torch_zip(payload, {})
+    with pytest.raises(LoadError, match=r"pickled object of class userpkg\.model\.Model, not a "
+                                        r"state_dict.*save model\.state_dict\(\) instead"):
+        nl.load(io.BytesIO(data))
+    assert not marker.exists() and name not in sys.modules  # nothing was imported
+
+
 def test_reduce_on_allowed_names_with_wrong_arguments():
     pkl = b"\x80\x02" + op_global("torch._utils", "_rebuild_tensor_v2") + \
         op_tuple(op_str("not a storage"), op_int(0), op_tuple(), op_tuple(), b"\x89") + b"R."
@@ -335,6 +367,19 @@ def test_live_torch_files_whole_model_and_torchscript(tmp_path, legacy):
     torch.save(model, tmp_path / "model.pt", **kw)
     with pytest.raises(LoadError, match=r"save model.state_dict\(\) instead"):
         nl.load(tmp_path / "model.pt")
+    # A model class in the user's own importable package, not __main__.
+    (tmp_path / "usernet.py").write_text(
+        "import torch\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.lstm = torch.nn.LSTM(3, 4)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        torch.save(__import__("usernet").Net(), tmp_path / "user_model.pt", **kw)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("usernet", None)
+    with pytest.raises(LoadError, match=r"class usernet\.Net, not a state_dict.*"
+                                        r"save model.state_dict\(\) instead"):
+        nl.load(tmp_path / "user_model.pt")
     torch.save({"model": lstm.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt", **kw)
     assert sorted(nl.load(tmp_path / "ckpt.pt")) == sorted("model." + k for k in
                                                           lstm.state_dict())

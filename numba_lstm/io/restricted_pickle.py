@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import pickletools
 
 import numpy as np
 
@@ -70,6 +71,40 @@ ALLOWED = {
 }
 
 
+_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"}
+_SKIP = {"PROTO", "FRAME", "MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"}
+
+
+def top_level_class(data: bytes) -> tuple[str, str] | None:
+    """The (module, name) of the class whose new instance is the pickle's
+    top-level object, as ``torch.save(model)`` writes it (the class, no
+    arguments, NEWOBJ), read from the first opcodes without running anything.
+    None when the pickle starts otherwise: a container, or a function call."""
+    ops = []
+    try:
+        for opcode, arg, _pos in pickletools.genops(io.BytesIO(data)):
+            if opcode.name not in _SKIP:
+                ops.append((opcode.name, arg))
+            if len(ops) == 5:
+                break
+    except Exception:  # malformed: the unpickler says so
+        return None
+    names = [name for name, _ in ops]
+    if names[:3] == ["GLOBAL", "EMPTY_TUPLE", "NEWOBJ"]:
+        module, _, name = str(ops[0][1]).partition(" ")
+        return module, name
+    # torch's legacy format opens a whole model with the record of its class's
+    # source: a persistent id ("module", <class>, file, source).
+    if names[:3] == ["MARK", names[1], "GLOBAL"] and names[1] in _STRINGS and \
+            ops[1][1] == "module":
+        module, _, name = str(ops[2][1]).partition(" ")
+        return module, name
+    if (len(names) == 5 and names[0] in _STRINGS and names[1] in _STRINGS
+            and names[2:] == ["STACK_GLOBAL", "EMPTY_TUPLE", "NEWOBJ"]):
+        return ops[0][1], ops[1][1]
+    return None
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """``storage_loader(key, storage_type, numel, record)`` returns a Storage."""
 
@@ -77,6 +112,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self._storage_loader = storage_loader
         self._storages: dict[str, Storage] = {}
+        self._top = top_level_class(data)
 
     def find_class(self, module, name):
         if (module, name) in ALLOWED:
@@ -85,9 +121,11 @@ class RestrictedUnpickler(pickle.Unpickler):
             return StorageType(name)
         if module == "torch" and name.endswith("Storage"):
             raise LoadError(f"unsupported tensor dtype: storage type torch.{name}")
-        if module.startswith("torch.nn.modules") or module.startswith("__main__"):
+        if ((module, name) == self._top or module.startswith("torch.nn.modules")
+                or module.startswith("__main__")):
             raise LoadError(f"the file holds a pickled object of class {module}.{name}, not a "
-                            "state_dict; in PyTorch, save model.state_dict() instead of the model")
+                            "state_dict (nothing from the file was executed); in PyTorch, save "
+                            "model.state_dict() instead of the model")
         raise LoadError(f"refusing to load global {module}.{name}: only tensors and plain "
                         "containers are allowed (nothing from the file is executed)")
 
