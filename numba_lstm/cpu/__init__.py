@@ -33,7 +33,7 @@ _KERNEL_LOCK = threading.Lock()
 # projection: its 8-row register tiles are full.
 GEMM_STEPS_MIN_BATCH = 16
 # The large-batch kernel projects each step's input itself, saving gx's round
-# trip through memory (SPEC S7: 26 MB written, then read), when a direction's
+# trip through memory (shape S7: 26 MB written, then read), when a direction's
 # W_ih and W_hh stay in a core's L2 or each task has enough rows to reuse every
 # weight it reads per step. Measured: S7 (384 KB) 26.0 -> 20.9 ms fused; S6
 # (16 rows per thread, 8 MB per step) 196 against 225 ms fused.
@@ -192,11 +192,6 @@ def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
         sl = slice(k * D, (k + 1) * D)  # leading-axis slices of C arrays stay C-contiguous
         out = lstm_layer_forward(out, layer, h0[sl], c0[sl], lengths, h_n[sl], c_n[sl])
     return out, h_n, c_n
-
-
-def swap_leading_axes(x: np.ndarray) -> np.ndarray:
-    """(T, B, ...) <-> (B, T, ...), as a new C-contiguous array."""
-    return np.ascontiguousarray(x.swapaxes(0, 1))
 
 
 def pack_layernorm_layer(params: dict, dtype) -> dict:

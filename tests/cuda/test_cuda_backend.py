@@ -20,7 +20,7 @@ import numba_lstm as nl  # noqa: E402
 from numba_lstm import reference  # noqa: E402
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-TOL = {np.float32: 2e-5, np.float64: 1e-10}  # SPEC §2
+TOL = {np.float32: 2e-5, np.float64: 1e-10}  # max |Δ| bounds, docs/index.md
 
 
 @pytest.fixture(params=["persistent", "per_step"])
@@ -156,6 +156,36 @@ def test_device_hx_with_host_input_gives_host_results():
     np.testing.assert_allclose(h_n, h_cpu, rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize("layout", ["time_major", "batch_first", "unbatched"])
+@pytest.mark.parametrize("x_kind", ["numpy", "device"])
+@pytest.mark.parametrize("hx_kind", [None, "numpy", "device"])
+def test_results_live_where_the_input_lives_in_every_layout(layout, x_kind, hx_kind):
+    # NumPy input gives NumPy results and device input device results, whatever
+    # the layout and wherever hx lives (batch_first once gave device arrays).
+    rng = np.random.default_rng(11)
+    cpu, _, sd, x = _pair(rng, np.float32, T=3, B=2, layers=2)
+    gpu = nl.LSTM.from_state_dict(sd, batch_first=layout == "batch_first").to("cuda")
+    cpu.batch_first = layout == "batch_first"
+    x = {"time_major": x, "batch_first": np.ascontiguousarray(x.transpose(1, 0, 2)),
+         "unbatched": np.ascontiguousarray(x[:, 0])}[layout]
+    state_shape = (2, 4) if layout == "unbatched" else (2, 2, 4)
+    hx = None
+    if hx_kind is not None:
+        hx = tuple(rng.standard_normal(state_shape).astype(np.float32) for _ in range(2))
+    expected_out, (expected_h, expected_c) = cpu(x, hx)
+    if hx_kind == "device":
+        hx = tuple(cuda.to_device(s) for s in hx)
+    out, (h_n, c_n) = gpu(x if x_kind == "numpy" else cuda.to_device(x), hx)
+    for ours, theirs in ((out, expected_out), (h_n, expected_h), (c_n, expected_c)):
+        if x_kind == "numpy":
+            assert isinstance(ours, np.ndarray), type(ours)
+        else:
+            assert cuda_backend.is_device_array(ours), type(ours)
+            ours = ours.copy_to_host()
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-5)
+
+
 def test_device_hx_of_wrong_shape_names_both_shapes():
     rng = np.random.default_rng(9)
     _, gpu, _, x = _pair(rng, np.float32)
@@ -231,7 +261,7 @@ def test_streaming_device_chunks_keeps_the_state_on_the_device():
 def test_gpu_bench_runs_a_shape_and_prints_per_step_latency():
     from numba_lstm import bench
 
-    # SPEC shapes take minutes in the simulator; tiny ones run the same code.
+    # The benchmark shapes take minutes in the simulator; tiny ones run the same code.
     tiny = [bench.Shape("tiny", 2, 3, 5, 4, 2, False, "sequence"),
             bench.Shape("tiny-stream", 1, 1, 5, 4, 1, False, "streaming step")]
     report = bench.run(tiny, ["numba_lstm", "torch", "onnxruntime"], device="cuda",
