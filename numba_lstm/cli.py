@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from numba_lstm.bench.shapes import SHAPES
+
 
 def cmd_example(args) -> int:
     """A random-weight LSTM over random input: shapes, parity with the reference, time."""
@@ -68,10 +70,14 @@ def cmd_info(args) -> int:
     if not prefixes:
         print("no LSTM found (no '*weight_ih_l0' tensor)")
     for prefix in prefixes:
+        # Loaded as `run` would load it, so that every layer's shapes are checked
+        # against the configuration before it is printed.
         try:
             config = nl.infer_lstm_config(state_dict, prefix)
+            nl.LSTM.from_state_dict(state_dict, prefix=prefix)
         except (KeyError, ValueError) as exc:
-            print(f"LSTM under prefix {prefix!r}: not readable: {exc}")
+            reason = str(exc).strip('"')
+            print(f"under prefix {prefix!r}: not an LSTM that can be loaded: {reason}")
             continue
         fields = ", ".join(f"{k}={v}" for k, v in vars(config).items())
         print(f"LSTM under prefix {prefix!r}: {fields}")
@@ -134,7 +140,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """numba_lstm vs torch vs ONNX Runtime on SPEC §3's shapes, in this process."""
+    """numba_lstm vs torch vs ONNX Runtime on the benchmark shapes, in this process."""
     import json
 
     from numba_lstm import bench
@@ -189,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lengths", help="(B,) integer .npy of sequence lengths")
     run.set_defaults(func=cmd_run)
     bench = sub.add_parser("bench", help="time numba_lstm against torch and ONNX Runtime")
-    bench.add_argument("--shapes", help="comma-separated SPEC §3 ids (default: all), e.g. S1,S8")
+    bench.add_argument("--shapes", help="comma-separated shape ids (default: all): " + "; ".join(
+        f"{s.id} B={s.batch} T={s.steps} I={s.input_size} H={s.hidden_size} L={s.layers}"
+        + (" bidirectional" if s.bidirectional else "") for s in SHAPES))
     bench.add_argument("--peers", help="comma-separated peers (default: all installed)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--rounds", type=int, default=7, help="samples per runner (median)")

@@ -22,6 +22,30 @@ def test_info_lists_tensors_and_configs():
     assert "LSTM under prefix 'lstm.': input_size=3, hidden_size=5, num_layers=1" in result.stdout
 
 
+def test_info_refuses_shapes_that_are_no_lstm(tmp_path):
+    import numba_lstm as nl
+
+    rng = np.random.default_rng(0)
+    # torch.nn.GRU(4, 8): 24 = 3 x 8 rows, which an LSTM would read as 4 x 6.
+    gru = {"weight_ih_l0": rng.standard_normal((24, 4)),
+           "weight_hh_l0": rng.standard_normal((24, 8)),
+           "bias_ih_l0": np.zeros(24), "bias_hh_l0": np.zeros(24)}
+    # An LSTM whose second layer does not fit the first: layer 0 alone looks fine.
+    lstm = nl.LSTM(4, 6, 2).state_dict()
+    lstm["weight_hh_l1"] = np.zeros((24, 5), np.float32)
+    nl.save(tmp_path / "gru.safetensors", {k: v.astype(np.float32) for k, v in gru.items()})
+    nl.save(tmp_path / "lstm.safetensors", lstm)
+    result = cli("info", tmp_path / "gru.safetensors")
+    assert result.returncode == 0, result.stderr
+    assert "hidden_size=" not in result.stdout
+    assert ("under prefix '': not an LSTM that can be loaded: not an LSTM: weight_ih_l0 (24, 4), "
+            "weight_hh_l0 (24, 8) disagree (weight_hh has 24 rows = 4 x 6, but 8 columns)"
+            in result.stdout)
+    result = cli("info", tmp_path / "lstm.safetensors")
+    assert "hidden_size=" not in result.stdout
+    assert "size mismatch for weight_hh_l1: expected (24, 6), got (24, 5)" in result.stdout
+
+
 def test_run_matches_the_library(tmp_path):
     import numba_lstm as nl
 
@@ -35,6 +59,8 @@ def test_run_matches_the_library(tmp_path):
     assert result.returncode == 0, result.stderr
     lstm = nl.LSTM.from_state_dict(nl.load(FIXTURES / "model_legacy.pt"), prefix="lstm.",
                                    batch_first=True)
+    # Exact: a process that compiled the kernels and one that loaded them from
+    # the cache compute the same bits (docs/index.md, Correctness).
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), lstm(x, lengths=lengths)[0])
 
 
@@ -56,3 +82,15 @@ def test_failures_exit_nonzero_with_a_message(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_and_code_cite_only_what_users_have():
+    # Users get the package and docs/, never the team's design contract: the
+    # bench's help lists the shapes itself, and no module points elsewhere.
+    result = cli("bench", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "SPEC" not in result.stdout
+    assert "S9 B=4 T=300 I=40 H=160 L=1" in " ".join(result.stdout.split())
+    package = Path(__file__).parents[1] / "numba_lstm"
+    citing = [str(p.relative_to(package)) for p in package.rglob("*.py") if "SPEC" in p.read_text()]
+    assert not citing, citing
