@@ -1,10 +1,10 @@
-"""Plot speed-up per SPEC §3 shape from `numba-lstm bench --json` output.
+"""Plot speed-up per benchmark shape from `numba-lstm bench --json` output.
 
     numba-lstm bench --json > benchmarks/results/cpu.json
     python benchmarks/plot_speedup.py benchmarks/results/cpu.json docs/img/speedup_cpu.png
 
 Bars: peer time / numba_lstm time (log scale), one pair per shape; ticks mark
-the SPEC §3 targets. Needs matplotlib (the `bench` extra).
+the targets of docs/performance.md. Needs matplotlib (the `bench` extra).
 """
 
 import json
@@ -43,7 +43,7 @@ def main(src: str, dst: str) -> None:
     machine = report["machine"]
     ax.set_title(f"numba_lstm vs torch {machine.get('torch')} and ONNX Runtime "
                  f"{machine.get('onnxruntime')}, float32, {machine['numba_threads']} threads "
-                 "(black ticks: SPEC §3 targets)", fontsize=9)
+                 "(black ticks: targets)", fontsize=9)
     # Room above the highest bar or target tick, and the legend where the
     # batch-1 shapes' bars stay low: at the upper right it hid S8's 10x tick.
     ax.set_ylim(top=1.6 * max(ax.get_ylim()[1], *(t for r in results

@@ -17,7 +17,7 @@ except ImportError:
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 
-TOL = {np.float32: 2e-5, np.float64: 1e-10}  # SPEC §2, max |Δ|
+TOL = {np.float32: 2e-5, np.float64: 1e-10}  # max |Δ| against torch, docs/index.md
 
 
 def max_abs_diff(a, b) -> float:

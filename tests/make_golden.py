@@ -2,7 +2,7 @@
 
 The golden vectors let the suite check parity with torch where torch is absent.
 Each file holds the parameters (``param:<name>``), the inputs, the config and
-torch's outputs for one case of SPEC §2's matrix.
+torch's outputs for one case of the parity matrix (docs/index.md).
 """
 
 import json

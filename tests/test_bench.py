@@ -1,6 +1,6 @@
 """The bench's own measurements (numba_lstm.bench): the FMA-rate probe and the
-table's notes. The timings themselves are never asserted (SPEC §3: benchmarks,
-not timed tests)."""
+table's notes. The timings themselves are never asserted (speed is shown by
+benchmarks, never by timed tests)."""
 
 import numpy as np
 import pytest

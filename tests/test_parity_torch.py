@@ -1,4 +1,5 @@
-"""Live parity with torch.nn.LSTM / nn.LSTMCell over SPEC §2's whole matrix."""
+"""Live parity with torch.nn.LSTM / nn.LSTMCell over the whole matrix of
+docs/index.md's Correctness section."""
 
 import itertools
 
@@ -52,7 +53,7 @@ def test_sequence_lengths(steps, dtype):
 
 
 def test_t1000_float32_large_hidden_drift():
-    """SPEC §2's float32 bound must hold over 1000 steps with the fast activations."""
+    """The float32 bound must hold over 1000 steps with the fast activations."""
     from torch_cases import make_case
 
     config = dict(num_layers=1, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""asv suite: numba_lstm on the CPU over SPEC §3's shapes (numba_lstm.bench.shapes).
+"""asv suite: numba_lstm on the CPU over the benchmark shapes (numba_lstm.bench.shapes).
 
 Peers are not timed here (that is `numba-lstm bench`); asv tracks our own
 numbers commit by commit: time per call, peak memory, GFLOP/s, and the cost of

@@ -1,4 +1,4 @@
-"""asv suite: the CUDA backend against torch's cuDNN LSTM over SPEC §3's shapes.
+"""asv suite: the CUDA backend against torch's cuDNN LSTM over the benchmark shapes.
 
 Each benchmark's setup raises NotImplementedError where there is no GPU (asv
 then skips it), so the suite runs unchanged on CPU-only machines and on GPU

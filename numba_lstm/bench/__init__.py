@@ -1,5 +1,5 @@
 """Side-by-side benchmark: numba_lstm against torch and ONNX Runtime (whichever
-are installed) on SPEC §3's shapes, same weights and inputs, one process.
+are installed) on the shapes of docs/performance.md, same weights and inputs, one process.
 
 ``numba-lstm bench`` prints the table; ``--json`` the same data for machines.
 """
@@ -20,7 +20,7 @@ __all__ = ["SHAPES", "BY_ID", "PEERS", "Shape", "ShapeResult", "run", "format_ta
            "cuda_unavailable"]
 
 OURS = "numba_lstm"
-TOLERANCE = 2e-5  # SPEC §2, float32
+TOLERANCE = 2e-5  # float32's bound against torch (docs/index.md)
 
 
 @dataclass

@@ -77,6 +77,7 @@ class Torch:
     name = "torch"
 
     def __init__(self, shape: Shape, state_dict: dict, x: np.ndarray, device: str = "cpu"):
+        _require("torch")
         import torch
 
         self.torch = torch

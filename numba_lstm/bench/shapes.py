@@ -1,4 +1,5 @@
-"""SPEC §3's benchmark shapes, their weights and inputs, and their napkin math."""
+"""The benchmark shapes (docs/performance.md, "The shapes and the bar"), their
+weights and inputs, and their napkin math."""
 
 from __future__ import annotations
 
@@ -79,13 +80,17 @@ SHAPES = (
     Shape("S6", 32, 100, 256, 512, 2, False, "throughput"),
     Shape("S7", 256, 50, 64, 128, 1, False, "big batch"),
     Shape("S8", 1, 1, 64, 256, 2, False, "one streaming step per call, state carried"),
+    Shape("S9", 4, 300, 40, 160, 1, False, "a few requests at once"),
+    Shape("S10", 2, 400, 64, 64, 3, True, "small bidirectional stack"),
 )
 
 BY_ID = {s.id: s for s in SHAPES}
 
-# SPEC §3 targets: minimum peer_time / our_time per peer.
+# Targets, as minimum peer_time / our_time (docs/performance.md). Batch >= 32
+# aims at 90% of the machine's FMA peak instead, which the table reports beside
+# these; against the peers it has the floor, 1.0x, that every shape must pass.
 TARGETS = {
-    **{s: {"torch": 2.0, "onnxruntime": 1.5} for s in ("S1", "S2", "S3")},
-    **{s: {"torch": 1.2, "onnxruntime": 1.0} for s in ("S4", "S5", "S6", "S7")},
-    "S8": {"torch": 10.0, "onnxruntime": 4.0},
+    **{s: {"torch": 1.5, "onnxruntime": 1.3} for s in ("S1", "S2", "S3", "S4", "S9", "S10")},
+    **{s: {"torch": 1.0, "onnxruntime": 1.0} for s in ("S5", "S6", "S7")},
+    "S8": {"torch": 5.0, "onnxruntime": 1.2},
 }

@@ -9,10 +9,10 @@ which its rows (B / threads, at least 8 per tile) amortise.
 Where a step projects its own input, x and h sit side by side in one operand
 [x, h] (B, I + H) against [W_ih; W_hh]^T: one product with a longer k loop,
 and one pass of the tiles' read-modify-write over the gates instead of two
-(whole models against two products, one process, interleaved: SPEC S5
+(whole models against two products, one process, interleaved: shapes S5
 1.02-1.04x, S7 1.01-1.02x).
 
-Measured before (SPEC S5-S7, and why this replaced it): a BLAS GEMM per step
+Measured before (shapes S5-S7, and why this replaced it): a BLAS GEMM per step
 from a Python loop. NumPy's BLAS repacks W_hh on every call and reached 25
 GMAC/s on two threads at S6's step (32 x 512 @ 512 x 2048); the panel kernel
 reaches 32-37 GMAC/s on each thread.

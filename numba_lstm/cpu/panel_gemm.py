@@ -8,7 +8,7 @@ Micro-kernel: an 8-row x NR tile of out lives in 16 or 24 vector registers
 while k runs; each k loads NR/lanes vectors of W, broadcasts 8 scalars of a and
 issues 16 or 24 FMAs (on AVX-512: zmm, of its 32 registers). That is the tile
 shape of BLIS-style kernels; NumPy's BLAS instead repacks W on every call,
-which at one LSTM step (32 x 512 @ 512 x 2048, SPEC S6) measured 25 GMAC/s on
+which at one LSTM step (32 x 512 @ 512 x 2048, shape S6) measured 25 GMAC/s on
 two threads against 32-37 here on one. Three-vector panels are the large-batch
 layout: their 24 FMAs per 11 loads kept the FMA units busier, measured on one
 core with the tile in L1 (K=512, 40 interleaved runs): median 84 GFLOP/s

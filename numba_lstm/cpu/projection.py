@@ -2,7 +2,7 @@
 
 Used ahead of the threaded recurrences instead of NumPy's BLAS: right after a
 BLAS call its worker threads keep spinning, and with Numba's two threads that
-makes three busy threads on two cores (measured at SPEC S4: BLAS 3 ms + kernel
+makes three busy threads on two cores (measured at shape S4: BLAS 3 ms + kernel
 16 ms became 30 ms). The rows are split across threads; each streams
 W_ih packed in panels (cpu.panel_gemm) a block of rows at a time, so that the
 block's rows of x and gx stay in cache while every panel passes (over the
@@ -15,7 +15,7 @@ from numba import njit, prange
 from .panel_gemm import chunk_start, gemm_panels_acc
 from .recurrence import _FLAGS, copy_row
 
-# Rows per block: 64 rows of x and gx take 64-512 KB at SPEC's sizes (L2).
+# Rows per block: 64 rows of x and gx take 64-512 KB at the benchmark sizes (L2).
 ROW_BLOCK = 64
 
 

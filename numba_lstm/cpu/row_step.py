@@ -7,7 +7,7 @@ panel's sums form one dependency chain of FMAs, and the block's gate sums make
 a round trip through memory. Here NR units at a time keep their four gates'
 sums in 8 vectors, so 8 chains run at once over 4 panels, and the cell update
 reads them from registers. It reads W_hh once per step, as any kernel must:
-at batch 1 that read is the step's cost (SPEC S1-S3).
+at batch 1 that read is the step's cost (shapes S1-S3).
 
 The sums come out bitwise as on the general path: each panel column summed from
 0 over k in order, then added to gx, and the same vector cell

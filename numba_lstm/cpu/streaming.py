@@ -1,4 +1,4 @@
-"""One step at batch 1 per call: the whole stack in one kernel call (SPEC S8).
+"""One step at batch 1 per call: the whole stack in one kernel call (benchmark shape S8).
 
 A streaming call has a few hundred ns of arithmetic at small H, so its cost is
 Python's: frames, allocations and the dispatcher's ~0.1 µs per array argument.

@@ -53,7 +53,7 @@ class Stream:
     def __call__(self, x_chunk) -> np.ndarray:
         stepper = self._stepper
         if stepper is not None and stepper.layers is self._module._layers:
-            output = stepper(x_chunk)  # SPEC S8's per-call overhead: nothing else runs
+            output = stepper(x_chunk)  # a streaming step's whole per-call cost: nothing else runs
             if output is not None:
                 return output
         self._leave_stepper()
