@@ -48,10 +48,11 @@ def tanh32(x):
     p = fma(fma(fma(fma(fma(fma(P6, x2, P5), x2, P4), x2, P3), x2, P2), x2, P1), x2, P0) * xc
     q = fma(fma(fma(Q3, x2, Q2), x2, Q1), x2, Q0)
     r = p / q
-    # Branch-free so the loop stays vectorised: r + (±1 - r) is exactly ±1.
+    # Branch-free so the loop stays vectorised: r + (±1 - r) is exactly ±1
+    # (±1 - r is exact so close to ±1), and r + 0 * (...) is r.
     above = np.float32(x > _SATURATE)
     below = np.float32(x < -_SATURATE)
-    return r + above * (ONE32 - r) + below * (-ONE32 - r)
+    return fma(below, -ONE32 - r, fma(above, ONE32 - r, r))
 
 
 def tanh(x):

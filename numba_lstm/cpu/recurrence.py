@@ -158,10 +158,11 @@ def _rows_matmul_acc(out, h, w, d, n_rows):
             for j in range(N):
                 w0 = w[d, k, j]
                 w1 = w[d, k + 1, j]
-                out[r, j] = fma(a01, w1, fma(a00, w0, out[r, j]))
-                out[r + 1, j] = fma(a11, w1, fma(a10, w0, out[r + 1, j]))
-                out[r + 2, j] = fma(a21, w1, fma(a20, w0, out[r + 2, j]))
-                out[r + 3, j] = fma(a31, w1, fma(a30, w0, out[r + 3, j]))
+                # Not a chain through out[]: with one, 3-4% slower at B=4-8.
+                out[r, j] += fma(a01, w1, a00 * w0)
+                out[r + 1, j] += fma(a11, w1, a10 * w0)
+                out[r + 2, j] += fma(a21, w1, a20 * w0)
+                out[r + 3, j] += fma(a31, w1, a30 * w0)
             k += 2
         if k < K:
             for q in range(4):
