@@ -95,6 +95,15 @@ class LayerNormLSTM(Module):
             return out[:, 0], (h_n[:, 0], c_n[:, 0])
         return out, (h_n, c_n)
 
+    def _output_width(self) -> int:
+        return self.hidden_size
+
+    def _state_rows(self) -> int:
+        return self.num_layers
+
+    def _state_widths(self) -> tuple[int, ...]:
+        return self.hidden_size, self.hidden_size
+
     def stream(self, batch_size: int | None = None) -> Stream:
         return Stream(self, batch_size)
 

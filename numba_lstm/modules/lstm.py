@@ -220,6 +220,16 @@ class LSTM(Module):
             return None
         return self._backend().StackStepper(self._layers, *state, batched=state[0].ndim == 3)
 
+    # The shapes of a call's results, for callers that build them lazily (numba_lstm.dask).
+    def _output_width(self) -> int:
+        return self.num_directions * self.output_size
+
+    def _state_rows(self) -> int:
+        return self.num_layers * self.num_directions
+
+    def _state_widths(self) -> tuple[int, ...]:
+        return self.output_size, self.hidden_size
+
     def stream(self, batch_size: int | None = None) -> Stream:
         """A stateful stream: ``y = stream(chunk)`` carries (h, c) between calls."""
         return Stream(self, batch_size)
