@@ -47,6 +47,10 @@ def test_pack_panels_layout(dtype, vectors):
     (24, 64, 64),   # whole tiles, whole panels
     (17, 130, 100),
     (16, 9, 96),    # whole tiles, whole panels of either width
+    (2, 7, 40),     # one 2-row tile
+    (3, 7, 40),     # a 2-row and a 1-row tile
+    (7, 11, 100),   # 4 + 2 + 1 rows, partial last panel
+    (14, 5, 64),    # an 8-row, a 4-row and a 2-row tile
 ])
 def test_gemm_panels_acc_matches_numpy(dtype, vectors, R, K, N):
     rng = np.random.default_rng(R * K + N)

@@ -6,7 +6,10 @@ NR weights that column block needs at step k, so the kernel streams it in order.
 
 Micro-kernel: an 8-row x NR tile of out lives in 16 or 24 vector registers
 while k runs; each k loads NR/lanes vectors of W, broadcasts 8 scalars of a and
-issues 16 or 24 FMAs (on AVX-512: zmm, of its 32 registers). That is the tile
+issues 16 or 24 FMAs (on AVX-512: zmm, of its 32 registers). Rows past the
+last multiple of 8 go through one 4-row, one 2-row and one 1-row tile, so a
+small batch (2-7 rows: the team's step at batch 2-7) reads each panel once per
+tile, not once per row. That is the tile
 shape of BLIS-style kernels; NumPy's BLAS instead repacks W on every call,
 which at one LSTM step (32 x 512 @ 512 x 2048, shape S6) measured 25 GMAC/s on
 two threads against 32-37 here on one. Three-vector panels are the large-batch
@@ -80,6 +83,48 @@ def _tile8(dst, r_dst, c_dst, a, r, panel):
 
 
 @njit(**_FLAGS)
+def _tile4(dst, r_dst, c_dst, a, r, panel):
+    """dst[r_dst:r_dst+4, c_dst:c_dst+NR] += a[r:r+4] @ panel (K, NR): batches
+    of 4-7 rows (or their last rows) read each panel once, not once a row."""
+    L = panel.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
+    a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        s = vsplat(a0[k])
+        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
+        s = vsplat(a1[k])
+        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
+        s = vsplat(a2[k])
+        c20, c21 = vfma(s, w0, c20), vfma(s, w1, c21)
+        s = vsplat(a3[k])
+        c30, c31 = vfma(s, w0, c30), vfma(s, w1, c31)
+    _store_row(dst, r_dst, c_dst, L, c00, c01)
+    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
+    _store_row(dst, r_dst + 2, c_dst, L, c20, c21)
+    _store_row(dst, r_dst + 3, c_dst, L, c30, c31)
+
+
+@njit(**_FLAGS)
+def _tile2(dst, r_dst, c_dst, a, r, panel):
+    """dst[r_dst:r_dst+2, c_dst:c_dst+NR] += a[r:r+2] @ panel (K, NR)."""
+    L = panel.shape[1] // 2
+    c00 = c01 = c10 = c11 = vsplat(dst.dtype.type(0))
+    a0, a1 = a[r], a[r + 1]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        s = vsplat(a0[k])
+        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
+        s = vsplat(a1[k])
+        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
+    _store_row(dst, r_dst, c_dst, L, c00, c01)
+    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
+
+
+@njit(**_FLAGS)
 def _tile1(dst, r_dst, c_dst, a, r, panel):
     """dst[r_dst, c_dst:c_dst+NR] += a[r] @ panel (K, NR): leftover rows."""
     L = panel.shape[1] // 2
@@ -132,6 +177,49 @@ def _tile8x3(dst, r_dst, c_dst, a, r, panel):
 
 
 @njit(**_FLAGS)
+def _tile4x3(dst, r_dst, c_dst, a, r, panel):
+    """_tile4 for three-vector panels."""
+    L = panel.shape[1] // 3
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
+    a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        w2 = vload(panel, k, 2 * L)
+        s = vsplat(a0[k])
+        c00, c01, c02 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02)
+        s = vsplat(a1[k])
+        c10, c11, c12 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12)
+        s = vsplat(a2[k])
+        c20, c21, c22 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22)
+        s = vsplat(a3[k])
+        c30, c31, c32 = vfma(s, w0, c30), vfma(s, w1, c31), vfma(s, w2, c32)
+    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
+    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
+    _store_row3(dst, r_dst + 2, c_dst, L, c20, c21, c22)
+    _store_row3(dst, r_dst + 3, c_dst, L, c30, c31, c32)
+
+
+@njit(**_FLAGS)
+def _tile2x3(dst, r_dst, c_dst, a, r, panel):
+    """_tile2 for three-vector panels."""
+    L = panel.shape[1] // 3
+    c00 = c01 = c02 = c10 = c11 = c12 = vsplat(dst.dtype.type(0))
+    a0, a1 = a[r], a[r + 1]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        w2 = vload(panel, k, 2 * L)
+        s = vsplat(a0[k])
+        c00, c01, c02 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02)
+        s = vsplat(a1[k])
+        c10, c11, c12 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12)
+    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
+    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
+
+
+@njit(**_FLAGS)
 def _tile1x3(dst, r_dst, c_dst, a, r, panel):
     """_tile1 for three-vector panels."""
     L = panel.shape[1] // 3
@@ -162,33 +250,45 @@ def _store_row3(dst, r, c, L, v0, v1, v2):
 def gemm_panels_acc(out, a, panels):
     """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR)."""
     if panels.shape[2] == 3 * (VECTOR_BYTES // panels.itemsize):
-        _gemm(out, a, panels, _tile8x3, _tile1x3)
+        _gemm(out, a, panels, _tile8x3, _tile4x3, _tile2x3, _tile1x3)
     else:
-        _gemm(out, a, panels, _tile8, _tile1)
+        _gemm(out, a, panels, _tile8, _tile4, _tile2, _tile1)
 
 
 @njit(inline="always", **_FLAGS)
-def _gemm(out, a, panels, tile8, tile1):
+def _gemm(out, a, panels, tile8, tile4, tile2, tile1):
     R = a.shape[0]
     N = out.shape[1]
     NR = panels.shape[2]
     R8 = R - R % TILE_ROWS
+    R4 = R8 + (R - R8) // 4 * 4  # then at most one 4-row, one 2-row, one 1-row tile
+    R2 = R4 + (R - R4) // 2 * 2
     for p in range(panels.shape[0]):
         panel = panels[p]  # (K, NR)
         n = p * NR
         if n + NR <= N:
             for r in range(0, R8, TILE_ROWS):
                 tile8(out, r, n, a, r, panel)
-            for r in range(R8, R):
-                tile1(out, r, n, a, r, panel)
+            if R4 > R8:
+                tile4(out, R8, n, a, R8, panel)
+            if R2 > R4:
+                tile2(out, R4, n, a, R4, panel)
+            if R > R2:
+                tile1(out, R2, n, a, R2, panel)
         else:  # the last, partial panel: through a scratch tile
             tile = np.zeros((TILE_ROWS, NR), out.dtype)
             for r in range(0, R8, TILE_ROWS):
                 tile8(tile, 0, 0, a, r, panel)
                 _drain(tile, TILE_ROWS, out, r, n)
-            for r in range(R8, R):
-                tile1(tile, 0, 0, a, r, panel)
-                _drain(tile, 1, out, r, n)
+            if R4 > R8:
+                tile4(tile, 0, 0, a, R8, panel)
+                _drain(tile, 4, out, R8, n)
+            if R2 > R4:
+                tile2(tile, 0, 0, a, R4, panel)
+                _drain(tile, 2, out, R4, n)
+            if R > R2:
+                tile1(tile, 0, 0, a, R2, panel)
+                _drain(tile, 1, out, R2, n)
 
 
 @njit(inline="always", **_FLAGS)
