@@ -92,8 +92,8 @@ def test_installed_package_fills_a_shared_cache_from_several_processes(tmp_path)
 
 
 # The threaded paths whose fresh and cached code differed before the kernels
-# spelled out their FMAs: the per-layer kernel split by direction and batch
-# (B=2, bidirectional, with lengths) and the panel-GEMM steps (B=16) in
+# spelled out their FMAs: the per-layer kernel split by direction (B=2,
+# bidirectional, projection, with lengths) and the panel-GEMM steps (B=16) in
 # float32, the thread team (B=1, H=64) in float64. Prints each output's bytes
 # as hex.
 _THREADED_PATHS = """
@@ -103,10 +103,10 @@ import numba_lstm as nl
 
 rng = np.random.default_rng(0)
 results = {}
-for name, batch, hidden, bidirectional, dtype in [("layer", 2, 8, True, "float32"),
-                                                  ("gemm", 16, 8, False, "float32"),
-                                                  ("team", 1, 64, False, "float64")]:
-    m = nl.LSTM(5, hidden, 2, bidirectional=bidirectional, dtype=dtype)
+for name, batch, hidden, bidirectional, proj, dtype in [
+        ("layer", 2, 8, True, 3, "float32"), ("gemm", 16, 8, False, 0, "float32"),
+        ("team", 1, 64, False, 0, "float64")]:
+    m = nl.LSTM(5, hidden, 2, bidirectional=bidirectional, proj_size=proj, dtype=dtype)
     m.load_state_dict({k: rng.uniform(-0.5, 0.5, v.shape) for k, v in m.state_dict().items()})
     x = rng.standard_normal((7, batch, 5))
     lengths = np.arange(7, 7 - batch, -1) if batch <= 7 else None

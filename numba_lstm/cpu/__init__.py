@@ -29,8 +29,9 @@ configure_threading()
 _KERNEL_LOCK = threading.Lock()
 
 
-# From this batch up, the panel-GEMM kernel (cpu.gemm_steps) runs layers without
-# projection: its 8-row register tiles are full.
+# Below this batch a one-direction stack without projection goes to the team
+# (cpu.cooperative); from it up, splitting the batch across threads wins
+# (the panel-GEMM steps, cpu.gemm_steps, with full 8-row tiles).
 GEMM_STEPS_MIN_BATCH = 16
 # The large-batch kernel projects each step's input itself, saving gx's round
 # trip through memory (shape S7: 26 MB written, then read), when a direction's
@@ -90,10 +91,10 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     states are written into h_n (D, B, H_out), c_n (D, B, H).
     Returns out (T, B, D*H_out).
 
-    Three strategies, by shape: the panel-GEMM kernel threaded over direction x
-    batch slice (large batch, no projection; it projects x itself when the
-    weights fit in cache), the fused axpy kernel threaded the same way, or that
-    kernel on one thread (one direction at batch 1).
+    Three strategies, by shape: from batch 2 without projection, the
+    panel-GEMM steps threaded over direction x batch slice (they project x
+    themselves when the weights fit in cache); otherwise the axpy kernel,
+    threaded the same way, or on one thread for one direction at batch 1.
     """
     T, B, I = x.shape
     D, H, H_out = layer.num_directions, layer.hidden_size, layer.output_size
@@ -101,13 +102,16 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
     threads = 1 if B == 1 and D == 1 else numba.get_num_threads()
     n_chunks = max(1, min(B, threads // D))
-    large_batch = B >= GEMM_STEPS_MIN_BATCH and H_out == H
-    fused = large_batch and (B // n_chunks >= FUSED_MIN_ROWS
+    # From 2 rows the panel tiles have 4+ independent FMA chains and read W_hh
+    # once per tile; a 1-row tile has 2-3, too few to cover the FMA latency, and
+    # the axpy kernel streams W_hh faster there (docs/performance.md).
+    panel_steps = H_out == H and B > 1
+    fused = panel_steps and (B // n_chunks >= FUSED_MIN_ROWS
                              or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES)
     if fused:
         w_step = layer.input_and_hidden_panels()
         gx = np.empty((0, B, D * 4 * H), layer.w_hh.dtype)
-    elif D * n_chunks > 1 or large_batch:
+    elif D * n_chunks > 1 or panel_steps:
         w_ih, w_step = layer.panels()
         gx = np.empty((T * B, D * 4 * H), layer.w_hh.dtype)
         with _KERNEL_LOCK:
@@ -117,7 +121,7 @@ def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
         gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*4H), BLAS
         gx += layer.bias
         gx = gx.reshape(T, B, D * 4 * H)
-    if large_batch:
+    if panel_steps:
         with _KERNEL_LOCK:
             lstm_layer_gemm_steps(x, gx, w_step, layer.bias, h0, c0, lengths, out, h_n, c_n,
                                   n_chunks)
