@@ -83,19 +83,25 @@ def _cells(z, c, h, scalar):
         cell_block(z, c, h)
 
 
-@pytest.mark.parametrize("n", [1, 16, 45, 64])
+@pytest.mark.parametrize("n", [1, 5, 15, 16, 40, 45, 64])
 def test_float32_cell_block_matches_the_scalar_cell(n):
-    # Whole vectors, and the scalar loop for the units past the last one.
+    # Whole vectors, and the masked last vector for the units past them: the
+    # same bits as the scalar cell (the same FMAs in the same order), and
+    # nothing written past unit n (a neighbouring block's units in the team).
     rng = np.random.default_rng(n)
     z = (rng.standard_normal(4 * n) * 4).astype(np.float32)
     z[:3] = [np.nan, np.inf, -np.inf]
-    c = (rng.standard_normal(n) * 2).astype(np.float32)
-    out = [(c.copy(), np.empty(n, np.float32)) for _ in range(2)]
-    for scalar, (cc, hh) in zip((False, True), out, strict=True):
-        _cells(z, cc, hh, scalar)
-    for a, b in zip(out[0], out[1], strict=True):
-        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, equal_nan=True)
+    c0 = (rng.standard_normal(n) * 2).astype(np.float32)
+    out = []
+    for scalar in (False, True):
+        c = np.full(n + 20, 7.0, np.float32)
+        h = np.full(n + 20, 7.0, np.float32)
+        c[:n] = c0
+        _cells(z, c[:n], h[:n], scalar)
+        assert np.all(c[n:] == 7.0) and np.all(h[n:] == 7.0)
+        out.append((c[:n], h[:n]))
+    for vector, scalar in zip(out[0], out[1], strict=True):
+        np.testing.assert_array_equal(vector, scalar)
 
 
 def random_layer(rng, I, H, proj, D, bias, scale=0.5):

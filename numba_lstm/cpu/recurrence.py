@@ -18,7 +18,7 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from .activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
-from .simd import VECTOR_BYTES, fma, vfma, vload1, vmul, vstore1
+from .simd import VECTOR_BYTES, fma, vfma, vload1, vload1_first, vmul, vstore1, vstore1_first
 
 # No fastmath, not even contraction: multiply-adds are explicit fma() calls
 # (cpu.simd), so a kernel computes the same bits whether it was compiled in
@@ -90,24 +90,27 @@ def _cells(z_i, z_f, z_g, z_o, c, h):
 
 @njit(inline="always", **_FLAGS)
 def _cell_block_vec(z, c, h):
-    """float32: 16 units (AVX-512) per iteration: 3.6-3.9 against 5.0-5.8 ns a
-    unit for the scalar loop, which LLVM vectorises at half width (measured at
-    128 and 512 units; merging the scalar loop's five divisions into two
-    changed nothing)."""
+    """float32: 16 units (AVX-512) per iteration, the last n % 16 through
+    masked loads and stores: 1.7-2.8 ns a unit at 20-128 units, where the
+    scalar loop, which LLVM vectorises at half width, took 3.2-10 (measured,
+    docs/performance.md)."""
     z_i, z_f, z_g, z_o = _gate_slices(z)
     n = c.shape[0]
     lanes = VECTOR_BYTES // 4
-    # Short blocks with leftover units ran slower in two loops than in one
-    # (45 units: 12.5 against 9.7 ns a unit); whole vectors only are faster
-    # (32 units: 0.28 against ~0.1 µs).
-    n_vec = n - n % lanes if n >= 4 * lanes or n % lanes == 0 else 0
+    n_vec = n - n % lanes
     for u in range(0, n_vec, lanes):
         c_new, h_new = cell_update_vec(vload1(z_i, u), vload1(z_f, u), vload1(z_g, u),
                                        vload1(z_o, u), vload1(c, u))
         vstore1(c, u, c_new)
         vstore1(h, u, h_new)
-    if n_vec < n:  # the rest through LLVM's (half-width) vectorised loop
-        _cells(z_i[n_vec:n], z_f[n_vec:n], z_g[n_vec:n], z_o[n_vec:n], c[n_vec:], h[n_vec:])
+    rest = n - n_vec
+    if rest > 0:  # zeros in the unused lanes: finite through the cell, never stored
+        c_new, h_new = cell_update_vec(
+            vload1_first(z_i, n_vec, rest), vload1_first(z_f, n_vec, rest),
+            vload1_first(z_g, n_vec, rest), vload1_first(z_o, n_vec, rest),
+            vload1_first(c, n_vec, rest))
+        vstore1_first(c, n_vec, c_new, rest)
+        vstore1_first(h, n_vec, h_new, rest)
 
 
 @njit(**_FLAGS)

@@ -80,6 +80,57 @@ def vload1(typingctx, arr, j):
     return Vec(arr.dtype)(arr, j), _load
 
 
+def _first_lanes(builder, lanes: int, count):
+    """<lanes x i1>: true in lanes 0 .. count-1."""
+    index = ir.VectorType(ir.IntType(64), lanes)
+    count = builder.sext(count, ir.IntType(64)) if count.type.width < 64 else count
+    first = builder.insert_element(ir.Constant(index, ir.Undefined), count,
+                                   ir.Constant(ir.IntType(32), 0))
+    limit = builder.shuffle_vector(first, ir.Constant(index, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+    return builder.icmp_signed("<", ir.Constant(index, list(range(lanes))), limit)
+
+
+def _masked_name(op: str, vec) -> str:
+    return f"llvm.masked.{op}.v{vec.count}{vec.element.intrinsic_name}.p0"
+
+
+@intrinsic
+def vload1_first(typingctx, arr, j, n):
+    """arr[j : j + n] in a Vec's first n lanes (n < lanes), zeros after: a
+    masked load, so nothing past arr[j + n - 1] is touched."""
+    vec_type = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        vec = context.get_value_type(vec_type)
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32),
+                                                  ir.VectorType(ir.IntType(1), vec.count), vec]),
+            _masked_name("load", vec))
+        return builder.call(load, [ptr, ir.Constant(ir.IntType(32), align),
+                                   _first_lanes(builder, vec.count, args[2]),
+                                   ir.Constant(vec, None)])
+    return vec_type(arr, j, n), codegen
+
+
+@intrinsic
+def vstore1_first(typingctx, arr, j, v, n):
+    """arr[j : j + n] = v's first n lanes (n < lanes): a masked store."""
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        vec = args[2].type
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vec, ptr.type, ir.IntType(32),
+                                                           ir.VectorType(ir.IntType(1),
+                                                                         vec.count)]),
+            _masked_name("store", vec))
+        builder.call(store, [args[2], ptr, ir.Constant(ir.IntType(32), align),
+                             _first_lanes(builder, vec.count, args[3])])
+        return context.get_dummy_value()
+    return types.none(arr, j, v, n), codegen
+
+
 @intrinsic
 def vstore1(typingctx, arr, j, v):
     """arr[j : j + lanes] = v."""
