@@ -125,10 +125,16 @@ def gpu_name() -> str:
 
 
 def machine_info() -> dict:
+    import llvmlite.binding as llvm
     import numba
 
+    from numba_lstm.cpu.simd import VECTOR_BYTES
+
     info = {"python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "cpu": platform.processor() or platform.machine(),
+            "numba": numba.__version__, "cpu": _cpu_model() or platform.machine(),
+            "llvm_cpu": llvm.get_host_cpu_name(),
+            # What the kernels were compiled for: NUMBA_CPU_NAME, else the host.
+            "build": f"{numba.config.CPU_NAME or 'host'}, {VECTOR_BYTES * 8}-bit vectors",
             "numba_threads": numba.get_num_threads()}
     for name in ("torch", "onnxruntime"):
         try:
@@ -136,6 +142,21 @@ def machine_info() -> dict:
         except ImportError:
             info[name] = None
     return info
+
+
+def _cpu_model() -> str | None:
+    """'AMD EPYC ... (family 25, model 17)' from /proc/cpuinfo, where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                          if ":" in line)
+    except OSError:
+        return None
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" not in fields:
+        return None
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')})")
 
 
 def _as_json(result: ShapeResult) -> dict:
@@ -186,7 +207,10 @@ def format_table(report: dict) -> str:
             f"| {'-' if ours is None else f'{ours:.1f}'} "
             f"| {'-' if ours is None else f'{100 * ours / rate:.0f}%'} "
             f"| {'-' if diff is None else f'{diff:.1e}'} | {verdict} |")
-    notes = [f"NumPy float32 matmul (1024³) in this run: {rate:.1f} GFLOP/s."]
+    machine = report.get("machine", {})
+    notes = [f"CPU: {machine.get('cpu', '?')}, LLVM name {machine.get('llvm_cpu', '?')}; "
+             f"kernels built for {machine.get('build', '?')}."] if machine else []
+    notes.append(f"NumPy float32 matmul (1024³) in this run: {rate:.1f} GFLOP/s.")
     if "fma" in report:
         fma = report["fma"]
         notes.append(
