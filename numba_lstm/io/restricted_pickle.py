@@ -95,8 +95,8 @@ def top_level_class(data: bytes) -> tuple[str, str] | None:
         return module, name
     # torch's legacy format opens a whole model with the record of its class's
     # source: a persistent id ("module", <class>, file, source).
-    if names[:3] == ["MARK", names[1], "GLOBAL"] and names[1] in _STRINGS and \
-            ops[1][1] == "module":
+    if (len(names) >= 3 and names[0] == "MARK" and names[1] in _STRINGS
+            and ops[1][1] == "module" and names[2] == "GLOBAL"):
         module, _, name = str(ops[2][1]).partition(" ")
         return module, name
     if (len(names) == 5 and names[0] in _STRINGS and names[1] in _STRINGS
