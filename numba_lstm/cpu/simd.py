@@ -92,7 +92,11 @@ def _first_lanes(builder, lanes: int, count):
 
 
 def _masked_name(op: str, vec) -> str:
-    return f"llvm.masked.{op}.v{vec.count}{vec.element.intrinsic_name}.p0"
+    # The pointer part of the mangled name: "p0" where pointers are opaque (LLVM
+    # 17 on, as llvmlite 0.50 uses), "p0v16f32" where they are typed (older).
+    vec_name = f"v{vec.count}{vec.element.intrinsic_name}"
+    pointer = "p0" if llvm.llvm_version_info[0] >= 17 else "p0" + vec_name
+    return f"llvm.masked.{op}.{vec_name}.{pointer}"
 
 
 @intrinsic
