@@ -44,15 +44,11 @@ def apply(module, x, *, lengths=None) -> tuple[Any, Any]:
     length_blocks = [None] * len(batch_chunks)
     if lengths is not None:
         if not isinstance(lengths, da.Array):
-            lengths = np.asarray(lengths)
+            lengths = da.from_array(np.asarray(lengths), chunks=-1)
         if lengths.shape != (B,):
             raise ValueError(f"lengths must have shape (batch,) = ({B},), "
                              f"got {tuple(lengths.shape)}")
-        if isinstance(lengths, da.Array):
-            lengths = lengths.rechunk((batch_chunks,))
-        else:
-            lengths = da.from_array(lengths, chunks=(batch_chunks,))
-        length_blocks = list(lengths.to_delayed().ravel())
+        length_blocks = list(lengths.rechunk((batch_chunks,)).to_delayed().ravel())
 
     shared = delayed(module, pure=True)  # one key: the weights travel once per worker
     x_blocks = x.to_delayed().ravel()
