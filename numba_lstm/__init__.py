@@ -1,4 +1,4 @@
-"""numba_lstm: PyTorch-trained LSTMs on plain NumPy arrays, compiled with Numba.
+"""numba_lstm: PyTorch-trained LSTMs, GRUs and RNNs on plain NumPy arrays, compiled with Numba.
 
 >>> import numba_lstm as nl
 >>> lstm = nl.LSTM(10, 20, num_layers=2)
@@ -7,14 +7,21 @@
 
 from .io import LoadError, load, save
 from .modules import (
+    GRU,
     LSTM,
+    RNN,
     Embedding,
+    GRUCell,
     LayerNormLSTM,
     Linear,
     LSTMCell,
     LSTMConfig,
+    RecurrentConfig,
+    RNNCell,
     StateDictError,
     Stream,
+    family_of,
+    infer_config,
     infer_lstm_config,
     lstm_prefixes,
 )
@@ -22,6 +29,7 @@ from .modules import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "LSTM", "Embedding", "LSTMCell", "LSTMConfig", "LayerNormLSTM", "Linear", "LoadError",
-    "StateDictError", "Stream", "infer_lstm_config", "load", "lstm_prefixes", "save",
+    "GRU", "LSTM", "RNN", "Embedding", "GRUCell", "LSTMCell", "LSTMConfig", "LayerNormLSTM",
+    "Linear", "LoadError", "RNNCell", "RecurrentConfig", "StateDictError", "Stream", "family_of",
+    "infer_config", "infer_lstm_config", "load", "lstm_prefixes", "save",
 ]

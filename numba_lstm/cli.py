@@ -58,7 +58,7 @@ def _load_array(path: str, what: str) -> np.ndarray:
 
 
 def cmd_info(args) -> int:
-    """Tensors in a weights file and the LSTM configurations found in it."""
+    """Tensors in a weights file and the LSTM / GRU / RNN configurations in it."""
     import numba_lstm as nl
 
     state_dict = _load_weights(args.file)
@@ -68,41 +68,49 @@ def cmd_info(args) -> int:
         print(f"  {name:<{width}}  {str(array.dtype):<8} {tuple(array.shape)}")
     prefixes = nl.lstm_prefixes(state_dict)
     if not prefixes:
-        print("no LSTM found (no '*weight_ih_l0' tensor)")
+        print("no LSTM, GRU or RNN found (no '*weight_ih_l0' tensor)")
     for prefix in prefixes:
         # Loaded as `run` would load it, so that every layer's shapes are checked
         # against the configuration before it is printed.
         try:
-            config = nl.infer_lstm_config(state_dict, prefix)
-            nl.LSTM.from_state_dict(state_dict, prefix=prefix)
+            family = nl.family_of(state_dict, prefix)
+            config = nl.infer_config(state_dict, prefix, family)
+            getattr(nl, family).from_state_dict(state_dict, prefix=prefix)
         except (KeyError, ValueError) as exc:
             reason = str(exc).strip('"')
-            print(f"under prefix {prefix!r}: not an LSTM that can be loaded: {reason}")
+            print(f"under prefix {prefix!r}: no LSTM, GRU or RNN that can be loaded: {reason}")
             continue
-        fields = ", ".join(f"{k}={v}" for k, v in vars(config).items())
-        print(f"LSTM under prefix {prefix!r}: {fields}")
+        fields = {k: val for k, val in vars(config).items()
+                  if k != "proj_size" or family == "LSTM"}
+        print(f"{family} under prefix {prefix!r}: "
+              + ", ".join(f"{k}={val}" for k, val in fields.items()))
+        if family == "RNN":
+            print("  (a state_dict does not say tanh or relu: run takes --nonlinearity, "
+                  "tanh by default)")
     return 0
 
 
 def cmd_run(args) -> int:
-    """Run the LSTM found in a weights file over an input .npy, write the output .npy."""
+    """Run the LSTM, GRU or RNN in a weights file over an input .npy, write the output .npy."""
     import numba_lstm as nl
 
     state_dict = _load_weights(args.file)
     try:
-        lstm = nl.LSTM.from_state_dict(state_dict, prefix=args.prefix,
-                                       batch_first=args.batch_first)
+        family = nl.family_of(state_dict, args.prefix)
+        extra = {"nonlinearity": args.nonlinearity} if family == "RNN" else {}
+        module = getattr(nl, family).from_state_dict(state_dict, prefix=args.prefix,
+                                                     batch_first=args.batch_first, **extra)
     except (KeyError, ValueError) as exc:
         raise CLIError(str(exc).strip('"')) from None
     x = _load_array(args.input, "input")
     lengths = None if args.lengths is None else _load_array(args.lengths, "lengths")
     try:
-        output, (h_n, c_n) = lstm(x, lengths=lengths)
+        output, _ = module(x, lengths=lengths)
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise CLIError(f"{lstm!r} cannot run on input {args.input} of shape {x.shape}: {exc}") \
-            from None
+        raise CLIError(f"{module!r} cannot run on input {args.input} of shape {x.shape}: "
+                       f"{exc}") from None
     np.save(args.output, output)
-    print(f"{lstm!r}: input {x.shape} -> output {output.shape} written to {args.output}")
+    print(f"{module!r}: input {x.shape} -> output {output.shape} written to {args.output}")
     return 0
 
 
@@ -183,21 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--repeat", type=int, default=20)
     ex.add_argument("--seed", type=int, default=0)
     ex.set_defaults(func=cmd_example)
-    info = sub.add_parser("info", help="tensors and inferred LSTM configs of a weights file")
+    info = sub.add_parser("info", help="tensors and inferred LSTM/GRU/RNN configs of a file")
     info.add_argument("file")
     info.set_defaults(func=cmd_info)
-    run = sub.add_parser("run", help="run the LSTM in a weights file over an input .npy")
+    run = sub.add_parser("run", help="run the LSTM, GRU or RNN in a weights file over a .npy")
     run.add_argument("file")
     run.add_argument("--input", required=True, help="input array (.npy), (T, B, I) or (T, I)")
     run.add_argument("--output", required=True, help="where to write the output (.npy)")
-    run.add_argument("--prefix", default="", help="the LSTM's prefix in the file, e.g. 'lstm.'")
+    run.add_argument("--prefix", default="", help="the network's prefix in the file, e.g. 'lstm.'")
+    run.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh",
+                     help="an RNN's (a state_dict does not record it)")
     run.add_argument("--batch-first", action="store_true", help="input is (B, T, I)")
     run.add_argument("--lengths", help="(B,) integer .npy of sequence lengths")
     run.set_defaults(func=cmd_run)
     bench = sub.add_parser("bench", help="time numba_lstm against torch and ONNX Runtime")
     bench.add_argument("--shapes", help="comma-separated shape ids (default: all): " + "; ".join(
         f"{s.id} B={s.batch} T={s.steps} I={s.input_size} H={s.hidden_size} L={s.layers}"
-        + (" bidirectional" if s.bidirectional else "") for s in SHAPES))
+        + (" bidirectional" if s.bidirectional else "") + (f" {s.family}" if s.family != "LSTM"
+                                                            else "") for s in SHAPES))
     bench.add_argument("--peers", help="comma-separated peers (default: all installed)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--rounds", type=int, default=7, help="samples per runner (median)")

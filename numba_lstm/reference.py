@@ -1,4 +1,4 @@
-"""Pure-NumPy LSTM: the readable oracle every kernel is tested against.
+"""Pure-NumPy LSTM, GRU and RNN: the readable oracle every kernel is tested against.
 
 No Numba, no tricks: one time step at a time, torch's gate order (i, f, g, o),
 torch's parameter names and shapes. It computes in the dtype of its inputs, so
@@ -10,6 +10,11 @@ passing float64 arrays gives a high-precision answer for float32 kernels.
     o = σ(W_io x + b_io + W_ho h + b_ho)
     c' = f ⊙ c + i ⊙ g
     h' = o ⊙ tanh(c')            (then h' = W_hr h' when proj_size > 0)
+
+The LSTM is written out here by hand; GRU and RNN run their cells' math
+(numba_lstm.cells, the same text the kernels compile) on NumPy arrays, in
+``recurrent``, the layer loop any cell runs through. All of it is checked
+against torch (tests/test_parity_torch.py, tests/golden).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+
+from .cells import CELLS, Cell
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -148,3 +155,68 @@ def layernorm_lstm(x, params, num_layers, hx=None, eps=1e-5):
             inp = h[k]
         out.append(h[-1])
     return np.stack(out), (np.stack(h), np.stack(c))
+
+
+def cell_step(cell: Cell, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
+    """One step of any cell: x (B, I), h (B, H_out), c (B, H) or None -> (h', c')."""
+    gx = x @ w_ih.T  # (B, gates*H)
+    gh = h @ w_hh.T
+    if b_ih is not None:
+        gx = gx + b_ih
+        gh = gh + b_hh
+    # With a projection (LSTM only) h is H_out wide, and the LSTM cell never reads it.
+    h_in = h if w_hr is None else np.zeros((h.shape[0], w_hh.shape[0] // cell.gates), h.dtype)
+    h_new, c_new = cell.reference_step(gx, gh, h_in, c)
+    if w_hr is not None:
+        h_new = h_new @ w_hr.T  # (B, H_out)
+    return h_new, c_new
+
+
+def recurrent(cell: Cell | str, x, params, num_layers=1, bidirectional=False, hx=None,
+              lengths=None):
+    """Multi-layer (bi)directional network of ``cell`` over time-major x (T, B, I),
+    as torch.nn.LSTM / GRU / RNN. ``hx`` is h0 (D*L, B, H_out), or (h0, c0) for an
+    LSTM. Returns output (T, B, D*H_out) and h_n, or (h_n, c_n) for an LSTM."""
+    cell = CELLS[cell] if isinstance(cell, str) else cell
+    D = 2 if bidirectional else 1
+    w_hh0 = params["weight_hh_l0"]
+    hidden, h_out = w_hh0.shape[0] // cell.gates, w_hh0.shape[1]
+    T, B = x.shape[:2]
+    if hx is None:
+        h0 = np.zeros((num_layers * D, B, h_out), x.dtype)
+        c0 = np.zeros((num_layers * D, B, hidden), x.dtype) if cell.has_cell_state else None
+    else:
+        h0, c0 = hx if cell.has_cell_state else (hx, None)
+    h_n, c_n = [], []
+    layer_input = x
+    for layer in range(num_layers):
+        outputs = []
+        for d in range(D):
+            k = layer * D + d
+            h, c = h0[k], None if c0 is None else c0[k]
+            out = np.zeros((T, B, h_out), np.result_type(x, h0))
+            for t in (range(T - 1, -1, -1) if d == 1 else range(T)):
+                h_new, c_new = cell_step(cell, layer_input[t], h, c,
+                                         *layer_weights(params, layer, d == 1))
+                valid = np.ones((B, 1), bool) if lengths is None else (t < lengths)[:, None]
+                h = np.where(valid, h_new, h)
+                c = None if c is None else np.where(valid, c_new, c)
+                out[t] = np.where(valid, h_new, 0)
+            outputs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = np.concatenate(outputs, axis=-1)
+    if cell.has_cell_state:
+        return layer_input, (np.stack(h_n), np.stack(c_n))
+    return layer_input, np.stack(h_n)
+
+
+def gru(x, params, num_layers=1, bidirectional=False, hx=None, lengths=None):
+    """As torch.nn.GRU: returns output (T, B, D*H), h_n (D*L, B, H)."""
+    return recurrent("gru", x, params, num_layers, bidirectional, hx, lengths)
+
+
+def rnn(x, params, num_layers=1, bidirectional=False, hx=None, lengths=None,
+        nonlinearity="tanh"):
+    """As torch.nn.RNN: returns output (T, B, D*H), h_n (D*L, B, H)."""
+    return recurrent("rnn_" + nonlinearity, x, params, num_layers, bidirectional, hx, lengths)

@@ -28,6 +28,20 @@ CASES = {
                                      bidirectional=True, dtype=np.float64),
     "single_step_f32": dict(input_size=5, hidden_size=6, steps=1, num_layers=2),
     "long_t1000_f32": dict(input_size=8, hidden_size=16, steps=1000, batch=2),
+    "gru_basic_f32": dict(family="GRU", input_size=5, hidden_size=6),
+    "gru_lengths_bidir_hx_f64": dict(family="GRU", input_size=4, hidden_size=8, num_layers=2,
+                                     bidirectional=True, with_lengths=True, with_hx=True,
+                                     steps=9, batch=4, dtype=np.float64),
+    "gru_nobias_unbatched_f32": dict(family="GRU", input_size=6, hidden_size=7, bias=False,
+                                     batched=False, with_hx=True, num_layers=2),
+    "gru_long_t1000_f32": dict(family="GRU", input_size=8, hidden_size=16, steps=1000, batch=2),
+    "rnn_tanh_bidir_f32": dict(family="RNN", input_size=5, hidden_size=6, num_layers=3,
+                               bidirectional=True, with_hx=True),
+    "rnn_relu_lengths_batch_first_f64": dict(family="RNN", nonlinearity="relu", input_size=3,
+                                             hidden_size=5, batch_first=True, with_lengths=True,
+                                             steps=6, batch=5, dtype=np.float64),
+    "rnn_relu_unbatched_f32": dict(family="RNN", nonlinearity="relu", input_size=6,
+                                   hidden_size=7, batched=False, num_layers=2),
 }
 
 
@@ -54,11 +68,15 @@ def main():
         case = make_case(**config)
         arrays = {f"param:{k}": v for k, v in case["params"].items()}
         arrays["x"] = case["x"]
-        if case["hx"] is not None:
+        if case["hx"] is not None and config.get("family", "LSTM") == "LSTM":
             arrays["h0"], arrays["c0"] = case["hx"]
+        elif case["hx"] is not None:
+            arrays["h0"] = case["hx"]
         if case["lengths"] is not None:
             arrays["lengths"] = case["lengths"]
-        arrays["output"], arrays["h_n"], arrays["c_n"] = case["expected"]
+        arrays["output"], arrays["h_n"], c_n = case["expected"]
+        if c_n is not None:
+            arrays["c_n"] = c_n
         meta = {k: (v.__name__ if isinstance(v, type) else v) for k, v in config.items()}
         arrays["config"] = np.array(json.dumps(meta))
         np.savez_compressed(GOLDEN / f"{name}.npz", **arrays)

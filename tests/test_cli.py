@@ -22,28 +22,54 @@ def test_info_lists_tensors_and_configs():
     assert "LSTM under prefix 'lstm.': input_size=3, hidden_size=5, num_layers=1" in result.stdout
 
 
-def test_info_refuses_shapes_that_are_no_lstm(tmp_path):
+def test_info_names_the_family_from_the_shapes(tmp_path):
+    import numba_lstm as nl
+
+    # torch.nn.GRU(4, 8): 24 = 3 x 8 rows, which an LSTM would read as 4 x 6.
+    files = {"gru": {"enc." + k: val for k, val in nl.GRU(4, 8).state_dict().items()},
+             "rnn": nl.RNN(4, 8, 2, bidirectional=True).state_dict(),
+             "proj": nl.LSTM(4, 8, proj_size=3).state_dict()}
+    for name, sd in files.items():
+        nl.save(tmp_path / f"{name}.safetensors", sd)
+    result = cli("info", tmp_path / "gru.safetensors")
+    assert result.returncode == 0, result.stderr
+    assert ("GRU under prefix 'enc.': input_size=4, hidden_size=8, num_layers=1, bias=True, "
+            "bidirectional=False\n" in result.stdout)
+    result = cli("info", tmp_path / "rnn.safetensors")
+    assert ("RNN under prefix '': input_size=4, hidden_size=8, num_layers=2, bias=True, "
+            "bidirectional=True" in result.stdout)
+    assert "--nonlinearity" in result.stdout
+    result = cli("info", tmp_path / "proj.safetensors")
+    assert "LSTM under prefix '': input_size=4, hidden_size=8" in result.stdout
+    assert "proj_size=3" in result.stdout
+
+
+def test_info_refuses_shapes_that_fit_no_family(tmp_path):
     import numba_lstm as nl
 
     rng = np.random.default_rng(0)
-    # torch.nn.GRU(4, 8): 24 = 3 x 8 rows, which an LSTM would read as 4 x 6.
-    gru = {"weight_ih_l0": rng.standard_normal((24, 4)),
-           "weight_hh_l0": rng.standard_normal((24, 8)),
-           "bias_ih_l0": np.zeros(24), "bias_hh_l0": np.zeros(24)}
+    # 20 rows over 8 columns: 2.5 x hidden, no family's gate count.
+    odd = {"weight_ih_l0": rng.standard_normal((20, 4)).astype(np.float32),
+           "weight_hh_l0": rng.standard_normal((20, 8)).astype(np.float32)}
     # An LSTM whose second layer does not fit the first: layer 0 alone looks fine.
     lstm = nl.LSTM(4, 6, 2).state_dict()
     lstm["weight_hh_l1"] = np.zeros((24, 5), np.float32)
-    nl.save(tmp_path / "gru.safetensors", {k: v.astype(np.float32) for k, v in gru.items()})
-    nl.save(tmp_path / "lstm.safetensors", lstm)
-    result = cli("info", tmp_path / "gru.safetensors")
+    # A GRU with an LSTM's projection weight.
+    gru = nl.GRU(4, 8).state_dict()
+    gru["weight_hr_l0"] = np.zeros((3, 8), np.float32)
+    for name, sd in (("odd", odd), ("lstm", lstm), ("gru", gru)):
+        nl.save(tmp_path / f"{name}.safetensors", sd)
+    result = cli("info", tmp_path / "odd.safetensors")
     assert result.returncode == 0, result.stderr
     assert "hidden_size=" not in result.stdout
-    assert ("under prefix '': not an LSTM that can be loaded: not an LSTM: weight_ih_l0 (24, 4), "
-            "weight_hh_l0 (24, 8) disagree (weight_hh has 24 rows = 4 x 6, but 8 columns)"
-            in result.stdout)
+    assert ("under prefix '': no LSTM, GRU or RNN that can be loaded: not an LSTM, GRU or RNN: "
+            "weight_ih_l0 (20, 4), weight_hh_l0 (20, 8)" in result.stdout)
     result = cli("info", tmp_path / "lstm.safetensors")
     assert "hidden_size=" not in result.stdout
     assert "size mismatch for weight_hh_l1: expected (24, 6), got (24, 5)" in result.stdout
+    result = cli("info", tmp_path / "gru.safetensors")
+    assert "hidden_size=" not in result.stdout
+    assert "not an LSTM:" in result.stdout
 
 
 def test_run_matches_the_library(tmp_path):
@@ -64,12 +90,28 @@ def test_run_matches_the_library(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), lstm(x, lengths=lengths)[0])
 
 
+@pytest.mark.parametrize("family,extra", [("GRU", []), ("RNN", ["--nonlinearity", "relu"])])
+def test_run_runs_whichever_family_the_file_holds(tmp_path, family, extra):
+    import numba_lstm as nl
+
+    kwargs = {"nonlinearity": "relu"} if extra else {}
+    module = getattr(nl, family)(3, 5, 2, bidirectional=True, **kwargs)
+    nl.save(tmp_path / "w.safetensors", {"rnn." + k: v for k, v in module.state_dict().items()})
+    x = np.random.default_rng(1).standard_normal((4, 2, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = cli("run", tmp_path / "w.safetensors", "--prefix", "rnn.", *extra,
+                 "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{module!r}: input (4, 2, 3) -> output (4, 2, 10)")
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), module(x)[0])
+
+
 @pytest.mark.parametrize("args,message", [
     (["info", "missing.pt"], "cannot read 'missing.pt'"),
     (["run", FIXTURES / "model_zip.pt", "--input", "x.npy", "--output", "y.npy"],
-     "no LSTM weights under prefix ''"),
+     "no LSTM, GRU or RNN weights under prefix ''"),
     (["run", FIXTURES / "model_zip.pt", "--prefix", "enc.", "--input", "x.npy", "--output", "y"],
-     "LSTM prefixes found: ['lstm.']"),
+     "prefixes with recurrent weights: ['lstm.']"),
     (["run", FIXTURES / "lstm_zip.pt", "--input", "{tmp}/missing.npy", "--output", "y.npy"],
      "cannot read input"),
     (["run", FIXTURES / "lstm_zip.pt", "--input", "{tmp}/bad.npy", "--output", "{tmp}/y.npy"],

@@ -23,20 +23,34 @@ def load(path):
 
 
 def test_golden_files_present():
-    assert len(FILES) >= 9, "tests/golden is incomplete: run tests/make_golden.py"
+    assert len(FILES) >= 16, "tests/golden is incomplete: run tests/make_golden.py"
+    families = {load(path)[0].get("family", "LSTM") for path in FILES}
+    assert families == {"LSTM", "GRU", "RNN"}
+
+
+def _hx(config, data):
+    if "h0" not in data:
+        return None
+    return (data["h0"], data["c0"]) if config.get("family", "LSTM") == "LSTM" else data["h0"]
+
+
+def _states(config, state):
+    return state if config.get("family", "LSTM") == "LSTM" else (state,)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_module_matches_torch_golden(path):
     config, params, data = load(path)
     dtype = np.dtype(config.get("dtype", "float32")).type
-    lstm = nl.LSTM.from_state_dict(params, batch_first=config.get("batch_first", False))
-    assert lstm.dtype == dtype
-    hx = (data["h0"], data["c0"]) if "h0" in data else None
-    out, (h_n, c_n) = lstm(data["x"], hx, lengths=data.get("lengths"))
+    family = config.get("family", "LSTM")
+    extra = {"nonlinearity": config["nonlinearity"]} if "nonlinearity" in config else {}
+    module = getattr(nl, family).from_state_dict(
+        params, batch_first=config.get("batch_first", False), **extra)
+    assert module.dtype == dtype
+    out, state = module(data["x"], _hx(config, data), lengths=data.get("lengths"))
     assert_close(out, data["output"], dtype, "output")
-    assert_close(h_n, data["h_n"], dtype, "h_n")
-    assert_close(c_n, data["c_n"], dtype, "c_n")
+    for name, ours in zip(("h_n", "c_n"), _states(config, state), strict=False):
+        assert_close(ours, data[name], dtype, name)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -48,18 +62,23 @@ def test_reference_matches_torch_golden(path):
         x = x[:, None]
     elif config.get("batch_first"):
         x = x.transpose(1, 0, 2)
-    hx = None
-    if "h0" in data:
-        hx = (data["h0"], data["c0"])
-        if not config.get("batched", True):
-            hx = tuple(a[:, None] for a in hx)
-    out, (h_n, c_n) = reference.lstm(
-        x, params, config.get("num_layers", 1), config.get("bidirectional", False), hx,
-        data.get("lengths"))
+    hx = _hx(config, data)
+    lstm = config.get("family", "LSTM") == "LSTM"
+    if hx is not None and not config.get("batched", True):
+        hx = tuple(a[:, None] for a in hx) if lstm else hx[:, None]
+    args = (x, params, config.get("num_layers", 1), config.get("bidirectional", False), hx,
+            data.get("lengths"))
+    if lstm:  # the hand-written LSTM, independent of numba_lstm.cells
+        out, state = reference.lstm(*args)
+    else:
+        out, state = reference.recurrent(
+            config["family"].lower().replace("rnn", "rnn_" + config.get("nonlinearity", "tanh")),
+            *args)
+    states = _states(config, state)
     if not config.get("batched", True):
-        out, h_n, c_n = out[:, 0], h_n[:, 0], c_n[:, 0]
+        out, states = out[:, 0], tuple(s[:, 0] for s in states)
     elif config.get("batch_first"):
         out = out.transpose(1, 0, 2)
     assert_close(out, data["output"], dtype, "output")
-    assert_close(h_n, data["h_n"], dtype, "h_n")
-    assert_close(c_n, data["c_n"], dtype, "c_n")
+    for name, ours in zip(("h_n", "c_n"), states, strict=False):
+        assert_close(ours, data[name], dtype, name)

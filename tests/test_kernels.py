@@ -7,17 +7,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numba import from_dtype, njit
 
+import numba_lstm.cpu as cpu
 from numba_lstm import reference
+from numba_lstm.cells import CELLS, LSTM, bind
 from numba_lstm.cpu import (
     StackStepper,
-    lstm_layer_forward,
+    layer_forward,
     lstm_stream_step,
     pack_layer,
     pack_stack,
 )
 from numba_lstm.cpu.activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
-from numba_lstm.cpu.recurrence import cell_block, cell_update, lstm_stack_step
+from numba_lstm.cpu.layer import _SCALAR, layer_kernels, row_function
 from numba_lstm.cpu.simd import VECTOR_BYTES, vload1, vstore1
+from numba_lstm.cpu.streaming import lstm_stack_step
 
 
 @njit
@@ -73,35 +76,55 @@ def test_vector_activations_match_the_scalar_ones():
         np.testing.assert_array_equal(vec[saturated & finite], scalar[saturated & finite])
 
 
-@njit
-def _cells(z, c, h, scalar):
-    if scalar:
-        U = z.shape[0] // 4
-        for u in range(c.shape[0]):
-            c[u], h[u] = cell_update(z[u], z[U + u], z[2 * U + u], z[3 * U + u], c[u])
-    else:
-        cell_block(z, c, h)
+def _scalar_row(cell):
+    """The cell one unit at a time through its scalar float32 form (the float64
+    path's code): what the vector row must reproduce bit for bit."""
+    unit = bind(cell, _SCALAR, njit(inline="always"), "__test_scalar")
+
+    @njit
+    def row(z, zx, h, c, h_new):
+        H = z.shape[0] // cell_gates
+        for u in range(h_new.shape[0]):
+            unit(z, zx, h, c, h_new, u, H, 1)
+
+    cell_gates = cell.gates
+    return row
 
 
+@pytest.mark.parametrize("cell", list(CELLS.values()), ids=list(CELLS))
 @pytest.mark.parametrize("n", [1, 5, 15, 16, 40, 45, 64])
-def test_float32_cell_block_matches_the_scalar_cell(n):
+def test_float32_rows_match_the_scalar_cell(cell, n):
     # Whole vectors, and the masked last vector for the units past them: the
     # same bits as the scalar cell (the same FMAs in the same order), and
     # nothing written past unit n (a neighbouring block's units in the team).
+    # The gates' stride (U = n + 3) exceeds the units computed, as in the team.
     rng = np.random.default_rng(n)
-    z = (rng.standard_normal(4 * n) * 4).astype(np.float32)
+    U = n + 3
+    z = (rng.standard_normal(cell.gates * U) * 4).astype(np.float32)
     z[:3] = [np.nan, np.inf, -np.inf]
+    zx = (rng.standard_normal(cell.gates * U) * 4).astype(np.float32)
+    h0 = rng.standard_normal(n).astype(np.float32)
     c0 = (rng.standard_normal(n) * 2).astype(np.float32)
     out = []
-    for scalar in (False, True):
+    for run in (_vector_row_for(cell), _scalar_row(cell)):
         c = np.full(n + 20, 7.0, np.float32)
         h = np.full(n + 20, 7.0, np.float32)
-        c[:n] = c0
-        _cells(z, c[:n], h[:n], scalar)
+        c[:n], h[:n] = c0, h0
+        run(z, zx, h[:n], c[:n], h[:n])
         assert np.all(c[n:] == 7.0) and np.all(h[n:] == 7.0)
         out.append((c[:n], h[:n]))
     for vector, scalar in zip(out[0], out[1], strict=True):
         np.testing.assert_array_equal(vector, scalar)
+
+
+def _vector_row_for(cell):
+    row = row_function(cell)
+
+    @njit
+    def run(z, zx, h, c, h_new):
+        row(z, zx, h, c, h_new)
+
+    return run
 
 
 def random_layer(rng, I, H, proj, D, bias, scale=0.5):
@@ -112,8 +135,8 @@ def random_layer(rng, I, H, proj, D, bias, scale=0.5):
              rng.standard_normal((H_out, H)) * 0.5 if proj else None) for _ in range(D)]
 
 
-def check_layer(rng, T, B, I, H, proj, D, bias, dtype, with_lengths):
-    """lstm_layer_forward vs reference.lstm_direction (in float64) for one layer."""
+def check_layer(rng, T, B, I, H, proj, D, bias, dtype, with_lengths, strategy=None):
+    """layer_forward vs reference.lstm_direction (in float64) for one layer."""
     directions = random_layer(rng, I, H, proj, D, bias)
     layer = pack_layer(directions, dtype)
     H_out = proj or H
@@ -122,7 +145,7 @@ def check_layer(rng, T, B, I, H, proj, D, bias, dtype, with_lengths):
     c0 = rng.standard_normal((D, B, H)).astype(dtype)
     lengths = rng.integers(1, T + 1, B) if with_lengths else np.full(B, T)
     h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-    out = lstm_layer_forward(x, layer, h0, c0, lengths.astype(np.int64), h_n, c_n)
+    out = layer_forward(x, layer, h0, c0, lengths.astype(np.int64), h_n, c_n, strategy)
     as64 = [tuple(None if a is None else np.asarray(a, dtype).astype(np.float64) for a in dw)
             for dw in directions]
     for d in range(D):
@@ -160,7 +183,7 @@ def test_padded_positions_are_zero_and_state_frozen():
     x = rng.standard_normal((5, 2, 3))
     lengths = np.array([5, 2], np.int64)
     h_n, c_n = np.empty((2, 2, 4)), np.empty((2, 2, 4))
-    out = lstm_layer_forward(x, layer, np.zeros((2, 2, 4)), np.zeros((2, 2, 4)), lengths, h_n, c_n)
+    out = layer_forward(x, layer, np.zeros((2, 2, 4)), np.zeros((2, 2, 4)), lengths, h_n, c_n)
     assert np.all(out[2:, 1] == 0)
     np.testing.assert_array_equal(h_n[0, 1], out[1, 1, :4])  # forward: last valid step
     np.testing.assert_array_equal(h_n[1, 1], out[0, 1, 4:])  # reverse: ends at t = 0
@@ -223,10 +246,82 @@ def test_tolerance_table_is_spec():
 
 def test_serial_twins_have_their_own_cache_entries():
     """A shared on-disk cache entry made the serial kernel load the threaded code."""
-    from numba_lstm.cpu import layernorm, recurrence
+    from numba_lstm.cpu import layernorm
 
-    pairs = [(recurrence.lstm_layer, recurrence.lstm_layer_serial),
+    kernels = layer_kernels(LSTM)
+    pairs = [(kernels.axpy, kernels.axpy_serial),
              (layernorm.layernorm_lstm_layer, layernorm.layernorm_lstm_layer_serial)]
     for parallel, serial in pairs:
         assert parallel._cache._cache_file._index_name != serial._cache._cache_file._index_name
         assert serial.py_func.__code__ is parallel.py_func.__code__  # same code, not a copy
+
+
+def _random_stack(rng, cell, I, H, L, D, bias, proj):
+    """Torch-layout weights for pack_stack, and the same as torch-named params."""
+    G, H_out = cell.gates * H, proj or H
+    # relu is unbounded: weights past torch's init (±1/sqrt(H)) grow h step by
+    # step until float32's rounding of h alone exceeds the tolerance.
+    scale = 0.5 if cell.name != "rnn_relu" else 0.5 / np.sqrt(H)
+    layers, params = [], {}
+    for k in range(L):
+        directions = []
+        for d in range(D):
+            in_k = I if k == 0 else D * H_out
+            dw = (rng.standard_normal((G, in_k)) * scale,
+                  rng.standard_normal((G, H_out)) * scale,
+                  rng.standard_normal(G) if bias else None,
+                  rng.standard_normal(G) if bias else None,
+                  rng.standard_normal((H_out, H)) * 0.5 if proj else None)
+            directions.append(dw)
+            suffix = f"_l{k}" + ("_reverse" if d else "")
+            for name, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"), dw,
+                               strict=True):
+                if w is not None:
+                    params[name + suffix] = w
+        layers.append(directions)
+    return layers, params
+
+
+# A case each strategy can run: (T, B, D, projection); LSTM-only ones say so.
+_STRATEGY_CASES = {"team": (6, 3, 1, 0), "stream_step": (1, 1, 1, 0), "layers": (5, 4, 2, 3),
+                   "panels_fused": (5, 19, 2, 0), "panels": (5, 11, 2, 0), "axpy": (5, 5, 2, 3)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell", list(CELLS), ids=list(CELLS))
+@pytest.mark.parametrize("strategy", [s.name for s in cpu.STRATEGIES])
+def test_every_strategy_runs_every_cell_as_the_reference(strategy, cell, dtype):
+    # The dispatch table, forced entry by entry: each strategy that can run a
+    # cell matches the reference (2 layers, lengths, a given state; H = 21 is a
+    # float32 vector and a masked tail); one that cannot refuses.
+    cell = CELLS[cell]
+    T, B, D, proj = _STRATEGY_CASES[strategy]
+    proj = proj if cell.has_cell_state else 0  # a projection is an LSTM's alone
+    rng = np.random.default_rng(len(strategy) + cell.gates)
+    I, H, L = 6, 21, 2
+    layers, params = _random_stack(rng, cell, I, H, L, D, True, proj)
+    stack = pack_stack(layers, dtype, cell)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((L * D, B, proj or H)).astype(dtype)
+    c0 = rng.standard_normal((L * D, B, H)).astype(dtype) if cell.has_cell_state else None
+    lengths = rng.integers(1, T + 1, B).astype(np.int64) if B > 1 else None
+    if not cpu.BY_NAME[strategy].can_run(stack if cpu.BY_NAME[strategy].scope == "stack"
+                                         else stack[0], T, B):
+        assert cell is not LSTM or strategy == "team"  # the team needs two threads
+        with pytest.raises(ValueError, match="cannot run"):
+            cpu.forward(stack, x, h0, c0, lengths, strategy)
+        return
+    out, h_n, c_n = cpu.forward(stack, x, h0, c0, lengths, strategy)
+    hx = (h0, c0) if cell.has_cell_state else h0
+    as64 = {k: v.astype(dtype).astype(np.float64) for k, v in params.items()}
+    ref_out, ref_state = reference.recurrent(
+        cell, x.astype(np.float64), as64, L, D == 2,
+        tuple(s.astype(np.float64) for s in hx) if cell.has_cell_state else hx.astype(np.float64),
+        lengths)
+    assert_close(out, ref_out, dtype, "out")
+    if cell.has_cell_state:
+        assert_close(h_n, ref_state[0], dtype, "h_n")
+        assert_close(c_n, ref_state[1], dtype, "c_n")
+    else:
+        assert_close(h_n, ref_state, dtype, "h_n")
+        assert c_n.shape == (L * D, B, 0)

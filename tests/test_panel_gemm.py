@@ -1,5 +1,5 @@
 """The register-tiled GEMM (numba_lstm.cpu.panel_gemm, cpu.simd) and the kernels
-built on it (cpu.projection, cpu.gemm_steps) against NumPy and the reference."""
+built on it (cpu.projection, cpu.layer's panel steps) against NumPy and the reference."""
 
 import platform
 
@@ -10,7 +10,6 @@ from conftest import assert_close
 from numba import njit
 from test_kernels import check_layer
 
-import numba_lstm.cpu as cpu
 from numba_lstm.cpu.packing import GEMM_PANEL_VECTORS
 from numba_lstm.cpu.panel_gemm import (
     TILE_ROWS,
@@ -105,13 +104,12 @@ def test_input_projection_matches_numpy(dtype, n_chunks, D):
 @pytest.mark.parametrize("D", [1, 2])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("B,H", [(16, 8), (27, 45), (40, 16)])
-def test_large_batch_layer_matches_reference(dtype, D, fused, B, H, monkeypatch):
-    # B >= 16 without projection runs cpu.gemm_steps: full 8-row tiles, leftover
-    # rows (27 = 8 + 8 + 11 in two chunks), and 4H = 180 a partial last panel;
-    # the input is projected inside the step loop (fused) or beforehand.
-    monkeypatch.setattr(cpu, "FUSED_MAX_BYTES", 1 << 30 if fused else 0)
-    monkeypatch.setattr(cpu, "FUSED_MIN_ROWS", 0 if fused else 1 << 30)
-    check_layer(np.random.default_rng(B + H + D), 7, B, 13, H, 0, D, True, dtype, True)
+def test_large_batch_layer_matches_reference(dtype, D, fused, B, H):
+    # The panel steps (cpu.layer): full 8-row tiles, leftover rows (27 = 8 + 8
+    # + 11 in two chunks), and 4H = 180 a partial last panel; the input is
+    # projected inside the step loop (fused) or beforehand.
+    check_layer(np.random.default_rng(B + H + D), 7, B, 13, H, 0, D, True, dtype, True,
+                "panels_fused" if fused else "panels")
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")

@@ -19,6 +19,7 @@ from test_kernels import random_layer
 import numba_lstm as nl
 import numba_lstm.cpu as cpu
 from numba_lstm import reference
+from numba_lstm.cells import LSTM
 from numba_lstm.cpu.atomics import fetch_add, load_acquire
 from numba_lstm.cpu.cooperative import (
     _block_step,
@@ -30,9 +31,9 @@ from numba_lstm.cpu.cooperative import (
     step_claim,
     steps_done,
 )
+from numba_lstm.cpu.layer import row_function
 from numba_lstm.cpu.packing import pack_stack
 from numba_lstm.cpu.panel_gemm import gemm_panels_acc
-from numba_lstm.cpu.recurrence import cell_block
 from numba_lstm.cpu.row_step import row_block_step
 
 
@@ -139,12 +140,15 @@ def test_threads_sharing_one_job_match_the_reference(dtype):
         _check(args, expected, dtype)
 
 
+lstm_row = row_function(LSTM)
+
+
 @njit
 def _general_block_step(gx_row, w_q, h_prev, c, h):
-    """The batch-1 block step through the general path: panel GEMM, then cell_block."""
+    """The batch-1 block step through the general path: panel GEMM, then the LSTM row."""
     acc = gx_row.copy().reshape((1, gx_row.shape[0]))
     gemm_panels_acc(acc, h_prev.reshape((1, h_prev.shape[0])), w_q)
-    cell_block(acc[0], c, h)
+    lstm_row(acc[0], acc[0], h, c, h)
 
 
 @njit
@@ -269,17 +273,11 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     _check(args, expected, np.float64)
 
 
-@pytest.fixture
-def team_for_every_size(monkeypatch):
-    monkeypatch.setattr(cpu, "TEAM_MIN_MACS_PER_STEP", 0)
-
-
 @pytest.mark.parametrize("per_thread", [1, cpu.BLOCKS_PER_THREAD])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [1, 2, 7, 15])
 @pytest.mark.parametrize("L,T", [(1, 70), (3, 40), (2, 2)])
-def test_stack_through_the_team_matches_the_reference(team_for_every_size, monkeypatch,
-                                                      per_thread, dtype, B, L, T):
+def test_stack_through_the_team_matches_the_reference(monkeypatch, per_thread, dtype, B, L, T):
     # H=45 over 2 blocks (23+22 units) or 4 (12+12+12+9); T=70: two projection
     # row chunks at B=1. Which one the shape gets is SINGLE_BLOCK_MAX_MACS's call.
     monkeypatch.setattr(cpu, "SINGLE_BLOCK_MAX_MACS", 1 << 40 if per_thread == 1 else 0)
@@ -290,9 +288,9 @@ def test_stack_through_the_team_matches_the_reference(team_for_every_size, monke
     lengths = rng.integers(1, T + 1, B).astype(np.int64) if B > 1 else None
     if B == 2:  # no initial state: the team allocates zeros itself
         h0, c0 = np.zeros_like(h0), np.zeros_like(c0)
-        out, h_n, c_n = cpu.lstm_forward(stack, x, None, None, lengths)
+        out, h_n, c_n = cpu.forward(stack, x, None, None, lengths, "team")
     else:
-        out, h_n, c_n = cpu.lstm_forward(stack, x, h0, c0, lengths)
+        out, h_n, c_n = cpu.forward(stack, x, h0, c0, lengths, "team")
     assert list(stack.__dict__["_team_blocks"]) == [cpu.TEAM.size * per_thread]
     ref_out, ref_h, ref_c = _reference(params, x, h0, c0, lengths)
     assert_close(out, ref_out, dtype, "out")
@@ -307,7 +305,7 @@ def test_blocks_per_thread_follow_the_step_size():
     rng = np.random.default_rng(4)
     for B, H, per_thread in [(1, 128, 1), (1, 256, 1), (2, 256, cpu.BLOCKS_PER_THREAD)]:
         stack, _ = _stack(rng, 1, 8, H, np.float32, bias=True)
-        cpu.lstm_forward(stack, np.ones((3, B, 8), np.float32), np.zeros((1, B, H), np.float32),
+        cpu.forward(stack, np.ones((3, B, 8), np.float32), np.zeros((1, B, H), np.float32),
                          np.zeros((1, B, H), np.float32), None)
         assert list(stack.__dict__["_team_blocks"]) == [cpu.TEAM.size * per_thread], (B, H)
 

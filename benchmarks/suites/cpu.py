@@ -13,7 +13,7 @@ IDS = [s.id for s in SHAPES]
 
 def _runner(shape_id: str, dtype: str):
     shape = BY_ID[shape_id]
-    lstm = nl.LSTM.from_state_dict(shape.state_dict(), dtype=dtype)
+    lstm = getattr(nl, shape.family).from_state_dict(shape.state_dict(), dtype=dtype)
     x = shape.inputs().astype(dtype)
     if shape.streaming:
         stream = lstm.stream()

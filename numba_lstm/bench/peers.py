@@ -31,7 +31,7 @@ class NumbaLSTM:
     def __init__(self, shape: Shape, state_dict: dict, x: np.ndarray, device: str = "cpu"):
         import numba_lstm as nl
 
-        self.lstm = nl.LSTM.from_state_dict(state_dict).to(device)
+        self.lstm = getattr(nl, shape.family).from_state_dict(state_dict).to(device)
         self.x = x
         self.sync = lambda: None
         if device != "cpu":  # inputs and outputs stay on the GPU, as torch's do
@@ -67,8 +67,8 @@ def _torch_lstm(shape: Shape, state_dict: dict, device: str):
 
     if device != "cpu" and not torch.cuda.is_available():
         raise Unavailable("torch has no CUDA device here")
-    lstm = torch.nn.LSTM(shape.input_size, shape.hidden_size, shape.layers,
-                         bidirectional=shape.bidirectional)
+    lstm = getattr(torch.nn, shape.family)(shape.input_size, shape.hidden_size, shape.layers,
+                                           bidirectional=shape.bidirectional)
     lstm.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
     return lstm.eval().to(device)
 
@@ -100,7 +100,8 @@ class Torch:
 
 
 class OnnxRuntime:
-    """torch.onnx.export of the same nn.LSTM; streaming exports h0/c0 as inputs."""
+    """torch.onnx.export of the same nn.LSTM (nn.GRU); streaming exports the
+    initial state as inputs."""
 
     name = "onnxruntime"
 
@@ -116,29 +117,32 @@ class OnnxRuntime:
         lstm = _torch_lstm(shape, state_dict, "cpu")
         n = shape.layers * shape.directions
         h0 = torch.zeros(n, shape.batch, shape.hidden_size)
+        states = ["h", "c"] if shape.family == "LSTM" else ["h"]
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if shape.streaming:
-                torch.onnx.export(lstm, (torch.from_numpy(x), (h0, h0.clone())), buffer,
-                                  dynamo=False, input_names=["x", "h0", "c0"],
-                                  output_names=["y", "h_n", "c_n"])
+                hx = (h0, h0.clone()) if shape.family == "LSTM" else h0
+                torch.onnx.export(lstm, (torch.from_numpy(x), hx), buffer,
+                                  dynamo=False, input_names=["x"] + [s + "0" for s in states],
+                                  output_names=["y"] + [s + "_n" for s in states])
             else:
                 torch.onnx.export(lstm, (torch.from_numpy(x),), buffer, dynamo=False,
-                                  input_names=["x"], output_names=["y", "h_n", "c_n"])
+                                  input_names=["x"],
+                                  output_names=["y"] + [s + "_n" for s in states])
         self.session = ort.InferenceSession(buffer.getvalue(),
                                             providers=["CPUExecutionProvider"])
         self.feed = {"x": x}
+        self.state_names = [s + "0" for s in states]
         if shape.streaming:
-            self.feed["h0"] = h0.numpy()
-            self.feed["c0"] = h0.numpy().copy()
+            self.feed.update({name: h0.numpy().copy() for name in self.state_names})
         self.streaming = shape.streaming
         self.y = None
 
     def run(self) -> None:
-        self.y, h_n, c_n = self.session.run(None, self.feed)
+        self.y, *state = self.session.run(None, self.feed)
         if self.streaming:
-            self.feed["h0"], self.feed["c0"] = h_n, c_n
+            self.feed.update(zip(self.state_names, state, strict=True))
 
     def output(self) -> np.ndarray:
         return self.y

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from .._config import configure_threading
+from ..cells import LSTM
 from .aligned import aligned_copy, aligned_zeros
 from .cooperative import SERVE, claim_count, done_size, lstm_stack_team
-from .gemm_steps import lstm_layer_gemm_steps
+from .layer import layer_kernels
 from .layernorm import layernorm_lstm_layer, layernorm_lstm_layer_serial
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
-from .recurrence import lstm_layer, lstm_layer_serial
 from .streaming import StackStepper, lstm_stream_step
 from .team import Team
 
-__all__ = ["PackedLayer", "PackedStack", "StackStepper", "pack_layer", "pack_stack",
-           "lstm_layer_forward", "lstm_forward", "lstm_stream_step"]
+__all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy", "forward",
+           "layer_forward", "lstm_stream_step", "pack_layer", "pack_stack"]
 
 configure_threading()
 
@@ -29,9 +31,9 @@ configure_threading()
 _KERNEL_LOCK = threading.Lock()
 
 
-# Below this batch a one-direction stack without projection goes to the team
-# (cpu.cooperative); from it up, splitting the batch across threads wins
-# (the panel-GEMM steps, cpu.gemm_steps, with full 8-row tiles).
+# Below this batch a one-direction LSTM stack without projection goes to the
+# team (cpu.cooperative); from it up, splitting the batch across threads wins
+# (the panel steps, cpu.layer, with full 8-row tiles).
 GEMM_STEPS_MIN_BATCH = 16
 # The large-batch kernel projects each step's input itself, saving gx's round
 # trip through memory (shape S7: 26 MB written, then read), when a direction's
@@ -84,51 +86,218 @@ def _launch(parallel_kernel, serial_kernel, n_tasks: int, *args) -> None:
         parallel_kernel(*args)
 
 
-def lstm_layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
-    """One layer over x (T, B, I) C-contiguous of the layer's dtype.
+# -- the dispatch table ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Strategy:
+    """One way to run a whole stack (``scope="stack"``) or one layer of it.
 
-    h0 (D, B, H_out), c0 (D, B, H) C-contiguous, lengths (B,) int64; the final
-    states are written into h_n (D, B, H_out), c_n (D, B, H).
-    Returns out (T, B, D*H_out).
-
-    Three strategies, by shape: from batch 2 without projection, the
-    panel-GEMM steps threaded over direction x batch slice (they project x
-    themselves when the weights fit in cache); otherwise the axpy kernel,
-    threaded the same way, or on one thread for one direction at batch 1.
+    can_run(layers or layer, T, B): whether it computes this case at all;
+    prefer(...): whether ``forward`` picks it (the first preferred one wins);
+    run: the runner. Tests force each one by name and compare with the reference.
     """
-    T, B, I = x.shape
-    D, H, H_out = layer.num_directions, layer.hidden_size, layer.output_size
-    out = np.empty((T, B, D * H_out), layer.w_hh.dtype)
+
+    name: str
+    scope: str
+    can_run: Callable[..., bool]
+    prefer: Callable[..., bool]
+    run: Callable
+
+
+def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
+    layer = layers[0]
+    return (layer.cell is LSTM and layer.num_directions == 1
+            and layer.output_size == layer.hidden_size and steps > 1 and TEAM.size > 1)
+
+
+def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
+    """One streaming step (steps == 1) stays on one thread: its weights are read
+    once, so it is bound by the machine's L3 bandwidth, which a second core does
+    not add to here, and the team's per-call setup then costs more than it saves
+    (measured, 2 layers: H=256 97-160 µs per job against 145 µs for the one-call
+    kernel; H=192 177 against 145 µs). From GEMM_STEPS_MIN_BATCH up, splitting
+    the batch (the panel steps) wins."""
+    return batch < GEMM_STEPS_MIN_BATCH and batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
+
+
+def _run_team(layers: PackedStack, x, h0, c0, lengths):
+    T, B = x.shape[:2]
+    ctrl = TEAM.acquire()
+    try:
+        if lengths is None:
+            return _team_stack(ctrl, layers, x, h0, c0, np.full(B, T, np.int64), T)
+        return _team_stack(ctrl, layers, x, h0, c0, lengths, int(lengths.max()))
+    finally:
+        TEAM.release(ctrl, x.itemsize)
+
+
+def _stream_step_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
+    return steps == 1 and batch == 1 and layers.step is not None
+
+
+def _run_stream_step(layers: PackedStack, x, h0, c0, lengths):
+    h0, c0 = _zeros_if_none(layers, x, h0, c0)
+    return lstm_stream_step(layers, x, h0, c0)
+
+
+def _run_layers(layers: PackedStack, x, h0, c0, lengths, layer_strategy: str | None = None):
+    T, B = x.shape[:2]
+    D = layers[0].num_directions
+    h0, c0 = _zeros_if_none(layers, x, h0, c0)
+    h_n = np.empty_like(h0)
+    c_n = np.empty_like(c0)
+    if lengths is None:
+        lengths = np.full(B, T, dtype=np.int64)
+    out = x
+    for k, layer in enumerate(layers):
+        sl = slice(k * D, (k + 1) * D)  # leading-axis slices of C arrays stay C-contiguous
+        out = layer_forward(out, layer, h0[sl], c0[sl], lengths, h_n[sl], c_n[sl], layer_strategy)
+    return out, h_n, c_n
+
+
+def _zeros_if_none(layers: PackedStack, x, h0, c0):
+    """h0 (L*D, B, H_out) and c0 (L*D, B, Hc) with Hc = 0 for cells without c."""
+    n, B = len(layers) * layers[0].num_directions, x.shape[1]
+    if h0 is None:
+        h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
+    if c0 is None:
+        c0 = np.zeros((n, B, layers[0].state_size), x.dtype)
+    return h0, c0
+
+
+def _threads(layer: PackedLayer, B: int) -> int:
     # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
-    threads = 1 if B == 1 and D == 1 else numba.get_num_threads()
-    n_chunks = max(1, min(B, threads // D))
+    return 1 if B == 1 and layer.num_directions == 1 else numba.get_num_threads()
+
+
+def _n_chunks(layer: PackedLayer, B: int) -> int:
+    """Batch slices per direction: a task per thread."""
+    return max(1, min(B, _threads(layer, B) // layer.num_directions))
+
+
+def _panels_can_run(layer: PackedLayer, T: int, B: int) -> bool:
+    return layer.output_size == layer.hidden_size
+
+
+def _panels_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     # From 2 rows the panel tiles have 4+ independent FMA chains and read W_hh
     # once per tile; a 1-row tile has 2-3, too few to cover the FMA latency, and
     # the axpy kernel streams W_hh faster there (docs/performance.md).
-    panel_steps = H_out == H and B > 1
-    fused = panel_steps and (B // n_chunks >= FUSED_MIN_ROWS
-                             or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES)
+    return B > 1
+
+
+def _fused_can_run(layer: PackedLayer, T: int, B: int) -> bool:
+    return _panels_can_run(layer, T, B) and layer.cell.summed_gates == layer.cell.gates
+
+
+def _fused_preferred(layer: PackedLayer, T: int, B: int) -> bool:
+    D = layer.num_directions
+    return B > 1 and (B // _n_chunks(layer, B) >= FUSED_MIN_ROWS
+                      or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES)
+
+
+def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = False):
+    T, B, I = x.shape
+    D, H = layer.num_directions, layer.hidden_size
+    G = layer.w_hh.shape[2]
+    kernels = layer_kernels(layer.cell)
+    out = np.empty((T, B, D * H), layer.w_hh.dtype)
     if fused:
         w_step = layer.input_and_hidden_panels()
-        gx = np.empty((0, B, D * 4 * H), layer.w_hh.dtype)
-    elif D * n_chunks > 1 or panel_steps:
+        gx = np.empty((0, B, D * G), layer.w_hh.dtype)
+    else:
         w_ih, w_step = layer.panels()
-        gx = np.empty((T * B, D * 4 * H), layer.w_hh.dtype)
-        with _KERNEL_LOCK:
-            input_projection(x.reshape(T * B, I), w_ih, layer.bias, gx, threads)
-        gx = gx.reshape(T, B, D * 4 * H)
-    else:
-        gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*4H), BLAS
-        gx += layer.bias
-        gx = gx.reshape(T, B, D * 4 * H)
-    if panel_steps:
-        with _KERNEL_LOCK:
-            lstm_layer_gemm_steps(x, gx, w_step, layer.bias, h0, c0, lengths, out, h_n, c_n,
-                                  n_chunks)
-    else:
-        _launch(lstm_layer, lstm_layer_serial, D * n_chunks, gx, layer.w_hh, layer.w_hr,
-                h0, c0, lengths, out, h_n, c_n, n_chunks)
+        gx = _projected(x, layer, threaded=True)
+    with _KERNEL_LOCK:
+        kernels.panels(x, gx, w_step, layer.step_bias, h0, c0, lengths, out, h_n, c_n,
+                       _n_chunks(layer, B))
     return out
+
+
+def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
+    return _run_panels(x, layer, h0, c0, lengths, h_n, c_n, fused=True)
+
+
+def _projected(x, layer: PackedLayer, threaded: bool):
+    """gx (T, B, D*G) = x @ W_ih^T + bias for every step: on Numba's threads
+    (W_ih in panels) ahead of a threaded step loop, else one BLAS matmul (whose
+    threads keep spinning after it returns and would compete with Numba's)."""
+    T, B, I = x.shape
+    G = layer.w_ih.shape[1]
+    if not threaded:
+        gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*G), BLAS
+        gx += layer.bias
+        return gx.reshape(T, B, G)
+    gx = np.empty((T * B, G), layer.w_hh.dtype)
+    with _KERNEL_LOCK:
+        input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx,
+                         _threads(layer, B))
+    return gx.reshape(T, B, G)
+
+
+def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
+    T, B, I = x.shape
+    D, H_out = layer.num_directions, layer.output_size
+    n_chunks = _n_chunks(layer, B)
+    kernels = layer_kernels(layer.cell)
+    out = np.empty((T, B, D * H_out), layer.w_hh.dtype)
+    gx = _projected(x, layer, threaded=D * n_chunks > 1)
+    _launch(kernels.axpy, kernels.axpy_serial, D * n_chunks, gx, layer.w_hh, layer.w_hr,
+            layer.step_bias[:, 1], h0, c0, lengths, out, h_n, c_n, n_chunks)
+    return out
+
+
+def _always(*args) -> bool:
+    return True
+
+
+STRATEGIES = (
+    # Whole stacks.
+    Strategy("team", "stack", _team_can_run, _team_preferred, _run_team),
+    Strategy("stream_step", "stack", _stream_step_can_run, _always, _run_stream_step),
+    Strategy("layers", "stack", _always, _always, _run_layers),
+    # One layer at a time (the "layers" strategy).
+    Strategy("panels_fused", "layer", _fused_can_run, _fused_preferred, _run_fused),
+    Strategy("panels", "layer", _panels_can_run, _panels_preferred, _run_panels),
+    Strategy("axpy", "layer", _always, _always, _run_axpy),
+)
+BY_NAME = {s.name: s for s in STRATEGIES}
+
+
+def _pick(scope: str, forced: str | None, *case) -> Strategy:
+    if forced is not None and BY_NAME[forced].scope == scope:
+        strategy = BY_NAME[forced]
+        if not strategy.can_run(*case):
+            raise ValueError(f"strategy {forced!r} cannot run this case")
+        return strategy
+    return next(s for s in STRATEGIES
+                if s.scope == scope and s.can_run(*case) and s.prefer(*case))
+
+
+def layer_forward(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, strategy: str | None = None):
+    """One layer over x (T, B, I) C-contiguous of the layer's dtype.
+
+    h0 (D, B, H_out), c0 (D, B, Hc) C-contiguous (Hc = H, or 0 without a cell
+    state), lengths (B,) int64; the final states are written into h_n, c_n.
+    Returns out (T, B, D*H_out). ``strategy`` forces a layer strategy by name.
+    """
+    T, B = x.shape[:2]
+    return _pick("layer", strategy, layer, T, B).run(x, layer, h0, c0, lengths, h_n, c_n)
+
+
+def forward(layers: PackedStack, x, h0, c0, lengths, strategy: str | None = None):
+    """A stack of layers over x (T, B, I); h0 (L*D, B, H_out), c0 (L*D, B, Hc),
+    or None for zeros. lengths (B,) int64, or None for full-length sequences.
+    ``strategy`` forces one of STRATEGIES by name (tests).
+
+    Returns output (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, Hc).
+    """
+    T, B = x.shape[:2]
+    if strategy is not None and BY_NAME[strategy].scope == "layer":
+        return _run_layers(layers, x, h0, c0, lengths, strategy)
+    stack = _pick("stack", strategy, layers, T, B)
+    if stack.name == "layers":
+        return _run_layers(layers, x, h0, c0, lengths, strategy)
+    return stack.run(layers, x, h0, c0, lengths)
 
 
 def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
@@ -162,40 +331,6 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
                     counters[:n_claims], counters[n_claims:].reshape(L, -1), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
-
-
-def lstm_forward(layers: PackedStack, x, h0, c0, lengths):
-    """A stack of layers over x (T, B, I); h0 (L*D, B, H_out), c0 (L*D, B, H), or
-    both None for zeros.
-    lengths (B,) int64, or None for full-length sequences.
-
-    Returns output (T, B, D*H_out), h_n (L*D, B, H_out), c_n (L*D, B, H).
-    """
-    T, B = x.shape[:2]
-    if _team_can_run(layers[0], T, B):
-        ctrl = TEAM.acquire()
-        try:
-            if lengths is None:
-                return _team_stack(ctrl, layers, x, h0, c0, np.full(B, T, np.int64), T)
-            return _team_stack(ctrl, layers, x, h0, c0, lengths, int(lengths.max()))
-        finally:
-            TEAM.release(ctrl, x.itemsize)
-    D = layers[0].num_directions
-    n = len(layers) * D
-    if h0 is None:
-        h0 = np.zeros((n, B, layers[0].output_size), x.dtype)
-        c0 = np.zeros((n, B, layers[0].hidden_size), x.dtype)
-    if T == 1 and B == 1 and layers.step is not None:
-        return lstm_stream_step(layers, x, h0, c0)
-    h_n = np.empty_like(h0)
-    c_n = np.empty_like(c0)
-    if lengths is None:
-        lengths = np.full(B, T, dtype=np.int64)
-    out = x
-    for k, layer in enumerate(layers):
-        sl = slice(k * D, (k + 1) * D)  # leading-axis slices of C arrays stay C-contiguous
-        out = lstm_layer_forward(out, layer, h0[sl], c0[sl], lengths, h_n[sl], c_n[sl])
-    return out, h_n, c_n
 
 
 def pack_layernorm_layer(params: dict, dtype) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .simd import fma, vclamp, vdiv, vfma, vmul, vsaturate, vsplat
+from .simd import Vec, fma, vclamp, vdiv, vfma, vmul, vrelu, vsaturate, vsplat
 
 # tanh(x) ≈ x·P(x²)/Q(x²) on |x| ≤ 7.905311, past which tanh rounds to ±1 in float32
 # (minimax coefficients as published with Eigen's fast float tanh).
@@ -65,8 +65,26 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def relu(x):
+    """max(x, 0) for kernels; NaN stays NaN."""
+    return np.maximum(x, 0)
+
+
+@overload(relu)
+def _relu_impl(x):
+    if isinstance(x, Vec):
+        return lambda x: vrelu(x)
+    # NaN fails x < 0 and passes through; -inf gives 0, as torch.relu.
+    if x == types.float32:
+        return lambda x: x if not x < 0 else np.float32(0)
+    return lambda x: x if not x < 0 else 0.0
+
+
+# tanh and sigmoid also take float32 Vecs (cpu.simd), for the cells' vector form.
 @overload(tanh)
 def _tanh_impl(x):
+    if isinstance(x, Vec) and x.dtype == types.float32:
+        return lambda x: tanh32_vec(x)
     if x == types.float32:
         return lambda x: tanh32(x)
     return lambda x: math.tanh(x)
@@ -74,6 +92,8 @@ def _tanh_impl(x):
 
 @overload(sigmoid)
 def _sigmoid_impl(x):
+    if isinstance(x, Vec) and x.dtype == types.float32:
+        return lambda x: sigmoid32_vec(x)
     if x == types.float32:
         return lambda x: fma(HALF32, tanh32(HALF32 * x), HALF32)
     return lambda x: 0.5 + 0.5 * math.tanh(0.5 * x)

@@ -19,11 +19,15 @@ Kernels trust their arguments; numba_lstm.cpu prepares them.
 import numpy as np
 from numba import carray, njit
 
+from ..cells import LSTM
 from .atomics import address_as_voidptr, fetch_add, load_acquire
+from .layer import row_function
 from .panel_gemm import gemm_panels_acc
-from .recurrence import _FLAGS, cell_block, copy_row
+from .recurrence import _FLAGS, copy_row
 from .row_step import row_block_step
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
+
+lstm_row = row_function(LSTM)
 
 PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
 # Per layer, done[layer] counts finished tasks, each counter on its own cache
@@ -141,7 +145,7 @@ def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc):
     gemm_panels_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (H, 4U)
     for b in range(B):
         if s < lengths[b]:
-            cell_block(acc[b], c[b, units], h_next[b, units])
+            lstm_row(acc[b], acc[b], h_next[b, units], c[b, units], h_next[b, units])
             copy_row(h_next[b, units], out[s, b, units])
         else:
             copy_row(h_prev[b, units], h_next[b, units])

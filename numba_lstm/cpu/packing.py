@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cells import LSTM, Cell
 from .aligned import aligned_copy
 from .panel_gemm import pack_panels
 from .simd import VECTOR_BYTES
@@ -17,17 +18,23 @@ GEMM_PANEL_VECTORS = 3 if VECTOR_BYTES == 64 else 2
 
 @dataclass(frozen=True)
 class PackedLayer:
-    """One LSTM layer, all directions, in kernel layout (D = number of directions).
+    """One recurrent layer, all directions, in kernel layout (D directions, G =
+    cell.gates * H gate columns per direction).
 
-    w_ih (I, D*4H): W_ih^T of every direction side by side, so one matmul
-        projects the input for all of them; bias (D*4H,) is b_ih + b_hh.
-    w_hh (D, H_out, 4H): W_hh^T.   w_hr (D, H, H_out): W_hr^T, or (D, 0, 0).
+    w_ih (I, D*G): W_ih^T of every direction side by side, so one matmul
+        projects the input for all of them; bias (D*G,) the x side's bias
+        (cells.Cell.split_bias: b_ih, plus b_hh on the summed gates).
+    w_hh (D, H_out, G): W_hh^T.   w_hr (D, H, H_out): W_hr^T, or (D, 0, 0).
+    step_bias (D, 2, G): per direction the x side's bias and the h side's
+        (b_hh on the gates the cell keeps apart, zeros elsewhere).
     """
 
     w_ih: np.ndarray
     bias: np.ndarray
     w_hh: np.ndarray
     w_hr: np.ndarray
+    step_bias: np.ndarray
+    cell: Cell = LSTM
 
     def panels(self) -> tuple[np.ndarray, np.ndarray]:
         """(w_ih (D, P, I, NR), w_hh (D, P', H_out, NR)): each direction's W_ih^T
@@ -44,8 +51,8 @@ class PackedLayer:
             "_input_and_hidden_panels", lambda d: np.concatenate([self._w_ih_of(d), self.w_hh[d]]))
 
     def _w_ih_of(self, d: int) -> np.ndarray:
-        """Direction d's W_ih^T (I, 4H), a view."""
-        G = 4 * self.hidden_size
+        """Direction d's W_ih^T (I, G), a view."""
+        G = self.w_hh.shape[2]
         return self.w_ih[:, d * G:(d + 1) * G]
 
     def _panels_per_direction(self, key: str, weights_of) -> np.ndarray:
@@ -63,36 +70,39 @@ class PackedLayer:
 
     @property
     def hidden_size(self) -> int:
-        return self.w_hh.shape[2] // 4
+        return self.w_hh.shape[2] // self.cell.gates
+
+    @property
+    def state_size(self) -> int:
+        """Width of the cell state c: H, or 0 for cells whose state is h alone."""
+        return self.hidden_size if self.cell.has_cell_state else 0
 
     @property
     def output_size(self) -> int:
         return self.w_hh.shape[1]
 
 
-def pack_layer(directions, dtype) -> PackedLayer:
+def pack_layer(directions, dtype, cell: Cell = LSTM) -> PackedLayer:
     """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction, torch layout;
     biases and w_hr may be None."""
     w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
-    bias = np.concatenate([
-        np.zeros(dw[1].shape[0], dtype) if dw[2] is None
-        else np.asarray(dw[2], dtype) + np.asarray(dw[3], dtype)
-        for dw in directions
-    ])
+    hidden = directions[0][1].shape[0] // cell.gates
+    step_bias = np.stack([cell.split_bias(dw[2], dw[3], hidden, dtype) for dw in directions])
+    bias = step_bias[:, 0].reshape(-1)  # (D*G,)
     w_hh = np.stack([np.asarray(dw[1], dtype).T for dw in directions])
     if directions[0][4] is None:
         w_hr = np.zeros((len(directions), 0, 0), dtype)
     else:
         w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
-    return PackedLayer(*(aligned_copy(a) for a in (w_ih, bias, w_hh, w_hr)))
+    return PackedLayer(*(aligned_copy(a) for a in (w_ih, bias, w_hh, w_hr, step_bias)), cell)
 
 
 class PackedStack(list):
-    """The layers of one LSTM, in order (a list of PackedLayer).
+    """The layers of one recurrent network, in order (a list of PackedLayer).
 
     ``step`` is (w_ih0 (1, I, 4H), w_ih_rest (L-1, H, 4H), bias (L, 4H),
-    w_hh (L, H, 4H)) for stacks the one-call streaming kernel can run (one
-    direction, no projection), else None. The layers' arrays are views into
+    w_hh (L, H, 4H)) for stacks the one-call streaming kernel can run (LSTM,
+    one direction, no projection), else None. The layers' arrays are views into
     these, so the weights are held once.
     """
 
@@ -135,11 +145,11 @@ class PackedStack(list):
         return cache[n_blocks]
 
 
-def pack_stack(layers: list, dtype) -> PackedStack:
+def pack_stack(layers: list, dtype, cell: Cell = LSTM) -> PackedStack:
     """layers: per layer, the ``directions`` argument of pack_layer."""
-    packed = [pack_layer(directions, dtype) for directions in layers]
+    packed = [pack_layer(directions, dtype, cell) for directions in layers]
     stack = PackedStack(packed)
-    if packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
+    if cell is not LSTM or packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
         return stack
     w_ih0 = packed[0].w_ih[None]
     w_ih_rest = aligned_copy(np.stack([k.w_ih for k in packed[1:]]) if len(packed) > 1 else
@@ -147,6 +157,6 @@ def pack_stack(layers: list, dtype) -> PackedStack:
     bias = aligned_copy(np.stack([k.bias for k in packed]))
     w_hh = aligned_copy(np.concatenate([k.w_hh for k in packed]))
     stack[:] = [PackedLayer(w_ih0[0] if n == 0 else w_ih_rest[n - 1], bias[n], w_hh[n:n + 1],
-                            packed[n].w_hr) for n in range(len(packed))]
+                            packed[n].w_hr, packed[n].step_bias) for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)
     return stack

@@ -11,15 +11,19 @@ at batch 1 that read is the step's cost (shapes S1-S3).
 
 The sums come out bitwise as on the general path: each panel column summed from
 0 over k in order, then added to gx, and the same vector cell
-(recurrence.cell_update_vec).
+(cells.lstm.update).
 """
 
 from numba import njit
 from numba import types as nbtypes
 from numba.extending import overload
 
-from .recurrence import _FLAGS, cell_update_vec
+from ..cells import LSTM
+from .layer import cell_math
+from .recurrence import _FLAGS
 from .simd import vadd, vfma, vload, vload1, vsplat, vstore1
+
+lstm_update = cell_math(LSTM)  # (c, h) from gate values and c: scalars or Vecs
 
 
 def row_block_step(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
@@ -68,7 +72,7 @@ def _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
 @njit(inline="always", **_FLAGS)
 def _cell(gx_row, U, j, s_i, s_f, s_g, s_o, c, h_next, out_row):
     """Units j .. j+lanes-1 from their gate sums s_* (without gx)."""
-    c_new, h = cell_update_vec(vadd(vload1(gx_row, j), s_i), vadd(vload1(gx_row, U + j), s_f),
+    c_new, h = lstm_update(vadd(vload1(gx_row, j), s_i), vadd(vload1(gx_row, U + j), s_f),
                                vadd(vload1(gx_row, 2 * U + j), s_g),
                                vadd(vload1(gx_row, 3 * U + j), s_o), vload1(c, j))
     vstore1(c, j, c_new)

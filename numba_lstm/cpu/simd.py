@@ -12,12 +12,14 @@ saturation of the rational tanh (cpu.activations). The FMA is exact IEEE fma, so
 NaN and Inf propagate as in a scalar loop.
 """
 
+import operator
+
 import llvmlite.binding as llvm
 import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 
 def _vector_bytes() -> int:
@@ -193,7 +195,7 @@ def fma(typingctx, a, b, c):
     parallel kernel's body is optimised twice (once alone, as the fresh process
     runs it, once inside the library that the on-disk cache stores), so
     contraction made a cached kernel differ in the last bit from a fresh one."""
-    if not (isinstance(a, types.Float) and a == b == c):
+    if not (isinstance(a, (types.Float, Vec)) and a == b == c):
         return None
     return a(a, b, c), _fma_codegen
 
@@ -208,8 +210,32 @@ def _binary(op):
 
 
 vadd = _binary("fadd")
+vsub = _binary("fsub")
 vmul = _binary("fmul")
 vdiv = _binary("fdiv")
+
+
+# Arithmetic operators on Vecs, so that a cell's math (numba_lstm.cells) is one
+# text for scalars and vectors.
+def _vec_operator(op, vop):
+    @overload(op)
+    def _impl(a, b):
+        if isinstance(a, Vec) and a == b:
+            return lambda a, b: vop(a, b)
+
+
+_vec_operator(operator.add, vadd)
+_vec_operator(operator.sub, vsub)
+_vec_operator(operator.mul, vmul)
+
+
+@intrinsic
+def vrelu(typingctx, x):
+    """max(x, 0) lane by lane; NaN stays NaN (as torch.relu)."""
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered("<", args[0], zero), zero, args[0])
+    return x(x), codegen
 
 
 @intrinsic

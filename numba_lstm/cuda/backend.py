@@ -1,4 +1,4 @@
-"""CUDA backend: the CPU backend's interface (pack_stack, lstm_forward) on a GPU.
+"""CUDA backend: the CPU backend's interface (pack_stack, forward) on a GPU.
 
 NumPy inputs are copied in and results copied back; inputs that expose
 ``__cuda_array_interface__`` (numba device arrays, CuPy, torch CUDA tensors)
@@ -10,36 +10,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba import cuda
 
-from ..cpu.packing import pack_stack as pack_host_stack
+from ..cells import LSTM, Cell
 from . import kernels
 from .launch import Limits, grid_1d, persistent_units
 
 # "auto" picks per layer; tests force each path ("persistent", "per_step").
 STRATEGY = {"name": "auto"}
-_PERSISTENT = {}
 
 
 @dataclass(frozen=True)
 class DeviceLayer:
-    """A PackedLayer (numba_lstm.cpu.packing) with its arrays on the device."""
+    """One layer, all directions, on the device, in the CPU backend's layout
+    (G = cell.gates * H gate columns per direction)."""
 
-    w_ih: object  # (I, D*4H)
-    bias: object  # (D*4H,)
-    w_hh: object  # (D, H_out, 4H)
-    w_hr: object  # (D, H, H_out) or (D, 0, 0)
+    w_ih: object  # (I, D*G) W_ih^T of every direction side by side
+    bias: object  # (D*G,) the x side's bias (cells.Cell.split_bias)
+    w_hh: object  # (D, H_out, G) W_hh^T
+    w_hr: object  # (D, H, H_out) W_hr^T, or (D, 0, 0)
+    bias_h: object  # (D, G) the h side's bias of the cell's unsummed gates
+    cell: Cell
     num_directions: int
     hidden_size: int
     output_size: int
 
+    @property
+    def state_size(self) -> int:
+        return self.hidden_size if self.cell.has_cell_state else 0
 
-def pack_stack(layers: list, dtype) -> list[DeviceLayer]:
-    return [DeviceLayer(*(cuda.to_device(a) for a in (k.w_ih, k.bias, k.w_hh, k.w_hr)),
-                        k.num_directions, k.hidden_size, k.output_size)
-            for k in pack_host_stack(layers, dtype)]
+
+def _pack_layer(directions, dtype, cell: Cell) -> DeviceLayer:
+    """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) per direction, torch layout."""
+    H = directions[0][1].shape[0] // cell.gates
+    biases = [cell.split_bias(dw[2], dw[3], H, dtype) for dw in directions]
+    w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
+    w_hh = np.stack([np.asarray(dw[1], dtype).T for dw in directions])
+    if directions[0][4] is None:
+        w_hr = np.zeros((len(directions), 0, 0), dtype)
+    else:
+        w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
+    arrays = (w_ih, np.concatenate([b[0] for b in biases]), w_hh, w_hr,
+              np.stack([b[1] for b in biases]))
+    return DeviceLayer(*(cuda.to_device(np.ascontiguousarray(a)) for a in arrays), cell,
+                       len(directions), H, w_hh.shape[1])
+
+
+def pack_stack(layers: list, dtype, cell: Cell = LSTM) -> list[DeviceLayer]:
+    """layers: per layer, one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction."""
+    return [_pack_layer(directions, dtype, cell) for directions in layers]
 
 
 def is_device_array(value) -> bool:
@@ -120,31 +140,28 @@ def _to_device(array, stream):
     return cuda.to_device(np.ascontiguousarray(array), stream=stream)
 
 
-def _persistent_kernel(dtype):
-    key = np.dtype(dtype).name
-    if key not in _PERSISTENT:
-        _PERSISTENT[key] = kernels.make_persistent(numba.from_dtype(np.dtype(dtype)))
-    return _PERSISTENT[key]
-
-
-def lstm_layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits, stream):
-    """x (T, B, I), h0 (D, B, H_out), c0 (D, B, H), lengths (B,): device arrays.
+def layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits, stream):
+    """x (T, B, I), h0 (D, B, H_out), c0 (D, B, Hc), lengths (B,): device arrays.
     Returns device arrays out (T, B, D*H_out), h_n, c_n. Everything is queued on
     ``stream``; nothing waits for the host."""
     T, B, I = x.shape
     D, H, P = layer.num_directions, layer.hidden_size, layer.output_size
     dtype = x.dtype
-    G = D * 4 * H
+    G = D * layer.cell.gates * H
+    step_kernel, persistent_kernel = kernels.recurrence_kernels(layer.cell, dtype)
     gx = cuda.device_array((T * B, G), dtype, stream=stream)  # (T*B, D*4H)
     tile = kernels.TILE
     kernels.matmul_bias[((G + tile - 1) // tile, (T * B + tile - 1) // tile), (tile, tile),
                         stream](x.reshape(T * B, I), layer.w_ih, layer.bias, gx)
     gx = gx.reshape(T, B, G)
     out = cuda.device_array((T, B, D * P), dtype, stream=stream)
-    c = cuda.device_array((D, B, H), dtype, stream=stream)
-    c.copy_to_device(c0, stream=stream)
+    Hc = layer.state_size
+    c = cuda.device_array((D, B, Hc), dtype, stream=stream)
+    if Hc:
+        c.copy_to_device(c0, stream=stream)
     projected = P != H
-    units = None if projected else persistent_units(B, H, D, np.dtype(dtype).itemsize, limits)
+    units = None if projected else persistent_units(B, H, D, np.dtype(dtype).itemsize, limits,
+                                                    layer.cell.gates)
     use_persistent = (STRATEGY["name"] == "persistent"
                       or (STRATEGY["name"] == "auto" and units is not None))
     if use_persistent:
@@ -153,23 +170,23 @@ def lstm_layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits, s
                                f"projection={projected}) on this device")
         h_buf = cuda.device_array((2, D, B, H), dtype, stream=stream)  # ping-pong h
         h_buf[0].copy_to_device(h0, stream=stream)
-        kernel = _persistent_kernel(dtype)
         blocks = D * ((H + units - 1) // units)
-        kernel[blocks, units * B, stream, 4 * H * units * np.dtype(dtype).itemsize](
-            gx, layer.w_hh, h_buf, c, out, lengths, units)
+        smem = layer.cell.gates * H * units * np.dtype(dtype).itemsize
+        persistent_kernel[blocks, units * B, stream, smem](
+            gx, layer.w_hh, layer.bias_h, h_buf, c, out, lengths, units)
         return out, h_buf[T % 2], c
     h = cuda.device_array((D, B, P), dtype, stream=stream)
     h.copy_to_device(h0, stream=stream)
     h_next = cuda.device_array((D, B, P), dtype, stream=stream)
-    c_next = cuda.device_array((D, B, H), dtype, stream=stream)
+    c_next = cuda.device_array((D, B, Hc), dtype, stream=stream)
     h_cell = cuda.device_array((D, B, H), dtype, stream=stream) if projected else None
     step = grid_1d(D * B * H, limits) + (stream,)
     proj = grid_1d(D * B * P, limits) + (stream,)
     for s in range(T):
         # Without projection the step writes the next h itself.
         cell_out = h_cell if projected else h_next
-        kernels.lstm_step[step](gx, s, layer.w_hh, h, c, cell_out, c_next, out, lengths,
-                                not projected)
+        step_kernel[step](gx, s, layer.w_hh, layer.bias_h, h, c, cell_out, c_next, out,
+                          lengths, not projected)
         if projected:
             kernels.project_step[proj](h_cell, layer.w_hr, s, h, h_next, out, lengths)
         h, h_next = h_next, h
@@ -177,8 +194,8 @@ def lstm_layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits, s
     return out, h, c
 
 
-def lstm_forward(layers: list[DeviceLayer], x, h0, c0, lengths):
-    """As numba_lstm.cpu.lstm_forward; NumPy in -> NumPy out, device in -> device out.
+def forward(layers: list[DeviceLayer], x, h0, c0, lengths):
+    """As numba_lstm.cpu.forward; NumPy in -> NumPy out, device in -> device out.
 
     h0/c0 may be NumPy or device arrays (None: zeros made on the device);
     lengths is NumPy or None. Device input's work goes on its own stream.
@@ -193,9 +210,12 @@ def lstm_forward(layers: list[DeviceLayer], x, h0, c0, lengths):
     n = len(layers) * D
     if h0 is None:
         h0 = _filled((n, B, layers[0].output_size), dtype, 0, stream, limits)
-        c0 = _filled((n, B, layers[0].hidden_size), dtype, 0, stream, limits)
     else:
-        h0, c0 = _to_device(h0, stream), _to_device(c0, stream)
+        h0 = _to_device(h0, stream)
+    if c0 is None:
+        c0 = _filled((n, B, layers[0].state_size), dtype, 0, stream, limits)
+    else:
+        c0 = _to_device(c0, stream)
     if lengths is None:
         lengths = _filled((B,), np.int64, T, stream, limits)
     else:
@@ -205,9 +225,10 @@ def lstm_forward(layers: list[DeviceLayer], x, h0, c0, lengths):
     out = x
     for k, layer in enumerate(layers):
         sl = slice(k * D, (k + 1) * D)
-        out, h_k, c_k = lstm_layer_forward(out, layer, h0[sl], c0[sl], lengths, limits, stream)
+        out, h_k, c_k = layer_forward(out, layer, h0[sl], c0[sl], lengths, limits, stream)
         h_n[sl].copy_to_device(h_k, stream=stream)
-        c_n[sl].copy_to_device(c_k, stream=stream)
+        if c_k.size:
+            c_n[sl].copy_to_device(c_k, stream=stream)
     if on_device:
         return out, h_n, c_n
     results = tuple(a.copy_to_host(stream=stream) for a in (out, h_n, c_n))

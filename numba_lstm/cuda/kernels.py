@@ -1,28 +1,31 @@
-"""numba.cuda kernels: input projection, the fused step, the persistent recurrence.
+"""numba.cuda kernels: input projection, the fused step and the persistent
+recurrence, both written once for every cell (numba_lstm.cells).
 
-Same weight layout as the CPU backend (numba_lstm.cpu.packing): W^T with the
-4H gate columns contiguous, so threads j, j+1, ... of a warp read adjacent
-weights (coalesced). Kernels trust their arguments; backend.py prepares them.
-Gate order i, f, g, o as torch.
+Same weight layout as the CPU backend: W^T with a gate's H columns contiguous,
+so threads j, j+1, ... of a warp read adjacent weights (coalesced). Kernels
+trust their arguments; backend.py prepares them. The step templates name
+``GATES``, ``SUMMED``, ``DTYPE`` and ``cell_unit``; ``recurrence_kernels``
+compiles them with a cell's bound in, for one dtype.
 """
 
 import math
 
+import numba
+import numpy as np
 from numba import cuda
 
+from ..cells import Cell, bind, rebind
+
+# Bound per cell and dtype by recurrence_kernels(); placeholders for the reader.
+GATES = SUMMED = 1
+DTYPE = np.float32
+HALF, ZERO = np.float32(0.5), np.float32(0)  # typed constants, rebound per dtype
+
+
+def cell_unit(z, zx, h, c, h_new, u, H, n):
+    raise NotImplementedError
+
 TILE = 16  # matmul_bias tile: 16x16 threads, two TILE^2 shared tiles
-
-
-@cuda.jit(device=True, inline=True)
-def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
-
-
-@cuda.jit(device=True, inline=True)
-def _cell(z_i, z_f, z_g, z_o, c_prev):
-    """(c, o*tanh(c)) from one unit's four gate pre-activations."""
-    c = _sigmoid(z_f) * c_prev + _sigmoid(z_i) * math.tanh(z_g)
-    return c, _sigmoid(z_o) * math.tanh(c)
 
 
 @cuda.jit(device=True, inline=True)
@@ -87,44 +90,6 @@ def matmul_bias(x, w, bias, out):
 
 
 @cuda.jit
-def lstm_step(gx, s, w_hh, h_in, c_in, h_out, c_out, out, lengths, write_out):
-    """One step of every direction: recurrent matvec + gates + cell update, fused.
-
-    gx (T, B, D*4H);  w_hh (D, H_out, 4H);  h_in (D, B, H_out);  c_in, c_out
-    (D, B, H);  h_out (D, B, H) gets o*tanh(c) (before any projection).
-    Sequences past their length copy their state through; out (T, B, D*H) gets
-    h (when write_out, i.e. no projection) or 0 past the length.
-    Launch: 1-D, one thread per (d, b, j), D*B*H threads, no shared memory.
-    """
-    D, B, H = c_in.shape
-    d, b, j, t = _step_thread(cuda.grid(1), D, B, H, gx.shape[0], s)
-    if d >= D:
-        return
-    G = 4 * H
-    if t >= lengths[b]:
-        c_out[d, b, j] = c_in[d, b, j]
-        if write_out:
-            h_out[d, b, j] = h_in[d, b, j]
-            out[t, b, d * H + j] = 0
-        return
-    zi = gx[t, b, d * G + j]
-    zf = gx[t, b, d * G + H + j]
-    zg = gx[t, b, d * G + 2 * H + j]
-    zo = gx[t, b, d * G + 3 * H + j]
-    for k in range(w_hh.shape[1]):
-        hk = h_in[d, b, k]
-        zi += hk * w_hh[d, k, j]
-        zf += hk * w_hh[d, k, H + j]
-        zg += hk * w_hh[d, k, 2 * H + j]
-        zo += hk * w_hh[d, k, 3 * H + j]
-    c, h = _cell(zi, zf, zg, zo, c_in[d, b, j])
-    c_out[d, b, j] = c
-    h_out[d, b, j] = h
-    if write_out:
-        out[t, b, d * H + j] = h
-
-
-@cuda.jit
 def project_step(h_cell, w_hr, s, h_in, h_out, out, lengths):
     """h_out (D, B, P) = h_cell (D, B, H) @ w_hr (D, H, P), for proj_size P.
 
@@ -146,64 +111,157 @@ def project_step(h_cell, w_hr, s, h_in, h_out, out, lengths):
     out[t, b, d * P + p] = acc
 
 
-def make_persistent(dtype):
-    """The persistent recurrence for one dtype (shared-array dtypes are compile-time)."""
 
-    @cuda.jit
-    def lstm_persistent(gx, w_hh, h_buf, c, out, lengths, units):
-        """Every step of one layer (no projection) in one launch.
 
-        gx (T, B, D*4H);  w_hh (D, H, 4H);  h_buf (2, D, B, H) ping-pong, h0 in
-        [0], the final h in [T % 2];  c (D, B, H) updated in place.
-        Launch (cooperative): grid D*ceil(H/units) blocks of units*B threads;
-        dynamic shared memory H*4*units elements. Block n owns hidden units
-        j0..j0+units of one direction and keeps their W_hh columns (all four
-        gates) in shared memory for the whole sequence: weights are read from
-        global memory once per sequence, not once per step. One grid-wide
-        barrier per step publishes the new h to every block.
-        """
-        smem = cuda.shared.array(0, dtype)
-        grid = cuda.cg.this_grid()
-        D, B, H = c.shape
-        T = gx.shape[0]
-        G = 4 * H
-        per_dir = (H + units - 1) // units
-        d = cuda.blockIdx.x // per_dir
-        j0 = (cuda.blockIdx.x % per_dir) * units
-        n_units = min(units, H - j0)
-        tid = cuda.threadIdx.x
-        for e in range(tid, H * 4 * n_units, cuda.blockDim.x):
-            u = e % n_units
-            g = (e // n_units) % 4
-            k = e // (4 * n_units)
-            smem[(k * 4 + g) * units + u] = w_hh[d, k, g * H + j0 + u]
-        cuda.syncthreads()
-        u = tid % units
-        b = tid // units
-        active = u < n_units and b < B
-        j = j0 + u
-        for s in range(T):
-            src = s % 2
-            if active:
-                t = T - 1 - s if d == 1 else s
-                if t >= lengths[b]:
-                    h_buf[1 - src, d, b, j] = h_buf[src, d, b, j]
-                    out[t, b, d * H + j] = 0
-                else:
-                    zi = gx[t, b, d * G + j]
-                    zf = gx[t, b, d * G + H + j]
-                    zg = gx[t, b, d * G + 2 * H + j]
-                    zo = gx[t, b, d * G + 3 * H + j]
-                    for k in range(H):
-                        hk = h_buf[src, d, b, k]
-                        base = k * 4 * units + u
-                        zi += hk * smem[base]
-                        zf += hk * smem[base + units]
-                        zg += hk * smem[base + 2 * units]
-                        zo += hk * smem[base + 3 * units]
-                    c[d, b, j], h = _cell(zi, zf, zg, zo, c[d, b, j])
-                    h_buf[1 - src, d, b, j] = h
-                    out[t, b, d * H + j] = h
-            grid.sync()
+# -- the cell's primitives on the device (cells._ops), per dtype -------------------------
+def _load(a, j, n):
+    return a[j]
 
-    return lstm_persistent
+
+def _store(a, j, v, n):
+    a[j] = v
+
+
+def _sigmoid(x):
+    # σ(x) = ½ + ½·tanh(x/2): no overflow, and HALF typed so float32 stays float32.
+    return HALF + HALF * math.tanh(HALF * x)
+
+
+def _tanh(x):
+    return math.tanh(x)
+
+
+def _relu(x):
+    return x if not x < 0 else ZERO  # NaN passes through, as torch.relu
+
+
+def _fma(a, b, c):
+    return a * b + c  # nvcc's contraction makes it one FFMA/DFMA
+
+
+# -- the step templates ------------------------------------------------------------------
+def _step(gx, s, w_hh, bias_h, h_in, c_in, h_out, c_out, out, lengths, write_out):
+    """One step of every direction: recurrent matvec, gates and cell, fused.
+
+    gx (T, B, D*G);  w_hh (D, H_out, G);  bias_h (D, G) the h-side bias of the
+    cell's unsummed gates;  h_in (D, B, H_out);  c_in, c_out (D, B, Hc), Hc = H
+    or 0;  h_out (D, B, H) gets the cell's h (before any projection).
+    Sequences past their length copy their state through; out (T, B, D*H) gets
+    h (when write_out, i.e. no projection) or 0 past the length.
+    Launch: 1-D, one thread per (d, b, j), D*B*H threads, no shared memory.
+    """
+    D, B, H = h_out.shape
+    d, b, j, t = _step_thread(cuda.grid(1), D, B, H, gx.shape[0], s)
+    if d >= D:
+        return
+    G = GATES * H
+    has_c = c_in.shape[2] > 0
+    if t >= lengths[b]:
+        if has_c:
+            c_out[d, b, j] = c_in[d, b, j]
+        if write_out:
+            h_out[d, b, j] = h_in[d, b, j]
+            out[t, b, d * H + j] = 0
+        return
+    z = cuda.local.array(GATES, DTYPE)  # this unit's gate sums
+    zx = cuda.local.array(GATES, DTYPE)  # and their x parts
+    state = cuda.local.array(3, DTYPE)  # h, c, new h
+    for g in range(GATES):
+        zx[g] = gx[t, b, d * G + g * H + j]
+        z[g] = zx[g] if g < SUMMED else bias_h[d, g * H + j]
+    for k in range(w_hh.shape[1]):
+        hk = h_in[d, b, k]
+        for g in range(GATES):
+            z[g] += hk * w_hh[d, k, g * H + j]
+    state[0] = h_in[d, b, j] if write_out else 0  # the cell's own h (no projection)
+    state[1] = c_in[d, b, j] if has_c else 0
+    cell_unit(z, zx, state[0:1], state[1:2], state[2:3], 0, 1, 1)
+    if has_c:
+        c_out[d, b, j] = state[1]
+    h_out[d, b, j] = state[2]
+    if write_out:
+        out[t, b, d * H + j] = state[2]
+
+
+def _persistent(gx, w_hh, bias_h, h_buf, c, out, lengths, units):
+    """Every step of one layer (no projection) in one launch.
+
+    gx (T, B, D*G);  w_hh (D, H, G);  bias_h (D, G);  h_buf (2, D, B, H)
+    ping-pong, h0 in [0], the final h in [T % 2];  c (D, B, Hc) updated in place.
+    Launch (cooperative): grid D*ceil(H/units) blocks of units*B threads;
+    dynamic shared memory H*GATES*units elements. Block n owns hidden units
+    j0..j0+units of one direction and keeps their W_hh columns (every gate) in
+    shared memory for the whole sequence: weights are read from global memory
+    once per sequence, not once per step. One grid-wide barrier per step
+    publishes the new h to every block.
+    """
+    smem = cuda.shared.array(0, DTYPE)
+    grid = cuda.cg.this_grid()
+    D, B, H = h_buf.shape[1:]
+    T = gx.shape[0]
+    G = GATES * H
+    has_c = c.shape[2] > 0
+    per_dir = (H + units - 1) // units
+    d = cuda.blockIdx.x // per_dir
+    j0 = (cuda.blockIdx.x % per_dir) * units
+    n_units = min(units, H - j0)
+    tid = cuda.threadIdx.x
+    for e in range(tid, H * GATES * n_units, cuda.blockDim.x):
+        u = e % n_units
+        g = (e // n_units) % GATES
+        k = e // (GATES * n_units)
+        smem[(k * GATES + g) * units + u] = w_hh[d, k, g * H + j0 + u]
+    cuda.syncthreads()
+    u = tid % units
+    b = tid // units
+    active = u < n_units and b < B
+    j = j0 + u
+    z = cuda.local.array(GATES, DTYPE)
+    zx = cuda.local.array(GATES, DTYPE)
+    state = cuda.local.array(3, DTYPE)
+    for s in range(T):
+        src = s % 2
+        if active:
+            t = T - 1 - s if d == 1 else s
+            if t >= lengths[b]:
+                h_buf[1 - src, d, b, j] = h_buf[src, d, b, j]
+                out[t, b, d * H + j] = 0
+            else:
+                for g in range(GATES):
+                    zx[g] = gx[t, b, d * G + g * H + j]
+                    z[g] = zx[g] if g < SUMMED else bias_h[d, g * H + j]
+                for k in range(H):
+                    hk = h_buf[src, d, b, k]
+                    base = k * GATES * units + u
+                    for g in range(GATES):
+                        z[g] += hk * smem[base + g * units]
+                state[0] = h_buf[src, d, b, j]
+                state[1] = c[d, b, j] if has_c else 0
+                cell_unit(z, zx, state[0:1], state[1:2], state[2:3], 0, 1, 1)
+                if has_c:
+                    c[d, b, j] = state[1]
+                h_buf[1 - src, d, b, j] = state[2]
+                out[t, b, d * H + j] = state[2]
+        grid.sync()
+
+
+_KERNELS: dict = {}
+
+
+def recurrence_kernels(cell: Cell, dtype) -> tuple:
+    """(step, persistent) with ``cell`` bound in, for one dtype (local and shared
+    arrays take their dtype at compile time), made on first use."""
+    dtype = np.dtype(dtype)
+    key = (cell.name, dtype.name)
+    if key not in _KERNELS:
+        scalar = dtype.type
+        device = cuda.jit(device=True, inline=True)
+        primitives = {"load": _load, "store": _store, "fma": _fma, "tanh": _tanh}
+        env = dict(HALF=scalar(0.5), ZERO=scalar(0))
+        primitives = {name: device(rebind(fn, env)) for name, fn in primitives.items()}
+        primitives["sigmoid"] = device(rebind(_sigmoid, env))
+        primitives["relu"] = device(rebind(_relu, env))
+        names = dict(cell_unit=bind(cell, primitives, device), GATES=cell.gates,
+                     SUMMED=cell.summed_gates, DTYPE=numba.from_dtype(dtype))
+        _KERNELS[key] = (cuda.jit(rebind(_step, names)), cuda.jit(rebind(_persistent, names)))
+    return _KERNELS[key]

@@ -40,14 +40,14 @@ def grid_1d(n_threads: int, limits: Limits) -> tuple[int, int]:
 
 
 def persistent_units(batch: int, hidden: int, directions: int, itemsize: int,
-                     limits: Limits) -> int | None:
+                     limits: Limits, gates: int = 4) -> int | None:
     """Hidden units per block for the persistent kernel, or None if it cannot run.
 
-    A block holds units*4*H weights in shared memory and runs units*batch
+    A block holds units*gates*H weights in shared memory and runs units*batch
     threads; every block must be resident at once for the grid barrier, so the
     grid may not exceed one block per multiprocessor (always co-resident).
     """
-    by_shared = limits.max_shared_per_block // (4 * hidden * itemsize)
+    by_shared = limits.max_shared_per_block // (gates * hidden * itemsize)
     by_threads = limits.max_threads_per_block // batch
     units = min(hidden, by_shared, by_threads)
     if units < 1:

@@ -107,6 +107,13 @@ class LayerNormLSTM(Module):
     def stream(self, batch_size: int | None = None) -> Stream:
         return Stream(self, batch_size)
 
+    def copy_state(self, state):
+        """A copy of ``state`` (h, c), as a stream keeps it."""
+        return tuple(a.copy() for a in v.as_state_pair(state, self._dtype, "state"))
+
+    def fast_stepper(self, x, state):
+        return None  # every chunk takes the forward call
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         return s + (f", num_layers={self.num_layers}" if self.num_layers != 1 else "")

@@ -8,7 +8,8 @@ from . import _validate as v
 
 
 class Stream:
-    """``y = stream(x_chunk)`` runs one or more steps and keeps (h, c).
+    """``y = stream(x_chunk)`` runs one or more steps and keeps the state: h, or
+    (h, c) for an LSTM, as the module's hx.
 
     Chunks have the module's input layout ((T, B, I), (B, T, I) if batch_first,
     or (T, I) unbatched); feeding a sequence in chunks of any sizes gives the
@@ -27,7 +28,7 @@ class Stream:
 
     @property
     def state(self):
-        """(h, c) as the module's hx/(h_n, c_n), or None before the first chunk."""
+        """The state as the module's hx (h, or (h, c)), or None before the first chunk."""
         if self._stepper is not None:
             return self._stepper.state
         return self._state
@@ -38,12 +39,8 @@ class Stream:
         if value is None:
             self._state = None
             return
-        module = self._module
-        parts = (module._as_array(s, f"state[{k}]")
-                 for k, s in enumerate(v.check_hx_pair(value, "state")))
-        # Copies, so the caller's later writes do not change the stream.
-        self._state = tuple(module._backend().copy(s) if module._on_device(s) else s.copy()
-                            for s in parts)
+        # A copy, so the caller's later writes do not change the stream.
+        self._state = self._module.copy_state(value)
 
     def reset(self) -> None:
         """Forget the state: the next chunk starts from zeros."""
@@ -52,7 +49,7 @@ class Stream:
 
     def __call__(self, x_chunk) -> np.ndarray:
         stepper = self._stepper
-        if stepper is not None and stepper.layers is self._module._layers:
+        if stepper is not None and self._module.stepper_is_current(stepper):
             output = stepper(x_chunk)  # a streaming step's whole per-call cost: nothing else runs
             if output is not None:
                 return output
@@ -64,9 +61,7 @@ class Stream:
                 raise ValueError(f"stream was opened for batch_size={self._batch_size}, "
                                  f"got a chunk of shape {v.fmt_shape(x.shape)}")
         output, self._state = self._module(x, self._state)
-        make_stepper = getattr(self._module, "_stream_stepper", None)
-        if make_stepper is not None:
-            self._stepper = make_stepper(x, self._state)
+        self._stepper = self._module.fast_stepper(x, self._state)
         return output
 
     def _leave_stepper(self) -> None:

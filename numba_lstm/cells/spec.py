@@ -1,0 +1,95 @@
+"""What a recurrent cell is: its shapes and names as data, its math as functions
+written once over the primitives of cells._ops, bound per backend by ``bind``."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _ops
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One recurrent cell type.
+
+    gates:         weight rows per hidden unit (torch's weight_ih is (gates*H, in))
+    summed_gates:  the leading gates whose x and h pre-activations (and both
+                   biases) are added before the cell sees them; the rest (GRU's n)
+                   reach the cell as two parts, h's with b_hh, x's with b_ih
+    states:        the state tensors, h first ("h", "c") or ("h",)
+    unit:          unit(z, zx, h, c, h_new, u, H, n): the cell on units u..u+n of
+                   one row. z (gates*H,) the gates' summed pre-activations, and for
+                   unsummed gates the h part; zx (gates*H,) the x part with b_ih;
+                   h, c (H,) the state, c updated in place; h_new (H,) written.
+                   h may be h_new (each unit reads its h before writing it).
+    aliases:       names the unit's math reads, bound to one of the primitives
+                   (RNN's ``activation`` -> "tanh" or "relu")
+    """
+
+    name: str
+    gates: int
+    summed_gates: int
+    states: tuple[str, ...]
+    unit: Callable
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_cell_state(self) -> bool:
+        return len(self.states) > 1
+
+    def split_bias(self, b_ih, b_hh, hidden: int, dtype):
+        """(bias_x, bias_h), each (gates*H,): bias_x goes with x @ W_ih^T for every
+        step at once; bias_h is b_hh on the unsummed gates (zeros elsewhere),
+        added to h @ W_hh^T each step."""
+        G, S = self.gates * hidden, self.summed_gates * hidden
+        bias_x = np.zeros(G, dtype)
+        bias_h = np.zeros(G, dtype)
+        if b_ih is not None:
+            bias_x += np.asarray(b_ih, dtype)
+            bias_x[:S] += np.asarray(b_hh, dtype)[:S]
+            bias_h[S:] = np.asarray(b_hh, dtype)[S:]
+        return bias_x, bias_h
+
+    def reference_step(self, gx, gh, h, c):
+        """One step in NumPy: gx = x @ W_ih^T + b_ih, gh = h @ W_hh^T + b_hh, each
+        (B, gates*H); h (B, H), c (B, H) or None. Returns (h', c')."""
+        H = gh.shape[-1] // self.gates
+        S = self.summed_gates * H
+        z = np.concatenate([gx[..., :S] + gh[..., :S], gh[..., S:]], axis=-1)
+        c_new = None if c is None else c.copy()
+        h_new = np.empty_like(h)
+        unit = bind(self, {})
+        unit(z, gx, h, c_new, h_new, 0, H, H)
+        return h_new, c_new
+
+
+def rebind(fn, names: dict, suffix: str = ""):
+    """``fn`` with some of its global names bound to other objects: a new function
+    object, ``fn`` itself untouched. A suffix makes its qualified name unique,
+    which Numba's on-disk cache keys on."""
+    env = dict(fn.__globals__)
+    env.update(names)
+    new = types.FunctionType(fn.__code__, env, fn.__name__ + suffix, fn.__defaults__,
+                             fn.__closure__)
+    new.__qualname__ = fn.__qualname__ + suffix
+    new.__doc__ = fn.__doc__
+    return new
+
+
+def bind(cell: Cell, primitives: dict, jit=None, suffix: str = ""):
+    """The cell's unit with ``primitives`` (names of cells._ops) bound, and the
+    functions it calls from its own module bound the same way; compiled with
+    ``jit`` if given. With no primitives this is the NumPy reference."""
+    names = {k: f for k, f in vars(_ops).items() if callable(f)}
+    names.update(primitives)
+    names.update({alias: names[target] for alias, target in cell.aliases.items()})
+    module = cell.unit.__globals__
+    for helper in module.get("HELPERS", ()):
+        fn = rebind(module[helper], names, suffix)
+        names[helper] = jit(fn) if jit else fn
+    unit = rebind(cell.unit, names, suffix)
+    return jit(unit) if jit else unit

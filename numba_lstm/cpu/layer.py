@@ -1,0 +1,272 @@
+"""The layer loop, written once for every cell (numba_lstm.cells), CPU side.
+
+Each step of each direction: gates = gx[t] (+ the h-side bias of the cell's
+unsummed gates), gates += h @ W_hh^T, then the cell on each row. Two step
+GEMMs: the axpy rows (recurrence._rows_matmul_acc, W_hh streamed row by row;
+batch 1 and projections) and the register-tiled panels (cpu.panel_gemm; from
+batch 2). The templates here name ``cell_row``, ``GATES`` and ``SUMMED``;
+``layer_kernels(cell)`` compiles them with a cell's bound in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from ..cells import Cell, bind, rebind
+from .activations import relu, sigmoid, tanh
+from .panel_gemm import chunk_start, gemm_panels_acc
+from .recurrence import _FLAGS, _rows_matmul_acc, copy_row
+from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_first
+
+# Bound per cell by layer_kernels(); these placeholders are never called.
+GATES = SUMMED = 1
+
+
+def cell_row(z, zx, h, c, h_new):
+    raise NotImplementedError
+
+
+def unit_vector(z, zx, h, c, h_new, u, H, n):
+    raise NotImplementedError
+
+
+unit_tail = unit_scalar = unit_vector
+
+
+# -- the primitives a cell's math is bound to on the CPU (cells._ops) -------------------
+@njit(inline="always", **_FLAGS)
+def _load_scalar(a, j, n):
+    return a[j]
+
+
+@njit(inline="always", **_FLAGS)
+def _store_scalar(a, j, v, n):
+    a[j] = v
+
+
+@njit(inline="always", **_FLAGS)
+def _load_vector(a, j, n):
+    return vload1(a, j)
+
+
+@njit(inline="always", **_FLAGS)
+def _store_vector(a, j, v, n):
+    vstore1(a, j, v)
+
+
+_MATH = dict(sigmoid=sigmoid, tanh=tanh, relu=relu, fma=fma)
+_SCALAR = dict(_MATH, load=_load_scalar, store=_store_scalar)
+_VECTOR = dict(_MATH, load=_load_vector, store=_store_vector)
+_TAIL = dict(_MATH, load=vload1_first, store=vstore1_first)
+
+
+def _row_vector(z, zx, h, c, h_new):
+    """float32: whole vectors of units, then one masked vector for the rest, so
+    every unit goes through the same instructions (no scalar tail). The gates
+    are z.shape[0] // GATES apart; the units computed are h_new's (a block of
+    the team's may hold fewer units than its gates' stride)."""
+    H = z.shape[0] // GATES
+    n = h_new.shape[0]
+    lanes = VECTOR_BYTES // 4
+    n_vec = n - n % lanes
+    for u in range(0, n_vec, lanes):
+        unit_vector(z, zx, h, c, h_new, u, H, lanes)
+    if n_vec < n:
+        unit_tail(z, zx, h, c, h_new, n_vec, H, n - n_vec)
+
+
+def _row_scalar(z, zx, h, c, h_new):
+    H = z.shape[0] // GATES
+    for u in range(h_new.shape[0]):
+        unit_scalar(z, zx, h, c, h_new, u, H, 1)
+
+
+# -- the layer loops -----------------------------------------------------------------------
+def _layer_axpy(gx, w_hh, w_hr, bias_h, h0, c0, lengths, out, h_n, c_n, n_chunks):
+    """All time steps of one layer, every direction; tasks are direction x batch
+    slice, each running the whole time loop (no per-step synchronisation).
+
+    gx       (T, B, D*G)   x @ W_ih^T + bias_x for every step, direction-major
+    w_hh     (D, H_out, G) W_hh^T;  w_hr (D, H, H_out) W_hr^T, or (D, 0, 0)
+    bias_h   (D, G)        the h-side bias of the unsummed gates (cells.Cell)
+    h0, c0   (D, B, H_out), (D, B, Hc): Hc = H with a cell state, else 0
+    lengths  (B,) int64; steps t >= lengths[b] leave sequence b's state alone
+    out      (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
+    """
+    T, B = gx.shape[0], gx.shape[1]
+    D, H_out, G = w_hh.shape
+    H = G // GATES
+    S = SUMMED * H
+    has_proj = w_hr.shape[1] > 0
+    for task in prange(D * n_chunks):
+        d = task // n_chunks
+        chunk = task % n_chunks
+        b_lo = chunk * B // n_chunks
+        nb = (chunk + 1) * B // n_chunks - b_lo
+        gates = np.empty((nb, G), gx.dtype)  # (nb, G)
+        h_cell = np.empty((nb, H), gx.dtype)  # the cell's h, before any projection
+        h_proj = np.empty((nb, H_out), gx.dtype)
+        h = np.empty((nb, H_out), gx.dtype)
+        c = np.empty((nb, c0.shape[2]), gx.dtype)
+        for r in range(nb):
+            copy_row(h0[d, b_lo + r], h[r])
+            copy_row(c0[d, b_lo + r], c[r])
+        for s in range(T):
+            t = T - 1 - s if d == 1 else s
+            for r in range(nb):
+                copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
+                copy_row(bias_h[d, S:], gates[r, S:])
+            _rows_matmul_acc(gates, h, w_hh, d, nb)
+            for r in range(nb):
+                b = b_lo + r
+                if t >= lengths[b]:
+                    out[t, b, d * H_out:(d + 1) * H_out] = 0
+                    continue
+                cell_row(gates[r], gx[t, b, d * G:(d + 1) * G], h[r], c[r], h_cell[r])
+                if not has_proj:
+                    copy_row(h_cell[r], h[r])
+                    copy_row(h_cell[r], out[t, b, d * H_out:(d + 1) * H_out])
+            if has_proj:
+                h_proj[:] = 0
+                _rows_matmul_acc(h_proj, h_cell, w_hr, d, nb)  # rows past their end unused
+                for r in range(nb):
+                    b = b_lo + r
+                    if t < lengths[b]:
+                        copy_row(h_proj[r], h[r])
+                        copy_row(h_proj[r], out[t, b, d * H_out:(d + 1) * H_out])
+        for r in range(nb):
+            copy_row(h[r], h_n[d, b_lo + r])
+            copy_row(c[r], c_n[d, b_lo + r])
+
+
+def _layer_panels(x, gx, w, bias, h0, c0, lengths, out, h_n, c_n, n_chunks):
+    """All steps of one layer without projection, every direction, the step's
+    matmul on register tiles (cpu.panel_gemm); tasks as _layer_axpy's, rows
+    split in multiples of the tile's 8 where B allows.
+
+    x        (T, B, I) the layer's input
+    gx       (T, B, D*G) as _layer_axpy's; or (0, B, D*G) when each step projects
+             its own rows of x (cells whose gates are all summed): saves gx's
+             round trip through memory where each task reuses the weights enough
+    w        (D, P, K, NR) panels of [W_ih; W_hh]^T (K = I + H) when each step
+             projects x, else of W_hh^T (K = H)
+    bias     (D, 2, G): [0] bias_x (read only when each step projects x), [1] bias_h
+    h0, c0, lengths, out, h_n, c_n as _layer_axpy's (H_out = H)
+    """
+    T, B = x.shape[0], x.shape[1]
+    D = w.shape[0]
+    fused = gx.shape[0] == 0
+    H = h0.shape[2]
+    G = GATES * H
+    S = SUMMED * H
+    n_x = w.shape[2] - H  # the operand's x columns: I, or 0
+    for task in prange(D * n_chunks):
+        d = task // n_chunks
+        chunk = task % n_chunks
+        b_lo = chunk_start(chunk, n_chunks, B)
+        b_hi = chunk_start(chunk + 1, n_chunks, B)
+        nb = b_hi - b_lo
+        gates = np.empty((nb, G), x.dtype)  # (nb, G)
+        xh = np.empty((nb, n_x + H), x.dtype)  # (nb, [I +] H) the step's operand, h last
+        c = np.empty((nb, c0.shape[2]), x.dtype)
+        for r in range(nb):
+            copy_row(h0[d, b_lo + r], xh[r, n_x:])
+            copy_row(c0[d, b_lo + r], c[r])
+        for s in range(T):
+            t = T - 1 - s if d == 1 else s
+            for r in range(nb):
+                if fused:
+                    copy_row(bias[d, 0], gates[r])
+                    copy_row(x[t, b_lo + r], xh[r, :n_x])
+                else:
+                    copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
+                    copy_row(bias[d, 1, S:], gates[r, S:])
+            gemm_panels_acc(gates, xh, w[d])  # (nb, G) += (nb, K) @ (K, G)
+            for r in range(nb):
+                b = b_lo + r
+                if t >= lengths[b]:
+                    out[t, b, d * H:(d + 1) * H] = 0
+                    continue
+                zx = gates[r] if fused else gx[t, b, d * G:(d + 1) * G]  # fused: never read
+                cell_row(gates[r], zx, xh[r, n_x:], c[r], xh[r, n_x:])
+                copy_row(xh[r, n_x:], out[t, b, d * H:(d + 1) * H])
+        for r in range(nb):
+            copy_row(xh[r, n_x:], h_n[d, b_lo + r])
+            copy_row(c[r], c_n[d, b_lo + r])
+
+
+def cell_math(cell: Cell):
+    """The cell's pure math (``update``, for an LSTM: gate values and c in, (c, h)
+    out) bound to the CPU's primitives: for scalars of either dtype and for
+    float32 Vecs alike. For kernels that load and store gates themselves
+    (cpu.row_step)."""
+    return bind_helper(cell, "update")
+
+
+def bind_helper(cell: Cell, name: str):
+    key = (cell.name, name)
+    if key not in _HELPERS:
+        module = cell.unit.__globals__
+        _HELPERS[key] = njit(inline="always", **_FLAGS)(
+            rebind(module[name], _MATH, f"__{cell.name}"))
+    return _HELPERS[key]
+
+
+def row_function(cell: Cell):
+    """``row(z, zx, h, c, h_new)``: the cell on every unit of one row (see
+    cells.Cell.unit; H = len(h_new)), for jitted code of either dtype: float32
+    in whole vectors and a masked tail, float64 one unit at a time through libm."""
+    if cell.name not in _ROWS:
+        tag = f"__{cell.name}"
+        inline = njit(inline="always", **_FLAGS)
+        vector = inline(rebind(_row_vector, dict(
+            unit_vector=bind(cell, _VECTOR, inline, tag + "_vector"),
+            unit_tail=bind(cell, _TAIL, inline, tag + "_tail"), GATES=cell.gates), tag))
+        scalar = inline(rebind(_row_scalar, dict(
+            unit_scalar=bind(cell, _SCALAR, inline, tag), GATES=cell.gates), tag))
+
+        def row(z, zx, h, c, h_new):
+            raise NotImplementedError("for jitted code")
+
+        @overload(row, inline="always", jit_options=_FLAGS)
+        def _row_impl(z, zx, h, c, h_new):
+            if z.dtype == types.float32:
+                return lambda z, zx, h, c, h_new: vector(z, zx, h, c, h_new)
+            return lambda z, zx, h, c, h_new: scalar(z, zx, h, c, h_new)
+
+        _ROWS[cell.name] = row
+    return _ROWS[cell.name]
+
+
+_HELPERS: dict = {}
+_ROWS: dict = {}
+
+
+@dataclass(frozen=True)
+class LayerKernels:
+    """One cell's layer loops."""
+
+    axpy: object  # threaded over direction x batch slice
+    axpy_serial: object  # the same, compiled without threads (one task)
+    panels: object  # threaded; always launched, even for one task
+
+
+_KERNELS: dict[str, LayerKernels] = {}
+
+
+def layer_kernels(cell: Cell) -> LayerKernels:
+    """The layer loops with ``cell`` bound in, made on first use. Each gets a
+    qualified name of its own (``_layer_axpy__gru``) because Numba's on-disk
+    cache is keyed by name, not by bound globals."""
+    if cell.name not in _KERNELS:
+        tag = f"__{cell.name}"
+        names = dict(cell_row=row_function(cell), GATES=cell.gates, SUMMED=cell.summed_gates)
+        _KERNELS[cell.name] = LayerKernels(
+            njit(parallel=True, **_FLAGS)(rebind(_layer_axpy, names, tag)),
+            njit(**_FLAGS)(rebind(_layer_axpy, names, tag + "_serial")),
+            njit(parallel=True, **_FLAGS)(rebind(_layer_panels, names, tag)))
+    return _KERNELS[cell.name]
