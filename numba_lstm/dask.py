@@ -20,7 +20,8 @@ def apply(module, x, *, lengths=None) -> tuple[Any, Any]:
     x: a ``dask.array.Array`` in the module's layout, (T, B, I), or (B, T, I)
     for a batch-first module, chunked along any axes. lengths: None, or a
     NumPy or dask integer array of shape (B,). Returns what the module returns,
-    ``(output, (h_n, c_n))`` for LSTMs, as dask arrays chunked along the batch
+    ``(output, (h_n, c_n))`` for LSTMs and ``(output, h_n)`` for GRUs and RNNs,
+    as dask arrays chunked along the batch
     like x.
     """
     import dask.array as da

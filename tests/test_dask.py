@@ -26,6 +26,8 @@ def _check(module, x, lengths, result, dtype=np.float32):
     kwargs = {} if lengths is None else {"lengths": np.asarray(lengths)}
     expected_output, expected_state = module(x, **kwargs)
     assert_close(output, expected_output, dtype, "output")
+    if not isinstance(expected_state, tuple):  # GRU, RNN: h alone
+        state, expected_state = (state,), (expected_state,)
     for ours, theirs in zip(state, expected_state, strict=True):
         assert_close(ours, theirs, dtype, "state")
 
@@ -52,6 +54,18 @@ def test_matches_the_module_on_the_threaded_scheduler(batch_first, lengths_kind)
     assert output.shape == ((10, 7, 12) if batch_first else (7, 10, 12))
     assert (h_n.shape, c_n.shape) == ((4, 10, 6), (4, 10, 6))
     _check(module, x, None if lengths is None else np.asarray(lengths), (output, (h_n, c_n)))
+
+
+@pytest.mark.parametrize("family,extra", [("GRU", {}), ("RNN", {"nonlinearity": "relu"})])
+def test_gru_and_rnn_return_h_alone(family, extra):
+    rng = np.random.default_rng(2)
+    module = getattr(nl, family)(5, 6, 2, bidirectional=True, batch_first=True, **extra)
+    x = rng.standard_normal((10, 7, 5)).astype(np.float32)  # (B, T, I)
+    lengths = rng.integers(1, 8, 10)
+    output, h_n = apply(module, da.from_array(x, chunks=(4, 3, 5)), lengths=lengths)
+    assert output.chunks[0] == (4, 4, 2) and h_n.shape == (4, 10, 6)
+    assert h_n.chunks[1] == (4, 4, 2)
+    _check(module, x, lengths, (output, h_n))
 
 
 def test_layernorm_lstm_and_float64():
@@ -106,6 +120,7 @@ def test_distributed_cluster_of_two_processes():
     distributed = pytest.importorskip("distributed")
     rng = np.random.default_rng(3)
     module = _lstm(rng, bidirectional=True)
+    gru = nl.GRU(5, 6, bidirectional=True)
     x = rng.standard_normal((6, 11, 5)).astype(np.float32)
     lengths = rng.integers(1, 7, 11)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -115,6 +130,8 @@ def test_distributed_cluster_of_two_processes():
         result = apply(module, da.from_array(x, chunks=(6, 3, 5)),
                        lengths=da.from_array(lengths, chunks=5))
         output, h_n, c_n = client.gather(client.compute([result[0], *result[1]]))
+        gru_output, gru_h = client.gather(client.compute(
+            list(apply(gru, da.from_array(x, chunks=(6, 4, 5)), lengths=lengths))))
         # Each task runs with as many Numba threads as its worker has (1 here).
         workers = list(client.scheduler_info()["workers"])
         threads = client.gather([client.submit(_worker_numba_threads, workers=[w], pure=False)
@@ -124,6 +141,9 @@ def test_distributed_cluster_of_two_processes():
     assert_close(output, expected_output, np.float32, "output")
     assert_close(h_n, expected_h, np.float32, "h_n")
     assert_close(c_n, expected_c, np.float32, "c_n")
+    expected_output, expected_h = gru(x, lengths=lengths)
+    assert_close(gru_output, expected_output, np.float32, "GRU output")
+    assert_close(gru_h, expected_h, np.float32, "GRU h_n")
 
 
 def test_whole_char_model_as_in_the_docs():
