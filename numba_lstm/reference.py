@@ -157,8 +157,9 @@ def layernorm_lstm(x, params, num_layers, hx=None, eps=1e-5):
     return np.stack(out), (np.stack(h), np.stack(c))
 
 
-def cell_step(cell: Cell, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
-    """One step of any cell: x (B, I), h (B, H_out), c (B, H) or None -> (h', c')."""
+def cell_step(cell: Cell, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, p=None):
+    """One step of any cell: x (B, I), h (B, H_out), c (B, H) or None -> (h', c');
+    p the cell's own parameters, if it has any."""
     gx = x @ w_ih.T  # (B, gates*H)
     gh = h @ w_hh.T
     if b_ih is not None:
@@ -166,17 +167,19 @@ def cell_step(cell: Cell, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
         gh = gh + b_hh
     # With a projection (LSTM only) h is H_out wide, and the LSTM cell never reads it.
     h_in = h if w_hr is None else np.zeros((h.shape[0], w_hh.shape[0] // cell.gates), h.dtype)
-    h_new, c_new = cell.reference_step(gx, gh, h_in, c)
+    h_new, c_new = cell.reference_step(gx, gh, h_in, c, p)
     if w_hr is not None:
         h_new = h_new @ w_hr.T  # (B, H_out)
     return h_new, c_new
 
 
 def recurrent(cell: Cell | str, x, params, num_layers=1, bidirectional=False, hx=None,
-              lengths=None):
+              lengths=None, cell_params=None):
     """Multi-layer (bi)directional network of ``cell`` over time-major x (T, B, I),
     as torch.nn.LSTM / GRU / RNN. ``hx`` is h0 (D*L, B, H_out), or (h0, c0) for an
-    LSTM. Returns output (T, B, D*H_out) and h_n, or (h_n, c_n) for an LSTM."""
+    LSTM. cell_params: per layer, per direction, the cell's own parameters (a
+    LayerNorm LSTM's), if it has any. Returns output (T, B, D*H_out) and h_n, or
+    (h_n, c_n) for an LSTM."""
     cell = CELLS[cell] if isinstance(cell, str) else cell
     D = 2 if bidirectional else 1
     w_hh0 = params["weight_hh_l0"]
@@ -197,7 +200,8 @@ def recurrent(cell: Cell | str, x, params, num_layers=1, bidirectional=False, hx
             out = np.zeros((T, B, h_out), np.result_type(x, h0))
             for t in (range(T - 1, -1, -1) if d == 1 else range(T)):
                 h_new, c_new = cell_step(cell, layer_input[t], h, c,
-                                         *layer_weights(params, layer, d == 1))
+                                         *layer_weights(params, layer, d == 1),
+                                         p=None if cell_params is None else cell_params[layer][d])
                 valid = np.ones((B, 1), bool) if lengths is None else (t < lengths)[:, None]
                 h = np.where(valid, h_new, h)
                 c = None if c is None else np.where(valid, c_new, c)

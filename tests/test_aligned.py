@@ -6,7 +6,7 @@ import pytest
 from test_kernels import random_layer
 from test_models import random_layernorm_params
 
-from numba_lstm.cpu import pack_layernorm_layer
+import numba_lstm as nl
 from numba_lstm.cpu.aligned import CACHE_LINE, aligned_copy, aligned_empty, aligned_zeros
 from numba_lstm.cpu.packing import pack_stack
 
@@ -58,7 +58,6 @@ def test_every_packed_weight_array_starts_on_a_line(dtype, L):
 
 def test_layernorm_lstm_streamed_weights_start_on_a_line():
     params = random_layernorm_params(np.random.default_rng(0), 12, 16, 1)
-    cell = {k.removeprefix("cells.0."): v for k, v in params.items()}
     for _ in range(8):  # one NumPy allocation in four lands on a line by chance
-        packed = pack_layernorm_layer(cell, np.float32)
-        assert _on_a_line(packed["w_in"]) and _on_a_line(packed["w_hh"])
+        (layer,) = nl.LayerNormLSTM.from_state_dict(params, dtype="float32")._layers
+        assert all(_on_a_line(a) for a in (layer.w_ih, layer.w_hh, layer.cell_params))

@@ -148,7 +148,7 @@ def _general_block_step(gx_row, w_q, h_prev, c, h):
     """The batch-1 block step through the general path: panel GEMM, then the LSTM row."""
     acc = gx_row.copy().reshape((1, gx_row.shape[0]))
     gemm_panels_acc(acc, h_prev.reshape((1, h_prev.shape[0])), w_q)
-    lstm_row(acc[0], acc[0], h, c, h)
+    lstm_row(acc[0], acc[0], h, c, h, acc)  # the LSTM row reads no parameters
 
 
 @njit

@@ -28,14 +28,19 @@ class Cell:
                    h may be h_new (each unit reads its h before writing it).
     aliases:       names the unit's math reads, bound to one of the primitives
                    (RNN's ``activation`` -> "tanh" or "relu")
+    row:           for a cell that is not unit by unit (LayerNorm LSTM: its
+                   normalisation spans the row), row(z, zx, h, c, h_new, p) on
+                   a whole row, with the layer's cell parameters p (a 2-D
+                   array); the backends then call it instead of looping units
     """
 
     name: str
     gates: int
     summed_gates: int
     states: tuple[str, ...]
-    unit: Callable
+    unit: Callable | None
     aliases: dict[str, str] = field(default_factory=dict)
+    row: Callable | None = None
 
     @property
     def has_cell_state(self) -> bool:
@@ -54,16 +59,21 @@ class Cell:
             bias_h[S:] = np.asarray(b_hh, dtype)[S:]
         return bias_x, bias_h
 
-    def reference_step(self, gx, gh, h, c):
+    def reference_step(self, gx, gh, h, c, p=None):
         """One step in NumPy: gx = x @ W_ih^T + b_ih, gh = h @ W_hh^T + b_hh, each
-        (B, gates*H); h (B, H), c (B, H) or None. Returns (h', c')."""
+        (B, gates*H); h (B, H), c (B, H) or None; p the cell's parameters, if
+        it has any. Returns (h', c')."""
         H = gh.shape[-1] // self.gates
         S = self.summed_gates * H
         z = np.concatenate([gx[..., :S] + gh[..., :S], gh[..., S:]], axis=-1)
         c_new = None if c is None else c.copy()
         h_new = np.empty_like(h)
-        unit = bind(self, {})
-        unit(z, gx, h, c_new, h_new, 0, H, H)
+        if self.row is None:
+            bind(self, {})(z, gx, h, c_new, h_new, 0, H, H)
+        else:
+            row = bind(self, {}, part="row")
+            for b in range(z.shape[0]):  # one row at a time, in plain Python
+                row(z[b], gx[b], h[b], c_new[b], h_new[b], p)
         return h_new, c_new
 
 
@@ -80,16 +90,18 @@ def rebind(fn, names: dict, suffix: str = ""):
     return new
 
 
-def bind(cell: Cell, primitives: dict, jit=None, suffix: str = ""):
-    """The cell's unit with ``primitives`` (names of cells._ops) bound, and the
-    functions it calls from its own module bound the same way; compiled with
-    ``jit`` if given. With no primitives this is the NumPy reference."""
+def bind(cell: Cell, primitives: dict, jit=None, suffix: str = "", part: str = "unit"):
+    """The cell's unit (or, with part="row", its row) with ``primitives`` (names
+    of cells._ops) bound, and the functions it calls from its own module bound
+    the same way; compiled with ``jit`` if given. With no primitives this is
+    the NumPy reference."""
     names = {k: f for k, f in vars(_ops).items() if callable(f)}
     names.update(primitives)
     names.update({alias: names[target] for alias, target in cell.aliases.items()})
-    module = cell.unit.__globals__
+    fn = getattr(cell, part)
+    module = fn.__globals__
     for helper in module.get("HELPERS", ()):
-        fn = rebind(module[helper], names, suffix)
-        names[helper] = jit(fn) if jit else fn
-    unit = rebind(cell.unit, names, suffix)
-    return jit(unit) if jit else unit
+        helper_fn = rebind(module[helper], names, suffix)
+        names[helper] = jit(helper_fn) if jit else helper_fn
+    bound = rebind(fn, names, suffix)
+    return jit(bound) if jit else bound

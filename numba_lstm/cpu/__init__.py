@@ -11,10 +11,9 @@ import numpy as np
 
 from .._config import configure_threading
 from ..cells import LSTM
-from .aligned import aligned_copy, aligned_zeros
+from .aligned import aligned_zeros
 from .cooperative import SERVE, claim_count, done_size, lstm_stack_team
 from .layer import layer_kernels
-from .layernorm import layernorm_lstm_layer, layernorm_lstm_layer_serial
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
 from .streaming import StackStepper, lstm_stream_step
@@ -208,8 +207,8 @@ def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = 
         w_ih, w_step = layer.panels()
         gx = _projected(x, layer, threaded=True)
     with _KERNEL_LOCK:
-        kernels.panels(x, gx, w_step, layer.step_bias, h0, c0, lengths, out, h_n, c_n,
-                       _n_chunks(layer, B))
+        kernels.panels(x, gx, w_step, layer.step_bias, layer.cell_params, h0, c0, lengths, out,
+                       h_n, c_n, _n_chunks(layer, B))
     return out
 
 
@@ -242,7 +241,7 @@ def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     out = np.empty((T, B, D * H_out), layer.w_hh.dtype)
     gx = _projected(x, layer, threaded=D * n_chunks > 1)
     _launch(kernels.axpy, kernels.axpy_serial, D * n_chunks, gx, layer.w_hh, layer.w_hr,
-            layer.step_bias[:, 1], h0, c0, lengths, out, h_n, c_n, n_chunks)
+            layer.step_bias[:, 1], layer.cell_params, h0, c0, lengths, out, h_n, c_n, n_chunks)
     return out
 
 
@@ -331,31 +330,3 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
                     counters[:n_claims], counters[n_claims:].reshape(L, -1), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
-
-
-def pack_layernorm_layer(params: dict, dtype) -> dict:
-    """One labml LayerNorm LSTM cell's parameters (names without the cells.{k}. prefix)."""
-    norms = [f"layer_norm.{n}" for n in range(4)] + ["layer_norm_c"]
-    return {
-        "w_in": aligned_copy(np.asarray(params["input_lin.weight"], dtype).T),
-        "bias": np.ascontiguousarray(params["hidden_lin.bias"], dtype),
-        "w_hh": aligned_copy(np.asarray(params["hidden_lin.weight"], dtype).T[None]),
-        "ln_w": np.ascontiguousarray(np.stack([params[n + ".weight"] for n in norms]), dtype),
-        "ln_b": np.ascontiguousarray(np.stack([params[n + ".bias"] for n in norms]), dtype),
-    }
-
-
-def layernorm_lstm_forward(layers: list[dict], x, h0, c0, eps: float):
-    """x (T, B, I); h0, c0 (L, B, H). Returns output (T, B, H), h_n, c_n (L, B, H)."""
-    T, B, _ = x.shape
-    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-    out = x
-    n_chunks = max(1, min(B, numba.get_num_threads()))
-    for k, layer in enumerate(layers):
-        gx = np.matmul(out.reshape(T * B, -1), layer["w_in"])  # (T*B, 4H)
-        gx += layer["bias"]
-        out = np.empty((T, B, h0.shape[2]), h0.dtype)
-        _launch(layernorm_lstm_layer, layernorm_lstm_layer_serial, n_chunks,
-                gx.reshape(T, B, -1), layer["w_hh"], layer["ln_w"], layer["ln_b"], h0[k], c0[k],
-                out, h_n[k], c_n[k], eps, n_chunks)
-    return out, h_n, c_n

@@ -145,7 +145,8 @@ def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc):
     gemm_panels_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (H, 4U)
     for b in range(B):
         if s < lengths[b]:
-            lstm_row(acc[b], acc[b], h_next[b, units], c[b, units], h_next[b, units])
+            # The LSTM row reads no parameters: acc stands in for them.
+            lstm_row(acc[b], acc[b], h_next[b, units], c[b, units], h_next[b, units], acc)
             copy_row(h_next[b, units], out[s, b, units])
         else:
             copy_row(h_prev[b, units], h_next[b, units])

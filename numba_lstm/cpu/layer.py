@@ -26,7 +26,7 @@ from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_firs
 GATES = SUMMED = 1
 
 
-def cell_row(z, zx, h, c, h_new):
+def cell_row(z, zx, h, c, h_new, p):
     raise NotImplementedError
 
 
@@ -64,7 +64,7 @@ _VECTOR = dict(_MATH, load=_load_vector, store=_store_vector)
 _TAIL = dict(_MATH, load=vload1_first, store=vstore1_first)
 
 
-def _row_vector(z, zx, h, c, h_new):
+def _row_vector(z, zx, h, c, h_new, p):
     """float32: whole vectors of units, then one masked vector for the rest, so
     every unit goes through the same instructions (no scalar tail). The gates
     are z.shape[0] // GATES apart; the units computed are h_new's (a block of
@@ -79,20 +79,21 @@ def _row_vector(z, zx, h, c, h_new):
         unit_tail(z, zx, h, c, h_new, n_vec, H, n - n_vec)
 
 
-def _row_scalar(z, zx, h, c, h_new):
+def _row_scalar(z, zx, h, c, h_new, p):
     H = z.shape[0] // GATES
     for u in range(h_new.shape[0]):
         unit_scalar(z, zx, h, c, h_new, u, H, 1)
 
 
 # -- the layer loops -----------------------------------------------------------------------
-def _layer_axpy(gx, w_hh, w_hr, bias_h, h0, c0, lengths, out, h_n, c_n, n_chunks):
+def _layer_axpy(gx, w_hh, w_hr, bias_h, cell_params, h0, c0, lengths, out, h_n, c_n, n_chunks):
     """All time steps of one layer, every direction; tasks are direction x batch
     slice, each running the whole time loop (no per-step synchronisation).
 
     gx       (T, B, D*G)   x @ W_ih^T + bias_x for every step, direction-major
     w_hh     (D, H_out, G) W_hh^T;  w_hr (D, H, H_out) W_hr^T, or (D, 0, 0)
     bias_h   (D, G)        the h-side bias of the unsummed gates (cells.Cell)
+    cell_params (D, P, H)  the cell's own parameters (LayerNorm's), or (D, 0, 0)
     h0, c0   (D, B, H_out), (D, B, Hc): Hc = H with a cell state, else 0
     lengths  (B,) int64; steps t >= lengths[b] leave sequence b's state alone
     out      (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
@@ -126,7 +127,8 @@ def _layer_axpy(gx, w_hh, w_hr, bias_h, h0, c0, lengths, out, h_n, c_n, n_chunks
                 if t >= lengths[b]:
                     out[t, b, d * H_out:(d + 1) * H_out] = 0
                     continue
-                cell_row(gates[r], gx[t, b, d * G:(d + 1) * G], h[r], c[r], h_cell[r])
+                cell_row(gates[r], gx[t, b, d * G:(d + 1) * G], h[r], c[r], h_cell[r],
+                         cell_params[d])
                 if not has_proj:
                     copy_row(h_cell[r], h[r])
                     copy_row(h_cell[r], out[t, b, d * H_out:(d + 1) * H_out])
@@ -143,7 +145,7 @@ def _layer_axpy(gx, w_hh, w_hr, bias_h, h0, c0, lengths, out, h_n, c_n, n_chunks
             copy_row(c[r], c_n[d, b_lo + r])
 
 
-def _layer_panels(x, gx, w, bias, h0, c0, lengths, out, h_n, c_n, n_chunks):
+def _layer_panels(x, gx, w, bias, cell_params, h0, c0, lengths, out, h_n, c_n, n_chunks):
     """All steps of one layer without projection, every direction, the step's
     matmul on register tiles (cpu.panel_gemm); tasks as _layer_axpy's, rows
     split in multiples of the tile's 8 where B allows.
@@ -155,7 +157,7 @@ def _layer_panels(x, gx, w, bias, h0, c0, lengths, out, h_n, c_n, n_chunks):
     w        (D, P, K, NR) panels of [W_ih; W_hh]^T (K = I + H) when each step
              projects x, else of W_hh^T (K = H)
     bias     (D, 2, G): [0] bias_x (read only when each step projects x), [1] bias_h
-    h0, c0, lengths, out, h_n, c_n as _layer_axpy's (H_out = H)
+    cell_params, h0, c0, lengths, out, h_n, c_n as _layer_axpy's (H_out = H)
     """
     T, B = x.shape[0], x.shape[1]
     D = w.shape[0]
@@ -192,7 +194,7 @@ def _layer_panels(x, gx, w, bias, h0, c0, lengths, out, h_n, c_n, n_chunks):
                     out[t, b, d * H:(d + 1) * H] = 0
                     continue
                 zx = gates[r] if fused else gx[t, b, d * G:(d + 1) * G]  # fused: never read
-                cell_row(gates[r], zx, xh[r, n_x:], c[r], xh[r, n_x:])
+                cell_row(gates[r], zx, xh[r, n_x:], c[r], xh[r, n_x:], cell_params[d])
                 copy_row(xh[r, n_x:], out[t, b, d * H:(d + 1) * H])
         for r in range(nb):
             copy_row(xh[r, n_x:], h_n[d, b_lo + r])
@@ -217,9 +219,13 @@ def bind_helper(cell: Cell, name: str):
 
 
 def row_function(cell: Cell):
-    """``row(z, zx, h, c, h_new)``: the cell on every unit of one row (see
+    """``row(z, zx, h, c, h_new, p)``: the cell on every unit of one row (see
     cells.Cell.unit; H = len(h_new)), for jitted code of either dtype: float32
-    in whole vectors and a masked tail, float64 one unit at a time through libm."""
+    in whole vectors and a masked tail, float64 one unit at a time through libm.
+    p: the cell's parameters (a cell with a ``row`` of its own reads them)."""
+    if cell.name not in _ROWS and cell.row is not None:
+        _ROWS[cell.name] = bind(cell, _MATH, njit(inline="always", **_FLAGS), f"__{cell.name}",
+                                part="row")
     if cell.name not in _ROWS:
         tag = f"__{cell.name}"
         inline = njit(inline="always", **_FLAGS)
@@ -229,14 +235,14 @@ def row_function(cell: Cell):
         scalar = inline(rebind(_row_scalar, dict(
             unit_scalar=bind(cell, _SCALAR, inline, tag), GATES=cell.gates), tag))
 
-        def row(z, zx, h, c, h_new):
+        def row(z, zx, h, c, h_new, p):
             raise NotImplementedError("for jitted code")
 
         @overload(row, inline="always", jit_options=_FLAGS)
-        def _row_impl(z, zx, h, c, h_new):
+        def _row_impl(z, zx, h, c, h_new, p):
             if z.dtype == types.float32:
-                return lambda z, zx, h, c, h_new: vector(z, zx, h, c, h_new)
-            return lambda z, zx, h, c, h_new: scalar(z, zx, h, c, h_new)
+                return lambda z, zx, h, c, h_new, p: vector(z, zx, h, c, h_new, p)
+            return lambda z, zx, h, c, h_new, p: scalar(z, zx, h, c, h_new, p)
 
         _ROWS[cell.name] = row
     return _ROWS[cell.name]

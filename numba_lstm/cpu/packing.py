@@ -27,6 +27,8 @@ class PackedLayer:
     w_hh (D, H_out, G): W_hh^T.   w_hr (D, H, H_out): W_hr^T, or (D, 0, 0).
     step_bias (D, 2, G): per direction the x side's bias and the h side's
         (b_hh on the gates the cell keeps apart, zeros elsewhere).
+    cell_params (D, P, H): the cell's own parameters (a LayerNorm LSTM's), or
+        (D, 0, 0).
     """
 
     w_ih: np.ndarray
@@ -34,6 +36,7 @@ class PackedLayer:
     w_hh: np.ndarray
     w_hr: np.ndarray
     step_bias: np.ndarray
+    cell_params: np.ndarray
     cell: Cell = LSTM
 
     def panels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +85,9 @@ class PackedLayer:
         return self.w_hh.shape[1]
 
 
-def pack_layer(directions, dtype, cell: Cell = LSTM) -> PackedLayer:
+def pack_layer(directions, dtype, cell: Cell = LSTM, cell_params=None) -> PackedLayer:
     """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction, torch layout;
-    biases and w_hr may be None."""
+    biases and w_hr may be None. cell_params: one (P, H) array per direction, or None."""
     w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
     hidden = directions[0][1].shape[0] // cell.gates
     step_bias = np.stack([cell.split_bias(dw[2], dw[3], hidden, dtype) for dw in directions])
@@ -94,7 +97,11 @@ def pack_layer(directions, dtype, cell: Cell = LSTM) -> PackedLayer:
         w_hr = np.zeros((len(directions), 0, 0), dtype)
     else:
         w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
-    return PackedLayer(*(aligned_copy(a) for a in (w_ih, bias, w_hh, w_hr, step_bias)), cell)
+    if cell_params is None:
+        cell_params = np.zeros((len(directions), 0, 0), dtype)
+    cell_params = np.asarray(cell_params, dtype)
+    return PackedLayer(*(aligned_copy(a) for a in (w_ih, bias, w_hh, w_hr, step_bias,
+                                                   cell_params)), cell)
 
 
 class PackedStack(list):
@@ -145,9 +152,12 @@ class PackedStack(list):
         return cache[n_blocks]
 
 
-def pack_stack(layers: list, dtype, cell: Cell = LSTM) -> PackedStack:
-    """layers: per layer, the ``directions`` argument of pack_layer."""
-    packed = [pack_layer(directions, dtype, cell) for directions in layers]
+def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> PackedStack:
+    """layers: per layer, the ``directions`` argument of pack_layer; cell_params:
+    per layer, its argument of that name (or None)."""
+    cell_params = cell_params or [None] * len(layers)
+    packed = [pack_layer(directions, dtype, cell, p)
+              for directions, p in zip(layers, cell_params, strict=True)]
     stack = PackedStack(packed)
     if cell is not LSTM or packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
         return stack
@@ -157,6 +167,7 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM) -> PackedStack:
     bias = aligned_copy(np.stack([k.bias for k in packed]))
     w_hh = aligned_copy(np.concatenate([k.w_hh for k in packed]))
     stack[:] = [PackedLayer(w_ih0[0] if n == 0 else w_ih_rest[n - 1], bias[n], w_hh[n:n + 1],
-                            packed[n].w_hr, packed[n].step_bias) for n in range(len(packed))]
+                            packed[n].w_hr, packed[n].step_bias, packed[n].cell_params)
+                for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)
     return stack

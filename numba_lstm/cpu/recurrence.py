@@ -1,12 +1,10 @@
-"""What every CPU loop shares: the compile flags, row copies, the axpy step
-matmuls (W^T streamed a contiguous row of gate columns at a time) and the
-serial twin of a threaded kernel.
+"""What every CPU loop shares: the compile flags, row copies and the axpy step
+matmuls (W^T streamed a contiguous row of gate columns at a time).
 
 Kernels trust their arguments (shapes, dtypes, C-contiguity): the object API
 validates and prepares them.
 """
 
-import types
 
 from numba import njit
 
@@ -90,18 +88,3 @@ def _rows_matmul_acc(out, h, w, d, n_rows):
     while r < n_rows:
         _row_matmul_acc(out, r, h, w, d)
         r += 1
-
-
-def serial_twin(kernel):
-    """``kernel``'s code compiled without threads, for single-task calls (cpu._launch).
-
-    It gets its own qualified name: Numba's on-disk cache is keyed by name, file
-    and line, not by ``parallel``, so a plain second njit of the same function
-    shares the cache entry and loads whichever variant was compiled first
-    (measured: the serial twin ran the threaded code, 180 instead of 29 us).
-    """
-    fn = kernel.py_func
-    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                              fn.__defaults__, fn.__closure__)
-    twin.__qualname__ = fn.__qualname__ + "_serial"
-    return njit(**_FLAGS)(twin)

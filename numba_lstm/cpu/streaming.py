@@ -43,7 +43,8 @@ def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, state, new_state, out):
             _row_matmul_acc(gates, 0, h_n[layer - 1], w_ih_rest, layer - 1)
         _row_matmul_acc(gates, 0, h0[layer], w_hh, layer)
         copy_row(c0[layer, 0], c_n[layer, 0])
-        lstm_row(gates[0], gates[0], h0[layer, 0], c_n[layer, 0], h_n[layer, 0])
+        # The LSTM row reads no parameters: gates stands in for them.
+        lstm_row(gates[0], gates[0], h0[layer, 0], c_n[layer, 0], h_n[layer, 0], gates)
     copy_row(h_n[L - 1, 0], out[0, 0])
 
 

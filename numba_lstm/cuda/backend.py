@@ -31,6 +31,7 @@ class DeviceLayer:
     w_hh: object  # (D, H_out, G) W_hh^T
     w_hr: object  # (D, H, H_out) W_hr^T, or (D, 0, 0)
     bias_h: object  # (D, G) the h side's bias of the cell's unsummed gates
+    cell_params: object  # (D, P, H) the cell's own parameters (LayerNorm's), or (D, 0, 0)
     cell: Cell
     num_directions: int
     hidden_size: int
@@ -41,8 +42,9 @@ class DeviceLayer:
         return self.hidden_size if self.cell.has_cell_state else 0
 
 
-def _pack_layer(directions, dtype, cell: Cell) -> DeviceLayer:
-    """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) per direction, torch layout."""
+def _pack_layer(directions, dtype, cell: Cell, cell_params=None) -> DeviceLayer:
+    """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) per direction, torch layout;
+    cell_params: one (P, H) array per direction, or None."""
     H = directions[0][1].shape[0] // cell.gates
     biases = [cell.split_bias(dw[2], dw[3], H, dtype) for dw in directions]
     w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
@@ -51,15 +53,20 @@ def _pack_layer(directions, dtype, cell: Cell) -> DeviceLayer:
         w_hr = np.zeros((len(directions), 0, 0), dtype)
     else:
         w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
+    if cell_params is None:
+        cell_params = np.zeros((len(directions), 0, 0), dtype)
     arrays = (w_ih, np.concatenate([b[0] for b in biases]), w_hh, w_hr,
-              np.stack([b[1] for b in biases]))
+              np.stack([b[1] for b in biases]), np.asarray(cell_params, dtype))
     return DeviceLayer(*(cuda.to_device(np.ascontiguousarray(a)) for a in arrays), cell,
                        len(directions), H, w_hh.shape[1])
 
 
-def pack_stack(layers: list, dtype, cell: Cell = LSTM) -> list[DeviceLayer]:
-    """layers: per layer, one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction."""
-    return [_pack_layer(directions, dtype, cell) for directions in layers]
+def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> list[DeviceLayer]:
+    """layers: per layer, one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction;
+    cell_params: per layer, its argument of _pack_layer (or None)."""
+    cell_params = cell_params or [None] * len(layers)
+    return [_pack_layer(directions, dtype, cell, p)
+            for directions, p in zip(layers, cell_params, strict=True)]
 
 
 def is_device_array(value) -> bool:
@@ -159,6 +166,8 @@ def layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits, stream
     c = cuda.device_array((D, B, Hc), dtype, stream=stream)
     if Hc:
         c.copy_to_device(c0, stream=stream)
+    if layer.cell.row is not None:
+        return _row_cell_layer(gx, layer, h0, c, lengths, out, limits, stream)
     projected = P != H
     units = None if projected else persistent_units(B, H, D, np.dtype(dtype).itemsize, limits,
                                                     layer.cell.gates)
@@ -191,6 +200,28 @@ def layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits, stream
             kernels.project_step[proj](h_cell, layer.w_hr, s, h, h_next, out, lengths)
         h, h_next = h_next, h
         c, c_next = c_next, c
+    return out, h, c
+
+
+def _row_cell_layer(gx, layer: DeviceLayer, h0, c, lengths, out, limits: Limits, stream):
+    """A cell with a row of its own (numba_lstm.cells: LayerNorm LSTM): per step,
+    one launch for the gates and one for the cells. c is updated in place."""
+    T, B = gx.shape[:2]
+    D, H, G = layer.num_directions, layer.hidden_size, layer.w_hh.shape[2]
+    if STRATEGY["name"] == "persistent":
+        raise RuntimeError(f"the persistent kernel cannot run a {layer.cell.name} cell; "
+                           "it runs per step")
+    gates_kernel, rows_kernel = kernels.recurrence_kernels(layer.cell, gx.dtype)
+    z = cuda.device_array((D, B, G), gx.dtype, stream=stream)
+    h = cuda.device_array((D, B, H), gx.dtype, stream=stream)
+    h.copy_to_device(h0, stream=stream)
+    h_next = cuda.device_array((D, B, H), gx.dtype, stream=stream)
+    gates = grid_1d(D * B * G, limits) + (stream,)
+    rows = grid_1d(D * B, limits) + (stream,)
+    for s in range(T):
+        gates_kernel[gates](gx, s, layer.w_hh, layer.bias_h, h, z, lengths)
+        rows_kernel[rows](gx, s, z, layer.cell_params, h, c, h_next, out, lengths)
+        h, h_next = h_next, h
     return out, h, c
 
 
@@ -234,11 +265,3 @@ def forward(layers: list[DeviceLayer], x, h0, c0, lengths):
     results = tuple(a.copy_to_host(stream=stream) for a in (out, h_n, c_n))
     stream.synchronize()
     return results
-
-
-def pack_layernorm_layer(params, dtype):
-    raise RuntimeError("LayerNormLSTM has no CUDA kernels yet; use device='cpu'")
-
-
-def layernorm_lstm_forward(layers, x, h0, c0, eps):
-    raise RuntimeError("LayerNormLSTM has no CUDA kernels yet; use device='cpu'")

@@ -25,6 +25,10 @@ HALF, ZERO = np.float32(0.5), np.float32(0)  # typed constants, rebound per dtyp
 def cell_unit(z, zx, h, c, h_new, u, H, n):
     raise NotImplementedError
 
+
+def cell_row(z, zx, h, c, h_new, p):
+    raise NotImplementedError
+
 TILE = 16  # matmul_bias tile: 16x16 threads, two TILE^2 shared tiles
 
 
@@ -245,12 +249,49 @@ def _persistent(gx, w_hh, bias_h, h_buf, c, out, lengths, units):
         grid.sync()
 
 
+# -- cells with a row of their own (LayerNorm LSTM): two launches a step ------------------
+def _row_gates(gx, s, w_hh, bias_h, h_in, z, lengths):
+    """z (D, B, G) = the step's gate pre-activations: gx[t] (+ bias_h on the
+    unsummed gates) + h_in @ W_hh^T. Launch: 1-D, one thread per (d, b, column)."""
+    D, B, G = z.shape
+    d, b, j, t = _step_thread(cuda.grid(1), D, B, G, gx.shape[0], s)
+    if d >= D or t >= lengths[b]:
+        return
+    acc = gx[t, b, d * G + j] if j < SUMMED * (G // GATES) else bias_h[d, j]
+    for k in range(w_hh.shape[1]):
+        acc += h_in[d, b, k] * w_hh[d, k, j]
+    z[d, b, j] = acc
+
+
+def _row_cells(gx, s, z, cell_params, h_in, c, h_out, out, lengths):
+    """The cell's row on z[d, b] for every (d, b): c (D, B, H) in place, h_out
+    (D, B, H) and out (T, B, D*H) written (0 and the state carried past a
+    sequence's length). Launch: 1-D, one thread per (d, b): the row's
+    normalisation is a reduction over its units, and H is small beside the
+    step's matmul."""
+    D, B, H = h_out.shape
+    G = z.shape[2]
+    d, b, _, t = _step_thread(cuda.grid(1), D, B, 1, gx.shape[0], s)
+    if d >= D:
+        return
+    if t >= lengths[b]:
+        for j in range(H):
+            h_out[d, b, j] = h_in[d, b, j]
+            out[t, b, d * H + j] = 0
+        return
+    cell_row(z[d, b], gx[t, b, d * G:(d + 1) * G], h_in[d, b], c[d, b], h_out[d, b],
+             cell_params[d])
+    for j in range(H):
+        out[t, b, d * H + j] = h_out[d, b, j]
+
+
 _KERNELS: dict = {}
 
 
 def recurrence_kernels(cell: Cell, dtype) -> tuple:
-    """(step, persistent) with ``cell`` bound in, for one dtype (local and shared
-    arrays take their dtype at compile time), made on first use."""
+    """The step kernels with ``cell`` bound in, for one dtype (local and shared
+    arrays take their dtype at compile time), made on first use: (step,
+    persistent) for a cell of units, (gates, rows) for a cell with a row."""
     dtype = np.dtype(dtype)
     key = (cell.name, dtype.name)
     if key not in _KERNELS:
@@ -261,7 +302,13 @@ def recurrence_kernels(cell: Cell, dtype) -> tuple:
         primitives = {name: device(rebind(fn, env)) for name, fn in primitives.items()}
         primitives["sigmoid"] = device(rebind(_sigmoid, env))
         primitives["relu"] = device(rebind(_relu, env))
-        names = dict(cell_unit=bind(cell, primitives, device), GATES=cell.gates,
-                     SUMMED=cell.summed_gates, DTYPE=numba.from_dtype(dtype))
-        _KERNELS[key] = (cuda.jit(rebind(_step, names)), cuda.jit(rebind(_persistent, names)))
+        names = dict(GATES=cell.gates, SUMMED=cell.summed_gates, DTYPE=numba.from_dtype(dtype))
+        if cell.row is not None:
+            names["cell_row"] = bind(cell, primitives, device, part="row")
+            _KERNELS[key] = (cuda.jit(rebind(_row_gates, names)),
+                             cuda.jit(rebind(_row_cells, names)))
+        else:
+            names["cell_unit"] = bind(cell, primitives, device)
+            _KERNELS[key] = (cuda.jit(rebind(_step, names)),
+                             cuda.jit(rebind(_persistent, names)))
     return _KERNELS[key]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cells import LAYERNORM_LSTM
 from . import _validate as v
 from .base import Module, select_prefix
 from .stream import Stream
@@ -66,10 +67,21 @@ class LayerNormLSTM(Module):
         return shapes
 
     def _prepare(self) -> None:
-        backend = self._backend()
-        self._layers = [backend.pack_layernorm_layer(select_prefix(self._params, f"cells.{k}."),
-                                                     self._dtype)
-                        for k in range(self.num_layers)]
+        """Each cell as an LSTM layer of the LayerNorm cell (numba_lstm.cells):
+        input_lin as W_ih (no bias), hidden_lin as W_hh with b_hh, and the
+        cell's parameters (11, H): the five norms' weights, their biases, eps."""
+        layers, cell_params = [], []
+        for k in range(self.num_layers):
+            p = select_prefix(self._params, f"cells.{k}.")
+            norms = [f"layer_norm.{n}" for n in range(4)] + ["layer_norm_c"]
+            bias = p["hidden_lin.bias"]
+            layers.append([(p["input_lin.weight"], p["hidden_lin.weight"], np.zeros_like(bias),
+                            bias, None)])
+            cell_params.append(np.stack(
+                [p[n + ".weight"] for n in norms] + [p[n + ".bias"] for n in norms]
+                + [np.full(self.hidden_size, self.eps)])[None])  # (1, 11, H)
+        self._layers = self._backend().pack_stack(layers, self._dtype, LAYERNORM_LSTM,
+                                                  cell_params)
 
     def __call__(self, input, hx=None):
         x = v.as_float_array(input, self._dtype, "input")
@@ -90,7 +102,7 @@ class LayerNormLSTM(Module):
             for i, state in enumerate((h0, c0)):
                 v.check_state(state, lead + (self.hidden_size,), f"hidden[{i}]")
             h0, c0 = h0.reshape(self.num_layers, B, -1), c0.reshape(self.num_layers, B, -1)
-        out, h_n, c_n = self._backend().layernorm_lstm_forward(self._layers, x, h0, c0, self.eps)
+        out, h_n, c_n = self._backend().forward(self._layers, x, h0, c0, None)
         if not batched:
             return out[:, 0], (h_n[:, 0], c_n[:, 0])
         return out, (h_n, c_n)

@@ -310,3 +310,25 @@ def test_gru_cell_and_stream_on_the_device():
     np.testing.assert_allclose(np.concatenate([p.copy_to_host() for p in parts]), whole,
                                rtol=0, atol=2e-5)
     np.testing.assert_allclose(stream.state.copy_to_host(), h_n, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layernorm_lstm_on_the_device_matches_reference(dtype):
+    # A cell with a row of its own: the gates kernel, then one thread per row.
+    rng = np.random.default_rng(3)
+    H, L = 6, 2
+    params = {}
+    for k in range(L):
+        p = f"cells.{k}."
+        params[p + "input_lin.weight"] = rng.standard_normal((4 * H, 5 if k == 0 else H)) * 0.5
+        params[p + "hidden_lin.weight"] = rng.standard_normal((4 * H, H)) * 0.5
+        params[p + "hidden_lin.bias"] = rng.standard_normal(4 * H) * 0.5
+        for norm in [f"layer_norm.{n}" for n in range(4)] + ["layer_norm_c"]:
+            params[p + norm + ".weight"] = 1 + 0.3 * rng.standard_normal(H)
+            params[p + norm + ".bias"] = 0.3 * rng.standard_normal(H)
+    gpu = nl.LayerNormLSTM.from_state_dict(params, dtype=dtype).to("cuda")
+    x = rng.standard_normal((4, 3, 5)).astype(dtype)
+    out, (h_n, c_n) = gpu(x)
+    ref_out, (ref_h, ref_c) = reference.layernorm_lstm(x.astype(np.float64), params, L)
+    for ours, ref in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=TOL[dtype])
