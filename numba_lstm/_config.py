@@ -1,6 +1,10 @@
-"""Process-wide Numba settings numba_lstm needs, applied before any kernel runs."""
+"""Process-wide Numba settings numba_lstm needs, applied before any kernel is
+defined: the threading layer, and where (or whether) compiled kernels cache."""
 
 import os
+import tempfile
+import warnings
+from pathlib import Path
 
 import numba
 
@@ -12,3 +16,48 @@ def configure_threading() -> None:
     # workqueue layer sleeps instead. An explicit user choice always wins.
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "workqueue"
+
+
+def _writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (made if missing). A real
+    attempt, not os.access: root passes os.access on a read-only mount."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def _numba_user_cache() -> Path:
+    from numba.misc.appdirs import AppDirs
+
+    return Path(AppDirs(appname="numba", appauthor=False).user_cache_dir)
+
+
+def configure_cache() -> bool:
+    """Whether kernels may use Numba's on-disk cache, choosing a directory Numba
+    can write. Numba itself writes next to the sources, else to the user's
+    cache directory, and raises at import when neither is writable (a read-only
+    container or serverless image). Then kernels cache under the temporary
+    directory instead; where even that is read-only they run uncached, with
+    one warning. NUMBA_CACHE_DIR, when writable, always wins."""
+    if numba.config.CACHE_DIR:
+        if _writable(Path(numba.config.CACHE_DIR)):
+            return True
+    elif _writable(Path(__file__).parent / "cpu" / "__pycache__") or _writable(
+            _numba_user_cache()):
+        return True
+    fallback = Path(tempfile.gettempdir()) / f"numba_lstm-cache-{os.getuid()}"
+    if _writable(fallback):
+        numba.config.CACHE_DIR = str(fallback)
+        return True
+    warnings.warn("numba_lstm: no writable directory for Numba's cache (the package, the user "
+                  "cache, NUMBA_CACHE_DIR and the temporary directory are read-only): kernels "
+                  "run uncached, so every process compiles them on first use; run "
+                  "`numba-lstm compile --cache-dir DIR` at build time and set "
+                  "NUMBA_CACHE_DIR=DIR to avoid it", RuntimeWarning, stacklevel=2)
+    return False
+
+
+CACHE = configure_cache()

@@ -1,14 +1,13 @@
-"""Command line: `numba-lstm [demo|example|info|run|bench]` (also `python -m numba_lstm`)."""
+"""The `numba-lstm` command (or `python -m numba_lstm`): its subcommands."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
-
-from numba_lstm.bench.shapes import SHAPES
 
 
 def cmd_example(args) -> int:
@@ -35,6 +34,18 @@ def cmd_example(args) -> int:
     print(f"time    first call {first * 1e3:.1f} ms (includes compilation or cache load), "
           f"then median {np.median(times) * 1e3:.3f} ms per call")
     return 0
+
+
+def _cache_dir_first(argv: list[str]) -> None:
+    """`compile --cache-dir DIR` sets NUMBA_CACHE_DIR before anything imports
+    Numba, which reads it once, at import."""
+    if not argv or argv[0] != "compile":
+        return
+    for k, arg in enumerate(argv):
+        if arg == "--cache-dir" and k + 1 < len(argv):
+            os.environ["NUMBA_CACHE_DIR"] = os.path.abspath(argv[k + 1])
+        elif arg.startswith("--cache-dir="):
+            os.environ["NUMBA_CACHE_DIR"] = os.path.abspath(arg.split("=", 1)[1])
 
 
 class CLIError(Exception):
@@ -172,7 +183,37 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_compile(args) -> int:
+    """Fill Numba's on-disk cache with every kernel the chosen configurations reach."""
+    from numba_lstm.precompile import DTYPES, FAMILIES, compile
+
+    dtypes, families = _choices(args.dtype, DTYPES, "--dtype"), \
+        _choices(args.family, FAMILIES, "--family")
+    if args.weights != "float32":
+        raise CLIError(f"--weights {args.weights}: only float32 weights exist in this version")
+    import numba
+
+    where = numba.config.CACHE_DIR or "next to the installed sources (__pycache__)"
+    print(f"compiling into {where}: dtypes {', '.join(dtypes)}; "
+          f"families {', '.join(families)}")
+    t0 = time.perf_counter()
+    records = compile(dtypes, families, progress=print)
+    print(f"{len(records)} paths in {time.perf_counter() - t0:.1f} s; a new process now "
+          "loads them from the cache")
+    return 0
+
+
+def _choices(value: str, allowed: tuple, flag: str) -> list[str]:
+    chosen = [v.strip().lower() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in allowed]
+    if unknown or not chosen:
+        raise CLIError(f"{flag}: unknown {unknown or value!r}; choose from {', '.join(allowed)}")
+    return chosen
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from numba_lstm.bench.shapes import SHAPES
+
     parser = argparse.ArgumentParser(prog="numba-lstm", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="generate text with the shipped model (default)")
@@ -216,12 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds per sample (calls are repeated to fill it)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.set_defaults(func=cmd_bench)
+    comp = sub.add_parser("compile", help="fill Numba's cache with every kernel (deployment)")
+    comp.add_argument("--dtype", default="float32", help="comma-separated: float32,float64")
+    comp.add_argument("--family", default="lstm,gru,rnn,layernorm",
+                      help="comma-separated: lstm,gru,rnn,layernorm")
+    comp.add_argument("--weights", default="float32", help="stored weight precision: float32")
+    comp.add_argument("--cache-dir", help="the cache directory (sets NUMBA_CACHE_DIR for this "
+                      "run; later processes need NUMBA_CACHE_DIR set to it too)")
+    comp.set_defaults(func=cmd_compile)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    _cache_dir_first(argv)
+    parser = build_parser()
     args = parser.parse_args(argv or ["demo"])
     try:
         return args.func(args)

@@ -16,13 +16,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._config import CACHE
 from ..cpu.simd import VECTOR_BYTES, vadd, vfma, vsplat, vstore1
 
 _LANES = VECTOR_BYTES // 4
 _CHAINS = 12  # independent FMA chains: more than latency (4) x FMA ports (2)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def _fma_chains(n, out):
     """n rounds of 12 independent float32 vector FMAs, all in registers; the
     sums go to out (lanes,) so that the loop is not optimised away."""
@@ -37,7 +38,7 @@ def _fma_chains(n, out):
     vstore1(out, 0, vadd(total, vadd(vadd(c8, c9), vadd(c10, c11))))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=CACHE, parallel=True)
 def _fma_chains_each(n, out):
     """_fma_chains on every row of out (threads, lanes) at once, one per thread."""
     for t in prange(out.shape[0]):

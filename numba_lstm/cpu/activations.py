@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from .._config import CACHE
 from .simd import Vec, fma, vclamp, vdiv, vfma, vmul, vrelu, vsaturate, vsplat
 
 # tanh(x) ≈ x·P(x²)/Q(x²) on |x| ≤ 7.905311, past which tanh rounds to ±1 in float32
@@ -34,7 +35,7 @@ _SATURATE = np.float32(9.01)
 ONE32 = np.float32(1.0)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=CACHE, error_model="numpy")
 def tanh32(x):
     # Comparisons (not min/max) so that NaN falls through and propagates.
     xc = x

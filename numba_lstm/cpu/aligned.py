@@ -14,10 +14,12 @@ import math
 import numpy as np
 from numba import njit
 
+from .._config import CACHE
+
 CACHE_LINE = 64
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _address(a):
     return a.ctypes.data  # ~0.5 µs through Numba, against ~2.3 for ndarray.ctypes.data
 

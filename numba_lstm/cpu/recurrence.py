@@ -8,12 +8,13 @@ validates and prepares them.
 
 from numba import njit
 
+from .._config import CACHE
 from .simd import fma
 
 # No fastmath, not even contraction: multiply-adds are explicit fma() calls
 # (cpu.simd), so a kernel computes the same bits whether it was compiled in
 # this process or loaded from the on-disk cache, and NaN/Inf propagate as in torch.
-_FLAGS = dict(cache=True, nogil=True, error_model="numpy")
+_FLAGS = dict(cache=CACHE, nogil=True, error_model="numpy")
 
 
 @njit(inline="always", **_FLAGS)

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 from numba import njit
 
+from .._config import CACHE
 from .atomics import fetch_add, load_acquire, spin_pause, yield_cpu
 
 GEN = 0
@@ -43,7 +44,7 @@ CTRL_SIZE = DESC + 32
 MIN_SPIN_US = 50.0
 PURE_SPINS = 256  # ~10-40 µs of PAUSE loops
 
-_FLAGS = dict(cache=True, nogil=True)
+_FLAGS = dict(cache=CACHE, nogil=True)
 
 
 @njit(**_FLAGS)

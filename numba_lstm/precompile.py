@@ -1,0 +1,101 @@
+"""``numba_lstm.compile``: fill Numba's on-disk cache with every kernel that
+chosen configurations can reach, so that later processes load instead of
+compiling (a Dockerfile's RUN step, a post-install hook; docs/deploy.md)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+FAMILIES = ("lstm", "gru", "rnn", "layernorm")
+DTYPES = ("float32", "float64")
+
+# A case per dispatch strategy: (T, B, directions, projection), as small as
+# reaches it; the kernels' signatures do not depend on the sizes.
+_CASES = {"team": (3, 2, 1, 0), "stream_step": (1, 1, 1, 0), "panels_fused": (3, 4, 2, 0),
+          "panels": (3, 4, 2, 0), "axpy": (3, 1, 1, 0), "axpy threaded": (3, 2, 2, 0),
+          "axpy projection": (3, 2, 2, 2)}
+
+
+def _modules(family: str, dtype: str, directions: int, proj: int):
+    import numba_lstm as nl
+
+    bidirectional = directions == 2
+    if family == "lstm":
+        return [nl.LSTM(3, 16, 2, bidirectional=bidirectional, proj_size=proj, dtype=dtype)]
+    if family == "gru":
+        return [nl.GRU(3, 16, 2, bidirectional=bidirectional, dtype=dtype)]
+    if family == "rnn":
+        return [nl.RNN(3, 16, 2, nonlinearity=n, bidirectional=bidirectional, dtype=dtype)
+                for n in ("tanh", "relu")]
+    if family == "layernorm":
+        return [] if bidirectional else [nl.LayerNormLSTM(3, 16, 2, dtype=dtype)]
+    raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+
+
+def _run_case(module, strategy: str, T: int, B: int) -> bool:
+    """One forced call of ``strategy``; False if it cannot run this module."""
+    from numba_lstm import cpu
+
+    name = strategy.split()[0]
+    layers = module._layers
+    entry = cpu.BY_NAME[name]
+    if not entry.can_run(layers if entry.scope == "stack" else layers[0], T, B):
+        return False
+    x = np.zeros((T, B, 3), module.dtype)
+    lengths = np.full(B, T, np.int64) if B > 1 else None
+    cpu.forward(layers, x, None, None, lengths, name)
+    if name == "stream_step":  # a stream's later steps: the stepper's own entry
+        stream = module.stream()
+        stream(x[:, 0])
+        stream(x[:, 0])
+    return True
+
+
+def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMILIES, *,
+            cache_dir: str | os.PathLike | None = None,
+            progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Compile (or load) every CPU kernel the given dtypes and families reach,
+    strategy by strategy, into Numba's on-disk cache. Returns one record per
+    (family, dtype, strategy) run: the seconds it took.
+
+    ``cache_dir`` sets NUMBA_CACHE_DIR, which Numba reads when it is imported:
+    it must come before anything imports numba (the CLI's ``--cache-dir`` does
+    it first thing); afterwards a different directory is a RuntimeError.
+    """
+    if cache_dir is not None:
+        _use_cache_dir(str(cache_dir))
+    from numba_lstm import cpu
+
+    records = []
+    for family in families:
+        for dtype in dtypes:
+            for strategy, (T, B, D, proj) in _CASES.items():
+                if proj and family != "lstm":
+                    continue
+                start = time.perf_counter()
+                ran = [_run_case(m, strategy, T, B) for m in _modules(family, dtype, D, proj)]
+                if any(ran):
+                    seconds = time.perf_counter() - start
+                    records.append(dict(family=family, dtype=dtype, strategy=strategy,
+                                        seconds=seconds))
+                    if progress:
+                        progress(f"{family:<9} {dtype:<7} {strategy:<16} {seconds:6.2f} s")
+    cpu.TEAM.wait_ready()  # the helpers' own entry point is a kernel too
+    return records
+
+
+def _use_cache_dir(cache_dir: str) -> None:
+    if "numba" in sys.modules:
+        import numba
+
+        if os.path.abspath(numba.config.CACHE_DIR or "") != os.path.abspath(cache_dir):
+            raise RuntimeError(f"cache_dir={cache_dir!r} must be set before numba is imported "
+                               f"(numba already uses {numba.config.CACHE_DIR or 'the source tree'}"
+                               "); set NUMBA_CACHE_DIR or use `numba-lstm compile --cache-dir`")
+        return
+    os.environ["NUMBA_CACHE_DIR"] = cache_dir
