@@ -48,8 +48,11 @@ def configure_cache() -> bool:
     elif _writable(Path(__file__).parent / "cpu" / "__pycache__") or _writable(
             _numba_user_cache()):
         return True
-    fallback = Path(tempfile.gettempdir()) / f"numba_lstm-cache-{os.getuid()}"
-    if _writable(fallback):
+    try:
+        fallback = Path(tempfile.gettempdir()) / f"numba_lstm-cache-{os.getuid()}"
+    except OSError:  # gettempdir() raises where no candidate is writable
+        fallback = None
+    if fallback is not None and _writable(fallback):
         numba.config.CACHE_DIR = str(fallback)
         return True
     warnings.warn("numba_lstm: no writable directory for Numba's cache (the package, the user "

@@ -1,0 +1,136 @@
+"""Deployment: `numba-lstm compile` fills a cache that a new process loads
+instead of compiling, and a read-only install still runs (docs/deploy.md)."""
+
+import json
+import os
+import shutil
+import site as site_module
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import numba_lstm as nl
+
+# Runs GRU paths a deployment meets (batch 1, a threaded batch, the panel steps)
+# and reports the layer kernels' cache statistics from Numba's dispatchers.
+PROBE = """
+import json
+import numpy as np
+import numba_lstm as nl
+from numba_lstm.cpu import layer, projection
+rng = np.random.default_rng(0)
+for m, B in [(nl.GRU(5, 8), 1), (nl.GRU(5, 8, 2, bidirectional=True), 3), (nl.GRU(5, 8), 6)]:
+    m(rng.standard_normal((4, B, 5)).astype(np.float32))
+kernels = [projection.input_projection] + [d for k in layer._KERNELS.values()
+                                           for d in (k.axpy, k.axpy_serial, k.panels)]
+print(json.dumps({"hits": sum(sum(d.stats.cache_hits.values()) for d in kernels),
+                  "misses": sum(sum(d.stats.cache_misses.values()) for d in kernels)}))
+"""
+
+
+def test_compile_fills_a_cache_that_a_new_process_loads(tmp_path):
+    cache = tmp_path / "cache"
+    result = subprocess.run([sys.executable, "-m", "numba_lstm", "compile", "--cache-dir",
+                             str(cache), "--family", "gru"], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert f"compiling into {cache}" in result.stdout
+    for strategy in ("panels", "axpy", "axpy threaded"):
+        assert f"gru       float32 {strategy} " in result.stdout
+    probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ, NUMBA_CACHE_DIR=str(cache)))
+    assert probe.returncode == 0, probe.stderr
+    stats = json.loads(probe.stdout)
+    assert stats["misses"] == 0 and stats["hits"] >= 3, stats
+
+
+def test_compile_refuses_what_it_does_not_know():
+    result = subprocess.run([sys.executable, "-m", "numba_lstm", "compile", "--family", "lstn"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--family: unknown ['lstn']; choose from lstm, gru, rnn, layernorm" in result.stderr
+
+
+RUN_READ_ONLY = """
+import json, warnings
+import numpy as np
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import numba_lstm as nl
+    import numba
+    gru = nl.GRU(3, 4)
+    gru.load_state_dict({k: np.full(v.shape, 0.1, np.float32) for k, v in gru.state_dict().items()})
+    out, h_n = gru(np.ones((5, 1, 3), np.float32))
+print(json.dumps({"file": nl.__file__, "out": out.tolist(), "cache_dir": numba.config.CACHE_DIR,
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def _read_only_runner(tmp_path):
+    """A command prefix that makes paths read-only for one process, or None:
+    as root (who writes through permissions) a private read-only bind mount,
+    else plain permissions."""
+    if sys.platform != "linux":
+        return None
+    if os.geteuid() != 0:
+        return "chmod"
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "true"],
+            capture_output=True).returncode != 0:
+        return None
+    return "mount"
+
+
+@pytest.mark.parametrize("tmp_writable", [True, False])
+def test_a_read_only_install_still_runs(tmp_path, tmp_writable):
+    how = _read_only_runner(tmp_path)
+    if how is None:
+        pytest.skip("cannot make a directory read-only for one process here")
+    site, home, tmp = tmp_path / "site", tmp_path / "home", tmp_path / "tmp"
+    shutil.copytree(Path(nl.__file__).parent, site / "numba_lstm",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    home.mkdir()
+    tmp.mkdir()
+    # Python's tempfile falls back from TMPDIR to /tmp, /var/tmp and the cwd:
+    # with nothing writable, all of those must be read-only.
+    read_only = [site, home] + ([] if tmp_writable else [tmp, Path("/var/tmp"), Path("/tmp")])
+    if not tmp_writable and how == "chmod":
+        pytest.skip("only a private read-only mount makes /tmp read-only for one process")
+    # -S and an explicit path: no .pth files, so an editable install's import
+    # hook cannot send `import numba_lstm` back to the checkout.
+    path = os.pathsep.join([str(site), *site_module.getsitepackages()])
+    env = dict(os.environ, PYTHONPATH=path, HOME=str(home),
+               XDG_CACHE_HOME=str(home / ".cache"), TMPDIR=str(tmp), SCRIPT=RUN_READ_ONLY)
+    env.pop("NUMBA_CACHE_DIR", None)
+    if how == "mount":
+        mounts = " && ".join(f"mount --bind {p} {p} && mount -o remount,ro,bind {p}"
+                             for p in read_only if p.exists())
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f'{mounts} && exec {sys.executable} -S -c "$SCRIPT"']
+    else:
+        for p in read_only:
+            subprocess.run(["chmod", "-R", "a-w", str(p)], check=True)
+        command = [sys.executable, "-S", "-c", RUN_READ_ONLY]
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
+                                cwd=tmp_path)  # not the checkout: -c puts the cwd on the path
+    finally:
+        if how == "chmod":
+            for p in read_only:
+                subprocess.run(["chmod", "-R", "u+w", str(p)], check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["file"].startswith(str(site))  # the read-only copy ran, not the checkout
+    expected, _ = nl.GRU.from_state_dict(
+        {k: np.full(v.shape, 0.1, np.float32) for k, v in nl.GRU(3, 4).state_dict().items()})(
+        np.ones((5, 1, 3), np.float32))
+    np.testing.assert_allclose(report["out"], expected, rtol=0, atol=2e-5)
+    uncached = [w for w in report["warnings"] if "run uncached" in w]
+    if tmp_writable:
+        assert report["cache_dir"] == str(tmp / f"numba_lstm-cache-{os.getuid()}")
+        assert any(tmp.rglob("*.nbi")) and not uncached
+    else:
+        assert len(uncached) == 1, report["warnings"]
