@@ -71,20 +71,6 @@ def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
             and batch * layer.w_hh.size >= TEAM_MIN_MACS_PER_STEP)
 
 
-def _launch(parallel_kernel, serial_kernel, n_tasks: int, *args) -> None:
-    """Run a kernel whose last argument splits it into tasks.
-
-    A single task (one direction at batch 1: streaming, latency) runs the
-    serial compile: a parallel launch there is pure overhead, a thread wake-up
-    and join per call (measured ~418 -> ~155 us per 2-layer streaming step).
-    """
-    if n_tasks == 1:
-        serial_kernel(*args)
-        return
-    with _KERNEL_LOCK:
-        parallel_kernel(*args)
-
-
 # -- the dispatch table ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Strategy:
@@ -195,25 +181,45 @@ def _fused_preferred(layer: PackedLayer, T: int, B: int) -> bool:
 
 
 def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = False):
-    T, B, I = x.shape
-    D, H = layer.num_directions, layer.hidden_size
-    G = layer.w_hh.shape[2]
-    kernels = layer_kernels(layer.cell)
-    out = np.empty((T, B, D * H), layer.w_hh.dtype)
+    B = x.shape[1]
     if fused:
         w_step = layer.input_and_hidden_panels()
-        gx = np.empty((0, B, D * G), layer.w_hh.dtype)
+        gx = np.empty((0, B, layer.w_ih.shape[1]), layer.w_hh.dtype)
     else:
-        w_ih, w_step = layer.panels()
+        w_step = layer.panels()[1]
         gx = _projected(x, layer, threaded=True)
-    with _KERNEL_LOCK:
-        kernels.panels(x, gx, w_step, layer.step_bias, layer.cell_params, h0, c0, lengths, out,
-                       h_n, c_n, _n_chunks(layer, B))
-    return out
+    # Always the threaded compile: the panel steps run from batch 2.
+    return _run_layer(layer_kernels(layer.cell).threaded, x, gx, layer, w_step, h0, c0, lengths,
+                      h_n, c_n, _n_chunks(layer, B), True)
 
 
 def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     return _run_panels(x, layer, h0, c0, lengths, h_n, c_n, fused=True)
+
+
+def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
+    B = x.shape[1]
+    n_chunks = _n_chunks(layer, B)
+    threaded = layer.num_directions * n_chunks > 1
+    kernels = layer_kernels(layer.cell)
+    gx = _projected(x, layer, threaded)
+    no_panels = np.empty((layer.num_directions, 0, 0, 0), layer.w_hh.dtype)
+    return _run_layer(kernels.threaded if threaded else kernels.serial, x, gx, layer, no_panels,
+                      h0, c0, lengths, h_n, c_n, n_chunks, False)
+
+
+def _run_layer(kernel, x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n,
+               n_chunks: int, panels: bool):
+    T, B = x.shape[:2]
+    out = np.empty((T, B, layer.num_directions * layer.output_size), layer.w_hh.dtype)
+    args = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
+            lengths, out, h_n, c_n, n_chunks, panels)
+    if kernel is layer_kernels(layer.cell).serial:
+        kernel(*args)  # one task (one direction at batch 1): no threads, no lock
+    else:
+        with _KERNEL_LOCK:
+            kernel(*args)
+    return out
 
 
 def _projected(x, layer: PackedLayer, threaded: bool):
@@ -231,18 +237,6 @@ def _projected(x, layer: PackedLayer, threaded: bool):
         input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx,
                          _threads(layer, B))
     return gx.reshape(T, B, G)
-
-
-def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
-    T, B, I = x.shape
-    D, H_out = layer.num_directions, layer.output_size
-    n_chunks = _n_chunks(layer, B)
-    kernels = layer_kernels(layer.cell)
-    out = np.empty((T, B, D * H_out), layer.w_hh.dtype)
-    gx = _projected(x, layer, threaded=D * n_chunks > 1)
-    _launch(kernels.axpy, kernels.axpy_serial, D * n_chunks, gx, layer.w_hh, layer.w_hr,
-            layer.step_bias[:, 1], layer.cell_params, h0, c0, lengths, out, h_n, c_n, n_chunks)
-    return out
 
 
 def _always(*args) -> bool:

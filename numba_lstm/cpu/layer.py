@@ -2,10 +2,10 @@
 
 Each step of each direction: gates = gx[t] (+ the h-side bias of the cell's
 unsummed gates), gates += h @ W_hh^T, then the cell on each row. Two step
-GEMMs: the axpy rows (recurrence._rows_matmul_acc, W_hh streamed row by row;
+matmuls: the axpy rows (recurrence._rows_matmul_acc, W_hh streamed row by row;
 batch 1 and projections) and the register-tiled panels (cpu.panel_gemm; from
-batch 2). The templates here name ``cell_row``, ``GATES`` and ``SUMMED``;
-``layer_kernels(cell)`` compiles them with a cell's bound in.
+batch 2). The template names ``cell_row``, ``GATES`` and ``SUMMED``;
+``layer_kernels(cell)`` compiles it with a cell's bound in.
 """
 
 from __future__ import annotations
@@ -85,87 +85,36 @@ def _row_scalar(z, zx, h, c, h_new, p):
         unit_scalar(z, zx, h, c, h_new, u, H, 1)
 
 
-# -- the layer loops -----------------------------------------------------------------------
-def _layer_axpy(gx, w_hh, w_hr, bias_h, cell_params, h0, c0, lengths, out, h_n, c_n, n_chunks):
-    """All time steps of one layer, every direction; tasks are direction x batch
-    slice, each running the whole time loop (no per-step synchronisation).
+# -- the layer loop ------------------------------------------------------------------------
+def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out, h_n, c_n,
+           n_chunks, panels):
+    """All time steps of one layer, every direction. Tasks are direction x batch
+    slice (rows split in multiples of the panel tile's 8 where B allows), each
+    running the whole time loop, so threads never synchronise per step.
 
-    gx       (T, B, D*G)   x @ W_ih^T + bias_x for every step, direction-major
-    w_hh     (D, H_out, G) W_hh^T;  w_hr (D, H, H_out) W_hr^T, or (D, 0, 0)
-    bias_h   (D, G)        the h-side bias of the unsummed gates (cells.Cell)
-    cell_params (D, P, H)  the cell's own parameters (LayerNorm's), or (D, 0, 0)
-    h0, c0   (D, B, H_out), (D, B, Hc): Hc = H with a cell state, else 0
-    lengths  (B,) int64; steps t >= lengths[b] leave sequence b's state alone
-    out      (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
-    """
-    T, B = gx.shape[0], gx.shape[1]
-    D, H_out, G = w_hh.shape
-    H = G // GATES
-    S = SUMMED * H
-    has_proj = w_hr.shape[1] > 0
-    for task in prange(D * n_chunks):
-        d = task // n_chunks
-        chunk = task % n_chunks
-        b_lo = chunk * B // n_chunks
-        nb = (chunk + 1) * B // n_chunks - b_lo
-        gates = np.empty((nb, G), gx.dtype)  # (nb, G)
-        h_cell = np.empty((nb, H), gx.dtype)  # the cell's h, before any projection
-        h_proj = np.empty((nb, H_out), gx.dtype)
-        h = np.empty((nb, H_out), gx.dtype)
-        c = np.empty((nb, c0.shape[2]), gx.dtype)
-        for r in range(nb):
-            copy_row(h0[d, b_lo + r], h[r])
-            copy_row(c0[d, b_lo + r], c[r])
-        for s in range(T):
-            t = T - 1 - s if d == 1 else s
-            for r in range(nb):
-                copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
-                copy_row(bias_h[d, S:], gates[r, S:])
-            _rows_matmul_acc(gates, h, w_hh, d, nb)
-            for r in range(nb):
-                b = b_lo + r
-                if t >= lengths[b]:
-                    out[t, b, d * H_out:(d + 1) * H_out] = 0
-                    continue
-                cell_row(gates[r], gx[t, b, d * G:(d + 1) * G], h[r], c[r], h_cell[r],
-                         cell_params[d])
-                if not has_proj:
-                    copy_row(h_cell[r], h[r])
-                    copy_row(h_cell[r], out[t, b, d * H_out:(d + 1) * H_out])
-            if has_proj:
-                h_proj[:] = 0
-                _rows_matmul_acc(h_proj, h_cell, w_hr, d, nb)  # rows past their end unused
-                for r in range(nb):
-                    b = b_lo + r
-                    if t < lengths[b]:
-                        copy_row(h_proj[r], h[r])
-                        copy_row(h_proj[r], out[t, b, d * H_out:(d + 1) * H_out])
-        for r in range(nb):
-            copy_row(h[r], h_n[d, b_lo + r])
-            copy_row(c[r], c_n[d, b_lo + r])
-
-
-def _layer_panels(x, gx, w, bias, cell_params, h0, c0, lengths, out, h_n, c_n, n_chunks):
-    """All steps of one layer without projection, every direction, the step's
-    matmul on register tiles (cpu.panel_gemm); tasks as _layer_axpy's, rows
-    split in multiples of the tile's 8 where B allows.
-
-    x        (T, B, I) the layer's input
-    gx       (T, B, D*G) as _layer_axpy's; or (0, B, D*G) when each step projects
-             its own rows of x (cells whose gates are all summed): saves gx's
-             round trip through memory where each task reuses the weights enough
-    w        (D, P, K, NR) panels of [W_ih; W_hh]^T (K = I + H) when each step
-             projects x, else of W_hh^T (K = H)
-    bias     (D, 2, G): [0] bias_x (read only when each step projects x), [1] bias_h
-    cell_params, h0, c0, lengths, out, h_n, c_n as _layer_axpy's (H_out = H)
+    x           (T, B, I) the layer's input, read when each step projects its own
+    gx          (T, B, D*G) x @ W_ih^T + bias_x for every step, direction-major; or
+                (0, B, D*G): then each step projects its rows of x itself (cells
+                whose gates are all summed), saving gx's round trip through memory
+    w_rows      (D, H_out, G) W_hh^T, the axpy matmul's (read unless ``panels``)
+    w_panels    (D, P, K, NR) panels (cpu.panel_gemm) of [W_ih; W_hh]^T (K = I + H)
+                when each step projects x, else of W_hh^T (K = H); read if ``panels``
+    w_hr        (D, H, H_out) W_hr^T, or (D, 0, 0) without projection (axpy only)
+    bias        (D, 2, G) [0] bias_x (read when each step projects x), [1] the h
+                side's bias of the cell's unsummed gates (cells.Cell.split_bias)
+    cell_params (D, P, H) the cell's own parameters (LayerNorm's), or (D, 0, 0)
+    h0, c0      (D, B, H_out), (D, B, Hc): Hc = H with a cell state, else 0
+    lengths     (B,) int64; steps t >= lengths[b] leave sequence b's state alone
+    out         (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
+    panels      the step's matmul on register tiles (batch >= 2), else axpy rows
     """
     T, B = x.shape[0], x.shape[1]
-    D = w.shape[0]
-    fused = gx.shape[0] == 0
-    H = h0.shape[2]
-    G = GATES * H
+    D, H_out, G = w_rows.shape
+    H = G // GATES
     S = SUMMED * H
-    n_x = w.shape[2] - H  # the operand's x columns: I, or 0
+    fused = gx.shape[0] == 0
+    has_proj = w_hr.shape[1] > 0
+    n_x = w_panels.shape[2] - H_out if fused else 0  # the operand's x columns
     for task in prange(D * n_chunks):
         d = task // n_chunks
         chunk = task % n_chunks
@@ -173,8 +122,10 @@ def _layer_panels(x, gx, w, bias, cell_params, h0, c0, lengths, out, h_n, c_n, n
         b_hi = chunk_start(chunk + 1, n_chunks, B)
         nb = b_hi - b_lo
         gates = np.empty((nb, G), x.dtype)  # (nb, G)
-        xh = np.empty((nb, n_x + H), x.dtype)  # (nb, [I +] H) the step's operand, h last
+        xh = np.empty((nb, n_x + H_out), x.dtype)  # (nb, [I +] H_out) the operand, h last
         c = np.empty((nb, c0.shape[2]), x.dtype)
+        h_cell = np.empty((nb, H), x.dtype)  # the cell's h, before any projection
+        h_proj = np.empty((nb, H_out), x.dtype)
         for r in range(nb):
             copy_row(h0[d, b_lo + r], xh[r, n_x:])
             copy_row(c0[d, b_lo + r], c[r])
@@ -187,15 +138,28 @@ def _layer_panels(x, gx, w, bias, cell_params, h0, c0, lengths, out, h_n, c_n, n
                 else:
                     copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                     copy_row(bias[d, 1, S:], gates[r, S:])
-            gemm_panels_acc(gates, xh, w[d])  # (nb, G) += (nb, K) @ (K, G)
+            if panels:
+                gemm_panels_acc(gates, xh, w_panels[d])  # (nb, G) += (nb, K) @ (K, G)
+            else:
+                _rows_matmul_acc(gates, xh, w_rows, d, nb)  # n_x = 0: xh is h
             for r in range(nb):
                 b = b_lo + r
                 if t >= lengths[b]:
-                    out[t, b, d * H:(d + 1) * H] = 0
+                    out[t, b, d * H_out:(d + 1) * H_out] = 0
                     continue
                 zx = gates[r] if fused else gx[t, b, d * G:(d + 1) * G]  # fused: never read
-                cell_row(gates[r], zx, xh[r, n_x:], c[r], xh[r, n_x:], cell_params[d])
-                copy_row(xh[r, n_x:], out[t, b, d * H:(d + 1) * H])
+                cell_row(gates[r], zx, xh[r, n_x:], c[r], h_cell[r], cell_params[d])
+                if not has_proj:
+                    copy_row(h_cell[r], xh[r, n_x:])
+                    copy_row(h_cell[r], out[t, b, d * H_out:(d + 1) * H_out])
+            if has_proj:
+                h_proj[:] = 0
+                _rows_matmul_acc(h_proj, h_cell, w_hr, d, nb)  # rows past their end unused
+                for r in range(nb):
+                    b = b_lo + r
+                    if t < lengths[b]:
+                        copy_row(h_proj[r], xh[r, n_x:])
+                        copy_row(h_proj[r], out[t, b, d * H_out:(d + 1) * H_out])
         for r in range(nb):
             copy_row(xh[r, n_x:], h_n[d, b_lo + r])
             copy_row(c[r], c_n[d, b_lo + r])
@@ -254,25 +218,25 @@ _ROWS: dict = {}
 
 @dataclass(frozen=True)
 class LayerKernels:
-    """One cell's layer loops."""
+    """One cell's layer loop, compiled twice."""
 
-    axpy: object  # threaded over direction x batch slice
-    axpy_serial: object  # the same, compiled without threads (one task)
-    panels: object  # threaded; always launched, even for one task
+    threaded: object  # tasks run on Numba's threads
+    serial: object  # the same code without threads, for one task (a parallel
+    # launch there is a thread wake-up and join per call: 418 against 155 µs a
+    # 2-layer streaming step, measured)
 
 
 _KERNELS: dict[str, LayerKernels] = {}
 
 
 def layer_kernels(cell: Cell) -> LayerKernels:
-    """The layer loops with ``cell`` bound in, made on first use. Each gets a
-    qualified name of its own (``_layer_axpy__gru``) because Numba's on-disk
-    cache is keyed by name, not by bound globals."""
+    """The layer loop with ``cell`` bound in, made on first use. Each compile
+    gets a qualified name of its own (``_layer__gru_serial``) because Numba's
+    on-disk cache is keyed by name, not by bound globals or ``parallel``."""
     if cell.name not in _KERNELS:
         tag = f"__{cell.name}"
         names = dict(cell_row=row_function(cell), GATES=cell.gates, SUMMED=cell.summed_gates)
         _KERNELS[cell.name] = LayerKernels(
-            njit(parallel=True, **_FLAGS)(rebind(_layer_axpy, names, tag)),
-            njit(**_FLAGS)(rebind(_layer_axpy, names, tag + "_serial")),
-            njit(parallel=True, **_FLAGS)(rebind(_layer_panels, names, tag)))
+            njit(parallel=True, **_FLAGS)(rebind(_layer, names, tag)),
+            njit(**_FLAGS)(rebind(_layer, names, tag + "_serial")))
     return _KERNELS[cell.name]
