@@ -24,6 +24,7 @@ from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_firs
 
 # Bound per cell by layer_kernels(); these placeholders are never called.
 GATES = SUMMED = 1
+WITH_PANELS = True
 
 
 def cell_row(z, zx, h, c, h_new, p):
@@ -106,7 +107,8 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     h0, c0      (D, B, H_out), (D, B, Hc): Hc = H with a cell state, else 0
     lengths     (B,) int64; steps t >= lengths[b] leave sequence b's state alone
     out         (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
-    panels      the step's matmul on register tiles (batch >= 2), else axpy rows
+    panels      the step's matmul on register tiles (batch >= 2), else axpy rows;
+                only the threaded compile has the tiles (WITH_PANELS)
     """
     T, B = x.shape[0], x.shape[1]
     D, H_out, G = w_rows.shape
@@ -138,10 +140,13 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
                 else:
                     copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                     copy_row(bias[d, 1, S:], gates[r, S:])
-            if panels:
-                gemm_panels_acc(gates, xh, w_panels[d])  # (nb, G) += (nb, K) @ (K, G)
+            if WITH_PANELS:  # a constant: the serial compile leaves the panel GEMM out
+                if panels:
+                    gemm_panels_acc(gates, xh, w_panels[d])  # (nb, G) += (nb, K) @ (K, G)
+                else:
+                    _rows_matmul_acc(gates, xh, w_rows, d, nb)  # n_x = 0: xh is h
             else:
-                _rows_matmul_acc(gates, xh, w_rows, d, nb)  # n_x = 0: xh is h
+                _rows_matmul_acc(gates, xh, w_rows, d, nb)
             for r in range(nb):
                 b = b_lo + r
                 if t >= lengths[b]:
@@ -221,9 +226,10 @@ class LayerKernels:
     """One cell's layer loop, compiled twice."""
 
     threaded: object  # tasks run on Numba's threads
-    serial: object  # the same code without threads, for one task (a parallel
-    # launch there is a thread wake-up and join per call: 418 against 155 µs a
-    # 2-layer streaming step, measured)
+    serial: object  # the same code without threads and without the panel GEMM,
+    # for one task on the axpy rows (a parallel launch there is a thread wake-up
+    # and join per call: 418 against 155 µs a 2-layer streaming step, measured;
+    # and a batch-1 first call need not compile the panel tiles, ~14 s cold)
 
 
 _KERNELS: dict[str, LayerKernels] = {}
@@ -238,5 +244,5 @@ def layer_kernels(cell: Cell) -> LayerKernels:
         names = dict(cell_row=row_function(cell), GATES=cell.gates, SUMMED=cell.summed_gates)
         _KERNELS[cell.name] = LayerKernels(
             njit(parallel=True, **_FLAGS)(rebind(_layer, names, tag)),
-            njit(**_FLAGS)(rebind(_layer, names, tag + "_serial")))
+            njit(**_FLAGS)(rebind(_layer, dict(names, WITH_PANELS=False), tag + "_serial")))
     return _KERNELS[cell.name]
