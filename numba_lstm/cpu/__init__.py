@@ -59,18 +59,6 @@ BLOCKS_PER_THREAD = 2
 SINGLE_BLOCK_MAX_MACS = 1 << 18
 
 
-def _team_can_run(layer: PackedLayer, steps: int, batch: int) -> bool:
-    """One streaming step (steps == 1) stays on one thread: its weights are read
-    once, so it is bound by the machine's L3 bandwidth, which a second core does
-    not add to here, and the team's per-call setup then costs more than it saves
-    (measured, 2 layers: H=256 97-160 µs per job against 145 µs for the one-call
-    kernel; H=192 177 against 145 µs). From GEMM_STEPS_MIN_BATCH up, splitting
-    the batch (cpu.gemm_steps) wins."""
-    return (layer.num_directions == 1 and layer.output_size == layer.hidden_size
-            and steps > 1 and batch < GEMM_STEPS_MIN_BATCH and TEAM.size > 1
-            and batch * layer.w_hh.size >= TEAM_MIN_MACS_PER_STEP)
-
-
 # -- the dispatch table ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Strategy:

@@ -49,7 +49,7 @@ class PackedLayer:
     def input_and_hidden_panels(self) -> np.ndarray:
         """(D, P, I + H_out, NR): each direction's [W_ih; W_hh]^T packed for
         cpu.panel_gemm, made on first use, for a step that projects its own
-        input: its operand is [x, h] side by side (cpu.gemm_steps)."""
+        input: its operand is [x, h] side by side (cpu.layer)."""
         return self._panels_per_direction(
             "_input_and_hidden_panels", lambda d: np.concatenate([self._w_ih_of(d), self.w_hh[d]]))
 

@@ -2,7 +2,7 @@
 cell applied in registers: the batch-1 kernel of the team (cpu.cooperative).
 
 At batch 1 a block step is a matrix-vector product. Through the general path
-(cpu.panel_gemm's one-row tile per panel, then cell_block on the sums) each
+(cpu.panel_gemm's one-row tile per panel, then the LSTM row on the sums) each
 panel's sums form one dependency chain of FMAs, and the block's gate sums make
 a round trip through memory. Here NR units at a time keep their four gates'
 sums in 8 vectors, so 8 chains run at once over 4 panels, and the cell update
