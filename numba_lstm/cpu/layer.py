@@ -151,10 +151,12 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
                     out[t, b, d * H_out:(d + 1) * H_out] = 0
                     continue
                 zx = gates[r] if fused else gx[t, b, d * G:(d + 1) * G]  # fused: never read
-                cell_row(gates[r], zx, xh[r, n_x:], c[r], h_cell[r], cell_params[d])
+                # Without a projection the cell writes h in place: each unit
+                # reads its own h before writing it (cells.Cell.unit).
+                h_new = h_cell[r] if has_proj else xh[r, n_x:]
+                cell_row(gates[r], zx, xh[r, n_x:], c[r], h_new, cell_params[d])
                 if not has_proj:
-                    copy_row(h_cell[r], xh[r, n_x:])
-                    copy_row(h_cell[r], out[t, b, d * H_out:(d + 1) * H_out])
+                    copy_row(h_new, out[t, b, d * H_out:(d + 1) * H_out])
             if has_proj:
                 h_proj[:] = 0
                 _rows_matmul_acc(h_proj, h_cell, w_hr, d, nb)  # rows past their end unused
