@@ -26,7 +26,7 @@ rng = np.random.default_rng(0)
 for B in (1, 2, 6):
     nl.LayerNormLSTM(5, 8, 2)(rng.standard_normal((4, B, 5)).astype(np.float32))
 kernels = [projection.input_projection] + [d for k in layer._KERNELS.values()
-                                           for d in (k.panels, k.rows, k.rows_serial)]
+                                           for d in (k.threaded, k.serial)]
 print(json.dumps({"hits": sum(sum(d.stats.cache_hits.values()) for d in kernels),
                   "misses": sum(sum(d.stats.cache_misses.values()) for d in kernels)}))
 """

@@ -251,12 +251,11 @@ def test_every_compiled_loop_has_its_own_cache_entry():
     """A shared on-disk cache entry made the serial kernel load the threaded code;
     the cells' loops share one text, so each needs a name of its own too."""
     kernels = [layer_kernels(cell) for cell in CELLS.values()]
-    loops = [k for ks in kernels for k in (ks.panels, ks.rows, ks.rows_serial)]
+    loops = [k for ks in kernels for k in (ks.threaded, ks.serial)]
     names = {k._cache._cache_file._index_name for k in loops}
     assert len(names) == len(loops)
     for ks in kernels:
-        assert ks.rows_serial.py_func.__code__ is ks.panels.py_func.__code__  # one text
-        assert ks.rows.py_func.__code__ is ks.panels.py_func.__code__
+        assert ks.serial.py_func.__code__ is ks.threaded.py_func.__code__  # one text
 
 
 def _random_stack(rng, cell, I, H, L, D, bias, proj):

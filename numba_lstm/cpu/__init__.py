@@ -177,8 +177,8 @@ def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = 
         w_step = layer.panels()[1]
         gx = _projected(x, layer, threaded=True)
     # Always launched threaded: the panel steps run from batch 2.
-    return _run_layer(layer_kernels(layer.cell).panels, x, gx, layer, w_step, h0, c0, lengths,
-                      h_n, c_n, _n_chunks(layer, B))
+    return _run_layer(layer_kernels(layer.cell).threaded, x, gx, layer, w_step, h0, c0, lengths,
+                      h_n, c_n, _n_chunks(layer, B), True)
 
 
 def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
@@ -192,17 +192,17 @@ def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     kernels = layer_kernels(layer.cell)
     gx = _projected(x, layer, threaded)
     no_panels = np.empty((layer.num_directions, 0, 0, 0), layer.w_hh.dtype)
-    return _run_layer(kernels.rows if threaded else kernels.rows_serial, x, gx, layer, no_panels,
-                      h0, c0, lengths, h_n, c_n, n_chunks)
+    return _run_layer(kernels.threaded if threaded else kernels.serial, x, gx, layer, no_panels,
+                      h0, c0, lengths, h_n, c_n, n_chunks, False)
 
 
 def _run_layer(kernel, x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n,
-               n_chunks: int):
+               n_chunks: int, panels: bool):
     T, B = x.shape[:2]
     out = np.empty((T, B, layer.num_directions * layer.output_size), layer.w_hh.dtype)
     args = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
-            lengths, out, h_n, c_n, n_chunks)
-    if kernel is layer_kernels(layer.cell).rows_serial:
+            lengths, out, h_n, c_n, n_chunks, panels)
+    if kernel is layer_kernels(layer.cell).serial:
         kernel(*args)  # one task (one direction at batch 1): no threads, no lock
     else:
         with _KERNEL_LOCK:

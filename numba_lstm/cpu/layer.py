@@ -88,7 +88,7 @@ def _row_scalar(z, zx, h, c, h_new, p):
 
 # -- the layer loop ------------------------------------------------------------------------
 def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out, h_n, c_n,
-           n_chunks):
+           n_chunks, panels):
     """All time steps of one layer, every direction. Tasks are direction x batch
     slice (rows split in multiples of the panel tile's 8 where B allows), each
     running the whole time loop, so threads never synchronise per step.
@@ -97,10 +97,9 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     gx          (T, B, D*G) x @ W_ih^T + bias_x for every step, direction-major; or
                 (0, B, D*G): then each step projects its rows of x itself (cells
                 whose gates are all summed), saving gx's round trip through memory
-    w_rows      (D, H_out, G) W_hh^T, the axpy matmul's (the axpy compiles read it)
+    w_rows      (D, H_out, G) W_hh^T, the axpy matmul's
     w_panels    (D, P, K, NR) panels (cpu.panel_gemm) of [W_ih; W_hh]^T (K = I + H)
-                when each step projects x, else of W_hh^T (K = H); the panel compile
-                reads it
+                when each step projects x, else of W_hh^T (K = H)
     w_hr        (D, H, H_out) W_hr^T, or (D, 0, 0) without projection (axpy only)
     bias        (D, 2, G) [0] bias_x (read when each step projects x), [1] the h
                 side's bias of the cell's unsummed gates (cells.Cell.split_bias)
@@ -108,8 +107,8 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     h0, c0      (D, B, H_out), (D, B, Hc): Hc = H with a cell state, else 0
     lengths     (B,) int64; steps t >= lengths[b] leave sequence b's state alone
     out         (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
-    The step's matmul is WITH_PANELS's, a constant bound per compile: the
-    register tiles (batch >= 2), or the axpy rows.
+    panels      the step's matmul on register tiles (batch >= 2), else on the
+                axpy rows; only the threaded compile has the tiles (WITH_PANELS)
     """
     T, B = x.shape[0], x.shape[1]
     D, H_out, G = w_rows.shape
@@ -141,7 +140,7 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
                 else:
                     copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                     copy_row(bias[d, 1, S:], gates[r, S:])
-            if WITH_PANELS:
+            if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
                 gemm_panels_acc(gates, xh, w_panels[d])  # (nb, G) += (nb, K) @ (K, G)
             else:
                 _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
@@ -223,16 +222,16 @@ _ROWS: dict = {}
 
 @dataclass(frozen=True)
 class LayerKernels:
-    """One cell's layer loop, compiled three ways (each compile holds only its
-    own matmul: a parallel loop's compile time grows with its body, and one
-    compile with both matmuls made the first call of a bidirectional batch-1
-    or projected layer 34-41 s cold, against 17-20 s for the axpy one alone)."""
+    """One cell's layer loop, compiled twice from its one text."""
 
-    panels: object  # threaded, the register tiles
-    rows: object  # threaded, the axpy rows
-    rows_serial: object  # the axpy rows without threads, for one task (a parallel
-    # launch there is a thread wake-up and join per call: 418 against 155 µs a
-    # 2-layer streaming step, measured)
+    threaded: object  # on Numba's threads, either matmul (the ``panels`` argument)
+    serial: object  # one task on the axpy rows, without threads (a parallel launch
+    # there is a thread wake-up and join per call: 418 against 155 µs a 2-layer
+    # streaming step) and without the tiles (a batch-1 GRU's first call 18.4 ->
+    # 6.0 s cold). A third compile, threaded rows without the tiles, would make
+    # bidirectional batch-1 and projected first calls 21-22 s cold instead of
+    # 34-41, but the suite, which compiles every path, then ran 10.6 against
+    # 8.0 min cold in CI (docs/performance.md).
 
 
 _KERNELS: dict[str, LayerKernels] = {}
@@ -240,14 +239,12 @@ _KERNELS: dict[str, LayerKernels] = {}
 
 def layer_kernels(cell: Cell) -> LayerKernels:
     """The layer loop with ``cell`` bound in, made on first use. Each compile
-    gets a qualified name of its own (``_layer__gru_rows_serial``) because
-    Numba's on-disk cache is keyed by name, not by bound globals or ``parallel``."""
+    gets a qualified name of its own (``_layer__gru_serial``) because Numba's
+    on-disk cache is keyed by name, not by bound globals or ``parallel``."""
     if cell.name not in _KERNELS:
         tag = f"__{cell.name}"
         names = dict(cell_row=row_function(cell), GATES=cell.gates, SUMMED=cell.summed_gates)
-        rows = dict(names, WITH_PANELS=False)
         _KERNELS[cell.name] = LayerKernels(
-            njit(parallel=True, **_FLAGS)(rebind(_layer, names, tag + "_panels")),
-            njit(parallel=True, **_FLAGS)(rebind(_layer, rows, tag + "_rows")),
-            njit(**_FLAGS)(rebind(_layer, rows, tag + "_rows_serial")))
+            njit(parallel=True, **_FLAGS)(rebind(_layer, names, tag)),
+            njit(**_FLAGS)(rebind(_layer, dict(names, WITH_PANELS=False), tag + "_serial")))
     return _KERNELS[cell.name]
