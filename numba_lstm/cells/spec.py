@@ -59,6 +59,29 @@ class Cell:
             bias_h[S:] = np.asarray(b_hh, dtype)[S:]
         return bias_x, bias_h
 
+    def host_layout(self, directions, dtype, cell_params=None) -> tuple:
+        """One layer's weights as both backends lay them out, on the host.
+
+        directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) per direction, torch
+        layout (biases and w_hr may be None); cell_params: one (P, H) array per
+        direction, or None. Returns w_ih (I, D*G), W_ih^T of every direction side
+        by side; step_bias (D, 2, G), split_bias's pair per direction; w_hh
+        (D, H_out, G) W_hh^T; w_hr (D, H, H_out) W_hr^T or (D, 0, 0); and
+        cell_params (D, P, H), or (D, 0, 0).
+        """
+        D = len(directions)
+        hidden = directions[0][1].shape[0] // self.gates
+        w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
+        step_bias = np.stack([self.split_bias(dw[2], dw[3], hidden, dtype) for dw in directions])
+        w_hh = np.stack([np.asarray(dw[1], dtype).T for dw in directions])
+        if directions[0][4] is None:
+            w_hr = np.zeros((D, 0, 0), dtype)
+        else:
+            w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
+        cell_params = (np.zeros((D, 0, 0), dtype) if cell_params is None
+                       else np.asarray(cell_params, dtype))
+        return w_ih, step_bias, w_hh, w_hr, cell_params
+
     def reference_step(self, gx, gh, h, c, p=None):
         """One step in NumPy: gx = x @ W_ih^T + b_ih, gh = h @ W_hh^T + b_hh, each
         (B, gates*H); h (B, H), c (B, H) or None; p the cell's parameters, if

@@ -88,18 +88,8 @@ class PackedLayer:
 def pack_layer(directions, dtype, cell: Cell = LSTM, cell_params=None) -> PackedLayer:
     """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction, torch layout;
     biases and w_hr may be None. cell_params: one (P, H) array per direction, or None."""
-    w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
-    hidden = directions[0][1].shape[0] // cell.gates
-    step_bias = np.stack([cell.split_bias(dw[2], dw[3], hidden, dtype) for dw in directions])
+    w_ih, step_bias, w_hh, w_hr, cell_params = cell.host_layout(directions, dtype, cell_params)
     bias = step_bias[:, 0].reshape(-1)  # (D*G,)
-    w_hh = np.stack([np.asarray(dw[1], dtype).T for dw in directions])
-    if directions[0][4] is None:
-        w_hr = np.zeros((len(directions), 0, 0), dtype)
-    else:
-        w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
-    if cell_params is None:
-        cell_params = np.zeros((len(directions), 0, 0), dtype)
-    cell_params = np.asarray(cell_params, dtype)
     return PackedLayer(*(aligned_copy(a) for a in (w_ih, bias, w_hh, w_hr, step_bias,
                                                    cell_params)), cell)
 

@@ -45,20 +45,10 @@ class DeviceLayer:
 def _pack_layer(directions, dtype, cell: Cell, cell_params=None) -> DeviceLayer:
     """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) per direction, torch layout;
     cell_params: one (P, H) array per direction, or None."""
-    H = directions[0][1].shape[0] // cell.gates
-    biases = [cell.split_bias(dw[2], dw[3], H, dtype) for dw in directions]
-    w_ih = np.concatenate([np.asarray(dw[0], dtype).T for dw in directions], axis=1)
-    w_hh = np.stack([np.asarray(dw[1], dtype).T for dw in directions])
-    if directions[0][4] is None:
-        w_hr = np.zeros((len(directions), 0, 0), dtype)
-    else:
-        w_hr = np.stack([np.asarray(dw[4], dtype).T for dw in directions])
-    if cell_params is None:
-        cell_params = np.zeros((len(directions), 0, 0), dtype)
-    arrays = (w_ih, np.concatenate([b[0] for b in biases]), w_hh, w_hr,
-              np.stack([b[1] for b in biases]), np.asarray(cell_params, dtype))
+    w_ih, step_bias, w_hh, w_hr, cell_params = cell.host_layout(directions, dtype, cell_params)
+    arrays = (w_ih, step_bias[:, 0].reshape(-1), w_hh, w_hr, step_bias[:, 1], cell_params)
     return DeviceLayer(*(cuda.to_device(np.ascontiguousarray(a)) for a in arrays), cell,
-                       len(directions), H, w_hh.shape[1])
+                       len(directions), w_hh.shape[2] // cell.gates, w_hh.shape[1])
 
 
 def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> list[DeviceLayer]:
