@@ -91,13 +91,24 @@ class Cell:
         z = np.concatenate([gx[..., :S] + gh[..., :S], gh[..., S:]], axis=-1)
         c_new = None if c is None else c.copy()
         h_new = np.empty_like(h)
+        step = _numpy_step(self)
         if self.row is None:
-            bind(self, {})(z, gx, h, c_new, h_new, 0, H, H)
+            step(z, gx, h, c_new, h_new, 0, H, H)
         else:
-            row = bind(self, {}, part="row")
             for b in range(z.shape[0]):  # one row at a time, in plain Python
-                row(z[b], gx[b], h[b], c_new[b], h_new[b], p)
+                step(z[b], gx[b], h[b], c_new[b], h_new[b], p)
         return h_new, c_new
+
+
+_NUMPY_STEPS: dict[str, Callable] = {}
+
+
+def _numpy_step(cell: Cell) -> Callable:
+    """The cell's unit (or row) bound to NumPy's primitives, made once per cell:
+    the reference calls it every step."""
+    if cell.name not in _NUMPY_STEPS:
+        _NUMPY_STEPS[cell.name] = bind(cell, {}, part="unit" if cell.row is None else "row")
+    return _NUMPY_STEPS[cell.name]
 
 
 def rebind(fn, names: dict, suffix: str = ""):

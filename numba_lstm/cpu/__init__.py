@@ -178,7 +178,7 @@ def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = 
         gx = _projected(x, layer, threaded=True)
     # Always launched threaded: the panel steps run from batch 2.
     return _run_layer(layer_kernels(layer.cell).threaded, x, gx, layer, w_step, h0, c0, lengths,
-                      h_n, c_n, _n_chunks(layer, B), True)
+                      h_n, c_n, _n_chunks(layer, B), True, threaded=True)
 
 
 def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
@@ -193,16 +193,16 @@ def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     gx = _projected(x, layer, threaded)
     no_panels = np.empty((layer.num_directions, 0, 0, 0), layer.w_hh.dtype)
     return _run_layer(kernels.threaded if threaded else kernels.serial, x, gx, layer, no_panels,
-                      h0, c0, lengths, h_n, c_n, n_chunks, False)
+                      h0, c0, lengths, h_n, c_n, n_chunks, False, threaded)
 
 
 def _run_layer(kernel, x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n,
-               n_chunks: int, panels: bool):
+               n_chunks: int, panels: bool, threaded: bool):
     T, B = x.shape[:2]
     out = np.empty((T, B, layer.num_directions * layer.output_size), layer.w_hh.dtype)
     args = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
             lengths, out, h_n, c_n, n_chunks, panels)
-    if kernel is layer_kernels(layer.cell).serial:
+    if not threaded:
         kernel(*args)  # one task (one direction at batch 1): no threads, no lock
     else:
         with _KERNEL_LOCK:

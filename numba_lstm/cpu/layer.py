@@ -174,16 +174,10 @@ def cell_math(cell: Cell):
     out) bound to the CPU's primitives: for scalars of either dtype and for
     float32 Vecs alike. For kernels that load and store gates themselves
     (cpu.row_step)."""
-    return bind_helper(cell, "update")
-
-
-def bind_helper(cell: Cell, name: str):
-    key = (cell.name, name)
-    if key not in _HELPERS:
-        module = cell.unit.__globals__
-        _HELPERS[key] = njit(inline="always", **_FLAGS)(
-            rebind(module[name], _MATH, f"__{cell.name}"))
-    return _HELPERS[key]
+    if cell.name not in _HELPERS:
+        _HELPERS[cell.name] = njit(inline="always", **_FLAGS)(
+            rebind(cell.unit.__globals__["update"], _MATH, f"__{cell.name}"))
+    return _HELPERS[cell.name]
 
 
 def row_function(cell: Cell):

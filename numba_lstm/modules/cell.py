@@ -20,6 +20,7 @@ class RNNCellBase(Module):
     """One step of a cell: ``h1 = cell(input, hx=None)``, ``(h1, c1)`` for LSTMCell."""
 
     _derived = ("_layers",)
+    _family_cell: Cell  # the subclass's cell; RNNCell picks by nonlinearity, same gates
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
                  dtype="float32", device="cpu"):
@@ -32,7 +33,7 @@ class RNNCellBase(Module):
 
     @property
     def _cell(self) -> Cell:
-        raise NotImplementedError
+        return self._family_cell
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any], *, prefix: str = "", dtype=None,
@@ -43,7 +44,7 @@ class RNNCellBase(Module):
             raise KeyError(f"no {name} weights under prefix {prefix!r} (expected "
                            f"{prefix}weight_ih and {prefix}weight_hh)")
         w_ih, w_hh = np.shape(params["weight_ih"]), np.shape(params["weight_hh"])
-        gates = cls._gates(**extra)
+        gates = cls._family_cell.gates
         if (len(w_ih) != 2 or len(w_hh) != 2 or w_hh[0] != gates * w_hh[1]
                 or w_ih[0] != w_hh[0]):
             k = f"{gates}*hidden" if gates > 1 else "hidden"
@@ -53,10 +54,6 @@ class RNNCellBase(Module):
             dtype = v.dtype_of_weights(params["weight_hh"])
         module = cls(int(w_ih[1]), int(w_hh[1]), bias="bias_ih" in params, dtype=dtype, **extra)
         return module.load_state_dict(params)
-
-    @classmethod
-    def _gates(cls, **extra) -> int:
-        raise NotImplementedError
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         G = self._cell.gates * self.hidden_size
@@ -114,13 +111,7 @@ class RNNCellBase(Module):
 class LSTMCell(RNNCellBase):
     """One LSTM step: ``h1, c1 = cell(input, hx=None)`` as ``torch.nn.LSTMCell``."""
 
-    @property
-    def _cell(self) -> Cell:
-        return LSTM_CELL
-
-    @classmethod
-    def _gates(cls, **extra) -> int:
-        return 4
+    _family_cell = LSTM_CELL
 
     def _hx_parts(self, hx) -> tuple:
         return v.as_state_pair(hx, self._dtype)
@@ -129,13 +120,7 @@ class LSTMCell(RNNCellBase):
 class GRUCell(RNNCellBase):
     """One GRU step: ``h1 = cell(input, hx=None)`` as ``torch.nn.GRUCell``."""
 
-    @property
-    def _cell(self) -> Cell:
-        return GRU_CELL
-
-    @classmethod
-    def _gates(cls, **extra) -> int:
-        return 3
+    _family_cell = GRU_CELL
 
 
 class RNNCell(RNNCellBase):
@@ -148,13 +133,11 @@ class RNNCell(RNNCellBase):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, dtype=dtype, device=device)
 
+    _family_cell = NONLINEARITIES["tanh"]
+
     @property
     def _cell(self) -> Cell:
         return NONLINEARITIES[self.nonlinearity]
-
-    @classmethod
-    def _gates(cls, **extra) -> int:
-        return 1
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
