@@ -203,6 +203,22 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Correctness, resources, streams and speed of a device backend, in one run."""
+    if args.device == "cuda":
+        from numba_lstm.bench import cuda_unavailable
+
+        reason = cuda_unavailable()
+        if reason and not reason.startswith("NUMBA_ENABLE_CUDASIM"):
+            raise CLIError(f"check --device cuda: {reason}; run it on a GPU machine, or "
+                           "with NUMBA_ENABLE_CUDASIM=1 for the simulator")
+        from numba_lstm.cuda.check import run
+
+        full = {"full": True, "tiny": False}.get(args.shapes)
+        return run(full, args.json)
+    raise CLIError(f"check --device {args.device}: only cuda has a check")
+
+
 def _choices(value: str, allowed: tuple, flag: str) -> list[str]:
     chosen = [v.strip().lower() for v in value.split(",") if v.strip()]
     unknown = [v for v in chosen if v not in allowed]
@@ -257,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds per sample (calls are repeated to fill it)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.set_defaults(func=cmd_bench)
+    check = sub.add_parser("check", help="GPU check: parity, launch limits, streams, timings")
+    check.add_argument("--device", choices=("cuda",), default="cuda")
+    check.add_argument("--shapes", choices=("full", "tiny"),
+                       help="full on a GPU, tiny in the simulator (the default for each)")
+    check.add_argument("--json", help="also write every result to this JSON file")
+    check.set_defaults(func=cmd_check)
     comp = sub.add_parser("compile", help="fill Numba's cache with every kernel (deployment)")
     comp.add_argument("--dtype", default="float32", help="comma-separated: float32,float64")
     comp.add_argument("--family", default="lstm,gru,rnn,layernorm",

@@ -136,3 +136,17 @@ def test_help_and_code_cite_only_what_users_have():
     package = Path(__file__).parents[1] / "numba_lstm"
     citing = [str(p.relative_to(package)) for p in package.rglob("*.py") if "SPEC" in p.read_text()]
     assert not citing, citing
+
+
+def test_gpu_check_without_a_gpu_says_so():
+    import importlib.util
+
+    if importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("numba-cuda not installed (the cuda extra)")
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a GPU is here: the check would run")
+    result = cli("check", "--device", "cuda")
+    assert result.returncode == 2
+    assert "run it on a GPU machine, or with NUMBA_ENABLE_CUDASIM=1" in result.stderr

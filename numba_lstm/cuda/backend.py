@@ -2,8 +2,9 @@
 
 NumPy inputs are copied in and results copied back; inputs that expose
 ``__cuda_array_interface__`` (numba device arrays, CuPy, torch CUDA tensors)
-stay on the device and the results are numba device arrays. Launch shapes are
-derived from the device's properties (numba_lstm.cuda.launch).
+stay on the device and the results are numba device arrays. Launches are
+checked against the device's and the compiled kernel's limits
+(numba_lstm.cuda.launch) before they are made.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import numpy as np
 from numba import cuda
 
 from ..cells import LSTM, Cell
-from . import kernels
-from .launch import Limits, grid_1d, persistent_units
+from .kernels import TILE, kernels_for
+from .launch import KernelResources, Limits, grid_1d, matmul_grid, persistent_plan
 
 # "auto" picks per layer; tests force each path ("persistent", "per_step").
 STRATEGY = {"name": "auto"}
+# Set by numba_lstm.cuda.load_backend when libcudadevrt (the grid barrier) is missing.
+PERSISTENT_UNAVAILABLE = {"reason": None}
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,8 @@ class DeviceLayer:
 
     w_ih: object  # (I, D*G) W_ih^T of every direction side by side
     bias: object  # (D*G,) the x side's bias (cells.Cell.split_bias)
-    w_hh: object  # (D, H_out, G) W_hh^T
+    w_hh: object  # (D, H_out + 1, G) W_hh^T, then the h side's bias of the unsummed gates
     w_hr: object  # (D, H, H_out) W_hr^T, or (D, 0, 0)
-    bias_h: object  # (D, G) the h side's bias of the cell's unsummed gates
     cell_params: object  # (D, P, H) the cell's own parameters (LayerNorm's), or (D, 0, 0)
     cell: Cell
     num_directions: int
@@ -46,9 +48,10 @@ def _pack_layer(directions, dtype, cell: Cell, cell_params=None) -> DeviceLayer:
     """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) per direction, torch layout;
     cell_params: one (P, H) array per direction, or None."""
     w_ih, step_bias, w_hh, w_hr, cell_params = cell.host_layout(directions, dtype, cell_params)
-    arrays = (w_ih, step_bias[:, 0].reshape(-1), w_hh, w_hr, step_bias[:, 1], cell_params)
+    w_hh = np.concatenate([w_hh, step_bias[:, 1][:, None, :]], axis=1)  # (D, H_out+1, G)
+    arrays = (w_ih, step_bias[:, 0].reshape(-1), w_hh, w_hr, cell_params)
     return DeviceLayer(*(cuda.to_device(np.ascontiguousarray(a)) for a in arrays), cell,
-                       len(directions), w_hh.shape[2] // cell.gates, w_hh.shape[1])
+                       len(directions), w_hh.shape[2] // cell.gates, w_hh.shape[1] - 1)
 
 
 def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> list[DeviceLayer]:
@@ -59,36 +62,67 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> list
             for directions, p in zip(layers, cell_params, strict=True)]
 
 
+# -- arrays and streams ------------------------------------------------------------------
 def is_device_array(value) -> bool:
     # The simulator's device arrays have no __cuda_array_interface__.
     return hasattr(value, "__cuda_array_interface__") or type(value).__name__ == "FakeCUDAArray"
 
 
-def stream_of(array):
-    """The stream the producer of ``array`` queued its work on (CUDA Array Interface v3).
+def _is_numba_stream(value) -> bool:
+    return type(value).__module__.startswith("numba.") and hasattr(value, "synchronize")
 
-    Our copies and launches go on that stream, so they run after the producer's
-    writes with no host-side synchronisation, and the caller's own later work
-    on that stream sees our results.
-    """
-    own = getattr(array, "stream", 0)
-    if not isinstance(own, int):  # a numba device array bound to a stream
-        return own
-    handle = (getattr(array, "__cuda_array_interface__", None) or {}).get("stream")
-    if handle in (None, 0):
-        return cuda.default_stream()
-    if handle == 1:
-        return cuda.legacy_default_stream()
+
+def _default_stream():
+    # The legacy default stream is what numba's default stream means; its handle
+    # (1) is one the CUDA Array Interface v3 allows, where 0 is forbidden.
+    return cuda.legacy_default_stream()
+
+
+def _stream_from_handle(handle: int):
+    if handle in (0, 1):  # 0: the legacy default stream, as torch's default reports it
+        return _default_stream()
     if handle == 2:
         return cuda.per_thread_default_stream()
     return cuda.external_stream(handle)
 
 
+def stream_of(array):
+    """The stream the producer of ``array`` queued its work on: a numba device
+    array's own stream, else the CUDA Array Interface's ``stream`` (v3), else
+    the legacy default stream (v2 producers such as torch 2.13 name none: the
+    caller must pass ``stream=`` then, see docs/cuda.md)."""
+    own = getattr(array, "stream", 0)
+    if _is_numba_stream(own):
+        return own
+    handle = (getattr(array, "__cuda_array_interface__", None) or {}).get("stream")
+    return _default_stream() if handle is None else _stream_from_handle(handle)
+
+
+def resolve_stream(stream=None, like=None):
+    """The numba stream a call's work goes on: ``stream`` if given (a numba
+    stream, a torch.cuda.Stream, a CuPy stream, or a raw handle), else the one
+    ``like``'s producer declared (stream_of), else the legacy default stream."""
+    if stream is None:
+        return stream_of(like) if like is not None and is_device_array(like) else \
+            _default_stream()
+    if _is_numba_stream(stream):
+        return stream
+    for attribute in ("cuda_stream", "ptr"):  # torch, CuPy
+        if isinstance(getattr(stream, attribute, None), int):
+            return _stream_from_handle(getattr(stream, attribute))
+    if hasattr(stream, "__cuda_stream__"):
+        return _stream_from_handle(stream.__cuda_stream__()[1])
+    if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
+        return _stream_from_handle(int(stream))
+    raise TypeError("stream must be a numba stream, a torch.cuda.Stream, a CuPy stream or "
+                    f"an integer CUDA stream handle, got {type(stream).__name__}")
+
+
 def _as_device(value):
-    if hasattr(value, "__cuda_array_interface__") and hasattr(cuda, "as_cuda_array"):
-        # No copy, and no wait: everything we do goes on the producer's stream.
-        return cuda.as_cuda_array(value, sync=False)
-    return value
+    if type(value).__name__ in ("DeviceNDArray", "FakeCUDAArray"):
+        return value  # already numba's: keep its stream binding
+    # No copy, and no wait: the work goes on the stream the caller chose.
+    return cuda.as_cuda_array(value, sync=False)
 
 
 def as_input(value, dtype, what: str):
@@ -105,29 +139,24 @@ def as_input(value, dtype, what: str):
     raise TypeError(f"{what} must expose __cuda_array_interface__, got {type(value).__name__}")
 
 
-def copy(array):
+def copy(array, stream=None):
     """A new device array holding ``array``'s values, on its stream."""
-    stream = stream_of(array)
+    stream = resolve_stream(stream, array)
     out = cuda.device_array(array.shape, array.dtype, stream=stream)
-    out.copy_to_device(array, stream=stream)
+    if out.size:
+        out.copy_to_device(array, stream=stream)
     return out
 
 
-def swap_leading_axes(x):
-    """(T, B, F) <-> (B, T, F) on the device, as a new array on x's stream."""
-    stream = stream_of(x)
+def swap_leading_axes(x, stream=None):
+    """(T, B, F) <-> (B, T, F) on the device, as a new array on the call's stream."""
+    stream = resolve_stream(stream, x)
     T, B, F = x.shape
     out = cuda.device_array((B, T, F), x.dtype, stream=stream)
     if out.size:
+        kernels = kernels_for(LSTM, x.dtype)
         kernels.swap_leading_axes[grid_1d(out.size, Limits.of_current_device()) + (stream,)](
             x, out)
-    return out
-
-
-def _filled(shape, dtype, value, stream, limits: Limits):
-    out = cuda.device_array(shape, dtype, stream=stream)
-    if out.size:
-        kernels.fill[grid_1d(out.size, limits) + (stream,)](out.reshape(out.size), value)
     return out
 
 
@@ -137,119 +166,130 @@ def _to_device(array, stream):
     return cuda.to_device(np.ascontiguousarray(array), stream=stream)
 
 
-def layer_forward(x, layer: DeviceLayer, h0, c0, lengths, limits: Limits, stream):
-    """x (T, B, I), h0 (D, B, H_out), c0 (D, B, Hc), lengths (B,): device arrays.
-    Returns device arrays out (T, B, D*H_out), h_n, c_n. Everything is queued on
-    ``stream``; nothing waits for the host."""
+# -- the persistent launch ---------------------------------------------------------------
+_PLANS: dict = {}
+
+
+def _persistent_launch(kernel, args, batch: int, layer: DeviceLayer, itemsize: int,
+                       limits: Limits):
+    """The launch plan for the persistent kernel with these arguments, or None.
+
+    On a GPU the kernel is compiled for the arguments first: its register count
+    caps the block, and the driver's cooperative-grid limit caps the grid."""
+    key = (id(kernel), batch, layer.hidden_size, layer.num_directions, itemsize)
+    if key not in _PLANS:
+        if limits.simulator:
+            resources = KernelResources(0, limits.max_threads_per_block)
+            cooperative = None
+        else:
+            compiled = kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
+            resources = KernelResources(compiled.regs_per_thread,
+                                        compiled.max_threads_per_block,
+                                        compiled.shared_mem_per_block)
+
+            def cooperative(threads, shared, compiled=compiled):
+                return compiled.max_cooperative_grid_blocks(threads, shared)
+        _PLANS[key] = persistent_plan(batch, layer.hidden_size, layer.num_directions,
+                                      itemsize, layer.cell.gates, limits, resources,
+                                      cooperative)
+    return _PLANS[key]
+
+
+# -- the layer and the stack -------------------------------------------------------------
+def _run_layer(x, layer: DeviceLayer, state, gx, h_cell, out, lengths, limits: Limits,
+               stream) -> int:
+    """x (T, B, I) -> out (T, B, D*P), with state[0] (D, B, P + Hc) holding h0, c0.
+    gx (T*B, D*G) and h_cell (D, B, H or 0) are scratch. Returns the half of
+    ``state`` holding the final state. Everything is queued on ``stream``."""
     T, B, I = x.shape
     D, H, P = layer.num_directions, layer.hidden_size, layer.output_size
-    dtype = x.dtype
-    G = D * layer.cell.gates * H
-    step_kernel, persistent_kernel = kernels.recurrence_kernels(layer.cell, dtype)
-    gx = cuda.device_array((T * B, G), dtype, stream=stream)  # (T*B, D*4H)
-    tile = kernels.TILE
-    kernels.matmul_bias[((G + tile - 1) // tile, (T * B + tile - 1) // tile), (tile, tile),
-                        stream](x.reshape(T * B, I), layer.w_ih, layer.bias, gx)
+    kernels = kernels_for(layer.cell, x.dtype)
+    G = gx.shape[1]
+    kernels.matmul_bias[matmul_grid(T * B, G, TILE, limits), (TILE, TILE), stream](
+        x.reshape(T * B, I), layer.w_ih, layer.bias, gx)
     gx = gx.reshape(T, B, G)
-    out = cuda.device_array((T, B, D * P), dtype, stream=stream)
-    Hc = layer.state_size
-    c = cuda.device_array((D, B, Hc), dtype, stream=stream)
-    if Hc:
-        c.copy_to_device(c0, stream=stream)
+    name = STRATEGY["name"]
     if layer.cell.row is not None:
-        return _row_cell_layer(gx, layer, h0, c, lengths, out, limits, stream)
+        if name == "persistent":
+            raise RuntimeError(f"the persistent kernel cannot run a {layer.cell.name} cell; "
+                               "it runs per step")
+        z = cuda.device_array((D, B, G // D), x.dtype, stream=stream)
+        gates, rows = grid_1d(D * B * G // D, limits) + (stream,), grid_1d(D * B, limits) + (
+            stream,)
+        for s in range(T):
+            kernels.row_gates[gates](gx, s, layer.w_hh, state, z, lengths)
+            kernels.row_cells[rows](gx, s, z, layer.cell_params, state, out, lengths)
+        return T % 2
     projected = P != H
-    units = None if projected else persistent_units(B, H, D, np.dtype(dtype).itemsize, limits,
-                                                    layer.cell.gates)
-    use_persistent = (STRATEGY["name"] == "persistent"
-                      or (STRATEGY["name"] == "auto" and units is not None))
-    if use_persistent:
-        if units is None:
-            raise RuntimeError(f"the persistent kernel cannot run this layer (B={B}, H={H}, "
-                               f"projection={projected}) on this device")
-        h_buf = cuda.device_array((2, D, B, H), dtype, stream=stream)  # ping-pong h
-        h_buf[0].copy_to_device(h0, stream=stream)
-        blocks = D * ((H + units - 1) // units)
-        smem = layer.cell.gates * H * units * np.dtype(dtype).itemsize
-        persistent_kernel[blocks, units * B, stream, smem](
-            gx, layer.w_hh, layer.bias_h, h_buf, c, out, lengths, units)
-        return out, h_buf[T % 2], c
-    h = cuda.device_array((D, B, P), dtype, stream=stream)
-    h.copy_to_device(h0, stream=stream)
-    h_next = cuda.device_array((D, B, P), dtype, stream=stream)
-    c_next = cuda.device_array((D, B, Hc), dtype, stream=stream)
-    h_cell = cuda.device_array((D, B, H), dtype, stream=stream) if projected else None
+    if name != "per_step" and not projected and PERSISTENT_UNAVAILABLE["reason"] is None:
+        args = (gx, layer.w_hh, state, out, lengths, 1, 1, True)
+        plan = _persistent_launch(kernels.persistent, args, B, layer, x.dtype.itemsize, limits)
+        if plan is not None:
+            kernels.persistent[plan.blocks, plan.threads, stream, plan.shared_bytes](
+                gx, layer.w_hh, state, out, lengths, plan.units, plan.lanes, plan.stage_h)
+            return T % 2
+    if name == "persistent":
+        why = PERSISTENT_UNAVAILABLE["reason"] or (
+            "it does not project" if projected else "no block size fits this device")
+        raise RuntimeError(f"the persistent kernel cannot run this layer (B={B}, H={H}, "
+                           f"directions={D}, projection={projected}): {why}")
     step = grid_1d(D * B * H, limits) + (stream,)
-    proj = grid_1d(D * B * P, limits) + (stream,)
+    project = grid_1d(D * B * P, limits) + (stream,)
     for s in range(T):
-        # Without projection the step writes the next h itself.
-        cell_out = h_cell if projected else h_next
-        step_kernel[step](gx, s, layer.w_hh, layer.bias_h, h, c, cell_out, c_next, out,
-                          lengths, not projected)
+        kernels.step[step](gx, s, layer.w_hh, state, h_cell, out, lengths)
         if projected:
-            kernels.project_step[proj](h_cell, layer.w_hr, s, h, h_next, out, lengths)
-        h, h_next = h_next, h
-        c, c_next = c_next, c
-    return out, h, c
+            kernels.project[project](h_cell, layer.w_hr, s, state, out, lengths)
+    return T % 2
 
 
-def _row_cell_layer(gx, layer: DeviceLayer, h0, c, lengths, out, limits: Limits, stream):
-    """A cell with a row of its own (numba_lstm.cells: LayerNorm LSTM): per step,
-    one launch for the gates and one for the cells. c is updated in place."""
-    T, B = gx.shape[:2]
-    D, H, G = layer.num_directions, layer.hidden_size, layer.w_hh.shape[2]
-    if STRATEGY["name"] == "persistent":
-        raise RuntimeError(f"the persistent kernel cannot run a {layer.cell.name} cell; "
-                           "it runs per step")
-    gates_kernel, rows_kernel = kernels.recurrence_kernels(layer.cell, gx.dtype)
-    z = cuda.device_array((D, B, G), gx.dtype, stream=stream)
-    h = cuda.device_array((D, B, H), gx.dtype, stream=stream)
-    h.copy_to_device(h0, stream=stream)
-    h_next = cuda.device_array((D, B, H), gx.dtype, stream=stream)
-    gates = grid_1d(D * B * G, limits) + (stream,)
-    rows = grid_1d(D * B, limits) + (stream,)
-    for s in range(T):
-        gates_kernel[gates](gx, s, layer.w_hh, layer.bias_h, h, z, lengths)
-        rows_kernel[rows](gx, s, z, layer.cell_params, h, c, h_next, out, lengths)
-        h, h_next = h_next, h
-    return out, h, c
-
-
-def forward(layers: list[DeviceLayer], x, h0, c0, lengths):
+def forward(layers: list[DeviceLayer], x, h0, c0, lengths, stream=None):
     """As numba_lstm.cpu.forward; NumPy in -> NumPy out, device in -> device out.
 
-    h0/c0 may be NumPy or device arrays (None: zeros made on the device);
-    lengths is NumPy or None. Device input's work goes on its own stream.
+    h0/c0 may be NumPy or device arrays (None: zeros); lengths is NumPy or
+    None. The work goes on ``stream`` (resolve_stream: by default the input's
+    own). A call allocates its device arrays once, whatever its depth.
     """
     on_device = is_device_array(x)
-    stream = stream_of(x) if on_device else cuda.default_stream()
+    stream = resolve_stream(stream, x)
     limits = Limits.of_current_device()
     x = _to_device(x, stream)
     T, B = x.shape[:2]
     dtype = x.dtype
-    D = layers[0].num_directions
+    first = layers[0]
+    D, H, P, Hc = first.num_directions, first.hidden_size, first.output_size, first.state_size
     n = len(layers) * D
-    if h0 is None:
-        h0 = _filled((n, B, layers[0].output_size), dtype, 0, stream, limits)
-    else:
-        h0 = _to_device(h0, stream)
-    if c0 is None:
-        c0 = _filled((n, B, layers[0].state_size), dtype, 0, stream, limits)
-    else:
-        c0 = _to_device(c0, stream)
-    if lengths is None:
-        lengths = _filled((B,), np.int64, T, stream, limits)
-    else:
-        lengths = cuda.to_device(np.ascontiguousarray(lengths, np.int64), stream=stream)
-    h_n = cuda.device_array(h0.shape, dtype, stream=stream)
-    c_n = cuda.device_array(c0.shape, dtype, stream=stream)
-    out = x
+
+    def empty(*shape):
+        return cuda.device_array(shape, dtype, stream=stream)
+
+    h0 = empty(0, 0, 0) if h0 is None else _to_device(h0, stream)
+    c0 = empty(0, 0, 0) if c0 is None or not Hc else _to_device(c0, stream)
+    h_n, c_n = empty(n, B, P), empty(n, B, Hc)
+    outs = [empty(T, B, D * P) for _ in range(min(len(layers), 2))]
+    state = empty(2, D, B, P + Hc)  # ping-pong: [s % 2] read at step s
+    kernels = kernels_for(first.cell, dtype)
+    if T * B:
+        if lengths is None:  # filled on the device: device input makes no host transfer
+            full = cuda.device_array(B, np.int64, stream=stream)
+            kernels.fill[grid_1d(B, limits) + (stream,)](full, T)
+            lengths = full
+        else:
+            lengths = cuda.to_device(np.ascontiguousarray(lengths, np.int64), stream=stream)
+        gx = empty(T * B, D * first.cell.gates * H)
+        h_cell = empty(D, B, H if P != H else 0)
+    set_state = grid_1d(max(state.size // 2, 1), limits) + (stream,)
+    inp = x
     for k, layer in enumerate(layers):
-        sl = slice(k * D, (k + 1) * D)
-        out, h_k, c_k = layer_forward(out, layer, h0[sl], c0[sl], lengths, limits, stream)
-        h_n[sl].copy_to_device(h_k, stream=stream)
-        if c_k.size:
-            c_n[sl].copy_to_device(c_k, stream=stream)
+        if state.size:
+            kernels.state_in[set_state](h0, c0, k * D, P, state)
+        src = 0  # with no steps to run, the final state is the initial one
+        if T * B:
+            out = outs[k % 2]
+            src = _run_layer(inp, layer, state, gx, h_cell, out, lengths, limits, stream)
+            inp = out
+        if state.size:
+            kernels.state_out[set_state](state, src, k * D, h_n, c_n)
+    out = outs[(len(layers) - 1) % 2]
     if on_device:
         return out, h_n, c_n
     results = tuple(a.copy_to_host(stream=stream) for a in (out, h_n, c_n))

@@ -144,12 +144,23 @@ class Module:
             return self._backend().as_input(value, self._dtype, what)
         return v.as_float_array(value, self._dtype, what)
 
-    def _swap_leading_axes(self, x):
+    def _swap_leading_axes(self, x, stream=None):
         """(T, B, ...) <-> (B, T, ...) as a new C-contiguous array where x lives:
         a GPU array on the GPU, a NumPy array on the host (NumPy in, NumPy out)."""
         if self._on_device(x):
-            return self._backend().swap_leading_axes(x)
+            return self._backend().swap_leading_axes(x, stream)
         return np.ascontiguousarray(np.swapaxes(x, 0, 1))
+
+    def _stream_kwargs(self, stream, like) -> dict:
+        """The backend's ``stream`` keyword for a call: none on the CPU (where
+        passing one is an error); on a GPU the caller's stream, else ``like``'s
+        own (numba_lstm.cuda.backend.resolve_stream)."""
+        if self._device == "cpu":
+            if stream is not None:
+                raise ValueError(f"stream= is for modules on device='cuda'; this "
+                                 f"{type(self).__name__} is on the CPU")
+            return {}
+        return {"stream": self._backend().resolve_stream(stream, like)}
 
     # -- pickling and repr --------------------------------------------------------------
     _derived: tuple[str, ...] = ()

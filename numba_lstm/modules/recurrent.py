@@ -238,14 +238,17 @@ class RNNBase(Module):
         return parts if len(parts) > 1 else parts[0]
 
     # -- forward --------------------------------------------------------------------------
-    def __call__(self, input, hx=None, *, lengths=None):
+    def __call__(self, input, hx=None, *, lengths=None, stream=None):
         """input (T, I) unbatched, (T, B, I), or (B, T, I) if batch_first.
 
         Returns output (T, B, D*H_out) (batch-first if so built; no B axis when
-        unbatched) and h_n (D*L, B, H_out), or (h_n, c_n) for an LSTM.
+        unbatched) and h_n (D*L, B, H_out), or (h_n, c_n) for an LSTM. On a GPU,
+        the work goes on ``stream`` (a numba, torch or CuPy stream, or a handle)
+        or else on the stream the input's producer declared (docs/cuda.md).
         """
         backend = self._backend()
         x = self._as_array(input, "input")
+        on_stream = self._stream_kwargs(stream, x)
         if x.ndim not in (2, 3):
             raise ValueError(f"{self.family}: Expected input to be 2D or 3D, got {x.ndim}D "
                              "input instead")
@@ -259,7 +262,7 @@ class RNNBase(Module):
                                  f"got unbatched input of shape {v.fmt_shape(x.shape)}")
             x = x.reshape((x.shape[0], 1, x.shape[1]))
         elif self.batch_first:
-            x = self._swap_leading_axes(x)
+            x = self._swap_leading_axes(x, **on_stream)
         T, B = x.shape[:2]
         h0, c0 = self._initial_state(hx, B, batched)
         if lengths is not None:
@@ -267,13 +270,13 @@ class RNNBase(Module):
                 raise RuntimeError("lengths must be a host (NumPy) integer array, as torch "
                                    "wants CPU int64 lengths; got a GPU array")
             lengths = v.check_lengths(lengths, B, T)
-        out, h_n, c_n = backend.forward(self._layers, x, h0, c0, lengths)
+        out, h_n, c_n = backend.forward(self._layers, x, h0, c0, lengths, **on_stream)
         states = (h_n, c_n)[:len(self._cell.states)]
         if not batched:
             out = out.reshape((T, out.shape[2]))
             states = tuple(s.reshape((s.shape[0], s.shape[2])) for s in states)
         elif self.batch_first:
-            out = self._swap_leading_axes(out)
+            out = self._swap_leading_axes(out, **on_stream)
         return out, self._state_value(states)
 
     def _initial_state(self, hx, batch: int, batched: bool):

@@ -105,17 +105,6 @@ def test_streaming_on_cuda_matches_whole_sequence():
     np.testing.assert_allclose(steps, whole, rtol=0, atol=2e-5)
 
 
-def test_launch_shapes_follow_device_limits():
-    from numba_lstm.cuda.launch import Limits, grid_1d, persistent_units
-
-    big = Limits(1024, 48 * 1024, 132, 32, False)
-    assert grid_1d(1000, big) == (8, 128)
-    # H=256 float32: 4 KB of W_hh per unit -> 12 units per block by shared memory.
-    assert persistent_units(1, 256, 1, 4, big) == 2  # 256 units over 132 SMs
-    assert persistent_units(1, 1024, 1, 4, big) is None  # 1024 / 3 units > 132 blocks
-    assert persistent_units(2048, 16, 1, 4, big) is None  # batch beyond a block
-
-
 def _reference(sd, x, layers=1, **kw):
     return reference.lstm(x.astype(np.float64), {k: v.astype(np.float64) for k, v in sd.items()},
                           layers, **kw)
@@ -228,7 +217,56 @@ def test_work_goes_on_the_input_arrays_stream():
     x_dev = cuda.device_array(x.shape, x.dtype, stream=stream)
     x_dev.copy_to_device(x, stream=stream)
     out, (h_n, c_n) = gpu(x_dev)
-    assert all(a.stream is stream for a in (out, h_n, c_n))
+    assert all(_same_stream(a.stream, stream) for a in (out, h_n, c_n))
+
+
+def _same_stream(a, b) -> bool:
+    # On a GPU a wrapped array gets a new Stream object for the same handle.
+    return a is b or (not SIMULATOR and int(a.handle) == int(b.handle))
+
+
+def test_an_explicit_stream_takes_precedence():
+    rng = np.random.default_rng(21)
+    cpu, gpu, _, x = _pair(rng, np.float32)
+    stream = cuda.stream()
+    x_dev = cuda.to_device(x)  # on the default stream
+    out, (h_n, c_n) = gpu(x_dev, stream=stream)
+    assert all(_same_stream(a.stream, stream) for a in (out, h_n, c_n))
+    stream.synchronize()
+    np.testing.assert_allclose(out.copy_to_host(), cpu(x)[0], rtol=0, atol=2e-5)
+
+
+def test_stream_arguments_of_every_kind_resolve():
+    class TorchLike:  # torch.cuda.Stream's handle attribute
+        cuda_stream = 0
+
+    class CuPyLike:  # cupy.cuda.Stream's
+        ptr = 2
+
+    legacy, per_thread = cuda.legacy_default_stream(), cuda.per_thread_default_stream()
+    resolve = cuda_backend.resolve_stream
+    assert isinstance(resolve(TorchLike()), type(legacy))
+    assert isinstance(resolve(CuPyLike()), type(per_thread))
+    assert isinstance(resolve(1), type(legacy))
+    stream = cuda.stream()
+    assert resolve(stream) is stream
+    with pytest.raises(TypeError, match="stream must be"):
+        resolve("stream 7")
+    with pytest.raises(TypeError, match="stream must be"):
+        resolve(True)
+
+
+def test_a_cpu_module_refuses_a_stream():
+    with pytest.raises(ValueError, match="device='cuda'"):
+        nl.LSTM(3, 4)(np.zeros((2, 1, 3), np.float32), stream=cuda.stream())
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the simulator's arrays have no __cuda_array_interface__")
+def test_outputs_advertise_a_valid_stream_handle():
+    _, gpu, _, x = _pair(np.random.default_rng(22), np.float32)
+    out, (h_n, c_n) = gpu(cuda.to_device(x))
+    for a in (out, h_n, c_n):
+        assert a.__cuda_array_interface__["stream"] != 0  # forbidden by interface v3
 
 
 def test_stream_handles_of_the_cuda_array_interface(monkeypatch):
@@ -332,3 +370,65 @@ def test_layernorm_lstm_on_the_device_matches_reference(dtype):
     ref_out, (ref_h, ref_c) = reference.layernorm_lstm(x.astype(np.float64), params, L)
     for ours, ref in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
         np.testing.assert_allclose(ours, ref, rtol=0, atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("family", ["LSTM", "GRU"])
+@pytest.mark.parametrize("B,H", [(1, 8), (3, 5), (2, 8)])
+def test_persistent_lanes_split_the_dot_product(family, B, H):
+    from numba_lstm.cuda.launch import KernelResources, Limits, persistent_plan
+
+    limits = Limits.of_current_device()
+    plan = persistent_plan(B, H, 1, 4, 4, limits, KernelResources(0, limits.max_threads_per_block))
+    assert plan is not None and plan.lanes > 1  # the reduction in shared memory runs
+    cuda_backend.STRATEGY["name"] = "persistent"
+    try:
+        rng = np.random.default_rng(B * 100 + H)
+        cls = getattr(nl, family)
+        cpu = cls(3, H, num_layers=2)
+        sd = {k: rng.standard_normal(v.shape).astype(np.float32) * 0.5
+              for k, v in cpu.state_dict().items()}
+        cpu.load_state_dict(sd)
+        gpu = cls.from_state_dict(sd).to("cuda")
+        x = rng.standard_normal((4, B, 3)).astype(np.float32)
+        lengths = np.arange(4, 4 - B, -1) if B > 1 else None
+        got, want = gpu(x, lengths=lengths), cpu(x, lengths=lengths)
+    finally:
+        cuda_backend.STRATEGY["name"] = "auto"
+    np.testing.assert_allclose(got[0], want[0], rtol=0, atol=2e-5)
+    for g, w in zip(got[1] if family == "LSTM" else (got[1],),
+                    want[1] if family == "LSTM" else (want[1],), strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("T,B", [(0, 2), (3, 0), (0, 0)])
+@pytest.mark.parametrize("on_device", [False, True])
+def test_empty_inputs_behave_as_on_the_cpu(T, B, on_device):
+    rng = np.random.default_rng(23)
+    cpu, gpu, _, _ = _pair(rng, np.float32, layers=2, bidirectional=True)
+    x = np.zeros((T, B, 5), np.float32)
+    state = rng.standard_normal((4, B, 4)).astype(np.float32)
+    for hx in (None, (state, state)):
+        want = cpu(x, hx)
+        got = gpu(cuda.to_device(x) if on_device else x, hx)
+        host = [a.copy_to_host() if on_device else a for a in (got[0], *got[1])]
+        for g, w in zip(host, (want[0], *want[1]), strict=True):
+            assert g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+
+
+def test_the_gpu_check_runs_end_to_end(capsys, tmp_path):
+    import json
+
+    from numba_lstm.cli import main
+
+    status = main(["check", "--device", "cuda", "--shapes", "tiny", "--json",
+                   str(tmp_path / "check.json")])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    for section in ("== device", "== resource probes", "== parity", "== repeatability",
+                    "== streams", "== timings", "0 failure(s)"):
+        assert section in text
+    records = json.loads((tmp_path / "check.json").read_text())["records"]
+    strategies = {r["strategy"] for r in records if "strategy" in r}
+    assert strategies == {"auto", "persistent", "per_step"}
+    assert all(r["vs_float64"] <= 2e-5 for r in records if "vs_float64" in r)
