@@ -432,3 +432,25 @@ def test_the_gpu_check_runs_end_to_end(capsys, tmp_path):
     strategies = {r["strategy"] for r in records if "strategy" in r}
     assert strategies == {"auto", "persistent", "per_step"}
     assert all(r["vs_float64"] <= 2e-5 for r in records if "vs_float64" in r)
+
+
+def test_missing_toolkit_libraries_are_named(monkeypatch):
+    import numba_lstm.cuda as nl_cuda
+
+    monkeypatch.setattr(nl_cuda, "missing_toolkit",
+                        lambda: {"NVVM (libnvvm)": "compiles every kernel"})
+    with pytest.raises(RuntimeError, match="NVVM.*pip install 'numba-lstm\\[cuda\\]'"):
+        nl_cuda.load_backend()
+    monkeypatch.setattr(nl_cuda, "missing_toolkit", lambda: {
+        "libcudadevrt.a": "links the persistent kernel's grid barrier"})
+    try:
+        assert nl_cuda.load_backend() is cuda_backend
+        rng = np.random.default_rng(24)
+        cpu, gpu, _, x = _pair(rng, np.float32)
+        np.testing.assert_allclose(gpu(x)[0], cpu(x)[0], rtol=0, atol=2e-5)  # per step
+        cuda_backend.STRATEGY["name"] = "persistent"
+        with pytest.raises(RuntimeError, match="libcudadevrt.a"):
+            gpu(x)
+    finally:
+        cuda_backend.STRATEGY["name"] = "auto"
+        cuda_backend.PERSISTENT_UNAVAILABLE["reason"] = None
