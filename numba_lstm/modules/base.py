@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import quantization as quant
 from . import _validate as v
 
 
@@ -48,7 +49,16 @@ def _import_backend(device: str):
 
 
 class Module:
-    """Base class: parameters live in ``self._params`` (name -> array, module dtype)."""
+    """Base class: parameters live in ``self._params`` (name -> array, module dtype).
+
+    A quantized module (``quantize``) also keeps its weight matrices as stored
+    (``self._stored``: name -> numba_lstm.quantization tensors); ``_params``
+    then holds the float32 values they stand for, which the backends run.
+    """
+
+    _quantizable = False  # LSTM, GRU, RNN, their cells and Linear set it
+    _weights = quant.FLOAT
+    _stored: dict[str, tuple] = {}  # replaced, never mutated: a shared empty default
 
     def __init__(self, dtype="float32", device="cpu"):
         self._dtype = v.resolve_dtype(dtype)
@@ -74,8 +84,64 @@ class Module:
         }
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters under torch's names."""
-        return {name: p.copy() for name, p in self._params.items()}
+        """Copies of the parameters under torch's names. A quantized module's
+        matrices are its stored tensors (int8 with ``<name>_scale`` beside, or
+        bfloat16 bits as uint16); docs/quantization.md."""
+        out = {}
+        for name, p in self._params.items():
+            if name in self._stored:
+                out.update(quant.stored_entries(self._weights, name, self._stored[name]))
+            else:
+                out[name] = p.copy()
+        return out
+
+    # -- reduced-precision weights ------------------------------------------------------
+    @property
+    def weights(self) -> str:
+        """How the weight matrices are stored: "float32" (or the module's dtype),
+        "int8" or "bfloat16"."""
+        return self._weights if self._stored else self._dtype.name
+
+    def _matrix_names(self) -> list[str]:
+        return [name for name, shape in self._param_shapes().items()
+                if len(shape) == 2 and name.startswith("weight")]
+
+    def quantize(self, weights: str):
+        """A new module of the same class with its weight matrices stored as
+        ``weights`` ("int8" or "bfloat16"); biases, states and arithmetic stay
+        float32. This module is untouched."""
+        quant.check_format(weights)
+        if not self._quantizable:
+            raise TypeError(f"{type(self).__name__} has no quantized form; LSTM, GRU, RNN, "
+                            "their cells and Linear do")
+        if self._stored:
+            raise ValueError(f"this {type(self).__name__} is already quantized "
+                             f"({self._weights}); quantize the float module instead")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__getstate__())
+        new._dtype = np.dtype(np.float32)
+        new._weights = weights
+        params = {k: p.astype(np.float32) for k, p in self._params.items()}
+        new._stored = {name: quant.store(weights, params[name]) for name in self._matrix_names()}
+        params.update({name: quant.values(weights, s) for name, s in new._stored.items()})
+        new._params = params
+        new._prepare()
+        return new
+
+    def _take_format_of(self, state_dict: Mapping[str, Any]):
+        """Before loading a state_dict into a new module: store its matrices
+        the way the state_dict does (from_state_dict restores a quantized module)."""
+        weights = quant.format_of(state_dict, self._matrix_names())
+        if weights != quant.FLOAT:
+            if not self._quantizable:
+                raise TypeError(f"{type(self).__name__} has no quantized form, but the "
+                                f"state_dict holds {weights} weights")
+            if self._dtype != np.float32:
+                raise ValueError(f"a module with {weights} weights computes in float32, "
+                                 f"not {self._dtype.name}")
+            self._weights = weights
+            self._stored = {name: () for name in self._matrix_names()}  # filled by the load
+        return self
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
         """Load torch-named parameters (anything ``np.asarray`` accepts).
@@ -87,17 +153,34 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         shapes = self._param_shapes()
+        given = quant.format_of(state_dict, self._matrix_names())
+        expected = self._weights if self._stored else quant.FLOAT
+        if given != expected:
+            how = ("use from_state_dict, which takes the state_dict's format"
+                   if expected == quant.FLOAT else "quantize the float weights first")
+            raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n"
+                                 f"  the module stores {expected} weights, the state_dict "
+                                 f"{given} ({how})")
+        names = set(shapes)
+        if expected == "int8":
+            names |= {n + quant.SCALE_SUFFIX for n in self._stored}
         problems = []
         if strict:
             missing = [k for k in shapes if k not in state_dict]
-            unexpected = [str(k) for k in state_dict if k not in shapes]
+            unexpected = [str(k) for k in state_dict if k not in names]
             if missing:
                 problems.append("missing keys: " + ", ".join(missing))
             if unexpected:
                 problems.append("unexpected keys: " + ", ".join(unexpected))
-        loaded = {}
+        loaded, stored = {}, {}
         for name, shape in shapes.items():
             if name not in state_dict:
+                continue
+            if name in self._stored:
+                stored[name], found = quant.read_entries(expected, state_dict, name, shape)
+                problems.extend(found)
+                if not found:
+                    loaded[name] = quant.values(expected, stored[name])
                 continue
             value = v.as_float_array(state_dict[name], self._dtype, f"state_dict[{name!r}]")
             if value.shape != shape:
@@ -108,6 +191,8 @@ class Module:
             raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
                                  + "\n  ".join(problems))
         self._params.update(loaded)
+        if stored:
+            self._stored = dict(self._stored, **stored)
         self._prepare()
         return self
 
@@ -123,6 +208,9 @@ class Module:
     def to(self, device=None, dtype=None):
         """Move to ``device`` and/or convert to ``dtype`` in place; returns self."""
         if dtype is not None:
+            if self._stored and v.resolve_dtype(dtype) != np.float32:
+                raise ValueError(f"a module with {self._weights} weights computes in float32; "
+                                 f"got dtype={dtype!r}")
             self._dtype = v.resolve_dtype(dtype)
             self._params = {k: p.astype(self._dtype) for k, p in self._params.items()}
         if device is not None:
@@ -177,6 +265,8 @@ class Module:
         extra = self.extra_repr()
         if self._dtype != np.float32:
             extra += f", dtype={self._dtype.name}"
+        if self._stored:
+            extra += f", weights={self._weights!r}"
         if self._device != "cpu":
             extra += f", device={self._device!r}"
         return f"{type(self).__name__}({extra})"

@@ -20,6 +20,7 @@ class RNNCellBase(Module):
     """One step of a cell: ``h1 = cell(input, hx=None)``, ``(h1, c1)`` for LSTMCell."""
 
     _derived = ("_layers",)
+    _quantizable = True
     _family_cell: Cell  # the subclass's cell; RNNCell picks by nonlinearity, same gates
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
@@ -53,7 +54,7 @@ class RNNCellBase(Module):
         if dtype is None:
             dtype = v.dtype_of_weights(params["weight_hh"])
         module = cls(int(w_ih[1]), int(w_hh[1]), bias="bias_ih" in params, dtype=dtype, **extra)
-        return module.load_state_dict(params)
+        return module._take_format_of(params).load_state_dict(params)
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         G = self._cell.gates * self.hidden_size

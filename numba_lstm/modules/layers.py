@@ -15,6 +15,8 @@ from .base import Module, select_prefix
 class Linear(Module):
     """y = x @ weight^T + bias, as torch.nn.Linear; x (..., in_features)."""
 
+    _quantizable = True
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  dtype="float32", device="cpu"):
         super().__init__(dtype, device)
@@ -31,7 +33,8 @@ class Linear(Module):
             raise KeyError(f"no Linear weight under prefix {prefix!r} (expected {prefix}weight)")
         out_f, in_f = np.shape(params["weight"])
         dtype = dtype or v.dtype_of_weights(params["weight"])
-        return cls(in_f, out_f, bias="bias" in params, dtype=dtype).load_state_dict(params)
+        module = cls(in_f, out_f, bias="bias" in params, dtype=dtype)
+        return module._take_format_of(params).load_state_dict(params)
 
     def _param_shapes(self):
         shapes = {"weight": (self.out_features, self.in_features)}

@@ -130,6 +130,7 @@ class RNNBase(Module):
 
     family = ""
     _derived = ("_layers",)
+    _quantizable = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -176,7 +177,7 @@ class RNNBase(Module):
         if dtype is None:
             dtype = v.dtype_of_weights(params["weight_hh_l0"])
         module = cls._from_config(config, batch_first, dtype, **extra)
-        return module.load_state_dict(params)
+        return module._take_format_of(params).load_state_dict(params)
 
     # -- shapes ---------------------------------------------------------------------------
     @property

@@ -1,0 +1,216 @@
+"""Reduced-precision weights: module.quantize("int8" | "bfloat16")."""
+
+import pickle
+
+import numpy as np
+import pytest
+from conftest import needs_torch, torch
+
+import numba_lstm as nl
+from numba_lstm import quantization as quant
+from numba_lstm import reference
+from numba_lstm.bench.shapes import BY_ID
+
+FORMATS = ("int8", "bfloat16")
+BOUND = {"int8": 5e-3, "bfloat16": 2.5e-3}  # max|Δ| against the float32 module
+
+
+def _module(family, rng, I=5, H=6, **kw):
+    cls = getattr(nl, family)
+    module = cls(I, H, **kw)
+    bound = H ** -0.5
+    module.load_state_dict({k: rng.uniform(-bound, bound, v.shape).astype(np.float32)
+                            for k, v in module.state_dict().items()})
+    return module
+
+
+def _dequantized(q) -> dict:
+    """The oracle's weights: each stored matrix expanded with NumPy alone."""
+    sd = q.state_dict()
+    out = {}
+    for name, value in sd.items():
+        if name.endswith(quant.SCALE_SUFFIX):
+            continue
+        if value.dtype == np.int8:
+            out[name] = value.astype(np.float64) * sd[name + quant.SCALE_SUFFIX][:, None]
+        elif value.dtype == np.uint16:
+            out[name] = (value.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            out[name] = value.astype(np.float64)
+    return out
+
+
+def test_formats_round_and_scale_as_documented():
+    w = np.array([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.5, -0.75]], np.float32)
+    q, scale = quant.int8_rows(w)
+    assert q.dtype == np.int8 and scale.dtype == np.float32
+    np.testing.assert_array_equal(q[0], [64, -127, 32])
+    np.testing.assert_array_equal(scale, np.float32([1 / 127, 0, 3 / 127]))
+    np.testing.assert_array_equal(quant.int8_values(q, scale)[1], 0)
+    # bfloat16: round to nearest even on the 16 dropped bits.
+    x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-9, -2.5, np.inf], np.float32)
+    got = quant.bfloat16_values(quant.bfloat16_bits(x))
+    np.testing.assert_array_equal(got, np.float32([1.0, 1.0, 1 + 2**-7, -2.5, np.inf]))
+    assert np.isnan(quant.bfloat16_values(quant.bfloat16_bits(np.float32([np.nan])))).all()
+
+
+@pytest.mark.parametrize("weights", FORMATS)
+@pytest.mark.parametrize("family,kw", [
+    ("LSTM", dict(num_layers=2, bidirectional=True)), ("LSTM", dict(proj_size=3)),
+    ("GRU", dict(num_layers=2)), ("RNN", dict(bidirectional=True)),
+    ("RNN", dict(nonlinearity="relu"))])
+def test_every_path_matches_the_dequantized_reference(weights, family, kw):
+    rng = np.random.default_rng(1)
+    module = _module(family, rng, **kw)
+    before = module.state_dict()
+    q = module.quantize(weights)
+    assert type(q) is type(module) and q.weights == weights and module.weights == "float32"
+    for name, value in module.state_dict().items():  # the source is untouched
+        np.testing.assert_array_equal(value, before[name])
+    x = rng.standard_normal((7, 3, 5)).astype(np.float32)
+    lengths = np.array([7, 4, 1])
+    D = 2 if kw.get("bidirectional") else 1
+    rows = D * kw.get("num_layers", 1)
+    h0 = rng.standard_normal((rows, 3, kw.get("proj_size") or 6)).astype(np.float32)
+    hx = (h0, rng.standard_normal((rows, 3, 6)).astype(np.float32)) if family == "LSTM" else h0
+    out, state = q(x, hx, lengths=lengths)
+    cell = family.lower() if family != "RNN" else "rnn_" + kw.get("nonlinearity", "tanh")
+    want_out, want_state = reference.recurrent(
+        cell, x.astype(np.float64), _dequantized(q), kw.get("num_layers", 1), D > 1,
+        hx=tuple(h.astype(np.float64) for h in hx) if family == "LSTM"
+        else hx.astype(np.float64), lengths=lengths)
+    np.testing.assert_allclose(out, want_out, rtol=0, atol=2e-5)
+    for got, want in zip(state if family == "LSTM" else (state,),
+                         want_state if family == "LSTM" else (want_state,), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+    # Streaming (one direction: the reverse one needs the future) and pickling
+    # run the same weights.
+    if D == 1:
+        stream = q.stream()
+        steps = np.concatenate([stream(x[t:t + 1, :1]) for t in range(7)])
+        np.testing.assert_allclose(steps, q(x[:, :1])[0], rtol=0, atol=2e-6)
+    again = pickle.loads(pickle.dumps(q))
+    assert again.weights == weights
+    np.testing.assert_array_equal(again(x)[0], q(x)[0])
+    assert f"weights={weights!r}" in repr(q)
+
+
+@pytest.mark.parametrize("weights", FORMATS)
+@pytest.mark.parametrize("family", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cells_and_linear_quantize(weights, family):
+    rng = np.random.default_rng(2)
+    cell = _module(family, rng)
+    q = cell.quantize(weights)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    sd = _dequantized(q)
+    h = np.zeros((4, 6))
+    c = np.zeros((4, 6))
+    name = {"LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn_tanh"}[family]
+    want = reference.cell_step(nl.cells.CELLS[name], x.astype(np.float64), h,
+                               c if family == "LSTMCell" else None, sd["weight_ih"],
+                               sd["weight_hh"], sd["bias_ih"], sd["bias_hh"])
+    got = q(x)
+    got = got if family == "LSTMCell" else (got,)
+    for g, w in zip(got, want, strict=False):
+        np.testing.assert_allclose(g, w, rtol=0, atol=2e-6)
+    linear = nl.Linear(5, 3)
+    ql = linear.quantize(weights)
+    w = quant.values(weights, quant.store(weights, linear.state_dict()["weight"]))
+    np.testing.assert_allclose(ql(x), x @ w.T + linear.state_dict()["bias"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("weights", FORMATS)
+@pytest.mark.parametrize("ext", ["safetensors", "npz"])
+def test_files_restore_the_quantized_module_exactly(weights, ext, tmp_path):
+    shape = BY_ID["S4"]
+    module = nl.LSTM.from_state_dict(shape.state_dict())
+    q = module.quantize(weights)
+    nl.save(tmp_path / f"q.{ext}", q.state_dict())
+    nl.save(tmp_path / f"f.{ext}", module.state_dict())
+    restored = nl.LSTM.from_state_dict(nl.load(tmp_path / f"q.{ext}"))
+    assert restored.weights == weights
+    for name, value in q.state_dict().items():
+        np.testing.assert_array_equal(restored.state_dict()[name], value)
+    x = shape.inputs()[:20]
+    np.testing.assert_array_equal(restored(x)[0], q(x)[0])
+    ratio = (tmp_path / f"q.{ext}").stat().st_size / (tmp_path / f"f.{ext}").stat().st_size
+    assert ratio <= {"int8": 0.3, "bfloat16": 0.55}[weights], ratio
+
+
+@pytest.mark.parametrize("weights", FORMATS)
+def test_a_sequence_does_not_depend_on_its_batch(weights):
+    rng = np.random.default_rng(3)
+    q = nl.LSTM.from_state_dict(BY_ID["S9"].state_dict()).quantize(weights)
+    x = rng.standard_normal((50, 8, 40)).astype(np.float32)
+    together = q(x)[0]
+    for b in (0, 5):
+        alone = q(x[:, b:b + 1])[0][:, 0]
+        np.testing.assert_allclose(alone, together[:, b], rtol=0, atol=1e-6)
+    x[:, 1:] *= 100  # the other rows' magnitudes change nothing for row 0
+    np.testing.assert_allclose(q(x)[0][:, 0], together[:, 0], rtol=0, atol=1e-6)
+
+
+def test_bad_choices_say_what_is_allowed():
+    module = nl.LSTM(3, 4)
+    with pytest.raises(ValueError, match="'int8', 'bfloat16'"):
+        module.quantize("fp8")
+    q = module.quantize("int8")
+    with pytest.raises(ValueError, match="already quantized"):
+        q.quantize("bfloat16")
+    with pytest.raises(ValueError, match="computes in float32"):
+        q.to(dtype="float64")
+    with pytest.raises(TypeError, match="no quantized form"):
+        nl.Embedding(5, 3).quantize("int8")
+    with pytest.raises(nl.StateDictError, match="stores float32 weights, the state_dict int8"):
+        nl.LSTM(3, 4).load_state_dict(q.state_dict())
+    with pytest.raises(nl.StateDictError, match="stores int8 weights, the state_dict float32"):
+        q.load_state_dict(module.state_dict())
+    mixed = dict(q.state_dict(), weight_hh_l0=module.state_dict()["weight_hh_l0"])
+    del mixed["weight_hh_l0_scale"]
+    with pytest.raises(ValueError, match="mixes weight formats"):
+        nl.LSTM.from_state_dict(mixed)
+    broken = q.state_dict()
+    broken["weight_ih_l0_scale"] = broken["weight_ih_l0_scale"][:2]
+    with pytest.raises(nl.StateDictError, match="weight_ih_l0_scale: expected float"):
+        nl.LSTM.from_state_dict(broken)
+
+
+# -- accuracy against the float module and torch's dynamic int8 -----------------------------
+QUANTIZED_ROWS = ("S2", "S3", "S6", "S8", "S9")
+
+
+def _errors(shape_id):
+    shape = BY_ID[shape_id]
+    sd, x = shape.state_dict(), shape.inputs()
+    if shape.streaming:  # S8: a run of steps, each its own call, state carried
+        x = np.random.default_rng(1).standard_normal((50, 1, shape.input_size)).astype(
+            np.float32)
+    module = nl.LSTM.from_state_dict(sd)
+    want = module(x)[0]
+    return sd, x, want, {w: float(np.abs(module.quantize(w)(x)[0] - want).max())
+                         for w in FORMATS}
+
+
+@pytest.mark.parametrize("shape_id", QUANTIZED_ROWS)
+def test_error_against_the_float_module_is_within_bounds(shape_id):
+    _, _, _, errors = _errors(shape_id)
+    for weights, error in errors.items():
+        assert error <= BOUND[weights], (weights, error)
+
+
+@needs_torch
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("shape_id", QUANTIZED_ROWS)
+def test_int8_error_is_at_most_half_of_torchs_dynamic_qint8(shape_id):
+    shape = BY_ID[shape_id]
+    sd, x, want, errors = _errors(shape_id)
+    net = torch.nn.LSTM(shape.input_size, shape.hidden_size, shape.layers)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    # quantize_dynamic swaps submodules, so the LSTM goes in a container.
+    qnet = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(net), {torch.nn.LSTM},
+                                                  dtype=torch.qint8)[0]
+    assert type(qnet) is not torch.nn.LSTM
+    with torch.inference_mode():
+        theirs = qnet(torch.from_numpy(x))[0].numpy()
+    torch_error = float(np.abs(theirs - want).max())
+    assert errors["int8"] <= 0.5 * torch_error, (errors["int8"], torch_error)
