@@ -172,6 +172,8 @@ def cmd_bench(args) -> int:
     unknown = [p for p in peers or [] if p not in bench.PEERS]
     if unknown:
         raise CLIError(f"unknown peer(s) {unknown}; choose from {list(bench.PEERS)}")
+    if args.weights != "float32":
+        return _bench_quantized(args, shapes)
     if args.device == "cuda":
         reason = bench.cuda_unavailable()
         if reason:
@@ -180,6 +182,22 @@ def cmd_bench(args) -> int:
     progress = None if args.json else (lambda s: print(f"  {s} ...", file=sys.stderr))
     report = bench.run(shapes, peers, args.device, args.rounds, args.min_time, progress)
     print(json.dumps(report, indent=1) if args.json else bench.format_table(report))
+    return 0
+
+
+def _bench_quantized(args, shapes) -> int:
+    import json
+
+    from numba_lstm.bench import quantized
+
+    if args.device != "cpu":
+        raise CLIError("--weights: quantized modules are benchmarked on the CPU")
+    if args.peers:
+        raise CLIError("--weights runs its own peers (torch's and ONNX Runtime's quantized "
+                       "LSTMs, and both float32 modules); --peers does not apply")
+    progress = None if args.json else (lambda s: print(f"  {s} ...", file=sys.stderr))
+    report = quantized.run(args.weights, shapes, args.rounds, args.min_time, progress)
+    print(json.dumps(report, indent=1) if args.json else quantized.format_table(report))
     return 0
 
 
@@ -271,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=7, help="samples per runner (median)")
     bench.add_argument("--min-time", type=float, default=0.05,
                        help="seconds per sample (calls are repeated to fill it)")
+    bench.add_argument("--weights", choices=("float32", "int8", "bfloat16"), default="float32",
+                       help="quantized: our quantized module against our float32 one and the "
+                       "peers' quantized LSTMs on the quantized rows (S2, S3, S6, S8, S9)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.set_defaults(func=cmd_bench)
     check = sub.add_parser("check", help="GPU check: parity, launch limits, streams, timings")

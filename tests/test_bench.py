@@ -52,3 +52,18 @@ def test_table_notes_the_fma_rates_when_measured(with_fma):
                         "core's hyperthreads)."]
     else:
         assert line == []
+
+
+def test_the_quantized_bench_times_and_checks_every_runner_it_can():
+    from numba_lstm.bench import quantized
+
+    report = quantized.run("int8", ["S8"], rounds=1, min_seconds=0.001)
+    row = report["results"][0]
+    assert {"numba_lstm", "numba_lstm_float32"} <= set(row["seconds"])
+    assert set(row["ratios"]) == set(row["seconds"]) - {"numba_lstm"}
+    assert 0 < row["error_vs_float32"]["numba_lstm"] <= 5e-3
+    for peer in ("torch_qint8", "onnxruntime_qint8"):
+        assert peer in row["seconds"] or peer in row["unavailable"]
+    table = quantized.format_table(report)
+    assert table.splitlines()[2].startswith("| S8 | ")
+    assert "Errors: max|Δ| against our float32 module" in table

@@ -214,3 +214,67 @@ def test_int8_error_is_at_most_half_of_torchs_dynamic_qint8(shape_id):
         theirs = qnet(torch.from_numpy(x))[0].numpy()
     torch_error = float(np.abs(theirs - want).max())
     assert errors["int8"] <= 0.5 * torch_error, (errors["int8"], torch_error)
+
+
+# -- the kernels that read the stored weights ----------------------------------------------
+@pytest.mark.parametrize("weights", FORMATS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_batch_1_team_reads_the_stored_weights(weights, layers):
+    from numba_lstm import cpu
+
+    if cpu.TEAM.size < 2:
+        pytest.skip("the team needs two threads")
+    rng = np.random.default_rng(4)
+    module = _module("LSTM", rng, I=7, H=64, num_layers=layers)
+    q = module.quantize(weights)
+    x = rng.standard_normal((30, 1, 7)).astype(np.float32)
+    first = q(x)[0]
+    # Poison the float32 W_hh the other paths read: the batch-1 steps must not need it.
+    for blocks in q._layers.__dict__["_team_blocks"].values():
+        blocks[3][:] = np.nan
+    out, (h_n, c_n) = q(x)
+    np.testing.assert_array_equal(out, first)
+    want_out, (want_h, want_c) = reference.recurrent("lstm", x.astype(np.float64),
+                                                     _dequantized(q), layers)
+    for got, want in ((out, want_out), (h_n, want_h), (c_n, want_c)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("weights", FORMATS)
+def test_the_widened_block_step_matches_the_float_one_on_the_same_values(weights):
+    from numba import njit
+
+    from numba_lstm.cpu.packing import pack_stack
+    from numba_lstm.cpu.row_step import row_block_step, row_block_step_widened
+
+    @njit
+    def widened(gx, w, scale, h, c, h_new, out):
+        return row_block_step_widened(gx, w, scale, h, c, h_new, out, False)
+
+    @njit
+    def plain(gx, w, h, c, h_new, out):
+        return row_block_step(gx, w, h, c, h_new, out, False)
+
+    rng = np.random.default_rng(5)
+    H, n_blocks = 128, 2
+    w_hh = rng.uniform(-0.1, 0.1, (4 * H, H)).astype(np.float32)
+    stored = quant.store(weights, w_hh)
+    values = quant.values(weights, stored)
+    layer = (np.zeros((4 * H, 3), np.float32), values, None, None, None)
+    stack = pack_stack([[layer]], np.float32, quantized=(weights, [[stored]]))
+    w_i8, w_bf16, scale = stack.team_quantized_blocks(n_blocks)
+    w_q = (w_i8 if weights == "int8" else w_bf16)[0, 1]
+    w_f = stack.team_blocks(n_blocks)[3][0, 1]
+    U = H // n_blocks
+    gx = rng.standard_normal(4 * U).astype(np.float32)
+    h = rng.standard_normal(H).astype(np.float32)
+    c0 = rng.standard_normal(U).astype(np.float32)
+    results = []
+    for run in (lambda c, hn, o: widened(gx, w_q, scale[0, 1], h, c, hn, o),
+                lambda c, hn, o: plain(gx, w_f, h, c, hn, o)):
+        c, h_new, out = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
+        assert run(c, h_new, out)
+        np.testing.assert_array_equal(h_new, out)
+        results.append((c, h_new))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)

@@ -130,7 +130,8 @@ class OnnxRuntime:
                 torch.onnx.export(lstm, (torch.from_numpy(x),), buffer, dynamo=False,
                                   input_names=["x"],
                                   output_names=["y"] + [s + "_n" for s in states])
-        self.session = ort.InferenceSession(buffer.getvalue(),
+        self._model_bytes = buffer.getvalue()  # the quantized peer starts from it
+        self.session = ort.InferenceSession(self._model_bytes,
                                             providers=["CPUExecutionProvider"])
         self.feed = {"x": x}
         self.state_names = [s + "0" for s in states]

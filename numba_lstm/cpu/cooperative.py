@@ -24,7 +24,7 @@ from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .layer import row_function
 from .panel_gemm import gemm_panels_acc
 from .recurrence import _FLAGS, copy_row
-from .row_step import row_block_step
+from .row_step import row_block_step, row_block_step_widened
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
 lstm_row = row_function(LSTM)
@@ -126,20 +126,32 @@ def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc):
+def _block_step(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, s, q, acc):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
-    over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels."""
+    over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
+    a quantized stack's batch-1 steps read w_i8 or w_bf16 (nb, P, H, NR) and
+    scale (nb, 4U) instead (both (0, ...) otherwise)."""
     B, H = c.shape
     U = acc.shape[1] // 4
     j0 = q * U
     units = slice(j0, min(j0 + U, H))
     h_prev = h_buf[s % 2]
     h_next = h_buf[1 - s % 2]
-    if B == 1 and s < lengths[0] and row_block_step(gx[q, s], w_hh[q], h_prev[0], c[0, units],
-                                                    h_next[0, units], out[s, 0, units],
-                                                    s % 2 == 1):
-        return
+    if B == 1 and s < lengths[0]:
+        reverse = s % 2 == 1
+        if w_i8.shape[0] > 0:
+            done = row_block_step_widened(gx[q, s], w_i8[q], scale[q], h_prev[0], c[0, units],
+                                          h_next[0, units], out[s, 0, units], reverse)
+        elif w_bf16.shape[0] > 0:
+            done = row_block_step_widened(gx[q, s], w_bf16[q], scale[q], h_prev[0],
+                                          c[0, units], h_next[0, units], out[s, 0, units],
+                                          reverse)
+        else:
+            done = row_block_step(gx[q, s], w_hh[q], h_prev[0], c[0, units], h_next[0, units],
+                                  out[s, 0, units], reverse)
+        if done:
+            return
     for b in range(B):
         copy_row(gx[q, s * B + b], acc[b])
     gemm_panels_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (H, 4U)
@@ -164,7 +176,8 @@ def _wait_for_steps(done, n_threads, count, spin_limit):
 
 
 @njit(inline="always", **_FLAGS)
-def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads):
+def _recur(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, claims, done, steps, tid,
+           n_threads):
     """Steps 0..steps-1 by (step, block) tasks; a step's blocks start once every
     block of the previous step is done.
 
@@ -220,21 +233,23 @@ def _recur(gx, w_hh, lengths, h_buf, c, out, claims, done, steps, tid, n_threads
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, lengths, h_buf, c, out, s, q, acc)
+                _block_step(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, s, q, acc)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
 
 
 @njit(**_FLAGS)
-def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, claims, done,
-              steps, tid, n_threads):
+def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx, h_buf, c, out,
+              mid, claims, done, steps, tid, n_threads):
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
     x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, P, I, NR)
     and w_ih_rest (L-1, nb, P, H, NR) W_ih^T of layer 0 and of the others in
     panels (cpu.panel_gemm), bias (L, nb, 4U) b_ih + b_hh, w_hh
-    (L, nb, P, H, NR) W_hh^T in panels;  lengths (B,) int64;
+    (L, nb, P, H, NR) W_hh^T in panels;  w_i8 or w_bf16 (L, nb, P, H, NR) and
+    scale (L, nb, 4U): a quantized stack's W_hh^T (numba_lstm.quantization),
+    read at batch 1, and (L, 0, ...) where absent;  lengths (B,) int64;
     gx (nb, steps*B, 4U) scratch;  h_buf (L, 2, B, H) ping-pong, h0 in [l, 0],
     the final h in [l, steps % 2];  c (L, B, H) c0, updated in place;  out and
     mid (T, B, H): the last layer writes out, the one below it mid, and so on
@@ -257,14 +272,16 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid, 
             _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
                      w_ih_rest[layer - 1], bias[layer], gx, layer_claims, done[layer], tid,
                      n_threads)
-        _recur(gx, w_hh[layer], lengths, h_buf[layer], c[layer], dst,
+        _recur(gx, w_hh[layer], w_i8[layer], w_bf16[layer], scale[layer], lengths,
+               h_buf[layer], c[layer], dst,
                layer_claims[n_projection:], done[layer], steps, tid, n_threads)
 
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
-_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS = range(DESC, DESC + 12)
-(_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
- _DONE) = range(DESC + 12, DESC + 25)
+(_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
+ _NB_SCALE) = range(DESC, DESC + 15)
+(_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT,
+ _MID, _CLAIMS, _DONE) = range(DESC + 15, DESC + 31)
 
 
 @njit(inline="always", **_FLAGS)
@@ -280,6 +297,9 @@ def _join_stack_job(ctrl, dtype, tid):
     stack_job(_view(ctrl, _X, (T, B, I), dtype), _view(ctrl, _W_IH0, (nb, P, I, NR), dtype),
               _view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P, H, NR), dtype),
               _view(ctrl, _BIAS, (L, nb, G), dtype), _view(ctrl, _W_HH, (L, nb, P, H, NR), dtype),
+              _view(ctrl, _W_I8, (L, ctrl[_NB_I8], P, H, NR), np.int8),
+              _view(ctrl, _W_BF16, (L, ctrl[_NB_BF16], P, H, NR), np.uint16),
+              _view(ctrl, _SCALE, (L, ctrl[_NB_SCALE], G), np.float32),
               _view(ctrl, _LENGTHS, (B,), np.int64), _view(ctrl, _GX, (nb, steps * B, G), dtype),
               _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
               _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
@@ -289,8 +309,8 @@ def _join_stack_job(ctrl, dtype, tid):
 
 
 @njit(**_FLAGS)
-def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
-                        claims, done, steps, n_threads):
+def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
+                        h_buf, c, out, mid, claims, done, steps, n_threads):
     """Write a stack job's descriptor (sizes, array addresses) on ctrl."""
     T, B, I = x.shape
     ctrl[_ITEMSIZE] = x.itemsize
@@ -298,24 +318,27 @@ def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_bu
     ctrl[_NB], ctrl[_G], ctrl[_STEPS] = gx.shape[0], gx.shape[2], steps
     ctrl[_P], ctrl[_NR] = w_ih0.shape[1], w_ih0.shape[3]
     ctrl[_THREADS] = n_threads
+    ctrl[_NB_I8], ctrl[_NB_BF16], ctrl[_NB_SCALE] = w_i8.shape[1], w_bf16.shape[1], scale.shape[1]
     for slot, address in ((_X, x.ctypes.data), (_W_IH0, w_ih0.ctypes.data),
                           (_W_IH_REST, w_ih_rest.ctypes.data), (_BIAS, bias.ctypes.data),
-                          (_W_HH, w_hh.ctypes.data), (_LENGTHS, lengths.ctypes.data),
+                          (_W_HH, w_hh.ctypes.data), (_W_I8, w_i8.ctypes.data),
+                          (_W_BF16, w_bf16.ctypes.data), (_SCALE, scale.ctypes.data),
+                          (_LENGTHS, lengths.ctypes.data),
                           (_GX, gx.ctypes.data), (_H_BUF, h_buf.ctypes.data),
                           (_C, c.ctypes.data), (_OUT, out.ctypes.data), (_MID, mid.ctypes.data),
                           (_CLAIMS, claims.ctypes.data), (_DONE, done.ctypes.data)):
         ctrl[slot] = address
 
 
-def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
-                    claims, done, steps, n_threads):
+def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
+                    h_buf, c, out, mid, claims, done, steps, n_threads):
     """The caller's side of a stack job (arguments as stack_job): describe it on
     ctrl, then run it as thread 0 through the same compiled loop as the helpers
     (serve_float32/64), which opens it, does thread 0's share and closes it.
     One compiled copy of the job, not two, so a cold cache compiles it once.
     The caller holds the arrays until this returns."""
-    _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, lengths, gx, h_buf, c, out, mid,
-                        claims, done, steps, n_threads)
+    _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
+                        h_buf, c, out, mid, claims, done, steps, n_threads)
     SERVE[x.itemsize](ctrl, 0, 0)
 
 

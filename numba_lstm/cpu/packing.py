@@ -104,6 +104,9 @@ class PackedStack(list):
     """
 
     step: tuple | None = None
+    # (format, per layer (W_hh^T (H, 4H) as stored, per-column scale (4H,)))
+    # for a quantized stack the team runs (numba_lstm.quantization), else None.
+    quantized: tuple | None = None
 
     def team_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
         """The weights cut by hidden units for numba_lstm.cpu.cooperative
@@ -123,10 +126,7 @@ class PackedStack(list):
             U = -(-H // n_blocks)
 
             def cut(w):  # (K, 4H) -> (n_blocks, K, 4U)
-                padded = np.zeros((w.shape[0], 4, n_blocks * U), w.dtype)
-                padded[:, :, :H] = w.reshape(w.shape[0], 4, H)
-                return padded.reshape(w.shape[0], 4, n_blocks, U).transpose(2, 0, 1, 3).reshape(
-                    n_blocks, w.shape[0], 4 * U)
+                return _cut_units(w, n_blocks, U)
 
             def cut_panels(w):  # (K, 4H) -> (n_blocks, P, K, NR)
                 return np.stack([pack_panels(block) for block in cut(w)])
@@ -141,10 +141,53 @@ class PackedStack(list):
                 np.stack([cut_panels(layer.w_hh[0]) for layer in self])))
         return cache[n_blocks]
 
+    def team_quantized_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
+        """(w_i8, w_bf16, scale) for numba_lstm.cpu.cooperative: the stored W_hh^T
+        cut and packed as team_blocks' w_hh, as int8 or bfloat16 bits (L, n_blocks,
+        P, H, NR), the other (L, 0, 0, 0, 0); each block's column scales (L,
+        n_blocks, 4U) (ones for bfloat16). All (L, 0, ...) for a float stack."""
+        cache = self.__dict__.setdefault("_team_quantized", {})
+        if n_blocks not in cache:
+            L = len(self)
+            empty = {np.int8: np.zeros((L, 0, 0, 0, 0), np.int8),
+                     np.uint16: np.zeros((L, 0, 0, 0, 0), np.uint16)}
+            if self.quantized is None:
+                cache[n_blocks] = (empty[np.int8], empty[np.uint16],
+                                   np.zeros((L, 0, 0), np.float32))
+                return cache[n_blocks]
+            H = self[0].hidden_size
+            U = -(-H // n_blocks)
+            w_q, scales = [], []
+            for w, scale in self.quantized[1]:
+                blocks = _cut_units(w, n_blocks, U)
+                w_q.append(np.stack([pack_panels(b, widened_to=np.float32) for b in blocks]))
+                scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
+            w_q = aligned_copy(np.stack(w_q))
+            narrow = np.int8 if w_q.dtype == np.int8 else np.uint16
+            cache[n_blocks] = (
+                w_q if narrow is np.int8 else empty[np.int8],
+                w_q if narrow is np.uint16 else empty[np.uint16],
+                aligned_copy(np.stack(scales).astype(np.float32)))
+        return cache[n_blocks]
 
-def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> PackedStack:
+
+def _cut_units(w: np.ndarray, n_blocks: int, U: int) -> np.ndarray:
+    """(K, 4H) -> (n_blocks, K, 4U): block q holds the i, f, g, o columns of units
+    q*U .. q*U+U-1, zeros past H."""
+    H = w.shape[1] // 4
+    padded = np.zeros((w.shape[0], 4, n_blocks * U), w.dtype)
+    padded[:, :, :H] = w.reshape(w.shape[0], 4, H)
+    return padded.reshape(w.shape[0], 4, n_blocks, U).transpose(2, 0, 1, 3).reshape(
+        n_blocks, w.shape[0], 4 * U)
+
+
+def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
+               quantized=None) -> PackedStack:
     """layers: per layer, the ``directions`` argument of pack_layer; cell_params:
-    per layer, its argument of that name (or None)."""
+    per layer, its argument of that name (or None). quantized: (format, per
+    layer per direction the stored W_hh (numba_lstm.quantization.store)) of a
+    quantized module, whose float32 values ``layers`` holds; the team's
+    batch-1 steps read the stored form."""
     cell_params = cell_params or [None] * len(layers)
     packed = [pack_layer(directions, dtype, cell, p)
               for directions, p in zip(layers, cell_params, strict=True)]
@@ -160,4 +203,15 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> Pack
                             packed[n].w_hr, packed[n].step_bias, packed[n].cell_params)
                 for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)
+    if quantized is not None:
+        weights, stored = quantized
+        stack.quantized = (weights, [_transposed(weights, per_layer[0]) for per_layer in stored])
     return stack
+
+
+def _transposed(weights: str, stored: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """A stored W_hh (4H, H) as the kernels read it: W_hh^T (H, 4H), and each
+    column's scale (4H,) (ones for bfloat16)."""
+    w = np.ascontiguousarray(stored[0].T)
+    scale = stored[1] if weights == "int8" else np.ones(w.shape[1], np.float32)
+    return w, np.asarray(scale, np.float32)

@@ -35,10 +35,12 @@ def panel_width(dtype, vectors: int = 2) -> int:
     return vectors * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
-def pack_panels(w: np.ndarray, vectors: int = 2) -> np.ndarray:
-    """W (K, N) -> panels (P, K, NR), C-contiguous, zeros past column N."""
+def pack_panels(w: np.ndarray, vectors: int = 2, widened_to=None) -> np.ndarray:
+    """W (K, N) -> panels (P, K, NR), C-contiguous, zeros past column N. With
+    ``widened_to`` (float32), NR counts lanes of that dtype: a reduced-precision
+    W's panels hold as many columns as the vectors it widens into."""
     K, N = w.shape
-    NR = panel_width(w.dtype, vectors)
+    NR = panel_width(widened_to or w.dtype, vectors)
     P = -(-N // NR)
     padded = np.zeros((K, P * NR), w.dtype)
     padded[:, :N] = w

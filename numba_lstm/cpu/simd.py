@@ -82,6 +82,39 @@ def vload1(typingctx, arr, j):
     return Vec(arr.dtype)(arr, j), _load
 
 
+F32 = Vec(types.float32)
+
+
+@intrinsic
+def vload_widened(typingctx, arr, i, j):
+    """arr[i, j : j + lanes] of a reduced-precision weight (int8, or bfloat16 bits
+    in uint16) as a float32 Vec: the widening load of quantized kernels. int8
+    converts exactly (the scale is applied to the sums after); bfloat16 is the
+    upper half of a float32, so its bits shift into place. One vpmovsxbd +
+    vcvtdq2ps, or vpmovzxwd + vpslld, per vector on x86."""
+    if arr.dtype not in (types.int8, types.uint16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr_type = sig.args[0]
+        arr_value = context.make_array(arr_type)(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp)
+                 for v, t in zip(args[1:], sig.args[1:], strict=True)]
+        ptr = cgutils.get_item_pointer(context, builder, arr_type, arr_value, index,
+                                       wraparound=False)
+        lanes = F32.lanes
+        narrow = ir.VectorType(ir.IntType(arr_type.dtype.bitwidth), lanes)
+        value = builder.load(builder.bitcast(ptr, narrow.as_pointer()),
+                             align=arr_type.dtype.bitwidth // 8)
+        wide = ir.VectorType(ir.IntType(32), lanes)
+        floats = ir.VectorType(ir.FloatType(), lanes)
+        if arr_type.dtype == types.int8:
+            return builder.sitofp(builder.sext(value, wide), floats)
+        shifted = builder.shl(builder.zext(value, wide), ir.Constant(wide, [16] * lanes))
+        return builder.bitcast(shifted, floats)
+    return F32(arr, i, j), codegen
+
+
 def _first_lanes(builder, lanes: int, count):
     """<lanes x i1>: true in lanes 0 .. count-1."""
     index = ir.VectorType(ir.IntType(64), lanes)

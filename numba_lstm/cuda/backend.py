@@ -54,9 +54,12 @@ def _pack_layer(directions, dtype, cell: Cell, cell_params=None) -> DeviceLayer:
                        len(directions), w_hh.shape[2] // cell.gates, w_hh.shape[1] - 1)
 
 
-def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None) -> list[DeviceLayer]:
+def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
+               quantized=None) -> list[DeviceLayer]:
     """layers: per layer, one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction;
-    cell_params: per layer, its argument of _pack_layer (or None)."""
+    cell_params: per layer, its argument of _pack_layer (or None). A quantized
+    module's weights arrive as their float32 values in ``layers``, and the GPU
+    runs those (``quantized``, the stored form, is not used here)."""
     cell_params = cell_params or [None] * len(layers)
     return [_pack_layer(directions, dtype, cell, p)
             for directions, p in zip(layers, cell_params, strict=True)]

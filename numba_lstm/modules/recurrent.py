@@ -208,12 +208,18 @@ class RNNBase(Module):
 
     def _prepare(self) -> None:
         p = self._params
+        suffixes = ("", "_reverse")[: self.num_directions]
+        extra = {}
+        if self._stored:  # the stored W_hh too: what quantized kernels read
+            extra["quantized"] = (self._weights, [
+                [self._stored[f"weight_hh_l{layer}{suffix}"] for suffix in suffixes]
+                for layer in range(self.num_layers)])
         self._layers = self._backend().pack_stack([
             [tuple(p.get(f"{name}_l{layer}{suffix}") for name in
                    ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
-             for suffix in ("", "_reverse")[: self.num_directions]]
+             for suffix in suffixes]
             for layer in range(self.num_layers)
-        ], self._dtype, self._cell)
+        ], self._dtype, self._cell, **extra)
 
     # The state: h, or (h, c) for an LSTM, each (D*L, B, width).
     def _state_widths(self) -> tuple[int, ...]:

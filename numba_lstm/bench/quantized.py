@@ -1,0 +1,165 @@
+"""``numba-lstm bench --weights int8|bfloat16``: our quantized module against our
+float32 one and the peers' quantized LSTMs, on the quantized rows, one process,
+interleaved rounds. The error of every runner is taken against our float32
+module on the same weights and input (the accuracy the issue bounds)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+from .peers import NumbaLSTM, OnnxRuntime, Torch, Unavailable, _require
+from .shapes import BY_ID, Shape
+from .timing import interleaved_medians
+
+ROWS = ("S2", "S3", "S6", "S8", "S9")
+# Peer time / our quantized time: int8 at 1.5x both quantized peers; at batch 1
+# 2x our float32 (S2, S3); S8 3x ONNX Runtime's float32 step; S6 1.6x float32.
+TARGETS = {
+    **{s: {"torch_qint8": 1.5, "onnxruntime_qint8": 1.5} for s in ROWS},
+    "S2": {"torch_qint8": 1.5, "onnxruntime_qint8": 1.5, "numba_lstm_float32": 2.0},
+    "S3": {"torch_qint8": 1.5, "onnxruntime_qint8": 1.5, "numba_lstm_float32": 2.0},
+    "S6": {"torch_qint8": 1.5, "onnxruntime_qint8": 1.5, "numba_lstm_float32": 1.6},
+    "S8": {"torch_qint8": 1.5, "onnxruntime_qint8": 1.5, "onnxruntime": 3.0},
+}
+OURS = "numba_lstm"
+
+
+class NumbaQuantized(NumbaLSTM):
+    def __init__(self, shape: Shape, state_dict: dict, x: np.ndarray, weights: str):
+        super().__init__(shape, state_dict, x)
+        self.lstm = self.lstm.quantize(weights)
+        self.stream = self.lstm.stream() if shape.streaming else None
+        self.run()
+        if self.stream is not None:
+            self.stream.reset()
+
+
+class TorchQInt8(Torch):
+    """torch.ao.quantization.quantize_dynamic(qint8): int8 per-tensor weights,
+    activations quantized per call (fbgemm)."""
+
+    name = "torch_qint8"
+
+    def __init__(self, shape: Shape, state_dict: dict, x: np.ndarray):
+        super().__init__(shape, state_dict, x)
+        torch = self.torch
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # quantize_dynamic swaps submodules: the LSTM goes in a container.
+            self.lstm = torch.ao.quantization.quantize_dynamic(
+                torch.nn.Sequential(self.lstm), {type(self.lstm)}, dtype=torch.qint8)[0]
+
+
+class OnnxRuntimeQInt8(OnnxRuntime):
+    """onnxruntime.quantization.quantize_dynamic, per-channel int8 weights:
+    LSTM becomes com.microsoft.DynamicQuantizeLSTM."""
+
+    name = "onnxruntime_qint8"
+
+    def __init__(self, shape: Shape, state_dict: dict, x: np.ndarray):
+        super().__init__(shape, state_dict, x)
+        _require("onnxruntime")
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+            with open(src, "wb") as f:
+                f.write(self._model_bytes)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                logging.disable(logging.WARNING)  # its advice to pre-process the model
+                try:
+                    quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+                finally:
+                    logging.disable(logging.NOTSET)
+            self.session = ort.InferenceSession(dst, providers=["CPUExecutionProvider"])
+
+
+def _runners(shape: Shape, weights: str, state_dict, x) -> tuple[dict, dict]:
+    makers = {OURS: lambda: NumbaQuantized(shape, state_dict, x, weights),
+              "numba_lstm_float32": lambda: NumbaLSTM(shape, state_dict, x),
+              "torch_qint8": lambda: TorchQInt8(shape, state_dict, x),
+              "onnxruntime_qint8": lambda: OnnxRuntimeQInt8(shape, state_dict, x),
+              "onnxruntime": lambda: OnnxRuntime(shape, state_dict, x)}
+    runners, unavailable = {}, {}
+    for name, make in makers.items():
+        try:
+            runners[name] = make()
+        except Unavailable as exc:
+            unavailable[name] = str(exc)
+    return runners, unavailable
+
+
+def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> dict:
+    state_dict, x = shape.state_dict(), shape.inputs()
+    runners, unavailable = _runners(shape, weights, state_dict, x)
+    for runner in runners.values():
+        runner.run()  # from the zero state, as streaming peers start
+    reference = runners["numba_lstm_float32"].output()
+    errors = {n: float(np.abs(r.output() - reference).max())
+              for n, r in runners.items() if n != "numba_lstm_float32"}
+    seconds = interleaved_medians({n: r.run for n, r in runners.items()}, rounds, min_seconds)
+    ratios = {n: s / seconds[OURS] for n, s in seconds.items() if n != OURS}
+    targets = TARGETS.get(shape.id, {})
+    return {"shape": shape.id, "weights": weights, "seconds": seconds, "ratios": ratios,
+            "error_vs_float32": errors, "targets": targets,
+            "targets_met": {p: ratios[p] >= t for p, t in targets.items() if p in ratios},
+            "unavailable": unavailable}
+
+
+def run(weights: str, shape_ids=None, rounds: int = 7, min_seconds: float = 0.05,
+        progress=None) -> dict:
+    from . import machine_info
+
+    results = []
+    for sid in shape_ids or ROWS:
+        if progress:
+            progress(sid)
+        results.append(bench_row(BY_ID[sid], weights, rounds, min_seconds))
+    return {"machine": machine_info(), "weights": weights, "results": results}
+
+
+PEER_COLUMNS = ("numba_lstm_float32", "torch_qint8", "onnxruntime_qint8", "onnxruntime")
+
+
+def format_table(report: dict) -> str:
+    w = report["weights"]
+    head = (f"| shape | ours ({w}) | ours float32 | torch qint8 | ORT int8 | ORT float32 "
+            "| float32/ours | torch qint8/ours | ORT int8/ours | ORT float32/ours "
+            f"| error: ours {w} | torch qint8 | ORT int8 | targets |")
+    lines = [head, "|" + "---|" * 14]
+    for r in report["results"]:
+        s, e, t = r["seconds"], r["error_vs_float32"], r["targets"]
+        times = " | ".join(_fmt(s.get(p)) for p in (OURS,) + PEER_COLUMNS)
+        ratios = " | ".join("-" if p not in r["ratios"] else
+                            f"{r['ratios'][p]:.2f}×" + (f" (≥{t[p]:g})" if p in t else "")
+                            for p in PEER_COLUMNS)
+        errors = " | ".join("-" if p not in e else f"{e[p]:.1e}"
+                            for p in (OURS, "torch_qint8", "onnxruntime_qint8"))
+        met = r["targets_met"]
+        verdict = "met" if met and all(met.values()) else "MISSED " + ", ".join(
+            p for p, ok in met.items() if not ok)
+        lines.append(f"| {r['shape']} | {times} | {ratios} | {errors} | {verdict} |")
+    machine = report.get("machine", {})
+    notes = [f"CPU: {machine.get('cpu', '?')}, LLVM name {machine.get('llvm_cpu', '?')}; "
+             f"kernels built for {machine.get('build', '?')}. Errors: max|Δ| against our "
+             "float32 module on the same weights and input."]
+    for r in report["results"]:
+        for peer, why in r["unavailable"].items():
+            notes.append(f"{r['shape']}: {peer} not run: {why}")
+    return "\n".join(lines + [""] + notes)
+
+
+def _fmt(seconds) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1e6:.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
+
+
+__all__ = ["ROWS", "TARGETS", "run", "format_table"]
