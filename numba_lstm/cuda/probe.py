@@ -39,8 +39,9 @@ class _Device:
         self.compute_capability = cc
 
 
-def ptx(cell: Cell, dtype, cc: tuple[int, int] = (9, 0)) -> dict[str, str]:
-    """Kernel name -> its PTX for compute capability ``cc``; needs NVVM, no GPU.
+def ptx(cell: Cell, dtype, cc: tuple[int, int] = (9, 0), names=None) -> dict[str, str]:
+    """Kernel name -> its PTX for compute capability ``cc`` (the kernels in
+    ``names``, or all); needs NVVM, no GPU.
 
     Fresh kernels, so the device functions compiled here for ``cc`` never
     serve a launch. numba-cuda compiles a kernel's device functions for the
@@ -56,7 +57,8 @@ def ptx(cell: Cell, dtype, cc: tuple[int, int] = (9, 0)) -> dict[str, str]:
         dispatcher.get_current_device = lambda: _Device(cc)
     try:
         return {name: cuda.compile_ptx(kernel.py_func, sigs[name], cc=cc)[0]
-                for name, kernel in Kernels(cell, dtype).all().items()}
+                for name, kernel in Kernels(cell, dtype).all().items()
+                if names is None or name in names}
     finally:
         dispatcher.get_current_device = current
 

@@ -372,8 +372,7 @@ def test_layernorm_lstm_on_the_device_matches_reference(dtype):
         np.testing.assert_allclose(ours, ref, rtol=0, atol=TOL[dtype])
 
 
-@pytest.mark.parametrize("family", ["LSTM", "GRU"])
-@pytest.mark.parametrize("B,H", [(1, 8), (3, 5), (2, 8)])
+@pytest.mark.parametrize("family,B,H", [("LSTM", 1, 8), ("GRU", 3, 5), ("LSTM", 2, 8)])
 def test_persistent_lanes_split_the_dot_product(family, B, H):
     from numba_lstm.cuda.launch import KernelResources, Limits, persistent_plan
 
