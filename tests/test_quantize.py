@@ -243,9 +243,14 @@ def test_the_batch_1_team_reads_the_stored_weights(weights, layers):
     q = module.quantize(weights)
     x = rng.standard_normal((30, 1, 7)).astype(np.float32)
     first = q(x)[0]
-    # Poison the float32 W_hh the other paths read: the batch-1 steps must not need it.
+    # Poison the float32 W_hh the other paths read: the batch-1 steps must not need
+    # it. Where the int8 dot kernel runs (AVX512-VNNI), zero the widening kernel's
+    # copy too: the dot layout alone must give the numbers.
     for blocks in q._layers.__dict__["_team_blocks"].values():
         blocks[3][:] = np.nan
+    for blocks in q._layers.__dict__["_team_quantized"].values():
+        if blocks[3].size:
+            blocks[0][:] = 0
     out, (h_n, c_n) = q(x)
     np.testing.assert_array_equal(out, first)
     want_out, (want_h, want_c) = reference.recurrent("lstm", x.astype(np.float64),
@@ -276,7 +281,7 @@ def test_the_widened_block_step_matches_the_float_one_on_the_same_values(weights
     values = quant.values(weights, stored)
     layer = (np.zeros((4 * H, 3), np.float32), values, None, None, None)
     stack = pack_stack([[layer]], np.float32, quantized=(weights, [[stored]]))
-    w_i8, w_bf16, scale = stack.team_quantized_blocks(n_blocks)
+    w_i8, w_bf16, scale = stack.team_quantized_blocks(n_blocks)[:3]
     w_q = (w_i8 if weights == "int8" else w_bf16)[0, 1]
     w_f = stack.team_blocks(n_blocks)[3][0, 1]
     U = H // n_blocks
@@ -292,3 +297,103 @@ def test_the_widened_block_step_matches_the_float_one_on_the_same_values(weights
         results.append((c, h_new))
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
+
+
+# -- the int8 dot kernel (vpdpbusd on AVX512-VNNI, emulated elsewhere) ---------------------
+def test_dpbusd_and_its_emulation_compute_the_same_sums():
+    from numba import njit
+
+    from numba_lstm.cpu.simd import (
+        HAS_VNNI,
+        I32,
+        vdpbusd,
+        vdpbusd_emulated,
+        vload_quads,
+        vsplat_quad,
+        vstore1,
+    )
+
+    @njit
+    def run(w, a, out, emulated):
+        acc = vload_quads(w, 0, 0)  # any start: the sums add to it
+        q, b = vload_quads(w, 1, 0), vsplat_quad(a, 0)
+        vstore1(out, 0, vdpbusd_emulated(acc, b, q) if emulated else vdpbusd(acc, b, q))
+
+    rng = np.random.default_rng(6)
+    lanes = I32.lanes
+    w = rng.integers(-128, 128, (2, 4 * lanes), dtype=np.int8)
+    a = rng.integers(0, 256, 4, dtype=np.uint8)
+    start = w[0].view(np.int32).astype(np.int64)
+    want = start + (w[1].reshape(lanes, 4).astype(np.int64) * a.astype(np.int64)).sum(axis=1)
+    for emulated in (True, False):
+        if not emulated and not HAS_VNNI:
+            continue  # the instruction needs AVX512-VNNI; the emulation runs anywhere
+        out = np.zeros(lanes, np.int32)
+        run(w, a, out, emulated)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_h_goes_to_int16_bytes_on_a_per_row_grid():
+    from numba import njit
+
+    from numba_lstm.cpu.row_step import quantize_row16
+
+    quantize = njit(lambda h, lo, hi: quantize_row16(h, lo, hi))
+    rng = np.random.default_rng(7)
+    h = rng.uniform(-0.9, 0.9, 37).astype(np.float32)
+    lo, hi = np.empty(40, np.uint8), np.empty(40, np.uint8)
+    s = quantize(h, lo, hi)
+    assert s == np.float32(np.abs(h).max() / 32767)
+    v = (hi.astype(np.int32) - 128) * 256 + lo
+    assert np.abs(v[:37] * s - h).max() <= s * 0.5 + 1e-9
+    assert (v[37:] == 0).all()
+    assert quantize(np.zeros(4, np.float32), lo[:4], hi[:4]) == 0
+    assert ((hi[:4].astype(np.int32) - 128) * 256 + lo[:4] == 0).all()
+    for bad in (np.nan, np.inf):
+        assert quantize(np.float32([0.5, bad]), lo[:2], hi[:2]) == -1
+
+
+@pytest.mark.parametrize("emulated", [True, False])
+def test_the_int8_dot_block_step_matches_its_numpy_oracle(emulated):
+    from numba import njit
+
+    from numba_lstm.cells import rebind
+    from numba_lstm.cpu import row_step
+    from numba_lstm.cpu.packing import _pack_quads
+    from numba_lstm.cpu.simd import HAS_VNNI, vdpbusd_emulated
+
+    if not emulated and not HAS_VNNI:
+        pytest.skip("vpdpbusd needs AVX512-VNNI; the emulated run covers this host")
+    step = row_step._row_block_step_dot32
+    if emulated:  # the same kernel text with the instruction's emulation bound in
+        step = njit(rebind(step.py_func, {"vdpbusd": vdpbusd_emulated}, "__emulated"))
+
+    @njit
+    def run(gx, w_dot, offset, scale, h, lo, hi, c, h_new, out):
+        s_h = row_step.quantize_row16(h, lo, hi)
+        step(gx, w_dot, offset, scale, s_h, lo, hi, c, h_new, out, False)
+
+    rng = np.random.default_rng(8)
+    H, U = 70, 2 * row_step.DOT_NR  # K not a multiple of 4: the padding is exercised
+    w = rng.uniform(-0.1, 0.1, (4 * U, H)).astype(np.float32)
+    q, scale = quant.int8_rows(w)
+    w_t = np.ascontiguousarray(q.T)  # (H, 4U)
+    gx = rng.standard_normal(4 * U).astype(np.float32)
+    h = rng.uniform(-1, 1, H).astype(np.float32)
+    c0 = rng.standard_normal(U).astype(np.float32)
+    k_bytes = 4 * -(-H // 4)
+    lo, hi = np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8)
+    c, h_new, out = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
+    run(gx, _pack_quads(w_t), (128 * w_t.astype(np.int32).sum(axis=0)).astype(np.int32),
+        scale, h, lo, hi, c, h_new, out)
+    # The oracle: h on the same int16 grid, the dequantized weights, float64.
+    s_h = np.abs(h).max() / 32767
+    h16 = np.rint(h.astype(np.float64) / s_h) * s_h
+    z = gx + h16 @ quant.int8_values(q, scale).T.astype(np.float64)
+    i, f, g, o = (z[k * U:(k + 1) * U] for k in range(4))
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    want_c = sig(f) * c0 + sig(i) * np.tanh(g)
+    want_h = sig(o) * np.tanh(want_c)
+    np.testing.assert_allclose(c, want_c, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(h_new, want_h, rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(out, h_new)

@@ -292,7 +292,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
     dtype = layers[0].w_hh.dtype
     per_thread = 1 if B * layers[0].w_hh.size <= SINGLE_BLOCK_MAX_MACS else BLOCKS_PER_THREAD
     w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * per_thread)
-    w_i8, w_bf16, scale = layers.team_quantized_blocks(TEAM.size * per_thread)
+    quantized = layers.team_quantized_blocks(TEAM.size * per_thread)
     n_blocks, G = bias.shape[1:]  # G = 4U, a block's gate columns
     if h0 is None:  # zeros
         h_buf = np.zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
@@ -309,7 +309,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
     # fill whole lines, so one allocation on a line serves both.
     n_claims = L * claim_count(steps, B, n_blocks)
     counters = aligned_zeros(n_claims + L * done_size(TEAM.size), np.int64)
-    lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths,
+    lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, *quantized, lengths,
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
                     counters[:n_claims], counters[n_claims:].reshape(L, -1), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n

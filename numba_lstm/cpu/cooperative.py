@@ -24,7 +24,7 @@ from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .layer import row_function
 from .panel_gemm import gemm_panels_acc
 from .recurrence import _FLAGS, copy_row
-from .row_step import row_block_step, row_block_step_widened
+from .row_step import row_block_step, row_block_step_dot, row_block_step_widened
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
 lstm_row = row_function(LSTM)
@@ -126,12 +126,14 @@ def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, s, q, acc):
+def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
     over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
-    a quantized stack's batch-1 steps read w_i8 or w_bf16 (nb, P, H, NR) and
-    scale (nb, 4U) instead (both (0, ...) otherwise)."""
+    a quantized stack's batch-1 steps read ``quantized`` instead: (w_i8, w_bf16,
+    scale, w_dot, offset) of one layer (packing.team_quantized_blocks), the
+    int8 dot layout first where it exists; lo, hi are its scratch bytes."""
+    w_i8, w_bf16, scale, w_dot, offset = quantized
     B, H = c.shape
     U = acc.shape[1] // 4
     j0 = q * U
@@ -140,6 +142,13 @@ def _block_step(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, s, q, acc
     h_next = h_buf[1 - s % 2]
     if B == 1 and s < lengths[0]:
         reverse = s % 2 == 1
+        done = False
+        if w_dot.shape[0] > 0:
+            done = row_block_step_dot(gx[q, s], w_dot[q], offset[q], scale[q], h_prev[0], lo,
+                                      hi, c[0, units], h_next[0, units], out[s, 0, units],
+                                      reverse)
+        if done:
+            return
         if w_i8.shape[0] > 0:
             done = row_block_step_widened(gx[q, s], w_i8[q], scale[q], h_prev[0], c[0, units],
                                           h_next[0, units], out[s, 0, units], reverse)
@@ -176,8 +185,7 @@ def _wait_for_steps(done, n_threads, count, spin_limit):
 
 
 @njit(inline="always", **_FLAGS)
-def _recur(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, claims, done, steps, tid,
-           n_threads):
+def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid, n_threads):
     """Steps 0..steps-1 by (step, block) tasks; a step's blocks start once every
     block of the previous step is done.
 
@@ -201,6 +209,8 @@ def _recur(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, claims, done, 
     """
     nb = w_hh.shape[0]
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
+    k_bytes = 4 * quantized[3].shape[2]  # the int8 dot kernel's h bytes (4 * K4), or 0
+    lo, hi = np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8)
     won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
     n_own = own_hi - own_lo
@@ -233,14 +243,14 @@ def _recur(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, claims, done, 
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, w_i8, w_bf16, scale, lengths, h_buf, c, out, s, q, acc)
+                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
 
 
 @njit(**_FLAGS)
-def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx, h_buf, c, out,
-              mid, claims, done, steps, tid, n_threads):
+def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, lengths, gx,
+              h_buf, c, out, mid, claims, done, steps, tid, n_threads):
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
@@ -248,8 +258,9 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
     and w_ih_rest (L-1, nb, P, H, NR) W_ih^T of layer 0 and of the others in
     panels (cpu.panel_gemm), bias (L, nb, 4U) b_ih + b_hh, w_hh
     (L, nb, P, H, NR) W_hh^T in panels;  w_i8 or w_bf16 (L, nb, P, H, NR) and
-    scale (L, nb, 4U): a quantized stack's W_hh^T (numba_lstm.quantization),
-    read at batch 1, and (L, 0, ...) where absent;  lengths (B,) int64;
+    scale (L, nb, 4U), w_dot (L, nb, P, K4, 4 * DOT_NR) and offset (L, nb, 4U):
+    a quantized stack's W_hh^T (packing.team_quantized_blocks), read at batch
+    1, and (L, 0, ...) where absent;  lengths (B,) int64;
     gx (nb, steps*B, 4U) scratch;  h_buf (L, 2, B, H) ping-pong, h0 in [l, 0],
     the final h in [l, steps % 2];  c (L, B, H) c0, updated in place;  out and
     mid (T, B, H): the last layer writes out, the one below it mid, and so on
@@ -272,16 +283,16 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
             _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
                      w_ih_rest[layer - 1], bias[layer], gx, layer_claims, done[layer], tid,
                      n_threads)
-        _recur(gx, w_hh[layer], w_i8[layer], w_bf16[layer], scale[layer], lengths,
-               h_buf[layer], c[layer], dst,
+        _recur(gx, w_hh[layer], (w_i8[layer], w_bf16[layer], scale[layer], w_dot[layer],
+                                 offset[layer]), lengths, h_buf[layer], c[layer], dst,
                layer_claims[n_projection:], done[layer], steps, tid, n_threads)
 
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
 (_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
- _NB_SCALE) = range(DESC, DESC + 15)
-(_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT,
- _MID, _CLAIMS, _DONE) = range(DESC + 15, DESC + 31)
+ _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW) = range(DESC, DESC + 19)
+(_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _LENGTHS, _GX,
+ _H_BUF, _C, _OUT, _MID, _CLAIMS, _DONE) = range(DESC + 19, DESC + 37)
 
 
 @njit(inline="always", **_FLAGS)
@@ -300,6 +311,9 @@ def _join_stack_job(ctrl, dtype, tid):
               _view(ctrl, _W_I8, (L, ctrl[_NB_I8], P, H, NR), np.int8),
               _view(ctrl, _W_BF16, (L, ctrl[_NB_BF16], P, H, NR), np.uint16),
               _view(ctrl, _SCALE, (L, ctrl[_NB_SCALE], G), np.float32),
+              _view(ctrl, _W_DOT, (L, ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]),
+                    np.int8),
+              _view(ctrl, _OFFSET, (L, ctrl[_NB_DOT], G if ctrl[_NB_DOT] else 0), np.int32),
               _view(ctrl, _LENGTHS, (B,), np.int64), _view(ctrl, _GX, (nb, steps * B, G), dtype),
               _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
               _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
@@ -309,8 +323,8 @@ def _join_stack_job(ctrl, dtype, tid):
 
 
 @njit(**_FLAGS)
-def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
-                        h_buf, c, out, mid, claims, done, steps, n_threads):
+def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
+                        offset, lengths, gx, h_buf, c, out, mid, claims, done, steps, n_threads):
     """Write a stack job's descriptor (sizes, array addresses) on ctrl."""
     T, B, I = x.shape
     ctrl[_ITEMSIZE] = x.itemsize
@@ -319,10 +333,12 @@ def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, sca
     ctrl[_P], ctrl[_NR] = w_ih0.shape[1], w_ih0.shape[3]
     ctrl[_THREADS] = n_threads
     ctrl[_NB_I8], ctrl[_NB_BF16], ctrl[_NB_SCALE] = w_i8.shape[1], w_bf16.shape[1], scale.shape[1]
+    ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]
     for slot, address in ((_X, x.ctypes.data), (_W_IH0, w_ih0.ctypes.data),
                           (_W_IH_REST, w_ih_rest.ctypes.data), (_BIAS, bias.ctypes.data),
                           (_W_HH, w_hh.ctypes.data), (_W_I8, w_i8.ctypes.data),
                           (_W_BF16, w_bf16.ctypes.data), (_SCALE, scale.ctypes.data),
+                          (_W_DOT, w_dot.ctypes.data), (_OFFSET, offset.ctypes.data),
                           (_LENGTHS, lengths.ctypes.data),
                           (_GX, gx.ctypes.data), (_H_BUF, h_buf.ctypes.data),
                           (_C, c.ctypes.data), (_OUT, out.ctypes.data), (_MID, mid.ctypes.data),
@@ -330,15 +346,15 @@ def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, sca
         ctrl[slot] = address
 
 
-def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
-                    h_buf, c, out, mid, claims, done, steps, n_threads):
+def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset,
+                    lengths, gx, h_buf, c, out, mid, claims, done, steps, n_threads):
     """The caller's side of a stack job (arguments as stack_job): describe it on
     ctrl, then run it as thread 0 through the same compiled loop as the helpers
     (serve_float32/64), which opens it, does thread 0's share and closes it.
     One compiled copy of the job, not two, so a cold cache compiles it once.
     The caller holds the arrays until this returns."""
-    _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, lengths, gx,
-                        h_buf, c, out, mid, claims, done, steps, n_threads)
+    _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
+                        offset, lengths, gx, h_buf, c, out, mid, claims, done, steps, n_threads)
     SERVE[x.itemsize](ctrl, 0, 0)
 
 

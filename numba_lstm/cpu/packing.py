@@ -9,7 +9,8 @@ import numpy as np
 from ..cells import LSTM, Cell
 from .aligned import aligned_copy
 from .panel_gemm import pack_panels
-from .simd import VECTOR_BYTES
+from .row_step import DOT_NR
+from .simd import HAS_VNNI, VECTOR_BYTES
 
 # Panel width, in vectors, of the large-batch layout (cpu.panel_gemm): three
 # where there are 32 vector registers (AVX-512) to hold the 8 x 3 tile.
@@ -142,33 +143,56 @@ class PackedStack(list):
         return cache[n_blocks]
 
     def team_quantized_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
-        """(w_i8, w_bf16, scale) for numba_lstm.cpu.cooperative: the stored W_hh^T
-        cut and packed as team_blocks' w_hh, as int8 or bfloat16 bits (L, n_blocks,
-        P, H, NR), the other (L, 0, 0, 0, 0); each block's column scales (L,
-        n_blocks, 4U) (ones for bfloat16). All (L, 0, ...) for a float stack."""
+        """(w_i8, w_bf16, scale, w_dot, offset) for numba_lstm.cpu.cooperative:
+
+        w_i8 or w_bf16 (L, n_blocks, P, H, NR): the stored W_hh^T cut and packed
+        as team_blocks' w_hh, as int8 or bfloat16 bits (cpu.row_step's widening
+        kernel), the other (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each
+        column's scale (ones for bfloat16). Where the CPU has AVX512-VNNI, an
+        int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
+        kernel's layout (four consecutive k of a column side by side), and
+        offset (L, n_blocks, 4U) int32, 128 x each column's weight sum.
+        Absent parts are (L, 0, ...); all are for a float stack.
+        """
         cache = self.__dict__.setdefault("_team_quantized", {})
         if n_blocks not in cache:
-            L = len(self)
-            empty = {np.int8: np.zeros((L, 0, 0, 0, 0), np.int8),
-                     np.uint16: np.zeros((L, 0, 0, 0, 0), np.uint16)}
-            if self.quantized is None:
-                cache[n_blocks] = (empty[np.int8], empty[np.uint16],
-                                   np.zeros((L, 0, 0), np.float32))
-                return cache[n_blocks]
-            H = self[0].hidden_size
-            U = -(-H // n_blocks)
-            w_q, scales = [], []
-            for w, scale in self.quantized[1]:
-                blocks = _cut_units(w, n_blocks, U)
-                w_q.append(np.stack([pack_panels(b, widened_to=np.float32) for b in blocks]))
-                scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
-            w_q = aligned_copy(np.stack(w_q))
-            narrow = np.int8 if w_q.dtype == np.int8 else np.uint16
-            cache[n_blocks] = (
-                w_q if narrow is np.int8 else empty[np.int8],
-                w_q if narrow is np.uint16 else empty[np.uint16],
-                aligned_copy(np.stack(scales).astype(np.float32)))
+            cache[n_blocks] = self._quantized_blocks(n_blocks)
         return cache[n_blocks]
+
+    def _quantized_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
+        L = len(self)
+        i8 = np.zeros((L, 0, 0, 0, 0), np.int8)
+        bf16 = np.zeros((L, 0, 0, 0, 0), np.uint16)
+        no_offset = np.zeros((L, 0, 0), np.int32)
+        if self.quantized is None:
+            return i8, bf16, np.zeros((L, 0, 0), np.float32), i8, no_offset
+        H = self[0].hidden_size
+        U = -(-H // n_blocks)
+        w_q, scales, w_dot, offsets = [], [], [], []
+        for w, scale in self.quantized[1]:
+            blocks = _cut_units(w, n_blocks, U)  # (n_blocks, H, 4U)
+            w_q.append(np.stack([pack_panels(b, widened_to=np.float32) for b in blocks]))
+            scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
+            if w.dtype == np.int8 and HAS_VNNI:
+                w_dot.append(np.stack([_pack_quads(b) for b in blocks]))
+                offsets.append(128 * blocks.astype(np.int32).sum(axis=1))
+        w_q = aligned_copy(np.stack(w_q))
+        int8 = w_q.dtype == np.int8
+        return (w_q if int8 else i8, bf16 if int8 else w_q,
+                aligned_copy(np.stack(scales).astype(np.float32)),
+                aligned_copy(np.stack(w_dot)) if w_dot else i8,
+                aligned_copy(np.stack(offsets).astype(np.int32)) if offsets else no_offset)
+
+
+def _pack_quads(w: np.ndarray) -> np.ndarray:
+    """int8 W (K, N) -> (P, K4, 4 * DOT_NR): panel p's row k4 holds, column by
+    column, w[4*k4 .. 4*k4+3, column]; zeros past K and N."""
+    K, N = w.shape
+    K4, P = -(-K // 4), -(-N // DOT_NR)
+    padded = np.zeros((4 * K4, P * DOT_NR), np.int8)
+    padded[:K, :N] = w
+    return np.ascontiguousarray(
+        padded.reshape(K4, 4, P, DOT_NR).transpose(2, 0, 3, 1).reshape(P, K4, 4 * DOT_NR))
 
 
 def _cut_units(w: np.ndarray, n_blocks: int, U: int) -> np.ndarray:

@@ -36,6 +36,23 @@ def _vector_bytes() -> int:
 VECTOR_BYTES = _vector_bytes()
 
 
+def _has_feature(name: str) -> bool:
+    """Whether the CPU Numba compiles for has ``name`` (an LLVM feature, e.g.
+    "avx512vnni"). Read from the same place as VECTOR_BYTES, so a kernel
+    choice follows the compile target, and a cache filled on one CPU is not
+    used on another (Numba's cache index keys on the CPU's name and features)."""
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return False
+        features = llvm.get_host_cpu_features().flatten()
+    return "+" + name in features.split(",")
+
+
+# AVX512-VNNI's vpdpbusd: 64 int8 multiply-adds an instruction (cpu.row_step).
+HAS_VNNI = VECTOR_BYTES == 64 and _has_feature("avx512vnni")
+
+
 class Vec(types.Type):
     """A SIMD register of ``dtype`` lanes."""
 
@@ -113,6 +130,100 @@ def vload_widened(typingctx, arr, i, j):
         shifted = builder.shl(builder.zext(value, wide), ir.Constant(wide, [16] * lanes))
         return builder.bitcast(shifted, floats)
     return F32(arr, i, j), codegen
+
+
+I32 = Vec(types.int32)
+
+
+def _element_pointer(context, builder, sig, args, n: int):
+    arr_type = sig.args[0]
+    arr = context.make_array(arr_type)(context, builder, args[0])
+    index = [context.cast(builder, v, t, types.intp)
+             for v, t in zip(args[1:1 + n], sig.args[1:1 + n], strict=True)]
+    return cgutils.get_item_pointer(context, builder, arr_type, arr, index, wraparound=False)
+
+
+@intrinsic
+def vload_quads(typingctx, arr, i, j):
+    """arr[i, j : j + 4 * lanes] (int8) as an int32 Vec: four bytes a lane, the
+    operand layout of vpdpbusd."""
+    if arr.dtype != types.int8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(ir.IntType(32), I32.lanes)
+        ptr = _element_pointer(context, builder, sig, args, 2)
+        return builder.load(builder.bitcast(ptr, vec.as_pointer()), align=1)
+    return I32(arr, i, j), codegen
+
+
+@intrinsic
+def vsplat_quad(typingctx, arr, j):
+    """The four bytes arr[j : j + 4] (uint8) in every int32 lane."""
+    if arr.dtype != types.uint8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig, args, 1)
+        word = builder.load(builder.bitcast(ptr, ir.IntType(32).as_pointer()), align=1)
+        vec = ir.VectorType(ir.IntType(32), I32.lanes)
+        undef = ir.Constant(vec, ir.Undefined)
+        first = builder.insert_element(undef, word, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(first, undef, ir.Constant(vec, [0] * I32.lanes))
+    return I32(arr, j), codegen
+
+
+def _dpbusd_emulated(builder, acc, a, b):
+    """acc + the sum of four (unsigned byte of a) x (signed byte of b) per lane,
+    in plain LLVM IR: correct on any CPU, and what vpdpbusd computes (its
+    int32 sum wraps, which the kernels' ranges never reach)."""
+    n = acc.type.count
+    quads = ir.VectorType(ir.IntType(8), 4 * n)
+    wide = ir.VectorType(ir.IntType(32), 4 * n)
+    products = builder.mul(builder.zext(builder.bitcast(a, quads), wide),
+                           builder.sext(builder.bitcast(b, quads), wide))
+    for r in range(4):
+        lane = ir.Constant(ir.VectorType(ir.IntType(32), n), [4 * i + r for i in range(n)])
+        acc = builder.add(acc, builder.shuffle_vector(products, products, lane))
+    return acc
+
+
+@intrinsic
+def vdpbusd(typingctx, acc, a, b):
+    """vpdpbusd where the CPU has AVX512-VNNI (HAS_VNNI), else its emulation."""
+    def codegen(context, builder, sig, args):
+        if not HAS_VNNI:
+            return _dpbusd_emulated(builder, *args)
+        vec = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec] * 3),
+            f"llvm.x86.avx512.vpdpbusd.{vec.count * 32}")
+        return builder.call(fn, args)
+    return acc(acc, a, b), codegen
+
+
+@intrinsic
+def vdpbusd_emulated(typingctx, acc, a, b):
+    """vdpbusd's arithmetic in plain IR on every CPU (tests force it)."""
+    def codegen(context, builder, sig, args):
+        return _dpbusd_emulated(builder, *args)
+    return acc(acc, a, b), codegen
+
+
+@intrinsic
+def vsubi(typingctx, a, b):
+    """a - b for int32 Vecs."""
+    def codegen(context, builder, sig, args):
+        return builder.sub(*args)
+    return a(a, b), codegen
+
+
+@intrinsic
+def vfloat(typingctx, v):
+    """An int32 Vec converted to float32, lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.sitofp(args[0], ir.VectorType(ir.FloatType(), I32.lanes))
+    return F32(v), codegen
 
 
 def _first_lanes(builder, lanes: int, count):
