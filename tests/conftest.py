@@ -29,3 +29,11 @@ def max_abs_diff(a, b) -> float:
 def assert_close(actual, expected, dtype, what=""):
     diff = max_abs_diff(actual, expected)
     assert diff <= TOL[dtype], f"{what}: max|Δ| = {diff:.3g} > {TOL[dtype]:g}"
+
+
+def pytest_collection_modifyitems(config, items):
+    # The CUDA simulator suite runs in a child process started here, so that it
+    # overlaps the rest of the suite instead of following it (tests/test_cuda.py).
+    for item in items:
+        if item.name == "test_cuda_suite_in_simulator":
+            item.module.start_simulator_suite()
