@@ -264,15 +264,15 @@ def test_the_widened_block_step_matches_the_float_one_on_the_same_values(weights
     from numba import njit
 
     from numba_lstm.cpu.packing import pack_stack
-    from numba_lstm.cpu.row_step import row_block_step, row_block_step_widened
+    from numba_lstm.cpu.row_step import row_block_step
 
     @njit
     def widened(gx, w, scale, h, c, h_new, out):
-        return row_block_step_widened(gx, w, scale, h, c, h_new, out, False)
+        return row_block_step(gx, w, scale, h, c, h_new, out, False)
 
     @njit
     def plain(gx, w, h, c, h_new, out):
-        return row_block_step(gx, w, h, c, h_new, out, False)
+        return row_block_step(gx, w, None, h, c, h_new, out, False)
 
     rng = np.random.default_rng(5)
     H, n_blocks = 128, 2

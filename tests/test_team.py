@@ -153,7 +153,7 @@ def _general_block_step(gx_row, w_q, h_prev, c, h):
 
 @njit
 def _row_block_step(gx_row, w_q, h_prev, c, h, out_row, reverse=False):
-    return row_block_step(gx_row, w_q, h_prev, c, h, out_row, reverse)
+    return row_block_step(gx_row, w_q, None, h_prev, c, h, out_row, reverse)
 
 
 @pytest.mark.parametrize("H,n_blocks", [(64, 2), (128, 2), (128, 4), (40, 1), (256, 2)])

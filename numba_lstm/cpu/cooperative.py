@@ -24,7 +24,7 @@ from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .layer import row_function
 from .panel_gemm import gemm_panels_acc
 from .recurrence import _FLAGS, copy_row
-from .row_step import row_block_step, row_block_step_dot, row_block_step_widened
+from .row_step import row_block_step, row_block_step_dot
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
 lstm_row = row_function(LSTM)
@@ -150,15 +150,14 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi):
         if done:
             return
         if w_i8.shape[0] > 0:
-            done = row_block_step_widened(gx[q, s], w_i8[q], scale[q], h_prev[0], c[0, units],
-                                          h_next[0, units], out[s, 0, units], reverse)
+            done = row_block_step(gx[q, s], w_i8[q], scale[q], h_prev[0], c[0, units],
+                                  h_next[0, units], out[s, 0, units], reverse)
         elif w_bf16.shape[0] > 0:
-            done = row_block_step_widened(gx[q, s], w_bf16[q], scale[q], h_prev[0],
-                                          c[0, units], h_next[0, units], out[s, 0, units],
-                                          reverse)
+            done = row_block_step(gx[q, s], w_bf16[q], scale[q], h_prev[0], c[0, units],
+                                  h_next[0, units], out[s, 0, units], reverse)
         else:
-            done = row_block_step(gx[q, s], w_hh[q], h_prev[0], c[0, units], h_next[0, units],
-                                  out[s, 0, units], reverse)
+            done = row_block_step(gx[q, s], w_hh[q], None, h_prev[0], c[0, units],
+                                  h_next[0, units], out[s, 0, units], reverse)
         if done:
             return
     for b in range(B):

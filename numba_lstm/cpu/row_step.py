@@ -45,30 +45,57 @@ DOT_NR = 2 * DOT_LANES  # columns a panel of the int8 dot layout holds (two Vecs
 lstm_update = cell_math(LSTM)  # (c, h) from gate values and c: scalars or Vecs
 
 
-def row_block_step(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
+def row_block_step(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
     """If it can, one row's block step, returning True: gates z = gx_row +
     h_prev @ W (W: w_q, (P, H, NR) in panels, i, f, g, o by U units), then
     c (U,) updated in place, h_next and out_row (U,) set to the new h.
+
+    w_q holds float32, or reduced-precision weights (numba_lstm.quantization:
+    int8, or bfloat16 bits in uint16) widened to float32 in registers as they
+    are read; scale_q is then each gate column's scale (4U,) (ones for
+    bfloat16), applied to the column's sum, and None for float32 weights.
     Returns False, having done nothing, unless float32 with U a multiple of NR
     and c, h_next, out_row U long. reverse: take the units' groups last to
     first (the same numbers, see cooperative._recur). For jitted code only."""
 
 
 @overload(row_block_step)
-def _row_block_step_impl(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
+def _row_block_step_impl(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
     if gx_row.dtype == nbtypes.float32:
-        def impl(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
+        def impl(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
             U = gx_row.shape[0] // 4
             if U % w_q.shape[2] != 0 or c.shape[0] != U:
                 return False
-            _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row, reverse)
+            _row_block_step32(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse)
             return True
         return impl
-    return lambda gx_row, w_q, h_prev, c, h_next, out_row, reverse: False
+    return lambda gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse: False
+
+
+def _load_float32(w, k, j):
+    """w[k, j : j + lanes] as a float32 Vec, widening reduced-precision weights."""
+
+
+@overload(_load_float32, inline="always", jit_options=_FLAGS)
+def _load_float32_impl(w, k, j):
+    if w.dtype == nbtypes.float32:
+        return lambda w, k, j: vload(w, k, j)
+    return lambda w, k, j: vload_widened(w, k, j)
+
+
+def _scaled(v, scale_q, j):
+    """v times scale_q[j : j + lanes], or v itself where scale_q is None."""
+
+
+@overload(_scaled, inline="always", jit_options=_FLAGS)
+def _scaled_impl(v, scale_q, j):
+    if isinstance(scale_q, nbtypes.NoneType):
+        return lambda v, scale_q, j: v
+    return lambda v, scale_q, j: vmul(v, vload1(scale_q, j))
 
 
 @njit(inline="always", **_FLAGS)
-def _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
+def _row_block_step32(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
     NR = w_q.shape[2]
     L = NR // 2
     U = gx_row.shape[0] // 4
@@ -80,66 +107,22 @@ def _row_block_step32(gx_row, w_q, h_prev, c, h_next, out_row, reverse):
         i0 = i1 = f0 = f1 = g0 = g1 = o0 = o1 = vsplat(gx_row.dtype.type(0))
         for k in range(h_prev.shape[0]):
             s = vsplat(h_prev[k])
-            i0, i1 = vfma(s, vload(w_i, k, 0), i0), vfma(s, vload(w_i, k, L), i1)
-            f0, f1 = vfma(s, vload(w_f, k, 0), f0), vfma(s, vload(w_f, k, L), f1)
-            g0, g1 = vfma(s, vload(w_g, k, 0), g0), vfma(s, vload(w_g, k, L), g1)
-            o0, o1 = vfma(s, vload(w_o, k, 0), o0), vfma(s, vload(w_o, k, L), o1)
-        _cell(gx_row, U, g * NR, i0, f0, g0, o0, c, h_next, out_row)
-        _cell(gx_row, U, g * NR + L, i1, f1, g1, o1, c, h_next, out_row)
-
-
-def row_block_step_widened(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
-    """row_block_step with reduced-precision weights (numba_lstm.quantization):
-    w_q (P, H, NR) int8 or bfloat16 bits, widened to float32 in registers as
-    they are read; scale_q (4U,) each gate column's scale (ones for bfloat16),
-    applied to the column's sum. At batch 1 the step is bound by reading W_hh,
-    and the narrow weights are a quarter (int8) or half of float32's bytes.
-    Same conditions and return value as row_block_step. For jitted code only."""
-
-
-@overload(row_block_step_widened)
-def _row_block_step_widened_impl(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
-    if gx_row.dtype == nbtypes.float32:
-        def impl(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
-            U = gx_row.shape[0] // 4
-            if U % w_q.shape[2] != 0 or c.shape[0] != U:
-                return False
-            _row_block_step_widened32(gx_row, w_q, scale_q, h_prev, c, h_next, out_row,
-                                      reverse)
-            return True
-        return impl
-    return lambda gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse: False
-
-
-@njit(inline="always", **_FLAGS)
-def _row_block_step_widened32(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse):
-    NR = w_q.shape[2]
-    L = NR // 2
-    U = gx_row.shape[0] // 4
-    groups = U // NR
-    for n in range(groups):
-        g = groups - 1 - n if reverse else n
-        w_i, w_f = w_q[g], w_q[groups + g]  # (H, NR) each
-        w_g, w_o = w_q[2 * groups + g], w_q[3 * groups + g]
-        i0 = i1 = f0 = f1 = g0 = g1 = o0 = o1 = vsplat(gx_row.dtype.type(0))
-        for k in range(h_prev.shape[0]):
-            s = vsplat(h_prev[k])
-            i0 = vfma(s, vload_widened(w_i, k, 0), i0)
-            i1 = vfma(s, vload_widened(w_i, k, L), i1)
-            f0 = vfma(s, vload_widened(w_f, k, 0), f0)
-            f1 = vfma(s, vload_widened(w_f, k, L), f1)
-            g0 = vfma(s, vload_widened(w_g, k, 0), g0)
-            g1 = vfma(s, vload_widened(w_g, k, L), g1)
-            o0 = vfma(s, vload_widened(w_o, k, 0), o0)
-            o1 = vfma(s, vload_widened(w_o, k, L), o1)
+            i0 = vfma(s, _load_float32(w_i, k, 0), i0)
+            i1 = vfma(s, _load_float32(w_i, k, L), i1)
+            f0 = vfma(s, _load_float32(w_f, k, 0), f0)
+            f1 = vfma(s, _load_float32(w_f, k, L), f1)
+            g0 = vfma(s, _load_float32(w_g, k, 0), g0)
+            g1 = vfma(s, _load_float32(w_g, k, L), g1)
+            o0 = vfma(s, _load_float32(w_o, k, 0), o0)
+            o1 = vfma(s, _load_float32(w_o, k, L), o1)
         _scaled_cell(gx_row, scale_q, U, g * NR, i0, f0, g0, o0, c, h_next, out_row)
         _scaled_cell(gx_row, scale_q, U, g * NR + L, i1, f1, g1, o1, c, h_next, out_row)
 
 
 @njit(inline="always", **_FLAGS)
 def _scaled_cell(gx_row, scale_q, U, j, s_i, s_f, s_g, s_o, c, h_next, out_row):
-    _cell(gx_row, U, j, vmul(s_i, vload1(scale_q, j)), vmul(s_f, vload1(scale_q, U + j)),
-          vmul(s_g, vload1(scale_q, 2 * U + j)), vmul(s_o, vload1(scale_q, 3 * U + j)),
+    _cell(gx_row, U, j, _scaled(s_i, scale_q, j), _scaled(s_f, scale_q, U + j),
+          _scaled(s_g, scale_q, 2 * U + j), _scaled(s_o, scale_q, 3 * U + j),
           c, h_next, out_row)
 
 
@@ -232,19 +215,21 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
             lo0, ho0 = vdpbusd(lo0, a, q), vdpbusd(ho0, b, q)
             q = vload_quads(w_o, k, Q)
             lo1, ho1 = vdpbusd(lo1, a, q), vdpbusd(ho1, b, q)
-        L = DOT_LANES
-        for half in range(2):
-            j = g * DOT_NR + half * L
-            _cell(gx_row, U, j,
-                  _dot_sum(li0 if half == 0 else li1, hi0 if half == 0 else hi1, offset,
-                           scale_q, s_h, j),
-                  _dot_sum(lf0 if half == 0 else lf1, hf0 if half == 0 else hf1, offset,
-                           scale_q, s_h, U + j),
-                  _dot_sum(lg0 if half == 0 else lg1, hg0 if half == 0 else hg1, offset,
-                           scale_q, s_h, 2 * U + j),
-                  _dot_sum(lo0 if half == 0 else lo1, ho0 if half == 0 else ho1, offset,
-                           scale_q, s_h, 3 * U + j),
+        j = g * DOT_NR
+        _dot_cell(gx_row, U, j, li0, hi0, lf0, hf0, lg0, hg0, lo0, ho0, offset, scale_q, s_h,
                   c, h_next, out_row)
+        _dot_cell(gx_row, U, j + DOT_LANES, li1, hi1, lf1, hf1, lg1, hg1, lo1, ho1, offset,
+                  scale_q, s_h, c, h_next, out_row)
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_cell(gx_row, U, j, li, hi, lf, hf, lg, hg, lo, ho, offset, scale_q, s_h, c, h_next,
+              out_row):
+    """The cell on units j.. from the four gates' low- and high-byte sums."""
+    _cell(gx_row, U, j, _dot_sum(li, hi, offset, scale_q, s_h, j),
+          _dot_sum(lf, hf, offset, scale_q, s_h, U + j),
+          _dot_sum(lg, hg, offset, scale_q, s_h, 2 * U + j),
+          _dot_sum(lo, ho, offset, scale_q, s_h, 3 * U + j), c, h_next, out_row)
 
 
 @njit(inline="always", **_FLAGS)
