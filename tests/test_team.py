@@ -276,14 +276,14 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     _check(args, expected, np.float64)
 
 
-@pytest.mark.parametrize("per_thread", [1, cpu.BLOCKS_PER_THREAD])
+@pytest.mark.parametrize("per_thread", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [1, 2, 7, 15])
 @pytest.mark.parametrize("L,T", [(1, 70), (3, 40), (2, 2)])
 def test_stack_through_the_team_matches_the_reference(monkeypatch, per_thread, dtype, B, L, T):
     # H=45 over 2 blocks (23+22 units) or 4 (12+12+12+9); T=70: two projection
-    # row chunks at B=1. Which one the shape gets is SINGLE_BLOCK_MAX_MACS's call.
-    monkeypatch.setattr(cpu, "SINGLE_BLOCK_MAX_MACS", 1 << 40 if per_thread == 1 else 0)
+    # row chunks at B=1.
+    monkeypatch.setattr(cpu, "BLOCKS_PER_THREAD", per_thread)
     rng = np.random.default_rng(B + 10 * L)
     stack, params = _stack(rng, L, 37, 45, dtype, bias=B % 2 == 1)
     x = rng.standard_normal((T, B, 37)).astype(dtype)
@@ -299,18 +299,6 @@ def test_stack_through_the_team_matches_the_reference(monkeypatch, per_thread, d
     assert_close(out, ref_out, dtype, "out")
     assert_close(h_n, ref_h, dtype, "h_n")
     assert_close(c_n, ref_c, dtype, "c_n")
-
-
-@pytest.mark.skipif(cpu.TEAM.size < 2, reason="one thread: no team")
-def test_blocks_per_thread_follow_the_step_size():
-    # One block per thread up to SINGLE_BLOCK_MAX_MACS multiply-adds a step
-    # (B * H * 4H), BLOCKS_PER_THREAD above: the measured crossover.
-    rng = np.random.default_rng(4)
-    for B, H, per_thread in [(1, 128, 1), (1, 256, 1), (2, 256, cpu.BLOCKS_PER_THREAD)]:
-        stack, _ = _stack(rng, 1, 8, H, np.float32, bias=True)
-        cpu.forward(stack, np.ones((3, B, 8), np.float32), np.zeros((1, B, H), np.float32),
-                         np.zeros((1, B, H), np.float32), None)
-        assert list(stack.__dict__["_team_blocks"]) == [cpu.TEAM.size * per_thread], (B, H)
 
 
 def test_team_path_is_taken_for_large_enough_layers(monkeypatch):

@@ -49,14 +49,12 @@ TEAM = Team(SERVE)
 # Below this many multiply-adds per step (B * H * 4H), one thread beats the
 # team: a step then takes about as long as handing it over (~0.5 µs).
 TEAM_MIN_MACS_PER_STEP = 1 << 14
-# Unit blocks per team thread: more than one, so that when one core runs slow
-# (a shared VM's cores do, by 1.5-2x for seconds) the other claims its blocks;
-# one up to SINGLE_BLOCK_MAX_MACS a step, where a block's own costs (claim,
-# count, wait, cell loop) outweigh that. Measured, one layer, T=100, 15
-# interleaved rounds, time with two blocks over time with one: B=1 H=64 1.51,
-# H=128 1.07, H=192 1.14, H=256 1.02, H=384 0.97; B=4 H=128 1.08; B=8 H=256 1.02.
-BLOCKS_PER_THREAD = 2
-SINGLE_BLOCK_MAX_MACS = 1 << 18
+# Unit blocks per team thread. More would let the faster core take part of a
+# slow one's step, but each block costs a claim, a count, its own cell loop
+# and a partly filled last vector, and one per thread measured faster at every
+# size tried (docs/performance.md: two blocks over one, B=1 H=64 1.51 ... B=4
+# H=160 1.08-1.17); the job itself takes any number (tests force two).
+BLOCKS_PER_THREAD = 1
 
 
 # -- the dispatch table ------------------------------------------------------------------
@@ -290,10 +288,10 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
     T, B, _ = x.shape
     L, H = len(layers), layers[0].hidden_size
     dtype = layers[0].w_hh.dtype
-    per_thread = 1 if B * layers[0].w_hh.size <= SINGLE_BLOCK_MAX_MACS else BLOCKS_PER_THREAD
-    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(TEAM.size * per_thread)
-    quantized = layers.team_quantized_blocks(TEAM.size * per_thread)
-    n_blocks, G = bias.shape[1:]  # G = 4U, a block's gate columns
+    n_blocks = TEAM.size * BLOCKS_PER_THREAD
+    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
+    quantized = layers.team_quantized_blocks(n_blocks)
+    G = bias.shape[2]  # 4U, a block's gate columns
     if h0 is None:  # zeros
         h_buf = np.zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
         c_n = np.zeros((L, B, H), dtype)  # updated in place

@@ -292,6 +292,21 @@ def vstore1(typingctx, arr, j, v):
 
 
 @intrinsic
+def prefetch(typingctx, arr, i, j):
+    """Ask for the cache line of arr[i, j] in L1 ahead of its use (x86
+    prefetcht0); a hint only: it never faults, so i may run past the array."""
+    def codegen(context, builder, sig, args):
+        ptr, _ = _vector_pointer(context, builder, sig, args)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        signature = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, signature, "llvm.prefetch.p0")
+        # read, keep in every cache level, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(arr, i, j), codegen
+
+
+@intrinsic
 def vadd_store(typingctx, arr, i, j, v):
     """arr[i, j : j + lanes] += v."""
     def codegen(context, builder, sig, args):
