@@ -47,9 +47,11 @@ def test_pack_panels_layout(dtype, vectors):
     (17, 130, 100),
     (16, 9, 96),    # whole tiles, whole panels of either width
     (2, 7, 40),     # one 2-row tile
-    (3, 7, 40),     # a 2-row and a 1-row tile
-    (7, 11, 100),   # 4 + 2 + 1 rows, partial last panel
+    (3, 7, 40),     # one 3-row tile
+    (7, 11, 100),   # 4 + 3 rows, partial last panel
     (14, 5, 64),    # an 8-row, a 4-row and a 2-row tile
+    (11, 21, 70),   # 8 + 3 rows (4 + 3 + 4 on AVX2), partial last panel
+    (3, 4, 16),     # 3 rows, one partial panel only
 ])
 def test_gemm_panels_acc_matches_numpy(dtype, vectors, R, K, N):
     rng = np.random.default_rng(R * K + N)

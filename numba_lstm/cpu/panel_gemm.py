@@ -8,7 +8,7 @@ Micro-kernel: on AVX-512 an 8-row x NR tile of out lives in 16 or 24 vector
 registers while k runs; each k loads NR/lanes vectors of W, broadcasts 8
 scalars of a and issues 16 or 24 FMAs (zmm, of its 32 registers). With 16
 registers (AVX2) the main tile is 4 rows x 2 vectors. Rows past the last
-whole tile go through at most one 4-row, one 2-row and one 1-row tile, so a
+whole tile go through at most one 4-row and one 1-, 2- or 3-row tile, so a
 small batch (2-7 rows: the team's step at batch 2-7) reads each panel once per
 tile, not once per row. That is the tile
 shape of BLIS-style kernels; NumPy's BLAS instead repacks W on every call,
@@ -119,6 +119,31 @@ def _tile4(dst, r_dst, c_dst, a, r, panel):
 
 
 @njit(**_FLAGS)
+def _tile3(dst, r_dst, c_dst, a, r, panel):
+    """dst[r_dst:r_dst+3, c_dst:c_dst+NR] += a[r:r+3] @ panel (K, NR): three
+    rows in one pass over the panel, where a 2-row and a 1-row tile took two
+    (and the 1-row tile's two FMA chains cannot cover the FMA latency)."""
+    L = panel.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c10 = c11 = c20 = c21 = z
+    a0, a1, a2 = a[r], a[r + 1], a[r + 2]
+    ahead = _rows_ahead(panel)
+    for k in range(panel.shape[0]):
+        _prefetch_row(panel, k + ahead, L)
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        s = vsplat(a0[k])
+        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
+        s = vsplat(a1[k])
+        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
+        s = vsplat(a2[k])
+        c20, c21 = vfma(s, w0, c20), vfma(s, w1, c21)
+    _store_row(dst, r_dst, c_dst, L, c00, c01)
+    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
+    _store_row(dst, r_dst + 2, c_dst, L, c20, c21)
+
+
+@njit(**_FLAGS)
 def _tile2(dst, r_dst, c_dst, a, r, panel):
     """dst[r_dst:r_dst+2, c_dst:c_dst+NR] += a[r:r+2] @ panel (K, NR)."""
     L = panel.shape[1] // 2
@@ -217,6 +242,28 @@ def _tile4x3(dst, r_dst, c_dst, a, r, panel):
 
 
 @njit(**_FLAGS)
+def _tile3x3(dst, r_dst, c_dst, a, r, panel):
+    """_tile3 for three-vector panels."""
+    L = panel.shape[1] // 3
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = z
+    a0, a1, a2 = a[r], a[r + 1], a[r + 2]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        w2 = vload(panel, k, 2 * L)
+        s = vsplat(a0[k])
+        c00, c01, c02 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02)
+        s = vsplat(a1[k])
+        c10, c11, c12 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12)
+        s = vsplat(a2[k])
+        c20, c21, c22 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22)
+    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
+    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
+    _store_row3(dst, r_dst + 2, c_dst, L, c20, c21, c22)
+
+
+@njit(**_FLAGS)
 def _tile2x3(dst, r_dst, c_dst, a, r, panel):
     """_tile2 for three-vector panels."""
     L = panel.shape[1] // 3
@@ -278,13 +325,13 @@ def _store_row3(dst, r, c, L, v0, v1, v2):
 def gemm_panels_acc(out, a, panels):
     """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR)."""
     if panels.shape[2] == 3 * (VECTOR_BYTES // panels.itemsize):
-        _gemm(out, a, panels, _tile8x3, _tile4x3, _tile2x3, _tile1x3)
+        _gemm(out, a, panels, _tile8x3, _tile4x3, _tile3x3, _tile2x3, _tile1x3)
     else:
-        _gemm(out, a, panels, _tile8, _tile4, _tile2, _tile1)
+        _gemm(out, a, panels, _tile8, _tile4, _tile3, _tile2, _tile1)
 
 
 @njit(inline="always", **_FLAGS)
-def _gemm(out, a, panels, tile8, tile4, tile2, tile1):
+def _gemm(out, a, panels, tile8, tile4, tile3, tile2, tile1):
     R = a.shape[0]
     N = out.shape[1]
     NR = panels.shape[2]
@@ -292,7 +339,7 @@ def _gemm(out, a, panels, tile8, tile4, tile2, tile1):
     # tile is the main one: 107 against 52 GFLOP/s for the 8-row one there.
     R8 = R - R % TILE_ROWS if VECTOR_BYTES == 64 else 0
     R4 = R8 + (R - R8) // 4 * 4
-    R2 = R4 + (R - R4) // 2 * 2  # then at most one 2-row and one 1-row tile
+    rest = R - R4  # 0-3 rows: one more tile, one more pass over each panel
     for p in range(panels.shape[0]):
         panel = panels[p]  # (K, NR)
         n = p * NR
@@ -301,10 +348,7 @@ def _gemm(out, a, panels, tile8, tile4, tile2, tile1):
                 tile8(out, r, n, a, r, panel)
             for r in range(R8, R4, 4):
                 tile4(out, r, n, a, r, panel)
-            if R2 > R4:
-                tile2(out, R4, n, a, R4, panel)
-            if R > R2:
-                tile1(out, R2, n, a, R2, panel)
+            _tile_rest(out, R4, n, a, R4, rest, panel, tile3, tile2, tile1)
         else:  # the last, partial panel: through a scratch tile
             tile = np.zeros((TILE_ROWS, NR), out.dtype)
             for r in range(0, R8, TILE_ROWS):
@@ -313,12 +357,20 @@ def _gemm(out, a, panels, tile8, tile4, tile2, tile1):
             for r in range(R8, R4, 4):
                 tile4(tile, 0, 0, a, r, panel)
                 _drain(tile, 4, out, r, n)
-            if R2 > R4:
-                tile2(tile, 0, 0, a, R4, panel)
-                _drain(tile, 2, out, R4, n)
-            if R > R2:
-                tile1(tile, 0, 0, a, R2, panel)
-                _drain(tile, 1, out, R2, n)
+            if rest > 0:
+                _tile_rest(tile, 0, 0, a, R4, rest, panel, tile3, tile2, tile1)
+                _drain(tile, rest, out, R4, n)
+
+
+@njit(inline="always", **_FLAGS)
+def _tile_rest(dst, r_dst, c_dst, a, r, rows, panel, tile3, tile2, tile1):
+    """dst[r_dst:r_dst+rows, c_dst:c_dst+NR] += a[r:r+rows] @ panel, rows 0-3."""
+    if rows == 3:
+        tile3(dst, r_dst, c_dst, a, r, panel)
+    elif rows == 2:
+        tile2(dst, r_dst, c_dst, a, r, panel)
+    elif rows == 1:
+        tile1(dst, r_dst, c_dst, a, r, panel)
 
 
 @njit(inline="always", **_FLAGS)
