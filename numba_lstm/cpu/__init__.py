@@ -51,9 +51,9 @@ TEAM = Team(SERVE)
 TEAM_MIN_MACS_PER_STEP = 1 << 14
 # Unit blocks per team thread. More would let the faster core take part of a
 # slow one's step, but each block costs a claim, a count, its own cell loop
-# and a partly filled last vector, and one per thread measured faster at every
-# size tried (docs/performance.md: two blocks over one, B=1 H=64 1.51 ... B=4
-# H=160 1.08-1.17); the job itself takes any number (tests force two).
+# and a partly filled last vector; one per thread measured faster at batch 2-16
+# and within noise at batch 1 (docs/performance.md, stop 14); the job itself
+# takes any number (tests force two).
 BLOCKS_PER_THREAD = 1
 
 
