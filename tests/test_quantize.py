@@ -351,6 +351,7 @@ def test_h_goes_to_int16_bytes_on_a_per_row_grid():
     assert ((hi[:4].astype(np.int32) - 128) * 256 + lo[:4] == 0).all()
     for bad in (np.nan, np.inf):
         assert quantize(np.float32([0.5, bad]), lo[:2], hi[:2]) == -1
+        assert quantize(np.float32([0.5, bad, 0.25]), lo[:3], hi[:3]) == -1  # not only last
 
 
 @pytest.mark.parametrize("emulated", [True, False])
@@ -397,3 +398,85 @@ def test_the_int8_dot_block_step_matches_its_numpy_oracle(emulated):
     np.testing.assert_allclose(c, want_c, rtol=0, atol=2e-6)
     np.testing.assert_allclose(h_new, want_h, rtol=0, atol=2e-6)
     np.testing.assert_array_equal(out, h_new)
+
+
+# -- the int8 streaming step (one call per step, the dot kernel for both products) ---------
+def _int16_grid(v):
+    """v on quantize_row16's grid (float64): what the dot kernel multiplies."""
+    s = np.abs(v).max() / 32767
+    return np.rint(v / s) * s if s > 0 else v
+
+
+def _stream_oracle(params, xs, L, H):
+    """NumPy steps of an int8 LSTM stack on the dot kernel's terms: each layer's
+    input row and h on the int16 grid, the dequantized weights, float64."""
+    h, c = np.zeros((L, H)), np.zeros((L, H))
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    outs = []
+    for x in xs:
+        below = x.astype(np.float64)
+        for k in range(L):
+            z = (params[f"bias_ih_l{k}"] + params[f"bias_hh_l{k}"]
+                 + _int16_grid(below) @ params[f"weight_ih_l{k}"].T
+                 + _int16_grid(h[k]) @ params[f"weight_hh_l{k}"].T)
+            i, f, g, o = (z[j * H:(j + 1) * H] for j in range(4))
+            c[k] = sig(f) * c[k] + sig(i) * np.tanh(g)
+            h[k] = below = sig(o) * np.tanh(c[k])
+        outs.append(below.copy())
+    return np.array(outs)
+
+
+@pytest.fixture
+def dot_streaming(monkeypatch):
+    """The streaming step on the int8 dot kernel on any CPU (vpdpbusd's
+    emulation where the CPU lacks AVX512-VNNI, which the dispatch alone skips)."""
+    from numba_lstm.cpu.packing import PackedStack
+
+    build = PackedStack.quantized_step
+    monkeypatch.setattr(PackedStack, "quantized_step", lambda self, dot=True: build(self, dot))
+
+
+@pytest.mark.parametrize("L", [1, 3])
+def test_int8_streaming_step_on_the_dot_kernel_matches_its_numpy_oracle(dot_streaming, L):
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    rng = np.random.default_rng(11 + L)
+    I, H = 13, DOT_NR  # I not a multiple of 4: the padding is read
+    q = _module("LSTM", rng, I, H, num_layers=L).quantize("int8")
+    assert q._layers.quantized_step() is not None
+    xs = rng.standard_normal((9, 1, 1, I)).astype(np.float32)
+    stream = q.stream()
+    got = np.array([stream(x)[0, 0] for x in xs])
+    want = _stream_oracle(_dequantized(q), xs[:, 0, 0], L, H)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+    # The state it carries is the oracle's too: the next chunk continues from it.
+    h_n, c_n = stream.state
+    assert h_n.shape == c_n.shape == (L, 1, H)
+    np.testing.assert_allclose(h_n[-1, 0], want[-1], rtol=0, atol=2e-5)
+
+
+def test_int8_streaming_step_falls_back_to_the_float_kernel_on_nan(dot_streaming):
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    rng = np.random.default_rng(12)
+    q = _module("LSTM", rng, 8, DOT_NR, num_layers=2).quantize("int8")
+    stream = q.stream()
+    x = rng.standard_normal((1, 1, 8)).astype(np.float32)
+    assert np.isfinite(stream(x)).all()
+    x[0, 0, 3] = np.nan
+    assert np.isnan(stream(x)).all()  # NaN propagates, as in torch and the float path
+    assert np.isnan(stream(np.ones_like(x))).all()  # and stays in the state
+
+
+def test_int8_streaming_step_without_the_dot_layout_runs_the_float_values():
+    # H not a multiple of the dot kernel's panel: the stepper runs the float32
+    # values of the int8 weights, exactly as the dequantized float module does.
+    rng = np.random.default_rng(13)
+    q = _module("LSTM", rng, 5, 6, num_layers=2).quantize("int8")
+    assert q._layers.quantized_step(dot=True) is None
+    f = nl.LSTM(5, 6, num_layers=2)
+    f.load_state_dict({k: v.astype(np.float32) for k, v in _dequantized(q).items()})
+    xs = rng.standard_normal((4, 1, 1, 5)).astype(np.float32)
+    sq, sf = q.stream(), f.stream()
+    for x in xs:
+        np.testing.assert_allclose(sq(x), sf(x), rtol=0, atol=1e-6)

@@ -105,8 +105,9 @@ class PackedStack(list):
     """
 
     step: tuple | None = None
-    # (format, per layer (W_hh^T (H, 4H) as stored, per-column scale (4H,)))
-    # for a quantized stack the team runs (numba_lstm.quantization), else None.
+    # (format, per layer (W_hh^T (H, 4H) as stored, per-column scale (4H,)),
+    # per layer W_ih^T and its scales alike, or None) for a quantized stack the
+    # team and the streaming step run (numba_lstm.quantization), else None.
     quantized: tuple | None = None
 
     def team_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
@@ -159,6 +160,33 @@ class PackedStack(list):
             cache[n_blocks] = self._quantized_blocks(n_blocks)
         return cache[n_blocks]
 
+    def quantized_step(self, dot: bool = HAS_VNNI) -> tuple | None:
+        """The int8 dot kernel's weights for the one-call streaming step
+        (cpu.streaming.lstm_stack_step_dot), made on first use: (ih0, ih_rest,
+        hh), each (w_dot, offset, scale) as row_step's dot kernel reads them:
+        layer 0's W_ih^T (P, K4, 4 * DOT_NR), the other layers' (L-1, ...) and
+        every layer's W_hh^T (L, ...), with (.., 4H) int32 offsets and float32
+        scales. None unless an int8 stack with its stored W_ih that ``step``
+        runs, H a multiple of DOT_NR and ``dot`` (the CPU has AVX512-VNNI;
+        elsewhere the widening kernels beat vpdpbusd's emulation)."""
+        q = self.quantized
+        if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
+                or self.step is None or self[0].hidden_size % DOT_NR):
+            return None
+        cache = self.__dict__.setdefault("_quantized_step", {})
+        if not cache:
+            def dot_layout(pairs):  # [(W^T (K, 4H), scale (4H,))] -> stacked arrays
+                return (aligned_copy(np.stack([_pack_quads(w) for w, _ in pairs])),
+                        aligned_copy(np.stack([128 * w.astype(np.int32).sum(axis=0)
+                                               for w, _ in pairs]).astype(np.int32)),
+                        aligned_copy(np.stack([scale for _, scale in pairs]).astype(np.float32)))
+            hh = dot_layout(q[1])
+            # The layers above the first read (H, 4H) like W_hh: with one layer,
+            # empty arrays of that shape, so that the kernel's types are one.
+            ih_rest = dot_layout(q[2][1:]) if len(q[2]) > 1 else tuple(a[:0] for a in hh)
+            cache["step"] = (tuple(a[0] for a in dot_layout(q[2][:1])), ih_rest, hh)
+        return cache["step"]
+
     def _quantized_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
         L = len(self)
         i8 = np.zeros((L, 0, 0, 0, 0), np.int8)
@@ -209,9 +237,10 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
                quantized=None) -> PackedStack:
     """layers: per layer, the ``directions`` argument of pack_layer; cell_params:
     per layer, its argument of that name (or None). quantized: (format, per
-    layer per direction the stored W_hh (numba_lstm.quantization.store)) of a
-    quantized module, whose float32 values ``layers`` holds; the team's
-    batch-1 steps read the stored form."""
+    layer per direction the stored W_hh (numba_lstm.quantization.store)[, the
+    stored W_ih alike]) of a quantized module, whose float32 values ``layers``
+    holds; the team's batch-1 steps and the streaming step read the stored
+    form."""
     cell_params = cell_params or [None] * len(layers)
     packed = [pack_layer(directions, dtype, cell, p)
               for directions, p in zip(layers, cell_params, strict=True)]
@@ -228,14 +257,16 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
                 for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)
     if quantized is not None:
-        weights, stored = quantized
-        stack.quantized = (weights, [_transposed(weights, per_layer[0]) for per_layer in stored])
+        weights, stored_hh, *stored_ih = quantized
+        stack.quantized = (weights, [_transposed(weights, per_layer[0]) for per_layer in stored_hh],
+                           [_transposed(weights, per_layer[0]) for per_layer in stored_ih[0]]
+                           if stored_ih else None)
     return stack
 
 
 def _transposed(weights: str, stored: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """A stored W_hh (4H, H) as the kernels read it: W_hh^T (H, 4H), and each
-    column's scale (4H,) (ones for bfloat16)."""
+    """A stored W_hh (4H, H) or W_ih (4H, I) as the kernels read it: W^T (K, 4H),
+    and each column's scale (4H,) (ones for bfloat16)."""
     w = np.ascontiguousarray(stored[0].T)
     scale = stored[1] if weights == "int8" else np.ones(w.shape[1], np.float32)
     return w, np.asarray(scale, np.float32)

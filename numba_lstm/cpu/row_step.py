@@ -137,8 +137,10 @@ def quantize_row16(h, lo, hi):
     amax = h.dtype.type(0)
     for k in range(h.shape[0]):
         a = abs(h[k])
-        if not a <= amax:  # NaN fails every comparison
+        if a > amax:
             amax = a
+        elif not a <= amax:  # NaN fails every comparison, wherever it sits
+            return h.dtype.type(-1)
     if not amax < np.inf:
         return h.dtype.type(-1)
     inv = h.dtype.type(32767) / amax if amax > 0 else h.dtype.type(0)
@@ -220,6 +222,53 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
                   c, h_next, out_row)
         _dot_cell(gx_row, U, j + DOT_LANES, li1, hi1, lf1, hf1, lg1, hg1, lo1, ho1, offset,
                   scale_q, s_h, c, h_next, out_row)
+
+
+@njit(**_FLAGS)
+def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
+    """out_row (N,) += x @ W for a row x that quantize_row16 has put in lo, hi
+    with scale s_x; W int8 in the dot layout (P, K4, 4 * DOT_NR), N = P *
+    DOT_NR, offset (N,) 128 x each column's weight sum, scale_q (N,) the
+    columns' scales. Two panels at a time where there are two, so that eight
+    vpdpbusd chains cover the instruction's latency."""
+    Q = 4 * DOT_LANES
+    P = w_dot.shape[0]
+    zero = vsplat(np.int32(0))
+    for p in range(0, P - 1, 2):
+        wa, wb = w_dot[p], w_dot[p + 1]
+        la0 = la1 = ha0 = ha1 = lb0 = lb1 = hb0 = hb1 = zero
+        for k in range(w_dot.shape[1]):
+            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
+            q = vload_quads(wa, k, 0)
+            la0, ha0 = vdpbusd(la0, a, q), vdpbusd(ha0, b, q)
+            q = vload_quads(wa, k, Q)
+            la1, ha1 = vdpbusd(la1, a, q), vdpbusd(ha1, b, q)
+            q = vload_quads(wb, k, 0)
+            lb0, hb0 = vdpbusd(lb0, a, q), vdpbusd(hb0, b, q)
+            q = vload_quads(wb, k, Q)
+            lb1, hb1 = vdpbusd(lb1, a, q), vdpbusd(hb1, b, q)
+        j = p * DOT_NR
+        _dot_add(out_row, j, la0, ha0, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_LANES, la1, ha1, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_NR, lb0, hb0, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_NR + DOT_LANES, lb1, hb1, offset, scale_q, s_x)
+    if P % 2 == 1:
+        w = w_dot[P - 1]
+        l0 = l1 = h0 = h1 = zero
+        for k in range(w_dot.shape[1]):
+            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
+            q = vload_quads(w, k, 0)
+            l0, h0 = vdpbusd(l0, a, q), vdpbusd(h0, b, q)
+            q = vload_quads(w, k, Q)
+            l1, h1 = vdpbusd(l1, a, q), vdpbusd(h1, b, q)
+        j = (P - 1) * DOT_NR
+        _dot_add(out_row, j, l0, h0, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_add(out_row, j, low, high, offset, scale_q, s_x):
+    vstore1(out_row, j, vadd(vload1(out_row, j), _dot_sum(low, high, offset, scale_q, s_x, j)))
 
 
 @njit(inline="always", **_FLAGS)

@@ -14,6 +14,7 @@ from ..cells import LSTM
 from .layer import row_function
 from .packing import PackedStack
 from .recurrence import _FLAGS, _row_matmul_acc, copy_row
+from .row_step import quantize_row16, row_block_step_dot, row_dot_acc
 
 lstm_row = row_function(LSTM)
 
@@ -48,13 +49,65 @@ def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, state, new_state, out):
     copy_row(h_n[L - 1, 0], out[0, 0])
 
 
+@njit(**_FLAGS)
+def lstm_stack_step_dot(x, ih0, ih_rest, bias, hh, state, new_state, out, lo, hi, gates):
+    """lstm_stack_step for an int8 stack on the int8 dot kernel (cpu.row_step):
+    each layer's input row and h quantized to int16 per row, both products by
+    vpdpbusd, the cell fused into the W_hh product. ih0, ih_rest, hh: the
+    (w_dot, offset, scale) of PackedStack.quantized_step; lo, hi (4 * K4,)
+    uint8 scratch for the widest input; gates (4H,). A streaming step reads
+    every weight once, so the int8 layout's quarter of the bytes is the gain
+    (S8's 3.4 MB of float32 weights come from L3; its 0.85 MB of int8 fit one
+    core's L2). Returns False, new_state and out partly written, if an input
+    or h is not finite (int16 cannot carry it): the caller then runs the float
+    kernel, which propagates NaN as torch does."""
+    L = hh[0].shape[0]
+    h0, c0, h_n, c_n = state[0], state[1], new_state[0], new_state[1]  # (L, 1, H)
+    for layer in range(L):
+        copy_row(bias[layer], gates)
+        src = x[0, 0] if layer == 0 else h_n[layer - 1, 0]
+        s_x = quantize_row16(src, lo, hi)
+        if s_x < 0:
+            return False
+        if layer == 0:
+            row_dot_acc(gates, ih0[0], ih0[1], ih0[2], s_x, lo, hi)
+        else:
+            row_dot_acc(gates, ih_rest[0][layer - 1], ih_rest[1][layer - 1],
+                        ih_rest[2][layer - 1], s_x, lo, hi)
+        copy_row(c0[layer, 0], c_n[layer, 0])
+        if not row_block_step_dot(gates, hh[0][layer], hh[1][layer], hh[2][layer], h0[layer, 0],
+                                  lo, hi, c_n[layer, 0], h_n[layer, 0], h_n[layer, 0], False):
+            return False
+    copy_row(h_n[L - 1, 0], out[0, 0])
+    return True
+
+
+def _dot_scratch(layers: PackedStack, dtype):
+    """lo, hi and gates for lstm_stack_step_dot."""
+    k_bytes = 4 * -(-max(layers.step[0].shape[1], layers[0].hidden_size) // 4)
+    return (np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8),
+            np.empty(4 * layers[0].hidden_size, dtype))
+
+
+def _step(layers: PackedStack, dot, scratch, x, state, new_state, out) -> None:
+    """One step into new_state and out: the int8 dot kernel where the stack has
+    it (dot, from layers.quantized_step()) and the input and state are finite,
+    else the float kernel on the stack's float32 values."""
+    if dot is not None and lstm_stack_step_dot(x, *dot[:2], layers.step[2], dot[2], state,
+                                               new_state, out, *scratch):
+        return
+    lstm_stack_step(x, *layers.step, state, new_state, out)
+
+
 def lstm_stream_step(layers: PackedStack, x, h0, c0):
     """One step of a stack with a one-call kernel (layers.step): x (1, 1, I),
     h0, c0 (L, 1, H). Returns new arrays out (1, 1, H), h_n, c_n (L, 1, H)."""
     state = np.stack((h0, c0))  # (2, L, 1, H)
     new_state = np.empty_like(state)
     out = np.empty((1, 1, h0.shape[2]), h0.dtype)
-    lstm_stack_step(x, *layers.step, state, new_state, out)
+    dot = layers.quantized_step()
+    scratch = _dot_scratch(layers, h0.dtype) if dot is not None else None
+    _step(layers, dot, scratch, x, state, new_state, out)
     return out, new_state[0], new_state[1]
 
 
@@ -70,7 +123,7 @@ class StackStepper:
     """
 
     __slots__ = ("layers", "_weights", "_batched", "_x_shape", "_dtype", "_out_shape", "_state",
-                 "_spare", "_state_shape")
+                 "_spare", "_state_shape", "_dot", "_scratch")
 
     def __init__(self, layers: PackedStack, h, c, batched: bool):
         """h (L, 1, H) if batched else (L, H), and c alike, as the module's hx."""
@@ -84,13 +137,20 @@ class StackStepper:
         self._state_shape = h.shape
         self._state = np.stack((h, c)).reshape((2, L, 1, H))
         self._spare = np.empty_like(self._state)
+        self._dot = layers.quantized_step()
+        self._scratch = _dot_scratch(layers, self._dtype) if self._dot is not None else None
 
     def __call__(self, x) -> np.ndarray | None:
         if (type(x) is not np.ndarray or x.shape != self._x_shape or x.dtype != self._dtype
                 or not x.flags.c_contiguous):
             return None
         out = np.empty(self._out_shape, self._dtype)  # (1, 1, H)
-        if self._batched:
+        if self._dot is not None:
+            _step(self.layers, self._dot, self._scratch, x if self._batched else x[None],
+                  self._state, self._spare, out)
+            if not self._batched:
+                out = out[0]
+        elif self._batched:
             lstm_stack_step(x, *self._weights, self._state, self._spare, out)
         else:
             # As 3-D views, so that one compiled kernel serves both layouts and

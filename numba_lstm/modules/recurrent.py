@@ -210,10 +210,10 @@ class RNNBase(Module):
         p = self._params
         suffixes = ("", "_reverse")[: self.num_directions]
         extra = {}
-        if self._stored:  # the stored W_hh too: what quantized kernels read
-            extra["quantized"] = (self._weights, [
-                [self._stored[f"weight_hh_l{layer}{suffix}"] for suffix in suffixes]
-                for layer in range(self.num_layers)])
+        if self._stored:  # the stored W_hh and W_ih too: what quantized kernels read
+            extra["quantized"] = (self._weights, *([
+                [self._stored[f"{name}_l{layer}{suffix}"] for suffix in suffixes]
+                for layer in range(self.num_layers)] for name in ("weight_hh", "weight_ih")))
         self._layers = self._backend().pack_stack([
             [tuple(p.get(f"{name}_l{layer}{suffix}") for name in
                    ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
