@@ -428,12 +428,11 @@ def _stream_oracle(params, xs, L, H):
 
 @pytest.fixture
 def dot_streaming(monkeypatch):
-    """The streaming step on the int8 dot kernel on any CPU (vpdpbusd's
+    """The int8 dot kernels' layouts built on any CPU, so that they run (vpdpbusd's
     emulation where the CPU lacks AVX512-VNNI, which the dispatch alone skips)."""
-    from numba_lstm.cpu.packing import PackedStack
+    from numba_lstm.cpu import packing
 
-    build = PackedStack.quantized_step
-    monkeypatch.setattr(PackedStack, "quantized_step", lambda self, dot=True: build(self, dot))
+    monkeypatch.setattr(packing, "HAS_VNNI", True)
 
 
 @pytest.mark.parametrize("L", [1, 3])
@@ -480,3 +479,24 @@ def test_int8_streaming_step_without_the_dot_layout_runs_the_float_values():
     sq, sf = q.stream(), f.stream()
     for x in xs:
         np.testing.assert_allclose(sq(x), sf(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("L", [1, 2])
+def test_int8_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming, L):
+    # The team's input projection (row chunks through gemm_dot_acc, 4 rows a
+    # tile plus the rest: T=70) and its W_hh step, both int8 x int16.
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    rng = np.random.default_rng(14 + L)
+    I, H, T = 13, nl.cpu.TEAM.size * DOT_NR, 70
+    q = _module("LSTM", rng, I, H, num_layers=L).quantize("int8")
+    n_blocks = nl.cpu.TEAM.size * nl.cpu.BLOCKS_PER_THREAD
+    assert q._layers.team_quantized_projection(n_blocks)[0].shape[0] == n_blocks
+    x = rng.standard_normal((T, 1, I)).astype(np.float32)
+    out, _ = q(x)
+    want = _stream_oracle(_dequantized(q), x[:, 0], L, H)
+    np.testing.assert_allclose(out[:, 0], want, rtol=0, atol=2e-5)
+    x[40, 0, 2] = np.nan  # a row chunk with a NaN takes the float panels
+    out, _ = q(x)
+    assert np.isnan(out[40:]).all() and np.isfinite(out[:40]).all()

@@ -86,7 +86,8 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
     h_buf[:, 0] = h0
     w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks)
     out, mid = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
-    args = [x, w_ih0, w_ih_rest, bias, w_hh, *stack.team_quantized_blocks(n_blocks), lengths,
+    args = [x, w_ih0, w_ih_rest, bias, w_hh, *stack.team_quantized_blocks(n_blocks),
+            *stack.team_quantized_projection(n_blocks), lengths,
             np.empty((n_blocks, steps * B, bias.shape[2]), dtype), h_buf, c, out, mid,
             np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
             np.zeros((L, done_size(2)), np.int64), steps]
@@ -95,7 +96,7 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
 
 def _check(args, expected, dtype):
     ref_out, ref_h, ref_c = expected
-    h_buf, c, out, steps = args[12], args[13], args[14], args[18]
+    h_buf, c, out, steps = args[16], args[17], args[18], args[22]
     assert_close(out[:steps], ref_out[:steps], dtype, "out")
     assert_close(h_buf[:, steps % 2], ref_h, dtype, "h_n")
     assert_close(c, ref_c, dtype, "c_n")
@@ -114,14 +115,14 @@ def test_a_lone_caller_computes_every_block(n_blocks, B, L):
     stack_job(*args, 0, 2)
     _check(args, expected, np.float64)
     for b, n in enumerate(lengths):
-        assert np.all(args[14][n:args[18], b] == 0)
+        assert np.all(args[18][n:args[22], b] == 0)
 
 
 def test_a_late_thread_changes_nothing():
     rng = np.random.default_rng(7)
     args, expected = _job(rng, 2, 12, 2, 4, 8, 2, np.float64, np.array([12, 9]))
     stack_job(*args, 0, 2)
-    data = [a for a in args[:16] if isinstance(a, np.ndarray)]
+    data = [a for a in args[:20] if isinstance(a, np.ndarray)]
     snapshot = [a.copy() for a in data]
     stack_job(*args, 1, 2)  # a helper arriving after the work is done
     assert all(np.array_equal(a, b) for a, b in zip(data, snapshot, strict=True))
@@ -214,8 +215,8 @@ def test_batch_1_jobs_with_whole_panel_blocks_match_the_reference(H, n_blocks, t
 def _late_block(args, step, block):
     """A stand-in for a descheduled helper (thread 1 of 2): compute one claimed
     block, then count it."""
-    (x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, lengths, gx, h_buf, c,
-     out, mid, claims, done, steps) = args
+    (x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, ih_dot0, ih_dot_rest,
+     ih_offset, ih_scale, lengths, gx, h_buf, c, out, mid, claims, done, steps) = args
     acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
     no_bytes = np.empty(0, np.uint8)
     _block_step(gx, w_hh[0], (w_i8[0], w_bf16[0], scale[0], w_dot[0], offset[0]), lengths,
@@ -230,7 +231,7 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for():
     rng = np.random.default_rng(11)
     args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
     start = recurrence_claims_start(60, 2, 2)
-    args[16][start + step_claim(1, 1, 60)] = 1  # block 1 of step 1: the stalled thread's
+    args[20][start + step_claim(1, 1, 60)] = 1  # block 1 of step 1: the stalled thread's
 
     def stalled():
         time.sleep(0.03)
@@ -246,7 +247,7 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for():
 @njit(nogil=True)
 def _block_after(args, step, block):
     """A stand-in helper's next block: wait for the step before it, compute it."""
-    done = args[17]
+    done = args[21]
     while steps_done(done[0], 2) < step * 2:  # 2 blocks a step
         pass
     _late_block(args, step, block)
@@ -260,8 +261,8 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     rng = np.random.default_rng(12)
     args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
     start = recurrence_claims_start(60, 2, 2)
-    args[16][start + step_claim(1, 1, 60)] = 1  # step 1, block 1
-    args[16][start + step_claim(0, 3, 60)] = 1  # step 3, block 0
+    args[20][start + step_claim(1, 1, 60)] = 1  # step 1, block 1
+    args[20][start + step_claim(0, 3, 60)] = 1  # step 3, block 0
 
     def stalled():
         time.sleep(0.03)
@@ -272,7 +273,7 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     thread.start()
     stack_job(*args, 0, 2)
     thread.join()
-    assert steps_done(args[17][0], 2) == 60 * 2  # every block counted once
+    assert steps_done(args[21][0], 2) == 60 * 2  # every block counted once
     _check(args, expected, np.float64)
 
 

@@ -290,7 +290,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
     dtype = layers[0].w_hh.dtype
     n_blocks = TEAM.size * BLOCKS_PER_THREAD
     w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
-    quantized = layers.team_quantized_blocks(n_blocks)
+    quantized = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(n_blocks)
     G = bias.shape[2]  # 4U, a block's gate columns
     if h0 is None:  # zeros
         h_buf = np.zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer

@@ -24,7 +24,7 @@ from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .layer import row_function
 from .panel_gemm import gemm_panels_acc
 from .recurrence import _FLAGS, copy_row
-from .row_step import row_block_step, row_block_step_dot
+from .row_step import gemm_dot_acc, quantize_row16, row_block_step, row_block_step_dot
 from .simd import prefetch
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
@@ -106,22 +106,41 @@ def _wait_until(done, slot, count):
 
 
 @njit(inline="always", **_FLAGS)
-def _project(rows, w_ih, bias, gx, claims, done, tid, n_threads):
-    """gx[q, r] = bias[q] + rows[r] @ W_ih^T[:, block q] by (block q, row chunk)
-    tasks; w_ih (nb, P, K, NR), each block's columns in panels."""
+def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
+    """gx[q, r] = bias[q] + rows[r] @ W_ih^T[:, block q]; w_ih (nb, P, K, NR),
+    each block's columns in panels, by (block q, row chunk) tasks. With the
+    int8 dot layout (dot = (w_dot (nb, P, K4, 4 * DOT_NR), offset, scale (nb,
+    4U)), nb > 0: packing.team_quantized_projection), by row chunk: each row
+    is quantized to int16 once (row_step.quantize_row16) for every block, and
+    a chunk holding a row that is not finite takes the float panels."""
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
-    n_tasks = nb * n_chunks
+    w_dot, offset, scale = dot
+    quantized = w_dot.shape[0] > 0
+    n_tasks = n_chunks if quantized else nb * n_chunks
+    k_bytes = 4 * w_dot.shape[2] if quantized else 0
+    lo = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
+    hi = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
+    s_rows = np.empty(PROJECTION_ROWS, np.float32)
     for i in range(n_tasks):
         task = (tid * n_tasks // n_threads + i) % n_tasks
         if fetch_add(claims, task, 1) == 0:
-            q = task // n_chunks
+            q_first, q_end = (0, nb) if quantized else (task // n_chunks, task // n_chunks + 1)
             r0 = (task % n_chunks) * PROJECTION_ROWS
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
+            finite = quantized
             for r in range(r0, r1):
-                copy_row(bias[q], gx[q, r])
-            gemm_panels_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])  # (rows, 4U) += (rows, K) @ (K, 4U)
+                if finite:
+                    s_rows[r - r0] = quantize_row16(rows[r], lo[r - r0], hi[r - r0])
+                    finite = s_rows[r - r0] >= 0
+            for q in range(q_first, q_end):
+                for r in range(r0, r1):
+                    copy_row(bias[q], gx[q, r])
+                # (rows, 4U) += (rows, K) @ (K, 4U): int8 x int16, else float
+                if not (finite and gemm_dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
+                                                s_rows[:r1 - r0], w_dot[q], offset[q], scale[q])):
+                    gemm_panels_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
     _wait_until(done, 0, n_tasks)
 
@@ -255,8 +274,9 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
 
 
 @njit(**_FLAGS)
-def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, lengths, gx,
-              h_buf, c, out, mid, claims, done, steps, tid, n_threads):
+def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, ih_dot0,
+              ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out, mid, claims, done,
+              steps, tid, n_threads):
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
@@ -266,7 +286,10 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offse
     (L, nb, P, H, NR) W_hh^T in panels;  w_i8 or w_bf16 (L, nb, P, H, NR) and
     scale (L, nb, 4U), w_dot (L, nb, P, K4, 4 * DOT_NR) and offset (L, nb, 4U):
     a quantized stack's W_hh^T (packing.team_quantized_blocks), read at batch
-    1, and (L, 0, ...) where absent;  lengths (B,) int64;
+    1, and (L, 0, ...) where absent;  ih_dot0 (nb, P, K4, 4 * DOT_NR),
+    ih_dot_rest (L-1, nb, ...), ih_offset and ih_scale (L, nb, 4U): an int8
+    stack's W_ih^T for the projections (packing.team_quantized_projection),
+    with 0 blocks where absent;  lengths (B,) int64;
     gx (nb, steps*B, 4U) scratch;  h_buf (L, 2, B, H) ping-pong, h0 in [l, 0],
     the final h in [l, steps % 2];  c (L, B, H) c0, updated in place;  out and
     mid (T, B, H): the last layer writes out, the one below it mid, and so on
@@ -283,12 +306,14 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offse
         src = mid if (L - 1 - layer) % 2 == 0 else out
         layer_claims = claims[layer * per_layer:(layer + 1) * per_layer]
         if layer == 0:
-            _project(x.reshape((x.shape[0] * B, x.shape[2]))[:steps * B], w_ih0, bias[0], gx,
-                     layer_claims, done[0], tid, n_threads)
+            _project(x.reshape((x.shape[0] * B, x.shape[2]))[:steps * B], w_ih0,
+                     (ih_dot0, ih_offset[0], ih_scale[0]), bias[0], gx, layer_claims, done[0],
+                     tid, n_threads)
         else:
             _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
-                     w_ih_rest[layer - 1], bias[layer], gx, layer_claims, done[layer], tid,
-                     n_threads)
+                     w_ih_rest[layer - 1],
+                     (ih_dot_rest[layer - 1], ih_offset[layer], ih_scale[layer]), bias[layer],
+                     gx, layer_claims, done[layer], tid, n_threads)
         _recur(gx, w_hh[layer], (w_i8[layer], w_bf16[layer], scale[layer], w_dot[layer],
                                  offset[layer]), lengths, h_buf[layer], c[layer], dst,
                layer_claims[n_projection:], done[layer], steps, tid, n_threads)
@@ -296,9 +321,10 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offse
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
 (_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
- _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW) = range(DESC, DESC + 19)
-(_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _LENGTHS, _GX,
- _H_BUF, _C, _OUT, _MID, _CLAIMS, _DONE) = range(DESC + 19, DESC + 37)
+ _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW, _NB_IH, _P_IH, _K4_I, _K4_H) = range(DESC, DESC + 23)
+(_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _IH_DOT0,
+ _IH_DOT_REST, _IH_OFFSET, _IH_SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
+ _DONE) = range(DESC + 23, DESC + 45)
 
 
 @njit(inline="always", **_FLAGS)
@@ -320,6 +346,12 @@ def _join_stack_job(ctrl, dtype, tid):
               _view(ctrl, _W_DOT, (L, ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]),
                     np.int8),
               _view(ctrl, _OFFSET, (L, ctrl[_NB_DOT], G if ctrl[_NB_DOT] else 0), np.int32),
+              _view(ctrl, _IH_DOT0, (ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I], ctrl[_W_DOT_ROW]),
+                    np.int8),
+              _view(ctrl, _IH_DOT_REST, (max(L - 1, 0), ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_H],
+                                         ctrl[_W_DOT_ROW]), np.int8),
+              _view(ctrl, _IH_OFFSET, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.int32),
+              _view(ctrl, _IH_SCALE, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.float32),
               _view(ctrl, _LENGTHS, (B,), np.int64), _view(ctrl, _GX, (nb, steps * B, G), dtype),
               _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
               _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
@@ -330,7 +362,8 @@ def _join_stack_job(ctrl, dtype, tid):
 
 @njit(**_FLAGS)
 def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
-                        offset, lengths, gx, h_buf, c, out, mid, claims, done, steps, n_threads):
+                        offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
+                        out, mid, claims, done, steps, n_threads):
     """Write a stack job's descriptor (sizes, array addresses) on ctrl."""
     T, B, I = x.shape
     ctrl[_ITEMSIZE] = x.itemsize
@@ -340,11 +373,17 @@ def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, sca
     ctrl[_THREADS] = n_threads
     ctrl[_NB_I8], ctrl[_NB_BF16], ctrl[_NB_SCALE] = w_i8.shape[1], w_bf16.shape[1], scale.shape[1]
     ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]
+    ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I] = ih_dot0.shape[:3]
+    ctrl[_K4_H] = ih_dot_rest.shape[3]
+    if ih_dot0.shape[0] > 0:
+        ctrl[_W_DOT_ROW] = ih_dot0.shape[3]
     for slot, address in ((_X, x.ctypes.data), (_W_IH0, w_ih0.ctypes.data),
                           (_W_IH_REST, w_ih_rest.ctypes.data), (_BIAS, bias.ctypes.data),
                           (_W_HH, w_hh.ctypes.data), (_W_I8, w_i8.ctypes.data),
                           (_W_BF16, w_bf16.ctypes.data), (_SCALE, scale.ctypes.data),
                           (_W_DOT, w_dot.ctypes.data), (_OFFSET, offset.ctypes.data),
+                          (_IH_DOT0, ih_dot0.ctypes.data), (_IH_DOT_REST, ih_dot_rest.ctypes.data),
+                          (_IH_OFFSET, ih_offset.ctypes.data), (_IH_SCALE, ih_scale.ctypes.data),
                           (_LENGTHS, lengths.ctypes.data),
                           (_GX, gx.ctypes.data), (_H_BUF, h_buf.ctypes.data),
                           (_C, c.ctypes.data), (_OUT, out.ctypes.data), (_MID, mid.ctypes.data),
@@ -353,14 +392,16 @@ def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, sca
 
 
 def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset,
-                    lengths, gx, h_buf, c, out, mid, claims, done, steps, n_threads):
+                    ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out, mid,
+                    claims, done, steps, n_threads):
     """The caller's side of a stack job (arguments as stack_job): describe it on
     ctrl, then run it as thread 0 through the same compiled loop as the helpers
     (serve_float32/64), which opens it, does thread 0's share and closes it.
     One compiled copy of the job, not two, so a cold cache compiles it once.
     The caller holds the arrays until this returns."""
     _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
-                        offset, lengths, gx, h_buf, c, out, mid, claims, done, steps, n_threads)
+                        offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
+                        out, mid, claims, done, steps, n_threads)
     SERVE[x.itemsize](ctrl, 0, 0)
 
 

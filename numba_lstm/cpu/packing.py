@@ -160,15 +160,50 @@ class PackedStack(list):
             cache[n_blocks] = self._quantized_blocks(n_blocks)
         return cache[n_blocks]
 
-    def quantized_step(self, dot: bool = HAS_VNNI) -> tuple | None:
+    def team_quantized_projection(self, n_blocks: int, dot: bool | None = None
+                                  ) -> tuple[np.ndarray, ...]:
+        """(ih0, ih_rest, offset, scale) for the team's int8 input projections
+        (cpu.cooperative), made on first use: each block's stored W_ih^T in
+        the dot layout, layer 0's (n_blocks, P, K4, 4 * DOT_NR) and the other
+        layers' (L-1, n_blocks, P, K4, ...), each column's offset (128 x its
+        weight sum) and scale (L, n_blocks, 4U). Each array has 0 blocks
+        unless an int8 stack with its stored W_ih, 4U a multiple of DOT_NR and
+        ``dot`` (default: the CPU has AVX512-VNNI)."""
+        dot = HAS_VNNI if dot is None else dot
+        cache = self.__dict__.setdefault("_team_quantized_projection", {})
+        key = (n_blocks, dot)
+        if key not in cache:
+            q, L, H = self.quantized, len(self), self[0].hidden_size
+            U = -(-H // n_blocks)
+            if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
+                    or 4 * U % DOT_NR):
+                empty = np.zeros((0, 0, 0, 0), np.int8)
+                cache[key] = (empty, np.zeros((max(L - 1, 0), 0, 0, 0, 0), np.int8),
+                              np.zeros((L, 0, 0), np.int32), np.zeros((L, 0, 0), np.float32))
+            else:
+                dots, offsets, scales = [], [], []
+                for w, scale in q[2]:  # per layer: W_ih^T (K, 4H) int8, (4H,)
+                    blocks = _cut_units(w, n_blocks, U)  # (n_blocks, K, 4U)
+                    dots.append(np.stack([_pack_quads(b) for b in blocks]))
+                    offsets.append(128 * blocks.astype(np.int32).sum(axis=1))
+                    scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
+                rest = (np.stack(dots[1:]) if L > 1 else
+                        np.zeros((0, n_blocks, dots[0].shape[1], -(-H // 4), 4 * DOT_NR), np.int8))
+                cache[key] = (aligned_copy(dots[0]), aligned_copy(rest),
+                              aligned_copy(np.stack(offsets).astype(np.int32)),
+                              aligned_copy(np.stack(scales).astype(np.float32)))
+        return cache[key]
+
+    def quantized_step(self, dot: bool | None = None) -> tuple | None:
         """The int8 dot kernel's weights for the one-call streaming step
         (cpu.streaming.lstm_stack_step_dot), made on first use: (ih0, ih_rest,
         hh), each (w_dot, offset, scale) as row_step's dot kernel reads them:
         layer 0's W_ih^T (P, K4, 4 * DOT_NR), the other layers' (L-1, ...) and
         every layer's W_hh^T (L, ...), with (.., 4H) int32 offsets and float32
         scales. None unless an int8 stack with its stored W_ih that ``step``
-        runs, H a multiple of DOT_NR and ``dot`` (the CPU has AVX512-VNNI;
-        elsewhere the widening kernels beat vpdpbusd's emulation)."""
+        runs, H a multiple of DOT_NR and ``dot`` (default: the CPU has
+        AVX512-VNNI; elsewhere the widening kernels beat vpdpbusd's emulation)."""
+        dot = HAS_VNNI if dot is None else dot
         q = self.quantized
         if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
                 or self.step is None or self[0].hidden_size % DOT_NR):

@@ -266,6 +266,66 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
 
 
+def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q):
+    """out (R, N) += x @ W for rows x that quantize_row16 has put in lo, hi
+    (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc. Returns True;
+    False, having done nothing, where out is not float32. For jitted code."""
+
+
+@overload(gemm_dot_acc)
+def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
+    if out.dtype == nbtypes.float32:
+        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
+            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q)
+            return True
+        return impl
+    return lambda out, lo, hi, s_rows, w_dot, offset, scale_q: False
+
+
+@njit(**_FLAGS)
+def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
+    """Four rows at a time share each weight load (a row at a time is
+    load-bound: 64 bytes per two vpdpbusd); the last R % 4 through row_dot_acc."""
+    R = out.shape[0]
+    Q = 4 * DOT_LANES
+    zero = vsplat(np.int32(0))
+    for r in range(0, R - R % 4, 4):
+        lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
+        hi0, hi1, hi2, hi3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
+        for p in range(w_dot.shape[0]):
+            w = w_dot[p]
+            l00 = l01 = l10 = l11 = l20 = l21 = l30 = l31 = zero  # row, vector: low bytes
+            h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
+            for k in range(w_dot.shape[1]):
+                q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
+                a, b = vsplat_quad(lo0, 4 * k), vsplat_quad(hi0, 4 * k)
+                l00, l01, h00, h01 = (vdpbusd(l00, a, q0), vdpbusd(l01, a, q1),
+                                      vdpbusd(h00, b, q0), vdpbusd(h01, b, q1))
+                a, b = vsplat_quad(lo1, 4 * k), vsplat_quad(hi1, 4 * k)
+                l10, l11, h10, h11 = (vdpbusd(l10, a, q0), vdpbusd(l11, a, q1),
+                                      vdpbusd(h10, b, q0), vdpbusd(h11, b, q1))
+                a, b = vsplat_quad(lo2, 4 * k), vsplat_quad(hi2, 4 * k)
+                l20, l21, h20, h21 = (vdpbusd(l20, a, q0), vdpbusd(l21, a, q1),
+                                      vdpbusd(h20, b, q0), vdpbusd(h21, b, q1))
+                a, b = vsplat_quad(lo3, 4 * k), vsplat_quad(hi3, 4 * k)
+                l30, l31, h30, h31 = (vdpbusd(l30, a, q0), vdpbusd(l31, a, q1),
+                                      vdpbusd(h30, b, q0), vdpbusd(h31, b, q1))
+            j = p * DOT_NR
+            _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
+            _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
+            _dot_add2(out[r + 2], j, l20, h20, l21, h21, offset, scale_q, s_rows[r + 2])
+            _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
+    for r in range(R - R % 4, R):
+        row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_add2(out_row, j, low0, high0, low1, high1, offset, scale_q, s_x):
+    """A panel's two vectors of sums into out_row[j : j + DOT_NR]."""
+    _dot_add(out_row, j, low0, high0, offset, scale_q, s_x)
+    _dot_add(out_row, j + DOT_LANES, low1, high1, offset, scale_q, s_x)
+
+
 @njit(inline="always", **_FLAGS)
 def _dot_add(out_row, j, low, high, offset, scale_q, s_x):
     vstore1(out_row, j, vadd(vload1(out_row, j), _dot_sum(low, high, offset, scale_q, s_x, j)))

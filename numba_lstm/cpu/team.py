@@ -40,7 +40,7 @@ from .atomics import fetch_add, load_acquire, spin_pause, yield_cpu
 GEN = 0
 ACTIVE = 8
 DESC = 16
-CTRL_SIZE = DESC + 40
+CTRL_SIZE = DESC + 48
 MIN_SPIN_US = 50.0
 PURE_SPINS = 256  # ~10-40 µs of PAUSE loops
 
