@@ -500,3 +500,31 @@ def test_int8_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
     x[40, 0, 2] = np.nan  # a row chunk with a NaN takes the float panels
     out, _ = q(x)
     assert np.isnan(out[40:]).all() and np.isfinite(out[:40]).all()
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+def test_int8_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming,
+                                                                          monkeypatch):
+    # Batch > 1: each block step quantizes every row's h on its own grid and
+    # runs gemm_dot_acc (3 rows: the 1-row rest); a row's numbers are those it
+    # gets alone, so the oracle runs row by row.
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    rng = np.random.default_rng(16)
+    I, H, T, B = 9, nl.cpu.TEAM.size * DOT_NR, 30, 3
+    q = _module("LSTM", rng, I, H, num_layers=2).quantize("int8")
+    assert nl.cpu._team_preferred(q._layers, T, B)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    out, _ = q(x)
+    params = _dequantized(q)
+    for b in range(B):
+        want = _stream_oracle(params, x[:, b], 2, H)
+        np.testing.assert_allclose(out[:, b], want, rtol=0, atol=2e-5)
+    alone, _ = q(x[:, 1:2])
+    np.testing.assert_allclose(alone[:, 0], out[:, 1], rtol=0, atol=1e-6)
+    # The dot kernels ran: without their layouts the same weights give other bits.
+    from numba_lstm.cpu import packing
+
+    monkeypatch.setattr(packing, "HAS_VNNI", False)
+    widened = _module("LSTM", np.random.default_rng(16), I, H, num_layers=2).quantize("int8")
+    assert not np.array_equal(widened(x)[0], out)

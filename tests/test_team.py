@@ -218,9 +218,10 @@ def _late_block(args, step, block):
     (x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, ih_dot0, ih_dot_rest,
      ih_offset, ih_scale, lengths, gx, h_buf, c, out, mid, claims, done, steps) = args
     acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
-    no_bytes = np.empty(0, np.uint8)
+    no_bytes = np.empty((c.shape[1], 0), np.uint8)
     _block_step(gx, w_hh[0], (w_i8[0], w_bf16[0], scale[0], w_dot[0], offset[0]), lengths,
-                h_buf[0], c[0], out, step, block, acc, no_bytes, no_bytes)
+                h_buf[0], c[0], out, step, block, acc, no_bytes, no_bytes,
+                np.empty(c.shape[1], np.float32))
     count_block(done[0], 1)
 
 

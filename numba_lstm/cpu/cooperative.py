@@ -24,7 +24,7 @@ from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .layer import row_function
 from .panel_gemm import gemm_panels_acc
 from .recurrence import _FLAGS, copy_row
-from .row_step import gemm_dot_acc, quantize_row16, row_block_step, row_block_step_dot
+from .row_step import DOT_NR, gemm_dot_acc, quantize_row16, row_block_step, row_block_step_dot
 from .simd import prefetch
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 
@@ -146,13 +146,15 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi):
+def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
     over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
-    a quantized stack's batch-1 steps read ``quantized`` instead: (w_i8, w_bf16,
+    a quantized stack's steps read ``quantized`` instead: (w_i8, w_bf16,
     scale, w_dot, offset) of one layer (packing.team_quantized_blocks), the
-    int8 dot layout first where it exists; lo, hi are its scratch bytes."""
+    int8 dot layout where it exists (at batch > 1 only it: the widening
+    kernels are batch-1 ones); lo, hi (B, 4 * K4) and s_rows (B,) are its
+    scratch."""
     w_i8, w_bf16, scale, w_dot, offset = quantized
     B, H = c.shape
     U = acc.shape[1] // 4
@@ -164,8 +166,8 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi):
         reverse = s % 2 == 1
         done = False
         if w_dot.shape[0] > 0:
-            done = row_block_step_dot(gx[q, s], w_dot[q], offset[q], scale[q], h_prev[0], lo,
-                                      hi, c[0, units], h_next[0, units], out[s, 0, units],
+            done = row_block_step_dot(gx[q, s], w_dot[q], offset[q], scale[q], h_prev[0], lo[0],
+                                      hi[0], c[0, units], h_next[0, units], out[s, 0, units],
                                       reverse)
         if done:
             return
@@ -188,7 +190,15 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi):
             prefetch(h_prev, b, k)
     for b in range(B):
         copy_row(gx[q, s * B + b], acc[b])
-    gemm_panels_acc(acc, h_prev, w_hh[q])  # (B, 4U) += (B, H) @ (H, 4U)
+    # (B, 4U) += (B, H) @ (H, 4U): int8 x int16 where the dot layout covers
+    # whole panels and every h is finite, else float32
+    dot = w_dot.shape[0] > 0 and acc.shape[1] % DOT_NR == 0
+    for b in range(B):
+        if dot:
+            s_rows[b] = quantize_row16(h_prev[b], lo[b], hi[b])
+            dot = s_rows[b] >= 0
+    if not (dot and gemm_dot_acc(acc, lo, hi, s_rows, w_dot[q], offset[q], scale[q])):
+        gemm_panels_acc(acc, h_prev, w_hh[q])
     for b in range(B):
         if s < lengths[b]:
             # The LSTM row reads no parameters: acc stands in for them.
@@ -235,7 +245,9 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
     nb = w_hh.shape[0]
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
     k_bytes = 4 * quantized[3].shape[2]  # the int8 dot kernel's h bytes (4 * K4), or 0
-    lo, hi = np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8)
+    B = c.shape[0]
+    lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
+    s_rows = np.empty(B, np.float32)
     won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
     n_own = own_hi - own_lo
@@ -268,7 +280,7 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi)
+                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
 
