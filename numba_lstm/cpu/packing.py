@@ -184,8 +184,9 @@ class PackedStack(list):
                 dots, offsets, scales = [], [], []
                 for w, scale in q[2]:  # per layer: W_ih^T (K, 4H) int8, (4H,)
                     blocks = _cut_units(w, n_blocks, U)  # (n_blocks, K, 4U)
-                    dots.append(np.stack([_pack_quads(b) for b in blocks]))
-                    offsets.append(128 * blocks.astype(np.int32).sum(axis=1))
+                    quads, offset = _dot_blocks(blocks)
+                    dots.append(quads)
+                    offsets.append(offset)
                     scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
                 rest = (np.stack(dots[1:]) if L > 1 else
                         np.zeros((0, n_blocks, dots[0].shape[1], -(-H // 4), 4 * DOT_NR), np.int8))
@@ -211,9 +212,8 @@ class PackedStack(list):
         cache = self.__dict__.setdefault("_quantized_step", {})
         if not cache:
             def dot_layout(pairs):  # [(W^T (K, 4H), scale (4H,))] -> stacked arrays
-                return (aligned_copy(np.stack([_pack_quads(w) for w, _ in pairs])),
-                        aligned_copy(np.stack([128 * w.astype(np.int32).sum(axis=0)
-                                               for w, _ in pairs]).astype(np.int32)),
+                quads, offset = _dot_blocks(np.stack([w for w, _ in pairs]))
+                return (aligned_copy(quads), aligned_copy(offset),
                         aligned_copy(np.stack([scale for _, scale in pairs]).astype(np.float32)))
             hh = dot_layout(q[1])
             # The layers above the first read (H, 4H) like W_hh: with one layer,
@@ -237,14 +237,23 @@ class PackedStack(list):
             w_q.append(np.stack([pack_panels(b, widened_to=np.float32) for b in blocks]))
             scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
             if w.dtype == np.int8 and HAS_VNNI:
-                w_dot.append(np.stack([_pack_quads(b) for b in blocks]))
-                offsets.append(128 * blocks.astype(np.int32).sum(axis=1))
+                quads, offset = _dot_blocks(blocks)
+                w_dot.append(quads)
+                offsets.append(offset)
         w_q = aligned_copy(np.stack(w_q))
         int8 = w_q.dtype == np.int8
         return (w_q if int8 else i8, bf16 if int8 else w_q,
                 aligned_copy(np.stack(scales).astype(np.float32)),
                 aligned_copy(np.stack(w_dot)) if w_dot else i8,
                 aligned_copy(np.stack(offsets).astype(np.int32)) if offsets else no_offset)
+
+
+def _dot_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 blocks (n, K, N) -> the dot kernels' layout (n, P, K4, 4 * DOT_NR)
+    and each column's offset (n, N) int32: 128 x its weight sum, which the
+    kernels subtract for the high activation byte's +128."""
+    return (np.stack([_pack_quads(b) for b in blocks]),
+            128 * blocks.astype(np.int32).sum(axis=1, dtype=np.int32))
 
 
 def _pack_quads(w: np.ndarray) -> np.ndarray:

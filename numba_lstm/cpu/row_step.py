@@ -187,6 +187,14 @@ def _row_block_step_dot_impl(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, 
 
 
 @njit(inline="always", **_FLAGS)
+def _dot_quads(a, b, q0, q1, low0, high0, low1, high1):
+    """One k4 row of a panel (its two Vecs of quads q0, q1) against one row's
+    low and high activation bytes a, b: the four sums, updated."""
+    return (vdpbusd(low0, a, q0), vdpbusd(high0, b, q0), vdpbusd(low1, a, q1),
+            vdpbusd(high1, b, q1))
+
+
+@njit(inline="always", **_FLAGS)
 def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
                           reverse):
     U = gx_row.shape[0] // 4
@@ -201,22 +209,14 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
         hi0 = hi1 = hf0 = hf1 = hg0 = hg1 = ho0 = ho1 = zero  # and of the high ones
         for k in range(w_dot.shape[1]):
             a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
-            q = vload_quads(w_i, k, 0)
-            li0, hi0 = vdpbusd(li0, a, q), vdpbusd(hi0, b, q)
-            q = vload_quads(w_i, k, Q)
-            li1, hi1 = vdpbusd(li1, a, q), vdpbusd(hi1, b, q)
-            q = vload_quads(w_f, k, 0)
-            lf0, hf0 = vdpbusd(lf0, a, q), vdpbusd(hf0, b, q)
-            q = vload_quads(w_f, k, Q)
-            lf1, hf1 = vdpbusd(lf1, a, q), vdpbusd(hf1, b, q)
-            q = vload_quads(w_g, k, 0)
-            lg0, hg0 = vdpbusd(lg0, a, q), vdpbusd(hg0, b, q)
-            q = vload_quads(w_g, k, Q)
-            lg1, hg1 = vdpbusd(lg1, a, q), vdpbusd(hg1, b, q)
-            q = vload_quads(w_o, k, 0)
-            lo0, ho0 = vdpbusd(lo0, a, q), vdpbusd(ho0, b, q)
-            q = vload_quads(w_o, k, Q)
-            lo1, ho1 = vdpbusd(lo1, a, q), vdpbusd(ho1, b, q)
+            li0, hi0, li1, hi1 = _dot_quads(a, b, vload_quads(w_i, k, 0), vload_quads(w_i, k, Q),
+                                            li0, hi0, li1, hi1)
+            lf0, hf0, lf1, hf1 = _dot_quads(a, b, vload_quads(w_f, k, 0), vload_quads(w_f, k, Q),
+                                            lf0, hf0, lf1, hf1)
+            lg0, hg0, lg1, hg1 = _dot_quads(a, b, vload_quads(w_g, k, 0), vload_quads(w_g, k, Q),
+                                            lg0, hg0, lg1, hg1)
+            lo0, ho0, lo1, ho1 = _dot_quads(a, b, vload_quads(w_o, k, 0), vload_quads(w_o, k, Q),
+                                            lo0, ho0, lo1, ho1)
         j = g * DOT_NR
         _dot_cell(gx_row, U, j, li0, hi0, lf0, hf0, lg0, hg0, lo0, ho0, offset, scale_q, s_h,
                   c, h_next, out_row)
@@ -239,14 +239,10 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         la0 = la1 = ha0 = ha1 = lb0 = lb1 = hb0 = hb1 = zero
         for k in range(w_dot.shape[1]):
             a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
-            q = vload_quads(wa, k, 0)
-            la0, ha0 = vdpbusd(la0, a, q), vdpbusd(ha0, b, q)
-            q = vload_quads(wa, k, Q)
-            la1, ha1 = vdpbusd(la1, a, q), vdpbusd(ha1, b, q)
-            q = vload_quads(wb, k, 0)
-            lb0, hb0 = vdpbusd(lb0, a, q), vdpbusd(hb0, b, q)
-            q = vload_quads(wb, k, Q)
-            lb1, hb1 = vdpbusd(lb1, a, q), vdpbusd(hb1, b, q)
+            la0, ha0, la1, ha1 = _dot_quads(a, b, vload_quads(wa, k, 0), vload_quads(wa, k, Q),
+                                            la0, ha0, la1, ha1)
+            lb0, hb0, lb1, hb1 = _dot_quads(a, b, vload_quads(wb, k, 0), vload_quads(wb, k, Q),
+                                            lb0, hb0, lb1, hb1)
         j = p * DOT_NR
         _dot_add(out_row, j, la0, ha0, offset, scale_q, s_x)
         _dot_add(out_row, j + DOT_LANES, la1, ha1, offset, scale_q, s_x)
@@ -257,10 +253,8 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         l0 = l1 = h0 = h1 = zero
         for k in range(w_dot.shape[1]):
             a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
-            q = vload_quads(w, k, 0)
-            l0, h0 = vdpbusd(l0, a, q), vdpbusd(h0, b, q)
-            q = vload_quads(w, k, Q)
-            l1, h1 = vdpbusd(l1, a, q), vdpbusd(h1, b, q)
+            l0, h0, l1, h1 = _dot_quads(a, b, vload_quads(w, k, 0), vload_quads(w, k, Q),
+                                        l0, h0, l1, h1)
         j = (P - 1) * DOT_NR
         _dot_add(out_row, j, l0, h0, offset, scale_q, s_x)
         _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
@@ -298,18 +292,14 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
             h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
             for k in range(w_dot.shape[1]):
                 q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
-                a, b = vsplat_quad(lo0, 4 * k), vsplat_quad(hi0, 4 * k)
-                l00, l01, h00, h01 = (vdpbusd(l00, a, q0), vdpbusd(l01, a, q1),
-                                      vdpbusd(h00, b, q0), vdpbusd(h01, b, q1))
-                a, b = vsplat_quad(lo1, 4 * k), vsplat_quad(hi1, 4 * k)
-                l10, l11, h10, h11 = (vdpbusd(l10, a, q0), vdpbusd(l11, a, q1),
-                                      vdpbusd(h10, b, q0), vdpbusd(h11, b, q1))
-                a, b = vsplat_quad(lo2, 4 * k), vsplat_quad(hi2, 4 * k)
-                l20, l21, h20, h21 = (vdpbusd(l20, a, q0), vdpbusd(l21, a, q1),
-                                      vdpbusd(h20, b, q0), vdpbusd(h21, b, q1))
-                a, b = vsplat_quad(lo3, 4 * k), vsplat_quad(hi3, 4 * k)
-                l30, l31, h30, h31 = (vdpbusd(l30, a, q0), vdpbusd(l31, a, q1),
-                                      vdpbusd(h30, b, q0), vdpbusd(h31, b, q1))
+                l00, h00, l01, h01 = _dot_quads(vsplat_quad(lo0, 4 * k), vsplat_quad(hi0, 4 * k),
+                                                q0, q1, l00, h00, l01, h01)
+                l10, h10, l11, h11 = _dot_quads(vsplat_quad(lo1, 4 * k), vsplat_quad(hi1, 4 * k),
+                                                q0, q1, l10, h10, l11, h11)
+                l20, h20, l21, h21 = _dot_quads(vsplat_quad(lo2, 4 * k), vsplat_quad(hi2, 4 * k),
+                                                q0, q1, l20, h20, l21, h21)
+                l30, h30, l31, h31 = _dot_quads(vsplat_quad(lo3, 4 * k), vsplat_quad(hi3, 4 * k),
+                                                q0, q1, l30, h30, l31, h31)
             j = p * DOT_NR
             _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
             _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
