@@ -203,22 +203,18 @@ def _bench_quantized(args, shapes) -> int:
 
 def cmd_compile(args) -> int:
     """Fill Numba's on-disk cache with every kernel the chosen configurations reach."""
-    from numba_lstm.precompile import DTYPES, FAMILIES, compile
+    from numba_lstm.precompile import DTYPES, FAMILIES, WEIGHTS, compile
 
     dtypes, families = _choices(args.dtype, DTYPES, "--dtype"), \
         _choices(args.family, FAMILIES, "--family")
-    # The quantized modules' own kernel (the team's batch-1 step on stored weights)
-    # is part of the float32 team job; everything else they run is float32's.
-    weights = _choices(args.weights, ("float32", "int8", "bfloat16"), "--weights")
-    if set(weights) - {"float32"} and "float32" not in dtypes:
-        dtypes.append("float32")  # quantized modules compute in float32
+    weights = _choices(args.weights, WEIGHTS, "--weights")
     import numba
 
     where = numba.config.CACHE_DIR or "next to the installed sources (__pycache__)"
     print(f"compiling into {where}: dtypes {', '.join(dtypes)}; "
-          f"families {', '.join(families)}")
+          f"weights {', '.join(weights)}; families {', '.join(families)}")
     t0 = time.perf_counter()
-    records = compile(dtypes, families, progress=print)
+    records = compile(dtypes, families, weights=weights, progress=print)
     print(f"{len(records)} paths in {time.perf_counter() - t0:.1f} s; a new process now "
           "loads them from the cache")
     return 0

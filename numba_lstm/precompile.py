@@ -13,6 +13,7 @@ import numpy as np
 
 FAMILIES = ("lstm", "gru", "rnn", "layernorm")
 DTYPES = ("float32", "float64")
+WEIGHTS = ("float32", "int8", "bfloat16")  # how weight matrices are stored
 
 # A case per dispatch strategy: (T, B, directions, projection), as small as
 # reaches it; the kernels' signatures depend on neither the sizes nor the
@@ -58,11 +59,13 @@ def _run_case(module, strategy: str, T: int, B: int) -> bool:
 
 
 def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMILIES, *,
-            cache_dir: str | os.PathLike | None = None,
+            weights: Iterable[str] = ("float32",), cache_dir: str | os.PathLike | None = None,
             progress: Callable[[str], None] | None = None) -> list[dict]:
     """Compile (or load) every CPU kernel the given dtypes and families reach,
-    strategy by strategy, into Numba's on-disk cache. Returns one record per
-    (family, dtype, strategy) run: the seconds it took.
+    strategy by strategy, into Numba's on-disk cache. ``weights`` other than
+    float32 add the quantized modules (float32, module.quantize) of the
+    families that have them: their team job is a kernel of its own. Returns one
+    record per (family, dtype, weights, strategy) run: the seconds it took.
 
     ``cache_dir`` sets NUMBA_CACHE_DIR, which Numba reads when it is imported:
     it must come before anything imports numba (the CLI's ``--cache-dir`` does
@@ -72,20 +75,30 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
         _use_cache_dir(str(cache_dir))
     from numba_lstm import cpu
 
+    # (dtype, how the weights are stored): float modules store their dtype
+    configurations = [(dtype, dtype) for dtype in dtypes] + [
+        ("float32", w) for w in weights if w != "float32"]
     records = []
     for family in families:
-        for dtype in dtypes:
+        for dtype, stored in configurations:
+            quantized = stored != dtype
+            if quantized and family == "layernorm":
+                continue  # no quantized form
             for strategy, (T, B, D, proj) in _CASES.items():
                 if proj and family != "lstm":
                     continue
+                modules = _modules(family, dtype, D, proj)
+                if quantized:
+                    modules = [m.quantize(stored) for m in modules]
                 start = time.perf_counter()
-                ran = [_run_case(m, strategy, T, B) for m in _modules(family, dtype, D, proj)]
+                ran = [_run_case(m, strategy, T, B) for m in modules]
                 if any(ran):
                     seconds = time.perf_counter() - start
-                    records.append(dict(family=family, dtype=dtype, strategy=strategy,
-                                        seconds=seconds))
+                    records.append(dict(family=family, dtype=dtype, weights=stored,
+                                        strategy=strategy, seconds=seconds))
                     if progress:
-                        progress(f"{family:<9} {dtype:<7} {strategy:<16} {seconds:6.2f} s")
+                        progress(f"{family:<9} {dtype:<7} {stored:<8} {strategy:<16} "
+                                 f"{seconds:6.2f} s")
     cpu.TEAM.wait_ready()  # the helpers' own entry point is a kernel too
     return records
 

@@ -528,3 +528,18 @@ def test_int8_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
     monkeypatch.setattr(packing, "HAS_VNNI", False)
     widened = _module("LSTM", np.random.default_rng(16), I, H, num_layers=2).quantize("int8")
     assert not np.array_equal(widened(x)[0], out)
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+def test_compile_runs_the_quantized_team_job():
+    # A quantized stack's team job is a kernel of its own (the float job carries
+    # none of the int8 and bfloat16 kernels), so `compile --weights` must run it.
+    from numba_lstm.cpu import cooperative
+
+    records = nl.compile(("float32",), ("lstm", "layernorm"), weights=("int8", "bfloat16"))
+    ran = {(r["family"], r["weights"], r["strategy"]) for r in records}
+    for weights in ("float32", "int8", "bfloat16"):
+        assert {("lstm", weights, "team"), ("lstm", weights, "stream_step")} <= ran
+    assert ("layernorm", "float32", "panels") in ran
+    assert not any(f == "layernorm" and w != "float32" for f, w, _ in ran)
+    assert cooperative.serve_quantized_float32.signatures

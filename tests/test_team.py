@@ -74,6 +74,10 @@ def _reference(params, x, h0, c0, lengths):
     return out, np.stack(h_n), np.stack(c_n)
 
 
+# Where _job's list holds stack_job's outputs and counters.
+H_BUF, C, OUT, CLAIMS, DONE, STEPS = 9, 10, 11, 13, 14, 15
+
+
 def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
     """stack_job's arguments (without tid, n_threads) and the reference result."""
     stack, params = _stack(rng, L, I, H, dtype, scale=scale)
@@ -86,8 +90,7 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
     h_buf[:, 0] = h0
     w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks)
     out, mid = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
-    args = [x, w_ih0, w_ih_rest, bias, w_hh, *stack.team_quantized_blocks(n_blocks),
-            *stack.team_quantized_projection(n_blocks), lengths,
+    args = [x, w_ih0, w_ih_rest, bias, w_hh, None, None, lengths,  # a float stack
             np.empty((n_blocks, steps * B, bias.shape[2]), dtype), h_buf, c, out, mid,
             np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
             np.zeros((L, done_size(2)), np.int64), steps]
@@ -96,7 +99,7 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
 
 def _check(args, expected, dtype):
     ref_out, ref_h, ref_c = expected
-    h_buf, c, out, steps = args[16], args[17], args[18], args[22]
+    h_buf, c, out, steps = args[H_BUF], args[C], args[OUT], args[STEPS]
     assert_close(out[:steps], ref_out[:steps], dtype, "out")
     assert_close(h_buf[:, steps % 2], ref_h, dtype, "h_n")
     assert_close(c, ref_c, dtype, "c_n")
@@ -115,14 +118,14 @@ def test_a_lone_caller_computes_every_block(n_blocks, B, L):
     stack_job(*args, 0, 2)
     _check(args, expected, np.float64)
     for b, n in enumerate(lengths):
-        assert np.all(args[18][n:args[22], b] == 0)
+        assert np.all(args[OUT][n:args[STEPS], b] == 0)
 
 
 def test_a_late_thread_changes_nothing():
     rng = np.random.default_rng(7)
     args, expected = _job(rng, 2, 12, 2, 4, 8, 2, np.float64, np.array([12, 9]))
     stack_job(*args, 0, 2)
-    data = [a for a in args[:20] if isinstance(a, np.ndarray)]
+    data = [a for a in args[:CLAIMS] if isinstance(a, np.ndarray)]
     snapshot = [a.copy() for a in data]
     stack_job(*args, 1, 2)  # a helper arriving after the work is done
     assert all(np.array_equal(a, b) for a, b in zip(data, snapshot, strict=True))
@@ -215,12 +218,12 @@ def test_batch_1_jobs_with_whole_panel_blocks_match_the_reference(H, n_blocks, t
 def _late_block(args, step, block):
     """A stand-in for a descheduled helper (thread 1 of 2): compute one claimed
     block, then count it."""
-    (x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, ih_dot0, ih_dot_rest,
-     ih_offset, ih_scale, lengths, gx, h_buf, c, out, mid, claims, done, steps) = args
+    (x, w_ih0, w_ih_rest, bias, w_hh, hh_quantized, ih_quantized, lengths, gx, h_buf, c, out,
+     mid, claims, done, steps) = args
     acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
     no_bytes = np.empty((c.shape[1], 0), np.uint8)
-    _block_step(gx, w_hh[0], (w_i8[0], w_bf16[0], scale[0], w_dot[0], offset[0]), lengths,
-                h_buf[0], c[0], out, step, block, acc, no_bytes, no_bytes,
+    _block_step(gx, w_hh[0], None, lengths, h_buf[0], c[0], out, step, block, acc, no_bytes,
+                no_bytes,
                 np.empty(c.shape[1], np.float32))
     count_block(done[0], 1)
 
@@ -232,7 +235,7 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for():
     rng = np.random.default_rng(11)
     args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
     start = recurrence_claims_start(60, 2, 2)
-    args[20][start + step_claim(1, 1, 60)] = 1  # block 1 of step 1: the stalled thread's
+    args[CLAIMS][start + step_claim(1, 1, 60)] = 1  # block 1 of step 1: the stalled thread's
 
     def stalled():
         time.sleep(0.03)
@@ -248,7 +251,7 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for():
 @njit(nogil=True)
 def _block_after(args, step, block):
     """A stand-in helper's next block: wait for the step before it, compute it."""
-    done = args[21]
+    done = args[DONE]
     while steps_done(done[0], 2) < step * 2:  # 2 blocks a step
         pass
     _late_block(args, step, block)
@@ -262,8 +265,8 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     rng = np.random.default_rng(12)
     args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
     start = recurrence_claims_start(60, 2, 2)
-    args[20][start + step_claim(1, 1, 60)] = 1  # step 1, block 1
-    args[20][start + step_claim(0, 3, 60)] = 1  # step 3, block 0
+    args[CLAIMS][start + step_claim(1, 1, 60)] = 1  # step 1, block 1
+    args[CLAIMS][start + step_claim(0, 3, 60)] = 1  # step 3, block 0
 
     def stalled():
         time.sleep(0.03)
@@ -274,7 +277,7 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     thread.start()
     stack_job(*args, 0, 2)
     thread.join()
-    assert steps_done(args[21][0], 2) == 60 * 2  # every block counted once
+    assert steps_done(args[DONE][0], 2) == 60 * 2  # every block counted once
     _check(args, expected, np.float64)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from .._config import configure_threading
 from ..cells import LSTM
 from .aligned import aligned_zeros
-from .cooperative import SERVE, claim_count, done_size, lstm_stack_team
+from .cooperative import SERVE, claim_count, done_size, job_kind, lstm_stack_team
 from .layer import layer_kernels
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
@@ -92,13 +92,14 @@ def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
 
 def _run_team(layers: PackedStack, x, h0, c0, lengths):
     T, B = x.shape[:2]
+    kind = job_kind(x.dtype, layers.quantized is not None)
     ctrl = TEAM.acquire()
     try:
         if lengths is None:
-            return _team_stack(ctrl, layers, x, h0, c0, np.full(B, T, np.int64), T)
-        return _team_stack(ctrl, layers, x, h0, c0, lengths, int(lengths.max()))
+            return _team_stack(ctrl, kind, layers, x, h0, c0, np.full(B, T, np.int64), T)
+        return _team_stack(ctrl, kind, layers, x, h0, c0, lengths, int(lengths.max()))
     finally:
-        TEAM.release(ctrl, x.itemsize)
+        TEAM.release(ctrl, kind)
 
 
 def _stream_step_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
@@ -279,7 +280,7 @@ def forward(layers: PackedStack, x, h0, c0, lengths, strategy: str | None = None
     return stack.run(layers, x, h0, c0, lengths)
 
 
-def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
+def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps: int):
     """One direction, no projection, small batch: the team shares the input
     projections and every step of every layer (numba_lstm.cpu.cooperative).
     h0, c0 may be None for zeros; steps = lengths.max(). At T=2 (S1's shape)
@@ -307,7 +308,7 @@ def _team_stack(ctrl, layers: PackedStack, x, h0, c0, lengths, steps: int):
     # fill whole lines, so one allocation on a line serves both.
     n_claims = L * claim_count(steps, B, n_blocks)
     counters = aligned_zeros(n_claims + L * done_size(TEAM.size), np.int64)
-    lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, *quantized, lengths,
+    lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, *quantized, lengths,
                     np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
                     counters[:n_claims], counters[n_claims:].reshape(L, -1), steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n

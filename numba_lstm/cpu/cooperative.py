@@ -24,9 +24,18 @@ from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .layer import row_function
 from .panel_gemm import gemm_panels_acc
 from .recurrence import _FLAGS, copy_row
-from .row_step import DOT_NR, gemm_dot_acc, quantize_row16, row_block_step, row_block_step_dot
+from .row_step import DOT_NR, quantize_row16, row_block_step
 from .simd import prefetch
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
+from .team_quantized import (
+    dot_acc,
+    dot_blocks,
+    dot_k_bytes,
+    layer_projection,
+    layer_recurrence,
+    quantized_row_step,
+    recurrence_dot,
+)
 
 lstm_row = row_function(LSTM)
 
@@ -110,16 +119,16 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
     """gx[q, r] = bias[q] + rows[r] @ W_ih^T[:, block q]; w_ih (nb, P, K, NR),
     each block's columns in panels, by (block q, row chunk) tasks. With the
     int8 dot layout (dot = (w_dot (nb, P, K4, 4 * DOT_NR), offset, scale (nb,
-    4U)), nb > 0: packing.team_quantized_projection), by row chunk: each row
-    is quantized to int16 once (row_step.quantize_row16) for every block, and
-    a chunk holding a row that is not finite takes the float panels."""
+    4U)), nb > 0: packing.team_quantized_projection; None for a float stack),
+    by row chunk: each row is quantized to int16 once (row_step.quantize_row16)
+    for every block, and a chunk holding a row that is not finite takes the
+    float panels."""
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
-    w_dot, offset, scale = dot
-    quantized = w_dot.shape[0] > 0
+    quantized = dot_blocks(dot) > 0
     n_tasks = n_chunks if quantized else nb * n_chunks
-    k_bytes = 4 * w_dot.shape[2] if quantized else 0
+    k_bytes = dot_k_bytes(dot)
     lo = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
     hi = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
     s_rows = np.empty(PROJECTION_ROWS, np.float32)
@@ -138,8 +147,8 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
                 # (rows, 4U) += (rows, K) @ (K, 4U): int8 x int16, else float
-                if not (finite and gemm_dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
-                                                s_rows[:r1 - r0], w_dot[q], offset[q], scale[q])):
+                if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
+                                           s_rows[:r1 - r0], dot, q)):
                     gemm_panels_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
     _wait_until(done, 0, n_tasks)
@@ -151,11 +160,10 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
     the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
     over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
     a quantized stack's steps read ``quantized`` instead: (w_i8, w_bf16,
-    scale, w_dot, offset) of one layer (packing.team_quantized_blocks), the
-    int8 dot layout where it exists (at batch > 1 only it: the widening
-    kernels are batch-1 ones); lo, hi (B, 4 * K4) and s_rows (B,) are its
-    scratch."""
-    w_i8, w_bf16, scale, w_dot, offset = quantized
+    scale, w_dot, offset) of one layer (packing.team_quantized_blocks; None
+    for a float stack), the int8 dot layout where it exists (at batch > 1
+    only it: the widening kernels are batch-1 ones); lo, hi (B, 4 * K4) and
+    s_rows (B,) are its scratch."""
     B, H = c.shape
     U = acc.shape[1] // 4
     j0 = q * U
@@ -164,23 +172,11 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
     h_next = h_buf[1 - s % 2]
     if B == 1 and s < lengths[0]:
         reverse = s % 2 == 1
-        done = False
-        if w_dot.shape[0] > 0:
-            done = row_block_step_dot(gx[q, s], w_dot[q], offset[q], scale[q], h_prev[0], lo[0],
-                                      hi[0], c[0, units], h_next[0, units], out[s, 0, units],
-                                      reverse)
-        if done:
+        if quantized_row_step(quantized, q, gx[q, s], h_prev[0], lo[0], hi[0], c[0, units],
+                              h_next[0, units], out[s, 0, units], reverse):
             return
-        if w_i8.shape[0] > 0:
-            done = row_block_step(gx[q, s], w_i8[q], scale[q], h_prev[0], c[0, units],
-                                  h_next[0, units], out[s, 0, units], reverse)
-        elif w_bf16.shape[0] > 0:
-            done = row_block_step(gx[q, s], w_bf16[q], scale[q], h_prev[0], c[0, units],
-                                  h_next[0, units], out[s, 0, units], reverse)
-        else:
-            done = row_block_step(gx[q, s], w_hh[q], None, h_prev[0], c[0, units],
-                                  h_next[0, units], out[s, 0, units], reverse)
-        if done:
+        if row_block_step(gx[q, s], w_hh[q], None, h_prev[0], c[0, units], h_next[0, units],
+                          out[s, 0, units], reverse):
             return
     # Half of h_prev's lines were written by the other thread last step: asked
     # for all at once, their transfers overlap instead of stalling the first
@@ -192,12 +188,13 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
         copy_row(gx[q, s * B + b], acc[b])
     # (B, 4U) += (B, H) @ (H, 4U): int8 x int16 where the dot layout covers
     # whole panels and every h is finite, else float32
-    dot = w_dot.shape[0] > 0 and acc.shape[1] % DOT_NR == 0
+    dot = recurrence_dot(quantized)
+    use_dot = dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
     for b in range(B):
-        if dot:
+        if use_dot:
             s_rows[b] = quantize_row16(h_prev[b], lo[b], hi[b])
-            dot = s_rows[b] >= 0
-    if not (dot and gemm_dot_acc(acc, lo, hi, s_rows, w_dot[q], offset[q], scale[q])):
+            use_dot = s_rows[b] >= 0
+    if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q)):
         gemm_panels_acc(acc, h_prev, w_hh[q])
     for b in range(B):
         if s < lengths[b]:
@@ -244,7 +241,7 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
     """
     nb = w_hh.shape[0]
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
-    k_bytes = 4 * quantized[3].shape[2]  # the int8 dot kernel's h bytes (4 * K4), or 0
+    k_bytes = dot_k_bytes(recurrence_dot(quantized))  # the int8 dot kernel's h bytes, or 0
     B = c.shape[0]
     lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
     s_rows = np.empty(B, np.float32)
@@ -286,27 +283,28 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
 
 
 @njit(**_FLAGS)
-def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset, ih_dot0,
-              ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out, mid, claims, done,
-              steps, tid, n_threads):
+def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, hh_quantized, ih_quantized, lengths, gx, h_buf,
+              c, out, mid, claims, done, steps, tid, n_threads):
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
     x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, P, I, NR)
     and w_ih_rest (L-1, nb, P, H, NR) W_ih^T of layer 0 and of the others in
     panels (cpu.panel_gemm), bias (L, nb, 4U) b_ih + b_hh, w_hh
-    (L, nb, P, H, NR) W_hh^T in panels;  w_i8 or w_bf16 (L, nb, P, H, NR) and
-    scale (L, nb, 4U), w_dot (L, nb, P, K4, 4 * DOT_NR) and offset (L, nb, 4U):
-    a quantized stack's W_hh^T (packing.team_quantized_blocks), read at batch
-    1, and (L, 0, ...) where absent;  ih_dot0 (nb, P, K4, 4 * DOT_NR),
-    ih_dot_rest (L-1, nb, ...), ih_offset and ih_scale (L, nb, 4U): an int8
-    stack's W_ih^T for the projections (packing.team_quantized_projection),
-    with 0 blocks where absent;  lengths (B,) int64;
-    gx (nb, steps*B, 4U) scratch;  h_buf (L, 2, B, H) ping-pong, h0 in [l, 0],
-    the final h in [l, steps % 2];  c (L, B, H) c0, updated in place;  out and
-    mid (T, B, H): the last layer writes out, the one below it mid, and so on
-    alternately; rows 0..steps-1 are written;  claims (L * claim_count,) and
-    done (L, done_size(n_threads)) int64, zero before the first thread.
+    (L, nb, P, H, NR) W_hh^T in panels;  hh_quantized: None for a float stack,
+    else (w_i8, w_bf16, scale, w_dot, offset) (packing.team_quantized_blocks):
+    w_i8 or w_bf16 (L, nb, P, H, NR) and scale (L, nb, 4U) the stored W_hh^T,
+    read at batch 1, w_dot (L, nb, P, K4, 4 * DOT_NR) and offset (L, nb, 4U)
+    its int8 dot layout, each (L, 0, ...) where absent;  ih_quantized: None,
+    or (ih_dot0 (nb, P, K4, 4 * DOT_NR), ih_dot_rest (L-1, nb, ...),
+    ih_offset, ih_scale (L, nb, 4U)): an int8 stack's W_ih^T for the
+    projections (packing.team_quantized_projection), with 0 blocks where
+    absent;  lengths (B,) int64;  gx (nb, steps*B, 4U) scratch;  h_buf
+    (L, 2, B, H) ping-pong, h0 in [l, 0], the final h in [l, steps % 2];
+    c (L, B, H) c0, updated in place;  out and mid (T, B, H): the last layer
+    writes out, the one below it mid, and so on alternately; rows
+    0..steps-1 are written;  claims (L * claim_count,) and done
+    (L, done_size(n_threads)) int64, zero before the first thread.
     Returns once every task is done.
     """
     L = w_hh.shape[0]
@@ -317,22 +315,34 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offse
         dst = out if (L - 1 - layer) % 2 == 0 else mid
         src = mid if (L - 1 - layer) % 2 == 0 else out
         layer_claims = claims[layer * per_layer:(layer + 1) * per_layer]
+        dot = layer_projection(ih_quantized, layer)
         if layer == 0:
-            _project(x.reshape((x.shape[0] * B, x.shape[2]))[:steps * B], w_ih0,
-                     (ih_dot0, ih_offset[0], ih_scale[0]), bias[0], gx, layer_claims, done[0],
-                     tid, n_threads)
+            _project(x.reshape((x.shape[0] * B, x.shape[2]))[:steps * B], w_ih0, dot, bias[0],
+                     gx, layer_claims, done[0], tid, n_threads)
         else:
             _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
-                     w_ih_rest[layer - 1],
-                     (ih_dot_rest[layer - 1], ih_offset[layer], ih_scale[layer]), bias[layer],
-                     gx, layer_claims, done[layer], tid, n_threads)
-        _recur(gx, w_hh[layer], (w_i8[layer], w_bf16[layer], scale[layer], w_dot[layer],
-                                 offset[layer]), lengths, h_buf[layer], c[layer], dst,
-               layer_claims[n_projection:], done[layer], steps, tid, n_threads)
+                     w_ih_rest[layer - 1], dot, bias[layer], gx, layer_claims, done[layer], tid,
+                     n_threads)
+        _recur(gx, w_hh[layer], layer_recurrence(hh_quantized, layer), lengths, h_buf[layer],
+               c[layer], dst, layer_claims[n_projection:], done[layer], steps, tid, n_threads)
+
+
+# Job kinds, one compiled serve loop each, so that a process compiles only the
+# kinds it runs: a float32 stack's job has none of the int8 and bfloat16
+# kernels a quantized one's has (team_quantized).
+FLOAT32, FLOAT64, QUANTIZED_FLOAT32 = 1, 2, 3
+
+
+def job_kind(dtype: np.dtype, quantized: bool) -> int:
+    """The kind of a stack job: a quantized stack computing in float64 runs on
+    its float weights (the kernels on stored weights are float32 ones)."""
+    if dtype == np.float64:
+        return FLOAT64
+    return QUANTIZED_FLOAT32 if quantized else FLOAT32
 
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
-(_ITEMSIZE, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
+(_KIND, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
  _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW, _NB_IH, _P_IH, _K4_I, _K4_H) = range(DESC, DESC + 23)
 (_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _IH_DOT0,
  _IH_DOT_REST, _IH_OFFSET, _IH_SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
@@ -345,26 +355,40 @@ def _view(ctrl, slot, shape, dtype):
 
 
 @njit(inline="always", **_FLAGS)
-def _join_stack_job(ctrl, dtype, tid):
+def _no_quantized_weights(ctrl):
+    return None, None
+
+
+@njit(inline="always", **_FLAGS)
+def _quantized_weights(ctrl):
+    """stack_job's hh_quantized and ih_quantized, from the descriptor."""
+    H, L, G, P, NR = ctrl[_H], ctrl[_L], ctrl[_G], ctrl[_P], ctrl[_NR]
+    hh = (_view(ctrl, _W_I8, (L, ctrl[_NB_I8], P, H, NR), np.int8),
+          _view(ctrl, _W_BF16, (L, ctrl[_NB_BF16], P, H, NR), np.uint16),
+          _view(ctrl, _SCALE, (L, ctrl[_NB_SCALE], G), np.float32),
+          _view(ctrl, _W_DOT, (L, ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]),
+                np.int8),
+          _view(ctrl, _OFFSET, (L, ctrl[_NB_DOT], G if ctrl[_NB_DOT] else 0), np.int32))
+    ih = (_view(ctrl, _IH_DOT0, (ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I], ctrl[_W_DOT_ROW]),
+                np.int8),
+          _view(ctrl, _IH_DOT_REST, (max(L - 1, 0), ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_H],
+                                     ctrl[_W_DOT_ROW]), np.int8),
+          _view(ctrl, _IH_OFFSET, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.int32),
+          _view(ctrl, _IH_SCALE, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.float32))
+    return hh, ih
+
+
+@njit(inline="always", **_FLAGS)
+def _join_stack_job(ctrl, dtype, quantized_weights, tid):
     T, B, I, H, L = ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L]
     nb, G, P, NR, steps = ctrl[_NB], ctrl[_G], ctrl[_P], ctrl[_NR], ctrl[_STEPS]
     n_claims = L * claim_count(steps, B, nb)
+    hh, ih = quantized_weights(ctrl)
     stack_job(_view(ctrl, _X, (T, B, I), dtype), _view(ctrl, _W_IH0, (nb, P, I, NR), dtype),
               _view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P, H, NR), dtype),
               _view(ctrl, _BIAS, (L, nb, G), dtype), _view(ctrl, _W_HH, (L, nb, P, H, NR), dtype),
-              _view(ctrl, _W_I8, (L, ctrl[_NB_I8], P, H, NR), np.int8),
-              _view(ctrl, _W_BF16, (L, ctrl[_NB_BF16], P, H, NR), np.uint16),
-              _view(ctrl, _SCALE, (L, ctrl[_NB_SCALE], G), np.float32),
-              _view(ctrl, _W_DOT, (L, ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]),
-                    np.int8),
-              _view(ctrl, _OFFSET, (L, ctrl[_NB_DOT], G if ctrl[_NB_DOT] else 0), np.int32),
-              _view(ctrl, _IH_DOT0, (ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I], ctrl[_W_DOT_ROW]),
-                    np.int8),
-              _view(ctrl, _IH_DOT_REST, (max(L - 1, 0), ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_H],
-                                         ctrl[_W_DOT_ROW]), np.int8),
-              _view(ctrl, _IH_OFFSET, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.int32),
-              _view(ctrl, _IH_SCALE, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.float32),
-              _view(ctrl, _LENGTHS, (B,), np.int64), _view(ctrl, _GX, (nb, steps * B, G), dtype),
+              hh, ih, _view(ctrl, _LENGTHS, (B,), np.int64),
+              _view(ctrl, _GX, (nb, steps * B, G), dtype),
               _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
               _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
               _view(ctrl, _CLAIMS, (n_claims,), np.int64),
@@ -373,12 +397,12 @@ def _join_stack_job(ctrl, dtype, tid):
 
 
 @njit(**_FLAGS)
-def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
+def _describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
                         offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
                         out, mid, claims, done, steps, n_threads):
-    """Write a stack job's descriptor (sizes, array addresses) on ctrl."""
+    """Write a stack job's descriptor (kind, sizes, array addresses) on ctrl."""
     T, B, I = x.shape
-    ctrl[_ITEMSIZE] = x.itemsize
+    ctrl[_KIND] = kind
     ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L] = T, B, I, c.shape[2], c.shape[0]
     ctrl[_NB], ctrl[_G], ctrl[_STEPS] = gx.shape[0], gx.shape[2], steps
     ctrl[_P], ctrl[_NR] = w_ih0.shape[1], w_ih0.shape[3]
@@ -403,22 +427,23 @@ def _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, sca
         ctrl[slot] = address
 
 
-def lstm_stack_team(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot, offset,
-                    ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out, mid,
-                    claims, done, steps, n_threads):
-    """The caller's side of a stack job (arguments as stack_job): describe it on
-    ctrl, then run it as thread 0 through the same compiled loop as the helpers
-    (serve_float32/64), which opens it, does thread 0's share and closes it.
-    One compiled copy of the job, not two, so a cold cache compiles it once.
-    The caller holds the arrays until this returns."""
-    _describe_stack_job(ctrl, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
+def lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
+                    offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out,
+                    mid, claims, done, steps, n_threads):
+    """The caller's side of a stack job of ``kind`` (job_kind; the arrays as
+    stack_job's, the quantized ones (L, 0, ...) for a float stack): describe
+    it on ctrl, then run it as thread 0 through the same compiled loop as the
+    helpers (SERVE[kind]), which opens it, does thread 0's share and closes
+    it. One compiled copy of the job, not two, so a cold cache compiles it
+    once. The caller holds the arrays until this returns."""
+    _describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
                         offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
                         out, mid, claims, done, steps, n_threads)
-    SERVE[x.itemsize](ctrl, 0, 0)
+    SERVE[kind](ctrl, 0, 0)
 
 
 @njit(inline="always", **_FLAGS)
-def _serve(ctrl, spin_limit, tid, dtype, itemsize):
+def _serve(ctrl, spin_limit, tid, kind, dtype, quantized_weights):
     gen = -1
     while True:
         if tid == 0:  # the caller (lstm_stack_team): its own job, then back
@@ -427,34 +452,39 @@ def _serve(ctrl, spin_limit, tid, dtype, itemsize):
             gen = wait_for_job(ctrl, gen, spin_limit)
             if gen < 0:
                 return 0
-            if ctrl[_ITEMSIZE] != itemsize:
-                return ctrl[_ITEMSIZE]
+            if ctrl[_KIND] != kind:
+                return ctrl[_KIND]
             if not enter_job(ctrl, gen):
                 continue
         # The job's one call site: every thread runs the same machine code, so
         # a block's numbers do not depend on which thread computed it. Through
         # the descriptor, the caller too: views made by carray own no memory,
         # so slicing them in the step loop costs no atomic reference counting.
-        _join_stack_job(ctrl, dtype, tid)
+        _join_stack_job(ctrl, dtype, quantized_weights, tid)
         if tid == 0:
             close_job(ctrl)
             return 0
         leave_job(ctrl)
 
 
-# A helper's loop (team.Team), one per dtype so that only the dtypes in use are
-# compiled (each is a whole stack_job: ~5 s with a cold cache): join every job
-# opened on ctrl; return 0 after spin_limit idle iterations, or the itemsize of
-# an open job of the other dtype. With tid 0, the caller's run of the job
-# described on ctrl (lstm_stack_team).
+# A helper's loop (team.Team), one per job kind (each is a whole stack_job:
+# 25-40 s with a cold cache): join every job opened on ctrl; return 0 after
+# spin_limit idle iterations, or the kind of an open job of another kind.
+# With tid 0, the caller's run of the job described on ctrl (lstm_stack_team).
 @njit(**_FLAGS)
 def serve_float32(ctrl, spin_limit, tid):
-    return _serve(ctrl, spin_limit, tid, np.float32, 4)
+    return _serve(ctrl, spin_limit, tid, FLOAT32, np.float32, _no_quantized_weights)
 
 
 @njit(**_FLAGS)
 def serve_float64(ctrl, spin_limit, tid):
-    return _serve(ctrl, spin_limit, tid, np.float64, 8)
+    return _serve(ctrl, spin_limit, tid, FLOAT64, np.float64, _no_quantized_weights)
 
 
-SERVE = {4: serve_float32, 8: serve_float64}  # by itemsize
+@njit(**_FLAGS)
+def serve_quantized_float32(ctrl, spin_limit, tid):
+    return _serve(ctrl, spin_limit, tid, QUANTIZED_FLOAT32, np.float32, _quantized_weights)
+
+
+SERVE = {FLOAT32: serve_float32, FLOAT64: serve_float64,
+         QUANTIZED_FLOAT32: serve_quantized_float32}  # by job kind

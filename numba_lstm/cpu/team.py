@@ -1,9 +1,9 @@
 """A team of threads that run one jitted job together, without launches or locks.
 
 The caller is thread 0; one helper thread per further core waits for jobs in
-nogil jitted code (``serve_float32/64`` in numba_lstm.cpu.cooperative). A job is
+nogil jitted code (``cooperative.SERVE``, a loop per job kind). A job is
 published through ``ctrl``, a small shared int64 array: the caller writes a
-descriptor (dtype, sizes, array addresses) into ``ctrl[DESC:]``, opens the job,
+descriptor (kind, sizes, array addresses) into ``ctrl[DESC:]``, opens the job,
 works on it itself, closes it, and waits until no helper is still inside.
 Joining therefore costs a cache-line transfer (~0.1 µs), not a thread wake-up
 (60-200 µs measured on these VMs) nor a Python dispatch.
@@ -115,13 +115,13 @@ def _spin_iterations(microseconds: float) -> int:
 class Team:
     """The shared ctrl array and the helper threads serving it.
 
-    ``serve[itemsize](ctrl, spin_limit, thread_id)`` are the jitted helper
-    loops, one per dtype; each returns 0 after spin_limit idle iterations, or
-    the itemsize of an open job of another dtype (the helper then switches
-    loops). The team starts after the first job in a process (again after a
+    ``serve[kind](ctrl, spin_limit, thread_id)`` are the jitted helper
+    loops, one per job kind (a nonzero int); each returns 0 after spin_limit
+    idle iterations, or the kind of an open job of another kind (the helper
+    then switches loops). The team starts after the first job in a process (again after a
     fork, which keeps no threads): that job runs alone. A loop is compiled (or
     loaded from Numba's cache) by the calling thread before the first job of its
-    dtype is posted, because the caller runs its own share through the same loop
+    kind is posted, because the caller runs its own share through the same loop
     (cooperative.lstm_stack_team), which Numba compiles before it runs. Compiling
     it in a helper instead made the next ~10 s of a cold-cache process crawl:
     Numba compiles under the GIL, and the demo's Python loop got it every 5 ms
@@ -146,7 +146,7 @@ class Team:
         """Threads a job may use: the caller and the helpers."""
         return numba.config.NUMBA_NUM_THREADS
 
-    def _start(self, itemsize: int) -> None:
+    def _start(self, kind: int) -> None:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
@@ -157,17 +157,17 @@ class Team:
             self._ready = [threading.Event() for _ in range(self.size - 1)]
             self._asleep = [False] * (self.size - 1)
             for i in range(self.size - 1):
-                threading.Thread(target=self._helper, args=(i, itemsize), daemon=True,
+                threading.Thread(target=self._helper, args=(i, kind), daemon=True,
                                  name=f"numba_lstm-team-{i + 1}").start()
             self._pid = os.getpid()
 
-    def _helper(self, i: int, itemsize: int) -> None:
+    def _helper(self, i: int, kind: int) -> None:
         ctrl = self.ctrl
         self._ready[i].set()
         while True:
-            other = self._serve[itemsize](ctrl, self._spin_limit, i + 1)
+            other = self._serve[kind](ctrl, self._spin_limit, i + 1)
             if other:  # compiled by the caller that posted it (see the class docstring)
-                itemsize = other
+                kind = other
                 continue
             # Under the GIL, as the caller's check in acquire(): a job posted before
             # this flag is set simply runs without this helper.
@@ -192,8 +192,8 @@ class Team:
                 self._wake[i].set()
         return self.ctrl
 
-    def release(self, ctrl: np.ndarray, itemsize: int) -> None:
+    def release(self, ctrl: np.ndarray, kind: int) -> None:
         if ctrl is self.ctrl:
             self._lock.release()
         elif self._pid != os.getpid():
-            self._start(itemsize)
+            self._start(kind)
