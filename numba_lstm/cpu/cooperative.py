@@ -22,7 +22,7 @@ from numba import carray, njit
 from ..cells import LSTM
 from .atomics import address_as_voidptr, fetch_add, load_acquire
 from .layer import row_function
-from .panel_gemm import gemm_panels_acc
+from .panel_gemm import gemm_panels2_acc
 from .recurrence import _FLAGS, copy_row
 from .row_step import DOT_NR, quantize_row16, row_block_step
 from .simd import prefetch
@@ -149,7 +149,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
                 # (rows, 4U) += (rows, K) @ (K, 4U): int8 x int16, else float
                 if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                            s_rows[:r1 - r0], dot, q)):
-                    gemm_panels_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])
+                    gemm_panels2_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
     _wait_until(done, 0, n_tasks)
 
@@ -195,7 +195,7 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
             s_rows[b] = quantize_row16(h_prev[b], lo[b], hi[b])
             use_dot = s_rows[b] >= 0
     if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q)):
-        gemm_panels_acc(acc, h_prev, w_hh[q])
+        gemm_panels2_acc(acc, h_prev, w_hh[q])
     for b in range(B):
         if s < lengths[b]:
             # The LSTM row reads no parameters: acc stands in for them.

@@ -18,7 +18,7 @@ from numba.extending import overload
 
 from ..cells import Cell, bind, rebind
 from .activations import relu, sigmoid, tanh
-from .panel_gemm import chunk_start, gemm_panels_acc
+from .panel_gemm import chunk_start, gemm_layout_acc
 from .recurrence import _FLAGS, _rows_matmul_acc, copy_row
 from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_first
 
@@ -141,7 +141,7 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
                     copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                     copy_row(bias[d, 1, S:], gates[r, S:])
             if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
-                gemm_panels_acc(gates, xh, w_panels[d])  # (nb, G) += (nb, K) @ (K, G)
+                gemm_layout_acc(gates, xh, w_panels[d])  # (nb, G) += (nb, K) @ (K, G)
             else:
                 _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
             for r in range(nb):

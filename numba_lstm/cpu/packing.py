@@ -8,13 +8,9 @@ import numpy as np
 
 from ..cells import LSTM, Cell
 from .aligned import aligned_copy
-from .panel_gemm import pack_panels
+from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
 from .row_step import DOT_NR
-from .simd import HAS_VNNI, VECTOR_BYTES
-
-# Panel width, in vectors, of the large-batch layout (cpu.panel_gemm): three
-# where there are 32 vector registers (AVX-512) to hold the 8 x 3 tile.
-GEMM_PANEL_VECTORS = 3 if VECTOR_BYTES == 64 else 2
+from .simd import HAS_VNNI
 
 
 @dataclass(frozen=True)

@@ -325,9 +325,31 @@ def _store_row3(dst, r, c, L, v0, v1, v2):
 def gemm_panels_acc(out, a, panels):
     """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR)."""
     if panels.shape[2] == 3 * (VECTOR_BYTES // panels.itemsize):
-        _gemm(out, a, panels, _tile8x3, _tile4x3, _tile3x3, _tile2x3, _tile1x3)
+        gemm_panels3_acc(out, a, panels)
     else:
-        _gemm(out, a, panels, _tile8, _tile4, _tile3, _tile2, _tile1)
+        gemm_panels2_acc(out, a, panels)
+
+
+# Kernels call the product for the one panel width they are given, so that each
+# compiles one set of tiles, not both (a set is ~2 s of a cold first call, more
+# in every caller that optimizes it again).
+@njit(**_FLAGS)
+def gemm_panels2_acc(out, a, panels):
+    """gemm_panels_acc for two-vector panels."""
+    _gemm(out, a, panels, _tile8, _tile4, _tile3, _tile2, _tile1)
+
+
+@njit(**_FLAGS)
+def gemm_panels3_acc(out, a, panels):
+    """gemm_panels_acc for three-vector panels."""
+    _gemm(out, a, panels, _tile8x3, _tile4x3, _tile3x3, _tile2x3, _tile1x3)
+
+
+# Panel width, in vectors, of the large-batch layout (packing.PackedLayer's
+# panels): three where there are 32 vector registers (AVX-512) to hold the
+# 8 x 3 tile; its product, for the layer loop and the input projection.
+GEMM_PANEL_VECTORS = 3 if VECTOR_BYTES == 64 else 2
+gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_acc
 
 
 @njit(inline="always", **_FLAGS)

@@ -12,7 +12,7 @@ whole chunk at once, gx made two round trips to memory: S7's projection took
 
 from numba import njit, prange
 
-from .panel_gemm import chunk_start, gemm_panels_acc
+from .panel_gemm import chunk_start, gemm_layout_acc
 from .recurrence import _FLAGS, copy_row
 
 # Rows per block: 64 rows of x and gx take 64-512 KB at the benchmark sizes (L2).
@@ -34,4 +34,4 @@ def input_projection(x, w_ih, bias, gx, n_chunks):
             for r in range(r0, r1):
                 copy_row(bias, gx[r])
             for d in range(D):  # (rows, G) += (rows, I) @ (I, G)
-                gemm_panels_acc(gx[r0:r1, d * G:(d + 1) * G], x[r0:r1], w_ih[d])
+                gemm_layout_acc(gx[r0:r1, d * G:(d + 1) * G], x[r0:r1], w_ih[d])
