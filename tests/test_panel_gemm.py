@@ -98,7 +98,7 @@ def test_input_projection_matches_numpy(dtype, n_chunks, D):
     gx = np.full((150, D * 52), np.nan, dtype)
     panels = np.stack([pack_panels(w[:, d * 52:(d + 1) * 52], GEMM_PANEL_VECTORS)
                        for d in range(D)])
-    input_projection(x, panels, bias, gx, n_chunks)
+    input_projection(x, panels, bias, gx, n_chunks, None)  # float weights
     assert_close(gx, x.astype(np.float64) @ w + bias, dtype, "gx")
 
 

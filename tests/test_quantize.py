@@ -543,3 +543,55 @@ def test_compile_runs_the_quantized_team_job():
     assert ("layernorm", "float32", "panels") in ran
     assert not any(f == "layernorm" and w != "float32" for f, w, _ in ran)
     assert cooperative.serve_quantized_float32.signatures
+
+
+def _rows_on_int16_grid(m):
+    return np.stack([_int16_grid(row) for row in m])
+
+
+def _layers_oracle(cell, params, x, L, D):
+    """NumPy layers of an int8 stack on the dot kernel's terms (torch's names,
+    any cell): every row of each step's input and h on its own int16 grid, the
+    dequantized weights, float64. Returns the output (T, B, D*H)."""
+    below = x.astype(np.float64)
+    T = x.shape[0]
+    for k in range(L):
+        outs = []
+        for d, suffix in enumerate(("", "_reverse")[:D]):
+            p = {name: params[f"{name}_l{k}{suffix}"]
+                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            H = p["weight_hh"].shape[1]
+            h = np.zeros((x.shape[1], H))
+            c = np.zeros_like(h) if cell.has_cell_state else None
+            out = np.empty((T,) + h.shape)
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                gx = _rows_on_int16_grid(below[t]) @ p["weight_ih"].T + p["bias_ih"]
+                gh = _rows_on_int16_grid(h) @ p["weight_hh"].T + p["bias_hh"]
+                h, c = cell.reference_step(gx, gh, h, c)
+                out[t] = h
+            outs.append(out)
+        below = np.concatenate(outs, axis=2)
+    return below
+
+
+@pytest.mark.parametrize("family,kw", [("LSTM", {}), ("GRU", {}),
+                                       ("LSTM", dict(bidirectional=True))])
+def test_int8_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, family, kw):
+    # Batch >= 16 (the panel steps): the input projection quantizes each row of
+    # x, and each step each row of h, to int16, both multiplied by gemm_dot_acc
+    # (17 rows: four 4-row tiles and the 1-row rest); I=13: K4's padding.
+    from numba_lstm import cells
+    from numba_lstm.cpu.dot_gemm import DOT_NR
+
+    rng = np.random.default_rng(17)
+    I, H, T, B = 13, DOT_NR, 12, 17
+    q = _module(family, rng, I, H, num_layers=2, **kw).quantize("int8")
+    assert all(layer.dot_layout() is not None for layer in q._layers)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    out, _ = q(x)
+    cell = cells.LSTM if family == "LSTM" else cells.GRU
+    want = _layers_oracle(cell, _dequantized(q), x, 2, 2 if kw else 1)
+    np.testing.assert_allclose(out, want, rtol=0, atol=2e-5)
+    x[5, 3, 0] = np.nan  # a row not finite: its blocks and steps take the float panels
+    out, _ = q(x)
+    assert np.isnan(out[5:, 3]).all() and np.isfinite(np.delete(out, 3, axis=1)).all()

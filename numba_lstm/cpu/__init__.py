@@ -162,22 +162,26 @@ def _fused_can_run(layer: PackedLayer, T: int, B: int) -> bool:
 
 
 def _fused_preferred(layer: PackedLayer, T: int, B: int) -> bool:
+    # An int8 layer with the dot layout quantizes x and h on grids of their own:
+    # the fused step's operand [x, h] would share one.
     D = layer.num_directions
-    return B > 1 and (B // _n_chunks(layer, B) >= FUSED_MIN_ROWS
+    return B > 1 and layer.dot_layout() is None and (B // _n_chunks(layer, B) >= FUSED_MIN_ROWS
                       or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES)
 
 
 def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = False):
     B = x.shape[1]
+    dot = layer.dot_layout()  # (hh, ih) on the int8 dot kernel, or None
     if fused:
         w_step = layer.input_and_hidden_panels()
         gx = np.empty((0, B, layer.w_ih.shape[1]), layer.w_hh.dtype)
     else:
         w_step = layer.panels()[1]
-        gx = _projected(x, layer, threaded=True)
+        gx = _projected(x, layer, threaded=True, ih_dot=None if dot is None else dot[1])
     # Always launched threaded: the panel steps run from batch 2.
     return _run_layer(layer_kernels(layer.cell).threaded, x, gx, layer, w_step, h0, c0, lengths,
-                      h_n, c_n, _n_chunks(layer, B), True, threaded=True)
+                      h_n, c_n, _n_chunks(layer, B), True, threaded=True,
+                      hh_dot=None if dot is None or fused else dot[0])
 
 
 def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
@@ -196,11 +200,11 @@ def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
 
 
 def _run_layer(kernel, x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n,
-               n_chunks: int, panels: bool, threaded: bool):
+               n_chunks: int, panels: bool, threaded: bool, hh_dot: tuple | None = None):
     T, B = x.shape[:2]
     out = np.empty((T, B, layer.num_directions * layer.output_size), layer.w_hh.dtype)
     args = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
-            lengths, out, h_n, c_n, n_chunks, panels)
+            lengths, out, h_n, c_n, n_chunks, panels, hh_dot)
     if not threaded:
         kernel(*args)  # one task (one direction at batch 1): no threads, no lock
     else:
@@ -209,7 +213,7 @@ def _run_layer(kernel, x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n
     return out
 
 
-def _projected(x, layer: PackedLayer, threaded: bool):
+def _projected(x, layer: PackedLayer, threaded: bool, ih_dot: tuple | None = None):
     """gx (T, B, D*G) = x @ W_ih^T + bias for every step: on Numba's threads
     (W_ih in panels) ahead of a threaded step loop, else one BLAS matmul (whose
     threads keep spinning after it returns and would compete with Numba's)."""
@@ -222,7 +226,7 @@ def _projected(x, layer: PackedLayer, threaded: bool):
     gx = np.empty((T * B, G), layer.w_hh.dtype)
     with _KERNEL_LOCK:
         input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx,
-                         _threads(layer, B))
+                         _threads(layer, B), ih_dot)
     return gx.reshape(T, B, G)
 
 

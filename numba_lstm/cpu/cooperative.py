@@ -21,16 +21,15 @@ from numba import carray, njit
 
 from ..cells import LSTM
 from .atomics import address_as_voidptr, fetch_add, load_acquire
+from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_row16
 from .layer import row_function
 from .panel_gemm import gemm_panels2_acc
 from .recurrence import _FLAGS, copy_row
-from .row_step import DOT_NR, quantize_row16, row_block_step
+from .row_step import row_block_step
 from .simd import prefetch
 from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
 from .team_quantized import (
-    dot_acc,
     dot_blocks,
-    dot_k_bytes,
     layer_projection,
     layer_recurrence,
     quantized_row_step,

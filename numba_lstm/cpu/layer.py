@@ -18,6 +18,7 @@ from numba.extending import overload
 
 from ..cells import Cell, bind, rebind
 from .activations import relu, sigmoid, tanh
+from .dot_gemm import dot_acc, dot_k_bytes, quantize_rows
 from .panel_gemm import chunk_start, gemm_layout_acc
 from .recurrence import _FLAGS, _rows_matmul_acc, copy_row
 from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_first
@@ -88,7 +89,7 @@ def _row_scalar(z, zx, h, c, h_new, p):
 
 # -- the layer loop ------------------------------------------------------------------------
 def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out, h_n, c_n,
-           n_chunks, panels):
+           n_chunks, panels, hh_dot):
     """All time steps of one layer, every direction. Tasks are direction x batch
     slice (rows split in multiples of the panel tile's 8 where B allows), each
     running the whole time loop, so threads never synchronise per step.
@@ -109,6 +110,10 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     out         (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
     panels      the step's matmul on register tiles (batch >= 2), else on the
                 axpy rows; only the threaded compile has the tiles (WITH_PANELS)
+    hh_dot      None, or an int8 layer's W_hh^T in the dot layout (w_dot (D, P, K4,
+                4 * DOT_NR), offset (D, G), scale (D, G): packing.dot_layout): the
+                panel steps then multiply h on a per-row int16 grid by vpdpbusd,
+                a step whose h is not all finite on the float panels
     """
     T, B = x.shape[0], x.shape[1]
     D, H_out, G = w_rows.shape
@@ -128,6 +133,9 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
         c = np.empty((nb, c0.shape[2]), x.dtype)
         h_cell = np.empty((nb, H), x.dtype)  # the cell's h, before any projection
         h_proj = np.empty((nb, H_out), x.dtype)
+        k_bytes = dot_k_bytes(hh_dot)
+        h_lo, h_hi = np.empty((nb, k_bytes), np.uint8), np.empty((nb, k_bytes), np.uint8)
+        h_scales = np.empty(nb, np.float32)
         for r in range(nb):
             copy_row(h0[d, b_lo + r], xh[r, n_x:])
             copy_row(c0[d, b_lo + r], c[r])
@@ -141,7 +149,10 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
                     copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                     copy_row(bias[d, 1, S:], gates[r, S:])
             if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
-                gemm_layout_acc(gates, xh, w_panels[d])  # (nb, G) += (nb, K) @ (K, G)
+                # (nb, G) += (nb, K) @ (K, G), int8 x int16 where it can
+                if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
+                        and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
+                    gemm_layout_acc(gates, xh, w_panels[d])
             else:
                 _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
             for r in range(nb):

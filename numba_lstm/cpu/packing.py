@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..cells import LSTM, Cell
 from .aligned import aligned_copy
+from .dot_gemm import DOT_NR
 from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
-from .row_step import DOT_NR
 from .simd import HAS_VNNI
 
 
@@ -35,6 +35,31 @@ class PackedLayer:
     step_bias: np.ndarray
     cell_params: np.ndarray
     cell: Cell = LSTM
+    # A quantized module's stored weights as the kernels read them: (format,
+    # per direction (W_hh^T (H_out, G), each column's scale (G,)), per
+    # direction W_ih^T and its scales alike, or None); None for a float layer.
+    stored: tuple | None = None
+
+    def dot_layout(self, dot: bool | None = None) -> tuple | None:
+        """(hh, ih) for the large-batch steps and input projection on the int8
+        dot kernel (cpu.layer, cpu.projection), made on first use: each
+        (w_dot (D, P, K4, 4 * DOT_NR), offset (D, G) int32, scale (D, G)),
+        every direction's stored W^T in row_step's dot layout, ih None without
+        a stored W_ih. None unless an int8 layer with G a multiple of DOT_NR
+        and ``dot`` (default: the CPU has AVX512-VNNI; elsewhere the float
+        panels beat vpdpbusd's emulation)."""
+        dot = HAS_VNNI if dot is None else dot
+        G = self.w_hh.shape[2]
+        if not dot or self.stored is None or self.stored[0] != "int8" or G % DOT_NR:
+            return None
+        if "_dot_layout" not in self.__dict__:
+            def layout(pairs):  # [(W^T (K, G), scale (G,))] per direction
+                quads, offset = _dot_blocks(np.stack([w for w, _ in pairs]))
+                return (aligned_copy(quads), aligned_copy(offset.astype(np.int32)),
+                        aligned_copy(np.stack([scale for _, scale in pairs]).astype(np.float32)))
+            _, hh, ih = self.stored
+            self.__dict__["_dot_layout"] = (layout(hh), None if ih is None else layout(ih))
+        return self.__dict__["_dot_layout"]
 
     def panels(self) -> tuple[np.ndarray, np.ndarray]:
         """(w_ih (D, P, I, NR), w_hh (D, P', H_out, NR)): each direction's W_ih^T
@@ -284,6 +309,12 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
     cell_params = cell_params or [None] * len(layers)
     packed = [pack_layer(directions, dtype, cell, p)
               for directions, p in zip(layers, cell_params, strict=True)]
+    if quantized is not None:
+        weights, stored_hh, *stored_ih = quantized
+        packed = [replace(layer, stored=(
+            weights, [_transposed(weights, s) for s in stored_hh[n]],
+            [_transposed(weights, s) for s in stored_ih[0][n]] if stored_ih else None))
+            for n, layer in enumerate(packed)]
     stack = PackedStack(packed)
     if cell is not LSTM or packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
         return stack
@@ -293,7 +324,8 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
     bias = aligned_copy(np.stack([k.bias for k in packed]))
     w_hh = aligned_copy(np.concatenate([k.w_hh for k in packed]))
     stack[:] = [PackedLayer(w_ih0[0] if n == 0 else w_ih_rest[n - 1], bias[n], w_hh[n:n + 1],
-                            packed[n].w_hr, packed[n].step_bias, packed[n].cell_params)
+                            packed[n].w_hr, packed[n].step_bias, packed[n].cell_params,
+                            stored=packed[n].stored)
                 for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)
     if quantized is not None:

@@ -20,13 +20,11 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from ..cells import LSTM
+from .dot_gemm import DOT_LANES, DOT_NR, dot_quads, dot_sum, quantize_row16
 from .layer import cell_math
 from .recurrence import _FLAGS
 from .simd import (
-    I32,
     vadd,
-    vdpbusd,
-    vfloat,
     vfma,
     vload,
     vload1,
@@ -36,11 +34,7 @@ from .simd import (
     vsplat,
     vsplat_quad,
     vstore1,
-    vsubi,
 )
-
-DOT_LANES = I32.lanes
-DOT_NR = 2 * DOT_LANES  # columns a panel of the int8 dot layout holds (two Vecs)
 
 lstm_update = cell_math(LSTM)  # (c, h) from gate values and c: scalars or Vecs
 
@@ -126,34 +120,6 @@ def _scaled_cell(gx_row, scale_q, U, j, s_i, s_f, s_g, s_o, c, h_next, out_row):
           c, h_next, out_row)
 
 
-@njit(inline="always", **_FLAGS)
-def quantize_row16(h, lo, hi):
-    """h (H,) as int16 on a symmetric per-row grid, split into bytes for
-    vpdpbusd: v = round(h / s) in [-32767, 32767], lo = v & 255, hi = (v >> 8)
-    + 128 (unsigned; the kernel subtracts 128 x the column sums). lo and hi
-    are padded to their length with the bytes of 0. Returns s = max|h| / 32767,
-    or -1 when h holds NaN or Inf, which int16 cannot carry (the caller then
-    takes a float path, and NaN propagates as in torch)."""
-    amax = h.dtype.type(0)
-    for k in range(h.shape[0]):
-        a = abs(h[k])
-        if a > amax:
-            amax = a
-        elif not a <= amax:  # NaN fails every comparison, wherever it sits
-            return h.dtype.type(-1)
-    if not amax < np.inf:
-        return h.dtype.type(-1)
-    inv = h.dtype.type(32767) / amax if amax > 0 else h.dtype.type(0)
-    for k in range(h.shape[0]):
-        v = np.int32(np.rint(h[k] * inv))
-        lo[k] = np.uint8(v & 255)
-        hi[k] = np.uint8((v >> 8) + 128)
-    for k in range(h.shape[0], lo.shape[0]):
-        lo[k] = 0
-        hi[k] = 128
-    return amax / h.dtype.type(32767)
-
-
 def row_block_step_dot(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, h_next, out_row,
                        reverse):
     """row_block_step for int8 weights on AVX512-VNNI: h_prev quantized to int16
@@ -187,14 +153,6 @@ def _row_block_step_dot_impl(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, 
 
 
 @njit(inline="always", **_FLAGS)
-def _dot_quads(a, b, q0, q1, low0, high0, low1, high1):
-    """One k4 row of a panel (its two Vecs of quads q0, q1) against one row's
-    low and high activation bytes a, b: the four sums, updated."""
-    return (vdpbusd(low0, a, q0), vdpbusd(high0, b, q0), vdpbusd(low1, a, q1),
-            vdpbusd(high1, b, q1))
-
-
-@njit(inline="always", **_FLAGS)
 def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
                           reverse):
     U = gx_row.shape[0] // 4
@@ -209,13 +167,13 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
         hi0 = hi1 = hf0 = hf1 = hg0 = hg1 = ho0 = ho1 = zero  # and of the high ones
         for k in range(w_dot.shape[1]):
             a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
-            li0, hi0, li1, hi1 = _dot_quads(a, b, vload_quads(w_i, k, 0), vload_quads(w_i, k, Q),
+            li0, hi0, li1, hi1 = dot_quads(a, b, vload_quads(w_i, k, 0), vload_quads(w_i, k, Q),
                                             li0, hi0, li1, hi1)
-            lf0, hf0, lf1, hf1 = _dot_quads(a, b, vload_quads(w_f, k, 0), vload_quads(w_f, k, Q),
+            lf0, hf0, lf1, hf1 = dot_quads(a, b, vload_quads(w_f, k, 0), vload_quads(w_f, k, Q),
                                             lf0, hf0, lf1, hf1)
-            lg0, hg0, lg1, hg1 = _dot_quads(a, b, vload_quads(w_g, k, 0), vload_quads(w_g, k, Q),
+            lg0, hg0, lg1, hg1 = dot_quads(a, b, vload_quads(w_g, k, 0), vload_quads(w_g, k, Q),
                                             lg0, hg0, lg1, hg1)
-            lo0, ho0, lo1, ho1 = _dot_quads(a, b, vload_quads(w_o, k, 0), vload_quads(w_o, k, Q),
+            lo0, ho0, lo1, ho1 = dot_quads(a, b, vload_quads(w_o, k, 0), vload_quads(w_o, k, Q),
                                             lo0, ho0, lo1, ho1)
         j = g * DOT_NR
         _dot_cell(gx_row, U, j, li0, hi0, lf0, hf0, lg0, hg0, lo0, ho0, offset, scale_q, s_h,
@@ -224,120 +182,14 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
                   scale_q, s_h, c, h_next, out_row)
 
 
-@njit(**_FLAGS)
-def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
-    """out_row (N,) += x @ W for a row x that quantize_row16 has put in lo, hi
-    with scale s_x; W int8 in the dot layout (P, K4, 4 * DOT_NR), N = P *
-    DOT_NR, offset (N,) 128 x each column's weight sum, scale_q (N,) the
-    columns' scales. Two panels at a time where there are two, so that eight
-    vpdpbusd chains cover the instruction's latency."""
-    Q = 4 * DOT_LANES
-    P = w_dot.shape[0]
-    zero = vsplat(np.int32(0))
-    for p in range(0, P - 1, 2):
-        wa, wb = w_dot[p], w_dot[p + 1]
-        la0 = la1 = ha0 = ha1 = lb0 = lb1 = hb0 = hb1 = zero
-        for k in range(w_dot.shape[1]):
-            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
-            la0, ha0, la1, ha1 = _dot_quads(a, b, vload_quads(wa, k, 0), vload_quads(wa, k, Q),
-                                            la0, ha0, la1, ha1)
-            lb0, hb0, lb1, hb1 = _dot_quads(a, b, vload_quads(wb, k, 0), vload_quads(wb, k, Q),
-                                            lb0, hb0, lb1, hb1)
-        j = p * DOT_NR
-        _dot_add(out_row, j, la0, ha0, offset, scale_q, s_x)
-        _dot_add(out_row, j + DOT_LANES, la1, ha1, offset, scale_q, s_x)
-        _dot_add(out_row, j + DOT_NR, lb0, hb0, offset, scale_q, s_x)
-        _dot_add(out_row, j + DOT_NR + DOT_LANES, lb1, hb1, offset, scale_q, s_x)
-    if P % 2 == 1:
-        w = w_dot[P - 1]
-        l0 = l1 = h0 = h1 = zero
-        for k in range(w_dot.shape[1]):
-            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
-            l0, h0, l1, h1 = _dot_quads(a, b, vload_quads(w, k, 0), vload_quads(w, k, Q),
-                                        l0, h0, l1, h1)
-        j = (P - 1) * DOT_NR
-        _dot_add(out_row, j, l0, h0, offset, scale_q, s_x)
-        _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
-
-
-def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q):
-    """out (R, N) += x @ W for rows x that quantize_row16 has put in lo, hi
-    (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc. Returns True;
-    False, having done nothing, where out is not float32. For jitted code."""
-
-
-@overload(gemm_dot_acc)
-def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
-    if out.dtype == nbtypes.float32:
-        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
-            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q)
-            return True
-        return impl
-    return lambda out, lo, hi, s_rows, w_dot, offset, scale_q: False
-
-
-@njit(**_FLAGS)
-def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
-    """Four rows at a time share each weight load (a row at a time is
-    load-bound: 64 bytes per two vpdpbusd); the last R % 4 through row_dot_acc."""
-    R = out.shape[0]
-    Q = 4 * DOT_LANES
-    zero = vsplat(np.int32(0))
-    for r in range(0, R - R % 4, 4):
-        lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
-        hi0, hi1, hi2, hi3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
-        for p in range(w_dot.shape[0]):
-            w = w_dot[p]
-            l00 = l01 = l10 = l11 = l20 = l21 = l30 = l31 = zero  # row, vector: low bytes
-            h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
-            for k in range(w_dot.shape[1]):
-                q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
-                l00, h00, l01, h01 = _dot_quads(vsplat_quad(lo0, 4 * k), vsplat_quad(hi0, 4 * k),
-                                                q0, q1, l00, h00, l01, h01)
-                l10, h10, l11, h11 = _dot_quads(vsplat_quad(lo1, 4 * k), vsplat_quad(hi1, 4 * k),
-                                                q0, q1, l10, h10, l11, h11)
-                l20, h20, l21, h21 = _dot_quads(vsplat_quad(lo2, 4 * k), vsplat_quad(hi2, 4 * k),
-                                                q0, q1, l20, h20, l21, h21)
-                l30, h30, l31, h31 = _dot_quads(vsplat_quad(lo3, 4 * k), vsplat_quad(hi3, 4 * k),
-                                                q0, q1, l30, h30, l31, h31)
-            j = p * DOT_NR
-            _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
-            _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
-            _dot_add2(out[r + 2], j, l20, h20, l21, h21, offset, scale_q, s_rows[r + 2])
-            _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
-    for r in range(R - R % 4, R):
-        row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
-
-
-@njit(inline="always", **_FLAGS)
-def _dot_add2(out_row, j, low0, high0, low1, high1, offset, scale_q, s_x):
-    """A panel's two vectors of sums into out_row[j : j + DOT_NR]."""
-    _dot_add(out_row, j, low0, high0, offset, scale_q, s_x)
-    _dot_add(out_row, j + DOT_LANES, low1, high1, offset, scale_q, s_x)
-
-
-@njit(inline="always", **_FLAGS)
-def _dot_add(out_row, j, low, high, offset, scale_q, s_x):
-    vstore1(out_row, j, vadd(vload1(out_row, j), _dot_sum(low, high, offset, scale_q, s_x, j)))
-
-
 @njit(inline="always", **_FLAGS)
 def _dot_cell(gx_row, U, j, li, hi, lf, hf, lg, hg, lo, ho, offset, scale_q, s_h, c, h_next,
               out_row):
     """The cell on units j.. from the four gates' low- and high-byte sums."""
-    _cell(gx_row, U, j, _dot_sum(li, hi, offset, scale_q, s_h, j),
-          _dot_sum(lf, hf, offset, scale_q, s_h, U + j),
-          _dot_sum(lg, hg, offset, scale_q, s_h, 2 * U + j),
-          _dot_sum(lo, ho, offset, scale_q, s_h, 3 * U + j), c, h_next, out_row)
-
-
-@njit(inline="always", **_FLAGS)
-def _dot_sum(low, high, offset, scale_q, s_h, j):
-    """Columns j.. of h @ W as float32: (256 (high - 128 colsum) + low) s_h scale.
-    The int32 difference is exact; its float conversion rounds by 6e-8 at most."""
-    exact = vsubi(high, vload1(offset, j))
-    total = vfma(vfloat(exact), vsplat(np.float32(256)), vfloat(low))
-    return vmul(total, vmul(vsplat(s_h), vload1(scale_q, j)))
+    _cell(gx_row, U, j, dot_sum(li, hi, offset, scale_q, s_h, j),
+          dot_sum(lf, hf, offset, scale_q, s_h, U + j),
+          dot_sum(lg, hg, offset, scale_q, s_h, 2 * U + j),
+          dot_sum(lo, ho, offset, scale_q, s_h, 3 * U + j), c, h_next, out_row)
 
 
 @njit(inline="always", **_FLAGS)

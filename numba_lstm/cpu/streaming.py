@@ -11,10 +11,11 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM
+from .dot_gemm import quantize_row16, row_dot_acc
 from .layer import row_function
 from .packing import PackedStack
 from .recurrence import _FLAGS, _row_matmul_acc, copy_row
-from .row_step import quantize_row16, row_block_step_dot, row_dot_acc
+from .row_step import row_block_step_dot
 
 lstm_row = row_function(LSTM)
 

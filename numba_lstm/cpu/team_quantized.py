@@ -16,7 +16,7 @@ from numba import types
 from numba.extending import overload
 
 from .recurrence import _FLAGS
-from .row_step import gemm_dot_acc, row_block_step, row_block_step_dot
+from .row_step import row_block_step, row_block_step_dot
 
 _INLINE = dict(inline="always", jit_options=_FLAGS)
 
@@ -65,29 +65,6 @@ def _dot_blocks(dot):
     if isinstance(dot, types.NoneType):
         return lambda dot: 0
     return lambda dot: dot[0].shape[0]
-
-
-def dot_k_bytes(dot):
-    """Bytes of a quantized row the dot kernel reads (4 * K4), or 0."""
-
-
-@overload(dot_k_bytes, **_INLINE)
-def _dot_k_bytes(dot):
-    if isinstance(dot, types.NoneType):
-        return lambda dot: 0
-    return lambda dot: 4 * dot[0].shape[2]
-
-
-def dot_acc(out, lo, hi, s_rows, dot, q):
-    """row_step.gemm_dot_acc on block q of dot; False, doing nothing, without one."""
-
-
-@overload(dot_acc, **_INLINE)
-def _dot_acc(out, lo, hi, s_rows, dot, q):
-    if isinstance(dot, types.NoneType):
-        return lambda out, lo, hi, s_rows, dot, q: False
-    return lambda out, lo, hi, s_rows, dot, q: gemm_dot_acc(out, lo, hi, s_rows, dot[0][q],
-                                                            dot[1][q], dot[2][q])
 
 
 def quantized_row_step(recurrence, q, gx_row, h_prev, lo, hi, c, h_next, out_row, reverse):

@@ -1,0 +1,226 @@
+"""The int8 dot product: rows quantized to int16 on a per-row grid, times int8
+weights, four k at a time by AVX512-VNNI's vpdpbusd (64 multiply-adds an
+instruction, against 16 for a float32 FMA), or its emulation elsewhere
+(cpu.simd.vdpbusd). Used by the batch-1 block step (cpu.row_step), the
+streaming step, the team's projections and batch > 1 steps, and the
+large-batch steps and projection of an int8 layer.
+
+Layout (packing._pack_quads): W (K, N) int8 becomes (P, K4, 4 * DOT_NR);
+panel p's row k4 holds, for each of its DOT_NR columns, the weights of
+k = 4*k4 .. 4*k4+3 side by side. An int16 activation's two bytes go through
+vpdpbusd separately, the high one offset by 128 to make it unsigned; the
+columns' offsets (128 x their weight sums) take that back out, exactly.
+"""
+
+import numpy as np
+from numba import njit, types
+from numba import types as nbtypes
+from numba.extending import overload
+
+from .recurrence import _FLAGS
+from .simd import (
+    I32,
+    vadd,
+    vdpbusd,
+    vfloat,
+    vfma,
+    vload1,
+    vload_quads,
+    vmul,
+    vsplat,
+    vsplat_quad,
+    vstore1,
+    vsubi,
+)
+
+DOT_LANES = I32.lanes
+DOT_NR = 2 * DOT_LANES  # columns a panel of the int8 dot layout holds (two Vecs)
+
+
+@njit(inline="always", **_FLAGS)
+def quantize_row16(h, lo, hi):
+    """h (H,) as int16 on a symmetric per-row grid, split into bytes for
+    vpdpbusd: v = round(h / s) in [-32767, 32767], lo = v & 255, hi = (v >> 8)
+    + 128 (unsigned; the kernel subtracts 128 x the column sums). lo and hi
+    are padded to their length with the bytes of 0. Returns s = max|h| / 32767,
+    or -1 when h holds NaN or Inf, which int16 cannot carry (the caller then
+    takes a float path, and NaN propagates as in torch)."""
+    amax = h.dtype.type(0)
+    for k in range(h.shape[0]):
+        a = abs(h[k])
+        if a > amax:
+            amax = a
+        elif not a <= amax:  # NaN fails every comparison, wherever it sits
+            return h.dtype.type(-1)
+    if not amax < np.inf:
+        return h.dtype.type(-1)
+    inv = h.dtype.type(32767) / amax if amax > 0 else h.dtype.type(0)
+    for k in range(h.shape[0]):
+        v = np.int32(np.rint(h[k] * inv))
+        lo[k] = np.uint8(v & 255)
+        hi[k] = np.uint8((v >> 8) + 128)
+    for k in range(h.shape[0], lo.shape[0]):
+        lo[k] = 0
+        hi[k] = 128
+    return amax / h.dtype.type(32767)
+
+
+@njit(inline="always", **_FLAGS)
+def dot_quads(a, b, q0, q1, low0, high0, low1, high1):
+    """One k4 row of a panel (its two Vecs of quads q0, q1) against one row's
+    low and high activation bytes a, b: the four sums, updated."""
+    return (vdpbusd(low0, a, q0), vdpbusd(high0, b, q0), vdpbusd(low1, a, q1),
+            vdpbusd(high1, b, q1))
+
+
+@njit(**_FLAGS)
+def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
+    """out_row (N,) += x @ W for a row x that quantize_row16 has put in lo, hi
+    with scale s_x; W int8 in the dot layout (P, K4, 4 * DOT_NR), N = P *
+    DOT_NR, offset (N,) 128 x each column's weight sum, scale_q (N,) the
+    columns' scales. Two panels at a time where there are two, so that eight
+    vpdpbusd chains cover the instruction's latency."""
+    Q = 4 * DOT_LANES
+    P = w_dot.shape[0]
+    zero = vsplat(np.int32(0))
+    for p in range(0, P - 1, 2):
+        wa, wb = w_dot[p], w_dot[p + 1]
+        la0 = la1 = ha0 = ha1 = lb0 = lb1 = hb0 = hb1 = zero
+        for k in range(w_dot.shape[1]):
+            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
+            la0, ha0, la1, ha1 = dot_quads(a, b, vload_quads(wa, k, 0), vload_quads(wa, k, Q),
+                                            la0, ha0, la1, ha1)
+            lb0, hb0, lb1, hb1 = dot_quads(a, b, vload_quads(wb, k, 0), vload_quads(wb, k, Q),
+                                            lb0, hb0, lb1, hb1)
+        j = p * DOT_NR
+        _dot_add(out_row, j, la0, ha0, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_LANES, la1, ha1, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_NR, lb0, hb0, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_NR + DOT_LANES, lb1, hb1, offset, scale_q, s_x)
+    if P % 2 == 1:
+        w = w_dot[P - 1]
+        l0 = l1 = h0 = h1 = zero
+        for k in range(w_dot.shape[1]):
+            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
+            l0, h0, l1, h1 = dot_quads(a, b, vload_quads(w, k, 0), vload_quads(w, k, Q),
+                                        l0, h0, l1, h1)
+        j = (P - 1) * DOT_NR
+        _dot_add(out_row, j, l0, h0, offset, scale_q, s_x)
+        _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
+
+
+def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q):
+    """out (R, N) += x @ W for rows x that quantize_row16 has put in lo, hi
+    (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc. Returns True;
+    False, having done nothing, where out is not float32. For jitted code."""
+
+
+@overload(gemm_dot_acc)
+def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
+    if out.dtype == nbtypes.float32:
+        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
+            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q)
+            return True
+        return impl
+    return lambda out, lo, hi, s_rows, w_dot, offset, scale_q: False
+
+
+@njit(**_FLAGS)
+def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
+    """Four rows at a time share each weight load (a row at a time is
+    load-bound: 64 bytes per two vpdpbusd); the last R % 4 through row_dot_acc."""
+    R = out.shape[0]
+    Q = 4 * DOT_LANES
+    zero = vsplat(np.int32(0))
+    for r in range(0, R - R % 4, 4):
+        lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
+        hi0, hi1, hi2, hi3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
+        for p in range(w_dot.shape[0]):
+            w = w_dot[p]
+            l00 = l01 = l10 = l11 = l20 = l21 = l30 = l31 = zero  # row, vector: low bytes
+            h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
+            for k in range(w_dot.shape[1]):
+                q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
+                l00, h00, l01, h01 = dot_quads(vsplat_quad(lo0, 4 * k), vsplat_quad(hi0, 4 * k),
+                                                q0, q1, l00, h00, l01, h01)
+                l10, h10, l11, h11 = dot_quads(vsplat_quad(lo1, 4 * k), vsplat_quad(hi1, 4 * k),
+                                                q0, q1, l10, h10, l11, h11)
+                l20, h20, l21, h21 = dot_quads(vsplat_quad(lo2, 4 * k), vsplat_quad(hi2, 4 * k),
+                                                q0, q1, l20, h20, l21, h21)
+                l30, h30, l31, h31 = dot_quads(vsplat_quad(lo3, 4 * k), vsplat_quad(hi3, 4 * k),
+                                                q0, q1, l30, h30, l31, h31)
+            j = p * DOT_NR
+            _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
+            _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
+            _dot_add2(out[r + 2], j, l20, h20, l21, h21, offset, scale_q, s_rows[r + 2])
+            _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
+    for r in range(R - R % 4, R):
+        row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_add2(out_row, j, low0, high0, low1, high1, offset, scale_q, s_x):
+    """A panel's two vectors of sums into out_row[j : j + DOT_NR]."""
+    _dot_add(out_row, j, low0, high0, offset, scale_q, s_x)
+    _dot_add(out_row, j + DOT_LANES, low1, high1, offset, scale_q, s_x)
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_add(out_row, j, low, high, offset, scale_q, s_x):
+    vstore1(out_row, j, vadd(vload1(out_row, j), dot_sum(low, high, offset, scale_q, s_x, j)))
+
+
+@njit(inline="always", **_FLAGS)
+def dot_sum(low, high, offset, scale_q, s_h, j):
+    """Columns j.. of h @ W as float32: (256 (high - 128 colsum) + low) s_h scale.
+    The int32 difference is exact; its float conversion rounds by 6e-8 at most."""
+    exact = vsubi(high, vload1(offset, j))
+    total = vfma(vfloat(exact), vsplat(np.float32(256)), vfloat(low))
+    return vmul(total, vmul(vsplat(s_h), vload1(scale_q, j)))
+
+
+# -- a dot, or None where a kernel is compiled for float weights: each helper
+# has a None overload that compiles to a constant, so a float layer's kernel
+# carries no int8 code. A dot is (w_dot (n, P, K4, 4 * DOT_NR), offset (n, N),
+# scale (n, N)): n blocks (directions, or the team's unit blocks).
+def dot_k_bytes(dot):
+    """Bytes of a quantized row the dot kernel reads (4 * K4), or 0."""
+
+
+@overload(dot_k_bytes, inline="always", jit_options=_FLAGS)
+def _dot_k_bytes(dot):
+    if isinstance(dot, types.NoneType):
+        return lambda dot: 0
+    return lambda dot: 4 * dot[0].shape[2]
+
+
+def dot_acc(out, lo, hi, s_rows, dot, q):
+    """gemm_dot_acc on block q of dot; False, doing nothing, without one."""
+
+
+@overload(dot_acc, inline="always", jit_options=_FLAGS)
+def _dot_acc(out, lo, hi, s_rows, dot, q):
+    if isinstance(dot, types.NoneType):
+        return lambda out, lo, hi, s_rows, dot, q: False
+    return lambda out, lo, hi, s_rows, dot, q: gemm_dot_acc(out, lo, hi, s_rows, dot[0][q],
+                                                            dot[1][q], dot[2][q])
+
+
+def quantize_rows(rows, lo, hi, scales, dot):
+    """Each row of rows (R, K) on its own int16 grid (quantize_row16)
+    into lo, hi (R, >= K) and scales (R,), for a dot product; True if every row
+    was finite. False, doing nothing, where dot is None."""
+
+
+@overload(quantize_rows, jit_options=_FLAGS)
+def _quantize_rows(rows, lo, hi, scales, dot):
+    if isinstance(dot, types.NoneType):
+        return lambda rows, lo, hi, scales, dot: False
+
+    def impl(rows, lo, hi, scales, dot):
+        for r in range(rows.shape[0]):
+            scales[r] = quantize_row16(rows[r], lo[r], hi[r])
+            if scales[r] < 0:
+                return False
+        return True
+    return impl
