@@ -6,6 +6,7 @@ import + first call with a cold and with a warm Numba cache.
 """
 
 import numba_lstm as nl
+from numba_lstm.bench.quantized import ROWS as QUANTIZED_ROWS
 from numba_lstm.bench.shapes import BY_ID, SHAPES
 
 IDS = [s.id for s in SHAPES]
@@ -52,6 +53,32 @@ class Forward:
         return BY_ID[shape_id].flops() / seconds / 1e9
 
     track_gflops.unit = "GFLOP/s"
+
+
+class ForwardQuantized:
+    """As Forward, for modules with weights stored as int8 or bfloat16 (the rows of
+    `numba-lstm bench --weights`); compute stays float32."""
+
+    params = (list(QUANTIZED_ROWS), ["int8", "bfloat16"])
+    param_names = ["shape", "weights"]
+    timeout = 300
+
+    def setup(self, shape_id, weights):
+        from numba_lstm.cpu import TEAM
+
+        shape = BY_ID[shape_id]
+        module = getattr(nl, shape.family).from_state_dict(shape.state_dict()).quantize(weights)
+        x = shape.inputs().astype("float32")
+        if shape.streaming:
+            stream = module.stream()
+            self.call = lambda: stream(x)
+        else:
+            self.call = lambda: module(x)
+        self.call()
+        TEAM.wait_ready()
+
+    def time_forward(self, shape_id, weights):
+        self.call()
 
 
 _FIRST_CALL = """
