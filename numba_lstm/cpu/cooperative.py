@@ -21,7 +21,7 @@ from numba import carray, njit
 
 from ..cells import LSTM
 from .atomics import address_as_voidptr, fetch_add, load_acquire
-from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_row16
+from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
 from .layer import row_function
 from .panel_gemm import gemm_panels2_acc
 from .recurrence import _FLAGS, copy_row
@@ -119,7 +119,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
     each block's columns in panels, by (block q, row chunk) tasks. With the
     int8 dot layout (dot = (w_dot (nb, P, K4, 4 * DOT_NR), offset, scale (nb,
     4U)), nb > 0: packing.team_quantized_projection; None for a float stack),
-    by row chunk: each row is quantized to int16 once (row_step.quantize_row16)
+    by row chunk: each row is quantized to int16 once (dot_gemm.quantize_row16)
     for every block, and a chunk holding a row that is not finite takes the
     float panels."""
     nb = w_ih.shape[0]
@@ -137,11 +137,8 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
             q_first, q_end = (0, nb) if quantized else (task // n_chunks, task // n_chunks + 1)
             r0 = (task % n_chunks) * PROJECTION_ROWS
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
-            finite = quantized
-            for r in range(r0, r1):
-                if finite:
-                    s_rows[r - r0] = quantize_row16(rows[r], lo[r - r0], hi[r - r0])
-                    finite = s_rows[r - r0] >= 0
+            finite = quantized and quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
+                                                 s_rows[:r1 - r0], dot)
             for q in range(q_first, q_end):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
@@ -188,11 +185,8 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
     # (B, 4U) += (B, H) @ (H, 4U): int8 x int16 where the dot layout covers
     # whole panels and every h is finite, else float32
     dot = recurrence_dot(quantized)
-    use_dot = dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
-    for b in range(B):
-        if use_dot:
-            s_rows[b] = quantize_row16(h_prev[b], lo[b], hi[b])
-            use_dot = s_rows[b] >= 0
+    use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
+               and quantize_rows(h_prev, lo, hi, s_rows, dot))
     if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q)):
         gemm_panels2_acc(acc, h_prev, w_hh[q])
     for b in range(B):
