@@ -145,7 +145,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
                 # (rows, 4U) += (rows, K) @ (K, 4U): int8 x int16, else float
                 if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                            s_rows[:r1 - r0], dot, q)):
-                    gemm_panels2_acc(gx[q, r0:r1], rows[r0:r1], w_ih[q])
+                    gemm_panels2_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
     _wait_until(done, 0, n_tasks)
 
@@ -188,7 +188,7 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
     use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
                and quantize_rows(h_prev, lo, hi, s_rows, dot))
     if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q)):
-        gemm_panels2_acc(acc, h_prev, w_hh[q])
+        gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q])
     for b in range(B):
         if s < lengths[b]:
             # The LSTM row reads no parameters: acc stands in for them.

@@ -152,7 +152,9 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
                 # (nb, G) += (nb, K) @ (K, G), int8 x int16 where it can
                 if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
                         and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
-                    gemm_layout_acc(gates, xh, w_panels[d])
+                    # column int64 0, not a literal: the projection's call
+                    # compiles this product for int64 columns already
+                    gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d])
             else:
                 _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
             for r in range(nb):

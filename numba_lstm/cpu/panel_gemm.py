@@ -325,24 +325,26 @@ def _store_row3(dst, r, c, L, v0, v1, v2):
 def gemm_panels_acc(out, a, panels):
     """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR)."""
     if panels.shape[2] == 3 * (VECTOR_BYTES // panels.itemsize):
-        gemm_panels3_acc(out, a, panels)
+        gemm_panels3_acc(out, 0, out.shape[1], a, panels)
     else:
-        gemm_panels2_acc(out, a, panels)
+        gemm_panels2_acc(out, 0, out.shape[1], a, panels)
 
 
 # Kernels call the product for the one panel width they are given, so that each
 # compiles one set of tiles, not both (a set is ~2 s of a cold first call, more
-# in every caller that optimizes it again).
+# in every caller that optimizes it again). They take out whole, with the
+# columns to add to, so that a slice of columns (the input projection's, per
+# direction) does not make another type of out and another set of tiles.
 @njit(**_FLAGS)
-def gemm_panels2_acc(out, a, panels):
-    """gemm_panels_acc for two-vector panels."""
-    _gemm(out, a, panels, _tile8, _tile4, _tile3, _tile2, _tile1)
+def gemm_panels2_acc(out, col, N, a, panels):
+    """out[:, col:col+N] += a (R, K) @ W for two-vector panels of W (K, N)."""
+    _gemm(out, col, N, a, panels, _tile8, _tile4, _tile3, _tile2, _tile1)
 
 
 @njit(**_FLAGS)
-def gemm_panels3_acc(out, a, panels):
-    """gemm_panels_acc for three-vector panels."""
-    _gemm(out, a, panels, _tile8x3, _tile4x3, _tile3x3, _tile2x3, _tile1x3)
+def gemm_panels3_acc(out, col, N, a, panels):
+    """gemm_panels2_acc for three-vector panels."""
+    _gemm(out, col, N, a, panels, _tile8x3, _tile4x3, _tile3x3, _tile2x3, _tile1x3)
 
 
 # Panel width, in vectors, of the large-batch layout (packing.PackedLayer's
@@ -353,9 +355,8 @@ gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_
 
 
 @njit(inline="always", **_FLAGS)
-def _gemm(out, a, panels, tile8, tile4, tile3, tile2, tile1):
+def _gemm(out, col, N, a, panels, tile8, tile4, tile3, tile2, tile1):
     R = a.shape[0]
-    N = out.shape[1]
     NR = panels.shape[2]
     # 8-row tiles need 32 vector registers (AVX-512); with 16 (AVX2) the 4-row
     # tile is the main one: 107 against 52 GFLOP/s for the 8-row one there.
@@ -367,21 +368,24 @@ def _gemm(out, a, panels, tile8, tile4, tile3, tile2, tile1):
         n = p * NR
         if n + NR <= N:
             for r in range(0, R8, TILE_ROWS):
-                tile8(out, r, n, a, r, panel)
+                tile8(out, r, col + n, a, r, panel)
             for r in range(R8, R4, 4):
-                tile4(out, r, n, a, r, panel)
-            _tile_rest(out, R4, n, a, R4, rest, panel, tile3, tile2, tile1)
+                tile4(out, r, col + n, a, r, panel)
+            _tile_rest(out, R4, col + n, a, R4, rest, panel, tile3, tile2, tile1)
         else:  # the last, partial panel: through a scratch tile
             tile = np.zeros((TILE_ROWS, NR), out.dtype)
+            # Not a literal 0: Numba compiles a function once more for each
+            # literal argument it is called with (Literal[int](0)).
+            origin = np.int64(0)
             for r in range(0, R8, TILE_ROWS):
-                tile8(tile, 0, 0, a, r, panel)
-                _drain(tile, TILE_ROWS, out, r, n)
+                tile8(tile, origin, origin, a, r, panel)
+                _drain(tile, TILE_ROWS, out, r, col + n, N - n)
             for r in range(R8, R4, 4):
-                tile4(tile, 0, 0, a, r, panel)
-                _drain(tile, 4, out, r, n)
+                tile4(tile, origin, origin, a, r, panel)
+                _drain(tile, 4, out, r, col + n, N - n)
             if rest > 0:
-                _tile_rest(tile, 0, 0, a, R4, rest, panel, tile3, tile2, tile1)
-                _drain(tile, rest, out, R4, n)
+                _tile_rest(tile, origin, origin, a, R4, rest, panel, tile3, tile2, tile1)
+                _drain(tile, rest, out, R4, col + n, N - n)
 
 
 @njit(inline="always", **_FLAGS)
@@ -396,11 +400,11 @@ def _tile_rest(dst, r_dst, c_dst, a, r, rows, panel, tile3, tile2, tile1):
 
 
 @njit(inline="always", **_FLAGS)
-def _drain(tile, rows, out, r, n):
-    """out[r:r+rows, n:] += tile[:rows, :N-n], and those tile entries back to 0."""
+def _drain(tile, rows, out, r, c, width):
+    """out[r:r+rows, c:c+width] += tile[:rows, :width], and those tile entries back to 0."""
     for q in range(rows):
-        for j in range(out.shape[1] - n):
-            out[r + q, n + j] += tile[q, j]
+        for j in range(width):
+            out[r + q, c + j] += tile[q, j]
             tile[q, j] = 0
 
 

@@ -47,4 +47,4 @@ def input_projection(x, w_ih, bias, gx, n_chunks, ih_dot):
             for d in range(D):  # (rows, G) += (rows, I) @ (I, G)
                 if not (dot and dot_acc(gx[r0:r1, d * G:(d + 1) * G], x_lo[:n], x_hi[:n],
                                         x_scales[:n], ih_dot, d)):
-                    gemm_layout_acc(gx[r0:r1, d * G:(d + 1) * G], x[r0:r1], w_ih[d])
+                    gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])

@@ -37,13 +37,16 @@ def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, state, new_state, out):
     x_row = x[0]  # (1, I)
     h0, c0, h_n, c_n = state[0], state[1], new_state[0], new_state[1]  # (L, 1, H)
     gates = np.empty((1, G), dtype=x.dtype)  # (1, 4H)
+    # Row and direction 0 as int64, not the literal 0: Numba compiles a kernel
+    # once more for each literal argument (Literal[int](0)) it is called with.
+    first = np.int64(0)
     for layer in range(L):
         copy_row(bias[layer], gates[0])
         if layer == 0:
-            _row_matmul_acc(gates, 0, x_row, w_ih0, 0)
+            _row_matmul_acc(gates, first, x_row, w_ih0, first)
         else:
-            _row_matmul_acc(gates, 0, h_n[layer - 1], w_ih_rest, layer - 1)
-        _row_matmul_acc(gates, 0, h0[layer], w_hh, layer)
+            _row_matmul_acc(gates, first, h_n[layer - 1], w_ih_rest, layer - 1)
+        _row_matmul_acc(gates, first, h0[layer], w_hh, layer)
         copy_row(c0[layer, 0], c_n[layer, 0])
         # The LSTM row reads no parameters: gates stands in for them.
         lstm_row(gates[0], gates[0], h0[layer, 0], c_n[layer, 0], h_n[layer, 0], gates)
