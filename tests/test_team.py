@@ -10,6 +10,7 @@ import multiprocessing
 import threading
 import time
 
+import numba
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -214,6 +215,13 @@ def test_batch_1_jobs_with_whole_panel_blocks_match_the_reference(H, n_blocks, t
     _check(args, expected, np.float32)
 
 
+def _compile_here(kernel, *args):
+    """Compile a stand-in helper for args on the test's thread: a typing error
+    inside its thread would leave the caller's stack_job waiting for a block
+    nobody counts, a hang instead of a failure."""
+    kernel.compile(tuple(numba.typeof(a) for a in args))
+
+
 @njit(nogil=True)
 def _late_block(args, step, block):
     """A stand-in for a descheduled helper (thread 1 of 2): compute one claimed
@@ -241,6 +249,7 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for():
         time.sleep(0.03)
         _late_block(tuple(args), 1, 1)
 
+    _compile_here(_late_block, tuple(args), 1, 1)
     thread = threading.Thread(target=stalled)
     thread.start()
     stack_job(*args, 0, 2)
@@ -273,6 +282,8 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
         _late_block(tuple(args), 1, 1)
         _block_after(tuple(args), 3, 0)
 
+    _compile_here(_late_block, tuple(args), 1, 1)
+    _compile_here(_block_after, tuple(args), 3, 0)
     thread = threading.Thread(target=stalled)
     thread.start()
     stack_job(*args, 0, 2)
