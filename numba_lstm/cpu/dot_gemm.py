@@ -89,9 +89,9 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         for k in range(w_dot.shape[1]):
             a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
             la0, ha0, la1, ha1 = dot_quads(a, b, vload_quads(wa, k, 0), vload_quads(wa, k, Q),
-                                            la0, ha0, la1, ha1)
+                                           la0, ha0, la1, ha1)
             lb0, hb0, lb1, hb1 = dot_quads(a, b, vload_quads(wb, k, 0), vload_quads(wb, k, Q),
-                                            lb0, hb0, lb1, hb1)
+                                           lb0, hb0, lb1, hb1)
         j = p * DOT_NR
         _dot_add(out_row, j, la0, ha0, offset, scale_q, s_x)
         _dot_add(out_row, j + DOT_LANES, la1, ha1, offset, scale_q, s_x)
@@ -103,7 +103,7 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         for k in range(w_dot.shape[1]):
             a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
             l0, h0, l1, h1 = dot_quads(a, b, vload_quads(w, k, 0), vload_quads(w, k, Q),
-                                        l0, h0, l1, h1)
+                                       l0, h0, l1, h1)
         j = (P - 1) * DOT_NR
         _dot_add(out_row, j, l0, h0, offset, scale_q, s_x)
         _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
@@ -142,13 +142,13 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
             for k in range(w_dot.shape[1]):
                 q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
                 l00, h00, l01, h01 = dot_quads(vsplat_quad(lo0, 4 * k), vsplat_quad(hi0, 4 * k),
-                                                q0, q1, l00, h00, l01, h01)
+                                               q0, q1, l00, h00, l01, h01)
                 l10, h10, l11, h11 = dot_quads(vsplat_quad(lo1, 4 * k), vsplat_quad(hi1, 4 * k),
-                                                q0, q1, l10, h10, l11, h11)
+                                               q0, q1, l10, h10, l11, h11)
                 l20, h20, l21, h21 = dot_quads(vsplat_quad(lo2, 4 * k), vsplat_quad(hi2, 4 * k),
-                                                q0, q1, l20, h20, l21, h21)
+                                               q0, q1, l20, h20, l21, h21)
                 l30, h30, l31, h31 = dot_quads(vsplat_quad(lo3, 4 * k), vsplat_quad(hi3, 4 * k),
-                                                q0, q1, l30, h30, l31, h31)
+                                               q0, q1, l30, h30, l31, h31)
             j = p * DOT_NR
             _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
             _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])

@@ -44,7 +44,7 @@ class PackedLayer:
         """(hh, ih) for the large-batch steps and input projection on the int8
         dot kernel (cpu.layer, cpu.projection), made on first use: each
         (w_dot (D, P, K4, 4 * DOT_NR), offset (D, G) int32, scale (D, G)),
-        every direction's stored W^T in row_step's dot layout, ih None without
+        every direction's stored W^T in dot_gemm's layout, ih None without
         a stored W_ih. None unless an int8 layer with G a multiple of DOT_NR
         and ``dot`` (default: the CPU has AVX512-VNNI; elsewhere the float
         panels beat vpdpbusd's emulation)."""
@@ -53,12 +53,9 @@ class PackedLayer:
         if not dot or self.stored is None or self.stored[0] != "int8" or G % DOT_NR:
             return None
         if "_dot_layout" not in self.__dict__:
-            def layout(pairs):  # [(W^T (K, G), scale (G,))] per direction
-                quads, offset = _dot_blocks(np.stack([w for w, _ in pairs]))
-                return (aligned_copy(quads), aligned_copy(offset.astype(np.int32)),
-                        aligned_copy(np.stack([scale for _, scale in pairs]).astype(np.float32)))
-            _, hh, ih = self.stored
-            self.__dict__["_dot_layout"] = (layout(hh), None if ih is None else layout(ih))
+            _, hh, ih = self.stored  # per direction
+            self.__dict__["_dot_layout"] = (_stacked_dot_layout(hh),
+                                            None if ih is None else _stacked_dot_layout(ih))
         return self.__dict__["_dot_layout"]
 
     def panels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +216,7 @@ class PackedStack(list):
     def quantized_step(self, dot: bool | None = None) -> tuple | None:
         """The int8 dot kernel's weights for the one-call streaming step
         (cpu.streaming.lstm_stack_step_dot), made on first use: (ih0, ih_rest,
-        hh), each (w_dot, offset, scale) as row_step's dot kernel reads them:
+        hh), each (w_dot, offset, scale) as dot_gemm's kernels read them:
         layer 0's W_ih^T (P, K4, 4 * DOT_NR), the other layers' (L-1, ...) and
         every layer's W_hh^T (L, ...), with (.., 4H) int32 offsets and float32
         scales. None unless an int8 stack with its stored W_ih that ``step``
@@ -231,16 +228,13 @@ class PackedStack(list):
                 or self.step is None or self[0].hidden_size % DOT_NR):
             return None
         cache = self.__dict__.setdefault("_quantized_step", {})
-        if not cache:
-            def dot_layout(pairs):  # [(W^T (K, 4H), scale (4H,))] -> stacked arrays
-                quads, offset = _dot_blocks(np.stack([w for w, _ in pairs]))
-                return (aligned_copy(quads), aligned_copy(offset),
-                        aligned_copy(np.stack([scale for _, scale in pairs]).astype(np.float32)))
-            hh = dot_layout(q[1])
+        if not cache:  # per layer
+            hh = _stacked_dot_layout(q[1])
             # The layers above the first read (H, 4H) like W_hh: with one layer,
             # empty arrays of that shape, so that the kernel's types are one.
-            ih_rest = dot_layout(q[2][1:]) if len(q[2]) > 1 else tuple(a[:0] for a in hh)
-            cache["step"] = (tuple(a[0] for a in dot_layout(q[2][:1])), ih_rest, hh)
+            ih_rest = (_stacked_dot_layout(q[2][1:]) if len(q[2]) > 1
+                       else tuple(a[:0] for a in hh))
+            cache["step"] = (tuple(a[0] for a in _stacked_dot_layout(q[2][:1])), ih_rest, hh)
         return cache["step"]
 
     def _quantized_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
@@ -275,6 +269,15 @@ def _dot_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     kernels subtract for the high activation byte's +128."""
     return (np.stack([_pack_quads(b) for b in blocks]),
             128 * blocks.astype(np.int32).sum(axis=1, dtype=np.int32))
+
+
+def _stacked_dot_layout(pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[(int8 W^T (K, N), each column's scale (N,))] -> (w_dot (n, P, K4,
+    4 * DOT_NR), offset (n, N) int32, scale (n, N) float32), on cache lines:
+    n matrices (layers, or directions) stacked as the dot kernels read them."""
+    quads, offset = _dot_blocks(np.stack([w for w, _ in pairs]))
+    return (aligned_copy(quads), aligned_copy(offset),
+            aligned_copy(np.stack([scale for _, scale in pairs]).astype(np.float32)))
 
 
 def _pack_quads(w: np.ndarray) -> np.ndarray:

@@ -168,13 +168,13 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
         for k in range(w_dot.shape[1]):
             a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
             li0, hi0, li1, hi1 = dot_quads(a, b, vload_quads(w_i, k, 0), vload_quads(w_i, k, Q),
-                                            li0, hi0, li1, hi1)
+                                           li0, hi0, li1, hi1)
             lf0, hf0, lf1, hf1 = dot_quads(a, b, vload_quads(w_f, k, 0), vload_quads(w_f, k, Q),
-                                            lf0, hf0, lf1, hf1)
+                                           lf0, hf0, lf1, hf1)
             lg0, hg0, lg1, hg1 = dot_quads(a, b, vload_quads(w_g, k, 0), vload_quads(w_g, k, Q),
-                                            lg0, hg0, lg1, hg1)
+                                           lg0, hg0, lg1, hg1)
             lo0, ho0, lo1, ho1 = dot_quads(a, b, vload_quads(w_o, k, 0), vload_quads(w_o, k, Q),
-                                            lo0, ho0, lo1, ho1)
+                                           lo0, ho0, lo1, ho1)
         j = g * DOT_NR
         _dot_cell(gx_row, U, j, li0, hi0, lf0, hf0, lg0, hg0, lo0, ho0, offset, scale_q, s_h,
                   c, h_next, out_row)
