@@ -52,6 +52,16 @@ def test_pack_panels_layout(dtype, vectors):
     (14, 5, 64),    # an 8-row, a 4-row and a 2-row tile
     (11, 21, 70),   # 8 + 3 rows (4 + 3 + 4 on AVX2), partial last panel
     (3, 4, 16),     # 3 rows, one partial panel only
+    # Rows 1-7 past the 8-row tiles take panels in pairs: an odd last panel,
+    # whole or partial, pairs with itself; a pair whose second panel is partial
+    # goes through the scratch tile.
+    (4, 6, 96),     # float32 two-vector: 3 whole panels (odd); three-vector: one whole pair
+    (6, 9, 150),    # 4 + 2 rows; an odd partial last panel, or a partial pair
+    (1, 40, 300),
+    (2, 33, 200),
+    (5, 19, 130),   # 4 + 1 rows
+    (12, 17, 250),  # 8 + 4 rows
+    (15, 8, 170),   # 8 + 4 + 3 rows
 ])
 def test_gemm_panels_acc_matches_numpy(dtype, vectors, R, K, N):
     rng = np.random.default_rng(R * K + N)

@@ -8,9 +8,10 @@ Micro-kernel: on AVX-512 an 8-row x NR tile of out lives in 16 or 24 vector
 registers while k runs; each k loads NR/lanes vectors of W, broadcasts 8
 scalars of a and issues 16 or 24 FMAs (zmm, of its 32 registers). With 16
 registers (AVX2) the main tile is 4 rows x 2 vectors. Rows past the last
-whole tile go through at most one 4-row and one 1-, 2- or 3-row tile, so a
-small batch (2-7 rows: the team's step at batch 2-7) reads each panel once per
-tile, not once per row. That is the tile
+whole tile go through at most one 4-row and one 1-, 2- or 3-row tile over two
+panels at once (where the registers hold those sums), so a small batch (2-7
+rows: the team's step at batch 2-7) reads each panel once per tile, not once
+per row, with enough independent sums to keep the FMA units busy. That is the tile
 shape of BLIS-style kernels; NumPy's BLAS instead repacks W on every call,
 which at one LSTM step (32 x 512 @ 512 x 2048, shape S6) measured 25 GMAC/s on
 two threads against 32-37 here on one. Three-vector panels are the large-batch
@@ -25,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from .recurrence import _FLAGS
-from .simd import VECTOR_BYTES, prefetch, vadd_store, vfma, vload, vsplat
+from .simd import VECTOR_BYTES, VECTOR_REGISTERS, prefetch, vadd_store, vfma, vload, vsplat
 
 TILE_ROWS = 8
 # Tiles of 1-4 rows use each weight they load for at most 4 FMAs, so they
@@ -144,39 +145,6 @@ def _tile3(dst, r_dst, c_dst, a, r, panel):
 
 
 @njit(**_FLAGS)
-def _tile2(dst, r_dst, c_dst, a, r, panel):
-    """dst[r_dst:r_dst+2, c_dst:c_dst+NR] += a[r:r+2] @ panel (K, NR)."""
-    L = panel.shape[1] // 2
-    c00 = c01 = c10 = c11 = vsplat(dst.dtype.type(0))
-    a0, a1 = a[r], a[r + 1]
-    ahead = _rows_ahead(panel)
-    for k in range(panel.shape[0]):
-        _prefetch_row(panel, k + ahead, L)
-        w0 = vload(panel, k, 0)
-        w1 = vload(panel, k, L)
-        s = vsplat(a0[k])
-        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
-        s = vsplat(a1[k])
-        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
-    _store_row(dst, r_dst, c_dst, L, c00, c01)
-    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
-
-
-@njit(**_FLAGS)
-def _tile1(dst, r_dst, c_dst, a, r, panel):
-    """dst[r_dst, c_dst:c_dst+NR] += a[r] @ panel (K, NR): leftover rows."""
-    L = panel.shape[1] // 2
-    c0 = c1 = vsplat(dst.dtype.type(0))
-    a0 = a[r]
-    ahead = _rows_ahead(panel)
-    for k in range(panel.shape[0]):
-        _prefetch_row(panel, k + ahead, L)
-        s = vsplat(a0[k])
-        c0, c1 = vfma(s, vload(panel, k, 0), c0), vfma(s, vload(panel, k, L), c1)
-    _store_row(dst, r_dst, c_dst, L, c0, c1)
-
-
-@njit(**_FLAGS)
 def _tile8x3(dst, r_dst, c_dst, a, r, panel):
     """_tile8 for three-vector panels: dst[r_dst:r_dst+8, c_dst:c_dst+NR] +=
     a[r:r+8] @ panel (K, NR)."""
@@ -216,83 +184,200 @@ def _tile8x3(dst, r_dst, c_dst, a, r, panel):
     _store_row3(dst, r_dst + 7, c_dst, L, c70, c71, c72)
 
 
+# Tiles of 1-4 rows over two panels at once: twice the columns, so twice the
+# independent sums per weight load and per broadcast. A 1- or 2-row tile over
+# one panel has 2-6 FMA chains, too few to cover the FMA latency, and loads a
+# weight vector per 1-2 FMAs. Each output's FMAs run in the same order as over
+# one panel, so the sums are the same bits.
 @njit(**_FLAGS)
-def _tile4x3(dst, r_dst, c_dst, a, r, panel):
-    """_tile4 for three-vector panels."""
-    L = panel.shape[1] // 3
+def _tile4x4(dst, r_dst, c_dst, a, r, pa, pb):
+    """dst[r_dst:r_dst+4, c_dst:c_dst+2NR] += a[r:r+4] @ [pa | pb], two
+    two-vector panels (K, NR)."""
+    L = pa.shape[1] // 2
     z = vsplat(dst.dtype.type(0))
-    c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = z
+    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = z
     a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
-    for k in range(panel.shape[0]):
-        w0 = vload(panel, k, 0)
-        w1 = vload(panel, k, L)
-        w2 = vload(panel, k, 2 * L)
+    ahead = _rows_ahead(pa)
+    for k in range(pa.shape[0]):
+        _prefetch_row(pa, k + ahead, L)
+        _prefetch_row(pb, k + ahead, L)
+        w0, w1, w2, w3 = vload(pa, k, 0), vload(pa, k, L), vload(pb, k, 0), vload(pb, k, L)
+        s = vsplat(a0[k])
+        c00, c01, c02, c03 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02), vfma(s, w3, c03)
+        s = vsplat(a1[k])
+        c10, c11, c12, c13 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12), vfma(s, w3, c13)
+        s = vsplat(a2[k])
+        c20, c21, c22, c23 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22), vfma(s, w3, c23)
+        s = vsplat(a3[k])
+        c30, c31, c32, c33 = vfma(s, w0, c30), vfma(s, w1, c31), vfma(s, w2, c32), vfma(s, w3, c33)
+    _store_row4(dst, r_dst, c_dst, L, c00, c01, c02, c03)
+    _store_row4(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13)
+    _store_row4(dst, r_dst + 2, c_dst, L, c20, c21, c22, c23)
+    _store_row4(dst, r_dst + 3, c_dst, L, c30, c31, c32, c33)
+
+
+@njit(**_FLAGS)
+def _tile3x4(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x4 for 3 rows."""
+    L = pa.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = z
+    a0, a1, a2 = a[r], a[r + 1], a[r + 2]
+    ahead = _rows_ahead(pa)
+    for k in range(pa.shape[0]):
+        _prefetch_row(pa, k + ahead, L)
+        _prefetch_row(pb, k + ahead, L)
+        w0, w1, w2, w3 = vload(pa, k, 0), vload(pa, k, L), vload(pb, k, 0), vload(pb, k, L)
+        s = vsplat(a0[k])
+        c00, c01, c02, c03 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02), vfma(s, w3, c03)
+        s = vsplat(a1[k])
+        c10, c11, c12, c13 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12), vfma(s, w3, c13)
+        s = vsplat(a2[k])
+        c20, c21, c22, c23 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22), vfma(s, w3, c23)
+    _store_row4(dst, r_dst, c_dst, L, c00, c01, c02, c03)
+    _store_row4(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13)
+    _store_row4(dst, r_dst + 2, c_dst, L, c20, c21, c22, c23)
+
+
+@njit(**_FLAGS)
+def _tile2x4(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x4 for 2 rows."""
+    L = pa.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = z
+    a0, a1 = a[r], a[r + 1]
+    ahead = _rows_ahead(pa)
+    for k in range(pa.shape[0]):
+        _prefetch_row(pa, k + ahead, L)
+        _prefetch_row(pb, k + ahead, L)
+        w0, w1, w2, w3 = vload(pa, k, 0), vload(pa, k, L), vload(pb, k, 0), vload(pb, k, L)
+        s = vsplat(a0[k])
+        c00, c01, c02, c03 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02), vfma(s, w3, c03)
+        s = vsplat(a1[k])
+        c10, c11, c12, c13 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12), vfma(s, w3, c13)
+    _store_row4(dst, r_dst, c_dst, L, c00, c01, c02, c03)
+    _store_row4(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13)
+
+
+@njit(**_FLAGS)
+def _tile1x4(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x4 for 1 row."""
+    L = pa.shape[1] // 2
+    c0 = c1 = c2 = c3 = vsplat(dst.dtype.type(0))
+    a0 = a[r]
+    ahead = _rows_ahead(pa)
+    for k in range(pa.shape[0]):
+        _prefetch_row(pa, k + ahead, L)
+        _prefetch_row(pb, k + ahead, L)
+        s = vsplat(a0[k])
+        c0, c1 = vfma(s, vload(pa, k, 0), c0), vfma(s, vload(pa, k, L), c1)
+        c2, c3 = vfma(s, vload(pb, k, 0), c2), vfma(s, vload(pb, k, L), c3)
+    _store_row4(dst, r_dst, c_dst, L, c0, c1, c2, c3)
+
+
+@njit(**_FLAGS)
+def _tile4x6(dst, r_dst, c_dst, a, r, pa, pb):
+    """dst[r_dst:r_dst+4, c_dst:c_dst+2NR] += a[r:r+4] @ [pa | pb], two
+    three-vector panels (K, NR)."""
+    L = pa.shape[1] // 3
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c03 = c04 = c05 = c10 = c11 = c12 = c13 = c14 = c15 = z
+    c20 = c21 = c22 = c23 = c24 = c25 = c30 = c31 = c32 = c33 = c34 = c35 = z
+    a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
+    for k in range(pa.shape[0]):
+        w0, w1, w2 = vload(pa, k, 0), vload(pa, k, L), vload(pa, k, 2 * L)
+        w3, w4, w5 = vload(pb, k, 0), vload(pb, k, L), vload(pb, k, 2 * L)
         s = vsplat(a0[k])
         c00, c01, c02 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02)
+        c03, c04, c05 = vfma(s, w3, c03), vfma(s, w4, c04), vfma(s, w5, c05)
         s = vsplat(a1[k])
         c10, c11, c12 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12)
+        c13, c14, c15 = vfma(s, w3, c13), vfma(s, w4, c14), vfma(s, w5, c15)
         s = vsplat(a2[k])
         c20, c21, c22 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22)
+        c23, c24, c25 = vfma(s, w3, c23), vfma(s, w4, c24), vfma(s, w5, c25)
         s = vsplat(a3[k])
         c30, c31, c32 = vfma(s, w0, c30), vfma(s, w1, c31), vfma(s, w2, c32)
-    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
-    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
-    _store_row3(dst, r_dst + 2, c_dst, L, c20, c21, c22)
-    _store_row3(dst, r_dst + 3, c_dst, L, c30, c31, c32)
+        c33, c34, c35 = vfma(s, w3, c33), vfma(s, w4, c34), vfma(s, w5, c35)
+    _store_row6(dst, r_dst, c_dst, L, c00, c01, c02, c03, c04, c05)
+    _store_row6(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13, c14, c15)
+    _store_row6(dst, r_dst + 2, c_dst, L, c20, c21, c22, c23, c24, c25)
+    _store_row6(dst, r_dst + 3, c_dst, L, c30, c31, c32, c33, c34, c35)
 
 
 @njit(**_FLAGS)
-def _tile3x3(dst, r_dst, c_dst, a, r, panel):
-    """_tile3 for three-vector panels."""
-    L = panel.shape[1] // 3
+def _tile3x6(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x6 for 3 rows."""
+    L = pa.shape[1] // 3
     z = vsplat(dst.dtype.type(0))
-    c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = z
+    c00 = c01 = c02 = c03 = c04 = c05 = c10 = c11 = c12 = c13 = c14 = c15 = z
+    c20 = c21 = c22 = c23 = c24 = c25 = z
     a0, a1, a2 = a[r], a[r + 1], a[r + 2]
-    for k in range(panel.shape[0]):
-        w0 = vload(panel, k, 0)
-        w1 = vload(panel, k, L)
-        w2 = vload(panel, k, 2 * L)
+    for k in range(pa.shape[0]):
+        w0, w1, w2 = vload(pa, k, 0), vload(pa, k, L), vload(pa, k, 2 * L)
+        w3, w4, w5 = vload(pb, k, 0), vload(pb, k, L), vload(pb, k, 2 * L)
         s = vsplat(a0[k])
         c00, c01, c02 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02)
+        c03, c04, c05 = vfma(s, w3, c03), vfma(s, w4, c04), vfma(s, w5, c05)
         s = vsplat(a1[k])
         c10, c11, c12 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12)
+        c13, c14, c15 = vfma(s, w3, c13), vfma(s, w4, c14), vfma(s, w5, c15)
         s = vsplat(a2[k])
         c20, c21, c22 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22)
-    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
-    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
-    _store_row3(dst, r_dst + 2, c_dst, L, c20, c21, c22)
+        c23, c24, c25 = vfma(s, w3, c23), vfma(s, w4, c24), vfma(s, w5, c25)
+    _store_row6(dst, r_dst, c_dst, L, c00, c01, c02, c03, c04, c05)
+    _store_row6(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13, c14, c15)
+    _store_row6(dst, r_dst + 2, c_dst, L, c20, c21, c22, c23, c24, c25)
 
 
 @njit(**_FLAGS)
-def _tile2x3(dst, r_dst, c_dst, a, r, panel):
-    """_tile2 for three-vector panels."""
-    L = panel.shape[1] // 3
-    c00 = c01 = c02 = c10 = c11 = c12 = vsplat(dst.dtype.type(0))
+def _tile2x6(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x6 for 2 rows."""
+    L = pa.shape[1] // 3
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c03 = c04 = c05 = c10 = c11 = c12 = c13 = c14 = c15 = z
     a0, a1 = a[r], a[r + 1]
-    for k in range(panel.shape[0]):
-        w0 = vload(panel, k, 0)
-        w1 = vload(panel, k, L)
-        w2 = vload(panel, k, 2 * L)
+    for k in range(pa.shape[0]):
+        w0, w1, w2 = vload(pa, k, 0), vload(pa, k, L), vload(pa, k, 2 * L)
+        w3, w4, w5 = vload(pb, k, 0), vload(pb, k, L), vload(pb, k, 2 * L)
         s = vsplat(a0[k])
         c00, c01, c02 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02)
+        c03, c04, c05 = vfma(s, w3, c03), vfma(s, w4, c04), vfma(s, w5, c05)
         s = vsplat(a1[k])
         c10, c11, c12 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12)
-    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
-    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
+        c13, c14, c15 = vfma(s, w3, c13), vfma(s, w4, c14), vfma(s, w5, c15)
+    _store_row6(dst, r_dst, c_dst, L, c00, c01, c02, c03, c04, c05)
+    _store_row6(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13, c14, c15)
 
 
 @njit(**_FLAGS)
-def _tile1x3(dst, r_dst, c_dst, a, r, panel):
-    """_tile1 for three-vector panels."""
-    L = panel.shape[1] // 3
-    c0 = c1 = c2 = vsplat(dst.dtype.type(0))
+def _tile1x6(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x6 for 1 row."""
+    L = pa.shape[1] // 3
+    c0 = c1 = c2 = c3 = c4 = c5 = vsplat(dst.dtype.type(0))
     a0 = a[r]
-    for k in range(panel.shape[0]):
+    for k in range(pa.shape[0]):
         s = vsplat(a0[k])
-        c0 = vfma(s, vload(panel, k, 0), c0)
-        c1 = vfma(s, vload(panel, k, L), c1)
-        c2 = vfma(s, vload(panel, k, 2 * L), c2)
-    _store_row3(dst, r_dst, c_dst, L, c0, c1, c2)
+        c0, c1, c2 = vfma(s, vload(pa, k, 0), c0), vfma(s, vload(pa, k, L), c1), vfma(
+            s, vload(pa, k, 2 * L), c2)
+        c3, c4, c5 = vfma(s, vload(pb, k, 0), c3), vfma(s, vload(pb, k, L), c4), vfma(
+            s, vload(pb, k, 2 * L), c5)
+    _store_row6(dst, r_dst, c_dst, L, c0, c1, c2, c3, c4, c5)
+
+
+@njit(inline="always", **_FLAGS)
+def _tile4_twice(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4 on each of two panels: where 4 x 4 sums do not fit the registers."""
+    _tile4(dst, r_dst, c_dst, a, r, pa)
+    _tile4(dst, r_dst, c_dst + pa.shape[1], a, r, pb)
+
+
+@njit(inline="always", **_FLAGS)
+def _tile3_twice(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile3 on each of two panels: where 3 x 4 sums do not fit the registers."""
+    _tile3(dst, r_dst, c_dst, a, r, pa)
+    _tile3(dst, r_dst, c_dst + pa.shape[1], a, r, pb)
 
 
 @njit(inline="always", **_FLAGS)
@@ -321,6 +406,18 @@ def _store_row3(dst, r, c, L, v0, v1, v2):
     vadd_store(dst, r, c + 2 * L, v2)
 
 
+@njit(inline="always", **_FLAGS)
+def _store_row4(dst, r, c, L, v0, v1, v2, v3):
+    _store_row(dst, r, c, L, v0, v1)
+    _store_row(dst, r, c + 2 * L, L, v2, v3)
+
+
+@njit(inline="always", **_FLAGS)
+def _store_row6(dst, r, c, L, v0, v1, v2, v3, v4, v5):
+    _store_row3(dst, r, c, L, v0, v1, v2)
+    _store_row3(dst, r, c + 3 * L, L, v3, v4, v5)
+
+
 @njit(**_FLAGS)
 def gemm_panels_acc(out, a, panels):
     """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR)."""
@@ -338,14 +435,28 @@ def gemm_panels_acc(out, a, panels):
 @njit(**_FLAGS)
 def gemm_panels2_acc(out, col, N, a, panels):
     """out[:, col:col+N] += a (R, K) @ W for two-vector panels of W (K, N)."""
-    _gemm(out, col, N, a, panels, _tile8, _tile4, _tile3, _tile2, _tile1)
+    _gemm(out, col, N, a, panels, _tile8, _TILE4_2, _TILE3_2, _tile2x4, _tile1x4)
 
 
 @njit(**_FLAGS)
 def gemm_panels3_acc(out, col, N, a, panels):
-    """gemm_panels2_acc for three-vector panels."""
-    _gemm(out, col, N, a, panels, _tile8x3, _tile4x3, _tile3x3, _tile2x3, _tile1x3)
+    """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
+    16 registers its tiles spill, slow but exact)."""
+    _gemm(out, col, N, a, panels, _tile8x3, _tile4x6, _tile3x6, _tile2x6, _tile1x6)
 
+
+def _fits(rows: int, vectors: int) -> bool:
+    """Whether a rows x vectors tile's sums, its weight vectors and a broadcast
+    fit the vector registers (32 on AVX-512, 16 on AVX2) without spilling."""
+    return rows * vectors + vectors + 1 <= VECTOR_REGISTERS
+
+
+# Two-vector tiles of 3 and 4 rows over a pair of panels need 17 and 21
+# registers: on AVX2 those rows take one panel at a time (measured on Zen 4's
+# AVX2 build: 0.65-0.78x for the 3-row tile over two panels; the 1- and 2-row
+# ones 1.8-2.3x).
+_TILE4_2 = _tile4x4 if _fits(4, 4) else _tile4_twice
+_TILE3_2 = _tile3x4 if _fits(3, 4) else _tile3_twice
 
 # Panel width, in vectors, of the large-batch layout (packing.PackedLayer's
 # panels): three where there are 32 vector registers (AVX-512) to hold the
@@ -357,46 +468,55 @@ gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_
 @njit(inline="always", **_FLAGS)
 def _gemm(out, col, N, a, panels, tile8, tile4, tile3, tile2, tile1):
     R = a.shape[0]
-    NR = panels.shape[2]
+    P, NR = panels.shape[0], panels.shape[2]
     # 8-row tiles need 32 vector registers (AVX-512); with 16 (AVX2) the 4-row
     # tile is the main one: 107 against 52 GFLOP/s for the 8-row one there.
     R8 = R - R % TILE_ROWS if VECTOR_BYTES == 64 else 0
     R4 = R8 + (R - R8) // 4 * 4
-    rest = R - R4  # 0-3 rows: one more tile, one more pass over each panel
-    for p in range(panels.shape[0]):
-        panel = panels[p]  # (K, NR)
+    rest = R - R4  # 0-3 rows: one more tile, one more pass over each pair of panels
+    # Not a literal 0 for the scratch tiles' origin: Numba compiles a function
+    # once more for each literal argument it is called with (Literal[int](0)).
+    origin = np.int64(0)
+    for p in range(0, P, 2):
+        for q in range(p, min(p + 2, P)):
+            n = q * NR
+            if n + NR <= N:
+                for r in range(0, R8, TILE_ROWS):
+                    tile8(out, r, col + n, a, r, panels[q])
+            elif R8 > 0:  # the last, partial panel: through a scratch tile
+                tile = np.zeros((TILE_ROWS, NR), out.dtype)
+                for r in range(0, R8, TILE_ROWS):
+                    tile8(tile, origin, origin, a, r, panels[q])
+                    _drain(tile, TILE_ROWS, out, r, col + n, N - n)
+        if R8 == R:
+            continue
+        # The 1-7 rows past the 8-row tiles, over panels p and p + 1 at once;
+        # an odd last panel is paired with itself, its copy's sums dropped.
+        pa, pb = panels[p], panels[min(p + 1, P - 1)]
         n = p * NR
-        if n + NR <= N:
-            for r in range(0, R8, TILE_ROWS):
-                tile8(out, r, col + n, a, r, panel)
+        if n + 2 * NR <= N:
             for r in range(R8, R4, 4):
-                tile4(out, r, col + n, a, r, panel)
-            _tile_rest(out, R4, col + n, a, R4, rest, panel, tile3, tile2, tile1)
-        else:  # the last, partial panel: through a scratch tile
-            tile = np.zeros((TILE_ROWS, NR), out.dtype)
-            # Not a literal 0: Numba compiles a function once more for each
-            # literal argument it is called with (Literal[int](0)).
-            origin = np.int64(0)
-            for r in range(0, R8, TILE_ROWS):
-                tile8(tile, origin, origin, a, r, panel)
-                _drain(tile, TILE_ROWS, out, r, col + n, N - n)
+                tile4(out, r, col + n, a, r, pa, pb)
+            _tile_rest(out, R4, col + n, a, R4, rest, pa, pb, tile3, tile2, tile1)
+        else:
+            tile = np.zeros((4, 2 * NR), out.dtype)
             for r in range(R8, R4, 4):
-                tile4(tile, origin, origin, a, r, panel)
+                tile4(tile, origin, origin, a, r, pa, pb)
                 _drain(tile, 4, out, r, col + n, N - n)
             if rest > 0:
-                _tile_rest(tile, origin, origin, a, R4, rest, panel, tile3, tile2, tile1)
+                _tile_rest(tile, origin, origin, a, R4, rest, pa, pb, tile3, tile2, tile1)
                 _drain(tile, rest, out, R4, col + n, N - n)
 
 
 @njit(inline="always", **_FLAGS)
-def _tile_rest(dst, r_dst, c_dst, a, r, rows, panel, tile3, tile2, tile1):
-    """dst[r_dst:r_dst+rows, c_dst:c_dst+NR] += a[r:r+rows] @ panel, rows 0-3."""
+def _tile_rest(dst, r_dst, c_dst, a, r, rows, pa, pb, tile3, tile2, tile1):
+    """dst[r_dst:r_dst+rows, c_dst:c_dst+2NR] += a[r:r+rows] @ [pa | pb], rows 0-3."""
     if rows == 3:
-        tile3(dst, r_dst, c_dst, a, r, panel)
+        tile3(dst, r_dst, c_dst, a, r, pa, pb)
     elif rows == 2:
-        tile2(dst, r_dst, c_dst, a, r, panel)
+        tile2(dst, r_dst, c_dst, a, r, pa, pb)
     elif rows == 1:
-        tile1(dst, r_dst, c_dst, a, r, panel)
+        tile1(dst, r_dst, c_dst, a, r, pa, pb)
 
 
 @njit(inline="always", **_FLAGS)

@@ -34,6 +34,8 @@ def _vector_bytes() -> int:
 
 
 VECTOR_BYTES = _vector_bytes()
+# Vector registers the compiler can allocate: 32 zmm with AVX-512, 16 ymm with AVX2.
+VECTOR_REGISTERS = 32 if VECTOR_BYTES == 64 else 16
 
 
 def _has_feature(name: str) -> bool:
