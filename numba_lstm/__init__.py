@@ -25,7 +25,7 @@ from .modules import (
     infer_lstm_config,
     lstm_prefixes,
 )
-from .precompile import compile  # noqa: A004 (the name the API promises)
+from .precompile import compile, wait_compiled  # noqa: A004 (the name the API promises)
 
 __version__ = "0.1.0"
 
@@ -33,5 +33,5 @@ __all__ = [
     "GRU", "LSTM", "RNN", "Embedding", "GRUCell", "LSTMCell", "LSTMConfig", "LayerNormLSTM",
     "Linear", "LoadError", "RNNCell", "RecurrentConfig", "StateDictError", "Stream", "compile",
     "family_of",
-    "infer_config", "infer_lstm_config", "load", "lstm_prefixes", "save",
+    "infer_config", "infer_lstm_config", "load", "lstm_prefixes", "save", "wait_compiled",
 ]

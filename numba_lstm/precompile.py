@@ -60,7 +60,8 @@ def _run_case(module, strategy: str, T: int, B: int) -> bool:
 
 def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMILIES, *,
             weights: Iterable[str] = ("float32",), cache_dir: str | os.PathLike | None = None,
-            progress: Callable[[str], None] | None = None) -> list[dict]:
+            progress: Callable[[str], None] | None = None,
+            strategies: Iterable[str] | None = None) -> list[dict]:
     """Compile (or load) every CPU kernel the given dtypes and families reach,
     strategy by strategy, into Numba's on-disk cache. ``weights`` other than
     float32 add the quantized modules (float32, module.quantize) of the
@@ -70,11 +71,17 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
     ``cache_dir`` sets NUMBA_CACHE_DIR, which Numba reads when it is imported:
     it must come before anything imports numba (the CLI's ``--cache-dir`` does
     it first thing); afterwards a different directory is a RuntimeError.
+    ``strategies`` (names of cpu.STRATEGIES) limits the cases to those; each
+    configuration's strategies, once compiled, are marked ready for later
+    processes (cpu.warm).
     """
     if cache_dir is not None:
         _use_cache_dir(str(cache_dir))
     from numba_lstm import cpu
+    from numba_lstm._config import CACHE
+    from numba_lstm.cpu.warm import mark_ready
 
+    wanted = None if strategies is None else set(strategies)
     # (dtype, how the weights are stored): float modules store their dtype
     configurations = [(dtype, dtype) for dtype in dtypes] + [
         ("float32", w) for w in weights if w != "float32"]
@@ -84,8 +91,10 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
             quantized = stored != dtype
             if quantized and family == "layernorm":
                 continue  # no quantized form
+            compiled = set()
             for strategy, (T, B, D, proj) in _CASES.items():
-                if proj and family != "lstm":
+                if proj and family != "lstm" or wanted is not None and (
+                        strategy.split()[0] not in wanted):
                     continue
                 modules = _modules(family, dtype, D, proj)
                 if quantized:
@@ -93,14 +102,31 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                 start = time.perf_counter()
                 ran = [_run_case(m, strategy, T, B) for m in modules]
                 if any(ran):
+                    compiled.add(strategy.split()[0])
                     seconds = time.perf_counter() - start
                     records.append(dict(family=family, dtype=dtype, weights=stored,
                                         strategy=strategy, seconds=seconds))
                     if progress:
                         progress(f"{family:<9} {dtype:<7} {stored:<8} {strategy:<16} "
                                  f"{seconds:6.2f} s")
-    cpu.TEAM.wait_ready()  # the helpers' own entry point is a kernel too
+            if "team" in compiled:
+                cpu.TEAM.wait_ready()  # the helpers' own entry point is a kernel too
+            for strategy in compiled if CACHE else ():
+                mark_ready((strategy, family, dtype, stored))
+    cpu.TEAM.wait_ready()
     return records
+
+
+def wait_compiled(timeout: float | None = None) -> bool:
+    """Wait until the kernels this process is having compiled in the background
+    are in the cache (a cold cache's first calls answer with NumPy meanwhile:
+    docs/deploy.md); True if none is left. For timing, or to get the
+    kernels' bits from here on."""
+    if "numba_lstm.cpu" not in sys.modules:
+        return True  # no kernel asked for yet
+    from numba_lstm.cpu.warm import WARMUP
+
+    return WARMUP.wait(timeout)
 
 
 def _use_cache_dir(cache_dir: str) -> None:

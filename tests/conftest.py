@@ -4,6 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# Every test runs the compiled strategy it reaches, compiling it in-process on a
+# cold cache: the NumPy strategy a cold process answers with meanwhile would
+# make a kernel test compare the reference with itself (cpu.warm; tests of that
+# behaviour set the mode themselves). Subprocesses inherit it.
+os.environ["NUMBA_LSTM_COLD_START"] = "compile"
+
 settings.register_profile("default", deadline=None, max_examples=40)
 settings.register_profile("ci", deadline=None, max_examples=60, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")

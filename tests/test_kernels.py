@@ -286,7 +286,8 @@ def _random_stack(rng, cell, I, H, L, D, bias, proj):
 
 # A case each strategy can run: (T, B, D, projection); LSTM-only ones say so.
 _STRATEGY_CASES = {"team": (6, 3, 1, 0), "stream_step": (1, 1, 1, 0), "layers": (5, 4, 2, 3),
-                   "panels_fused": (5, 19, 2, 0), "panels": (5, 11, 2, 0), "axpy": (5, 5, 2, 3)}
+                   "panels_fused": (5, 19, 2, 0), "panels": (5, 11, 2, 0), "axpy": (5, 5, 2, 3),
+                   "numpy": (5, 4, 2, 3)}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

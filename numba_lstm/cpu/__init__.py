@@ -14,13 +14,15 @@ from ..cells import LSTM
 from .aligned import aligned_zeros
 from .cooperative import SERVE, claim_count, done_size, job_kind, lstm_stack_team
 from .layer import layer_kernels
+from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
 from .streaming import StackStepper, lstm_stream_step
 from .team import Team
+from .warm import WARMUP, key_of
 
 __all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy", "forward",
-           "layer_forward", "lstm_stream_step", "pack_layer", "pack_stack"]
+           "layer_forward", "lstm_stream_step", "pack_layer", "pack_stack", "stream_step_ready"]
 
 configure_threading()
 
@@ -234,11 +236,18 @@ def _always(*args) -> bool:
     return True
 
 
+def _never(*args) -> bool:
+    return False
+
+
 STRATEGIES = (
     # Whole stacks.
     Strategy("team", "stack", _team_can_run, _team_preferred, _run_team),
     Strategy("stream_step", "stack", _stream_step_can_run, _always, _run_stream_step),
     Strategy("layers", "stack", _always, _always, _run_layers),
+    # NumPy on the packed weights: what runs while the compiled strategies are
+    # not ready (cpu.warm), never picked for speed.
+    Strategy("numpy", "stack", _always, _never, numpy_forward),
     # One layer at a time (the "layers" strategy).
     Strategy("panels_fused", "layer", _fused_can_run, _fused_preferred, _run_fused),
     Strategy("panels", "layer", _panels_can_run, _panels_preferred, _run_panels),
@@ -279,9 +288,30 @@ def forward(layers: PackedStack, x, h0, c0, lengths, strategy: str | None = None
     if strategy is not None and BY_NAME[strategy].scope == "layer":
         return _run_layers(layers, x, h0, c0, lengths, strategy)
     stack = _pick("stack", strategy, layers, T, B)
+    if strategy is None:
+        known = layers.__dict__.setdefault("_ready", set())  # (stack strategy, B) known ready
+        if (stack.name, B) not in known:
+            if not WARMUP.ready(_compiled_strategies(stack, layers, T, B)):
+                return numpy_forward(layers, x, h0, c0, lengths)  # until compiled (cpu.warm)
+            known.add((stack.name, B))
     if stack.name == "layers":
         return _run_layers(layers, x, h0, c0, lengths, strategy)
     return stack.run(layers, x, h0, c0, lengths)
+
+
+def stream_step_ready(layers: PackedStack) -> bool:
+    """Whether a stream may step through the compiled one-step kernel
+    (StackStepper) now; until then its steps run through forward, which
+    answers with NumPy while the kernel compiles (cpu.warm)."""
+    return WARMUP.ready((key_of("stream_step", layers),))
+
+
+def _compiled_strategies(stack: Strategy, layers: PackedStack, T: int, B: int):
+    """cpu.warm's keys of the compiled strategies a call runs: the stack's, or
+    each layer's."""
+    if stack.name != "layers":
+        return (key_of(stack.name, layers),)
+    return {key_of(_pick("layer", None, layer, T, B).name, layers) for layer in layers}
 
 
 def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps: int):

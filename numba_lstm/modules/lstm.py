@@ -42,4 +42,7 @@ class LSTM(RNNBase):
         one-call kernel (one direction, no projection), else None."""
         if self._device != "cpu" or self._layers.step is None or x.size != self.input_size:
             return None
-        return self._backend().StackStepper(self._layers, *state, batched=state[0].ndim == 3)
+        backend = self._backend()
+        if not backend.stream_step_ready(self._layers):  # cold cache: compiling elsewhere
+            return None
+        return backend.StackStepper(self._layers, *state, batched=state[0].ndim == 3)

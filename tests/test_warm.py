@@ -1,0 +1,146 @@
+"""Cold start (numba_lstm.cpu.warm): a process whose compiled strategy is not
+in the cache answers with the NumPy strategy and compiles it in a background
+process; markers beside the cache say what is ready."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from numba_lstm.cpu import warm
+
+KEY = ("axpy", "gru", "float32", "float32")
+
+
+class FakeWarmup:
+    """A stand-in for the background process: poll() is None until finished."""
+
+    def __init__(self, returncode=None):
+        self.returncode = returncode
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+@pytest.fixture
+def markers(tmp_path, monkeypatch):
+    monkeypatch.setenv(warm.MODE_ENV, "background")
+    monkeypatch.setattr(warm, "marker_dir", lambda: tmp_path)
+    started = []
+
+    def start(key, lock):
+        started.append(FakeWarmup())
+        return started[-1]
+
+    monkeypatch.setattr(warm, "_start", start)
+    return tmp_path, started
+
+
+def test_a_marked_strategy_is_ready_and_starts_nothing(markers):
+    _, started = markers
+    warm.mark_ready(KEY)
+    assert warm.Warmup().ready([KEY]) and not started
+
+
+def test_an_unmarked_strategy_warms_up_once_then_is_ready(markers):
+    _, started = markers
+    warmup = warm.Warmup()
+    assert not warmup.ready([KEY]) and len(started) == 1
+    assert warm._marker(KEY).with_suffix(".lock").exists()  # other processes wait for it
+    assert not warmup.ready([KEY]) and len(started) == 1  # still running: not started again
+    warm.mark_ready(KEY)  # what the warm-up process does when it has compiled
+    started[0].returncode = 0
+    assert warmup.ready([KEY]) and len(started) == 1
+
+
+def test_a_failed_warm_up_falls_back_to_compiling_in_process(markers):
+    _, started = markers
+    warmup = warm.Warmup()
+    assert not warmup.ready([KEY])
+    started[0].returncode = 1
+    with pytest.warns(RuntimeWarning, match="failed"):
+        assert warmup.ready([KEY])
+    assert not warm._marker(KEY).with_suffix(".lock").exists()
+
+
+def test_another_process_warming_up_is_waited_for_not_repeated(markers):
+    _, started = markers
+    lock = warm._marker(KEY).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.touch()  # another process's warm-up holds it
+    warmup = warm.Warmup()
+    assert not warmup.ready([KEY]) and not started
+    lock.unlink()  # it ended without a marker (it failed): compile here
+    assert warmup.ready([KEY]) and not started
+
+
+def test_a_stale_lock_is_taken_over(markers):
+    _, started = markers
+    lock = warm._marker(KEY).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.touch()
+    old = time.time() - warm.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    assert not warm.Warmup().ready([KEY]) and len(started) == 1
+
+
+def test_compile_mode_never_warms_up(markers, monkeypatch):
+    _, started = markers
+    monkeypatch.setenv(warm.MODE_ENV, "compile")
+    assert warm.Warmup().ready([KEY]) and not started
+    monkeypatch.setenv(warm.MODE_ENV, "later")
+    with pytest.raises(ValueError, match="NUMBA_LSTM_COLD_START='later'; choose from"):
+        warm.Warmup().ready([("panels",) + KEY[1:]])
+
+
+def test_a_cold_process_answers_at_once_then_runs_the_kernel_the_warm_up_compiled(tmp_path):
+    # A new process on an empty cache: the first call compiles nothing (the
+    # NumPy strategy), a background process compiles the GRU's batch-1 layer
+    # kernel into the cache, and the call after it loads that kernel.
+    script = textwrap.dedent("""
+        import json, sys
+        import numpy as np
+        from numba.core import event
+        import numba_lstm as nl
+        from numba_lstm.cells import GRU
+        from numba_lstm.cpu import warm
+        from numba_lstm.cpu.layer import layer_kernels
+
+        compiles = []
+        class Count(event.Listener):
+            def on_start(self, ev): compiles.append(ev.data["dispatcher"].py_func.__name__)
+            def on_end(self, ev): pass
+        event.register("numba:compile", Count())
+        gru = nl.GRU(3, 8)
+        x = np.random.default_rng(0).standard_normal((4, 1, 3)).astype(np.float32)
+        compiles.clear()
+        first, _ = gru(x)
+        during_first = list(compiles)
+        key = warm.key_of("axpy", gru._layers)
+        started = warm.WARMUP._running.get(key) is not None
+        done = warm.WARMUP.wait(600)
+        second, _ = gru(x)
+        serial = layer_kernels(GRU).serial.stats
+        print(json.dumps(dict(during_first=during_first, started=started, done=done,
+                              marker=warm._marker(key).exists(),
+                              diff=float(abs(first - second).max()),
+                              hits=len(serial.cache_hits), misses=len(serial.cache_misses))))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **{warm.MODE_ENV: "background"})
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["during_first"] == []  # the first answer compiled nothing
+    assert report["started"] and report["done"] and report["marker"]
+    assert report["hits"] == 1 and report["misses"] == 0  # loaded, not compiled here
+    assert report["diff"] <= 2e-5  # NumPy strategy and kernel: float32 rounding apart
+    assert np.isfinite(report["diff"])
