@@ -164,6 +164,10 @@ def cmd_bench(args) -> int:
 
     from numba_lstm import bench
 
+    # Time the kernels: on a cold cache, compile them here rather than answer
+    # through NumPy while they compile (cpu.warm).
+    os.environ["NUMBA_LSTM_COLD_START"] = "compile"
+
     shapes = args.shapes.split(",") if args.shapes else None
     unknown = [s for s in shapes or [] if s not in bench.BY_ID]
     if unknown:

@@ -16,19 +16,21 @@ import numba_lstm as nl
 
 # Runs LayerNorm LSTM paths a deployment meets (batch 1, a threaded batch,
 # the panel steps) and reports the layer kernels' cache statistics from Numba's
-# dispatchers. (The one-cell family keeps this test's cold compile short.)
+# dispatchers, and the background compilations started (cpu.warm). (The
+# one-cell family keeps this test's cold compile short.)
 PROBE = """
 import json
 import numpy as np
 import numba_lstm as nl
-from numba_lstm.cpu import layer, projection
+from numba_lstm.cpu import layer, projection, warm
 rng = np.random.default_rng(0)
 for B in (1, 2, 6):
     nl.LayerNormLSTM(5, 8, 2)(rng.standard_normal((4, B, 5)).astype(np.float32))
 kernels = [projection.input_projection] + [d for k in layer._KERNELS.values()
                                            for d in (k.threaded, k.serial)]
 print(json.dumps({"hits": sum(sum(d.stats.cache_hits.values()) for d in kernels),
-                  "misses": sum(sum(d.stats.cache_misses.values()) for d in kernels)}))
+                  "misses": sum(sum(d.stats.cache_misses.values()) for d in kernels),
+                  "warm_ups": len(warm.WARMUP._running)}))
 """
 
 
@@ -43,11 +45,15 @@ def test_compile_fills_a_cache_that_a_new_process_loads(tmp_path):
     for strategy in ("panels", "axpy", "axpy threaded"):  # family, dtype, weights, strategy
         assert any(line[:3] == ["layernorm", "float32", "float32"]
                    and " ".join(line[3:-2]) == strategy for line in lines), result.stdout
+    # As a deployment runs: compile marked the strategies ready, so the first
+    # calls load the kernels (none answers through NumPy, none warms up).
     probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                           timeout=300, env=dict(os.environ, NUMBA_CACHE_DIR=str(cache)))
+                           timeout=300, env=dict(os.environ, NUMBA_CACHE_DIR=str(cache),
+                                                 NUMBA_LSTM_COLD_START="background"))
     assert probe.returncode == 0, probe.stderr
     stats = json.loads(probe.stdout)
     assert stats["misses"] == 0 and stats["hits"] >= 2, stats  # the serial and threaded loops
+    assert stats["warm_ups"] == 0, stats
 
 
 def test_compile_refuses_what_it_does_not_know():
