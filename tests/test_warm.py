@@ -144,3 +144,30 @@ def test_a_cold_process_answers_at_once_then_runs_the_kernel_the_warm_up_compile
     assert report["hits"] == 1 and report["misses"] == 0  # loaded, not compiled here
     assert report["diff"] <= 2e-5  # NumPy strategy and kernel: float32 rounding apart
     assert np.isfinite(report["diff"])
+
+
+def test_a_stream_steps_through_numpy_until_its_kernel_is_ready(monkeypatch):
+    # Until the one-step kernel is ready a stream's steps go through forward,
+    # which answers with the NumPy strategy; then it takes the stepper.
+    import numba_lstm as nl
+    from numba_lstm import cpu
+
+    rng = np.random.default_rng(0)
+    lstm = nl.LSTM(4, 8, 2)
+    steps = rng.standard_normal((6, 1, 4)).astype(np.float32)
+    twin = nl.LSTM.from_state_dict(lstm.state_dict())  # its readiness is its own
+    expected = [twin.stream()(steps[:t + 1])[-1] for t in range(6)]  # whole prefixes
+    ready = {"now": False}
+    numpy_calls = []
+    monkeypatch.setattr(cpu.WARMUP, "ready", lambda keys: ready["now"])
+    real_numpy = cpu.BY_NAME["numpy"].run
+    monkeypatch.setattr(cpu, "numpy_forward", lambda *a: numpy_calls.append(1) or real_numpy(*a))
+    stream = lstm.stream()
+    for t in range(3):
+        np.testing.assert_allclose(stream(steps[t]), expected[t], rtol=0, atol=2e-5)
+        assert stream._stepper is None
+    assert len(numpy_calls) == 3
+    ready["now"] = True
+    for t in range(3, 6):
+        np.testing.assert_allclose(stream(steps[t]), expected[t], rtol=0, atol=2e-5)
+    assert stream._stepper is not None and len(numpy_calls) == 3
