@@ -71,8 +71,8 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
     ``cache_dir`` sets NUMBA_CACHE_DIR, which Numba reads when it is imported:
     it must come before anything imports numba (the CLI's ``--cache-dir`` does
     it first thing); afterwards a different directory is a RuntimeError.
-    ``strategies`` (names of cpu.STRATEGIES) limits the cases to those; each
-    configuration's strategies, once compiled, are marked ready for later
+    ``strategies`` (the case names above) limits the cases to those; each
+    configuration's cases, once compiled, are marked ready for later
     processes (cpu.warm).
     """
     if cache_dir is not None:
@@ -93,8 +93,7 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                 continue  # no quantized form
             compiled = set()
             for strategy, (T, B, D, proj) in _CASES.items():
-                if proj and family != "lstm" or wanted is not None and (
-                        strategy.split()[0] not in wanted):
+                if proj and family != "lstm" or wanted is not None and strategy not in wanted:
                     continue
                 modules = _modules(family, dtype, D, proj)
                 if quantized:
@@ -102,7 +101,7 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                 start = time.perf_counter()
                 ran = [_run_case(m, strategy, T, B) for m in modules]
                 if any(ran):
-                    compiled.add(strategy.split()[0])
+                    compiled.add(strategy)
                     seconds = time.perf_counter() - start
                     records.append(dict(family=family, dtype=dtype, weights=stored,
                                         strategy=strategy, seconds=seconds))

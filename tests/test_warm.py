@@ -124,7 +124,7 @@ def test_a_cold_process_answers_at_once_then_runs_the_kernel_the_warm_up_compile
         compiles.clear()
         first, _ = gru(x)
         during_first = list(compiles)
-        key = warm.key_of("axpy", gru._layers)
+        key = warm.key_of("axpy", gru._layers)  # batch 1, one direction: the serial rows
         started = warm.WARMUP._running.get(key) is not None
         done = warm.WARMUP.wait(600)
         second, _ = gru(x)
