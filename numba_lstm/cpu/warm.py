@@ -56,19 +56,27 @@ def key_of(strategy: str, layers) -> tuple[str, str, str, str]:
             layer.stored[0] if layer.stored is not None else dtype)
 
 
+_MARKER_DIRS: dict[str, Path] = {}
+
+
 def marker_dir() -> Path:
     """Beside the kernels' cache: NUMBA_CACHE_DIR, else where Numba caches this
-    package's kernels (its __pycache__, or the user's cache directory)."""
+    package's kernels (its __pycache__, or the user's cache directory). Found
+    once per cache directory: the test for a writable one creates a file."""
     import numba
 
     from .._config import _numba_user_cache, _writable
 
-    if numba.config.CACHE_DIR:
-        return Path(numba.config.CACHE_DIR) / "numba_lstm-ready"
-    in_tree = Path(__file__).parent / "__pycache__"
-    if _writable(in_tree):
-        return in_tree / "numba_lstm-ready"
-    return _numba_user_cache() / "numba_lstm-ready"
+    cache_dir = numba.config.CACHE_DIR or ""
+    if cache_dir not in _MARKER_DIRS:
+        if cache_dir:
+            found = Path(cache_dir)
+        elif _writable(Path(__file__).parent / "__pycache__"):
+            found = Path(__file__).parent / "__pycache__"
+        else:
+            found = _numba_user_cache()
+        _MARKER_DIRS[cache_dir] = found / "numba_lstm-ready"
+    return _MARKER_DIRS[cache_dir]
 
 
 _FINGERPRINT: list[str] = []
