@@ -228,7 +228,7 @@ def _main(argv: list[str]) -> int:
     lock, strategy, family, dtype, weights = argv
     try:
         os.nice(10)  # the process that asked keeps its core first
-    except OSError:
+    except (OSError, AttributeError):  # AttributeError: no nice() (Windows)
         pass
     try:
         from ..precompile import compile
