@@ -26,6 +26,9 @@ class FakeWarmup:
     def poll(self):
         return self.returncode
 
+    def kill(self):
+        self.returncode = -9
+
     def wait(self, timeout=None):
         return self.returncode
 
@@ -69,6 +72,18 @@ def test_a_failed_warm_up_falls_back_to_compiling_in_process(markers):
     with pytest.warns(RuntimeWarning, match="failed"):
         assert warmup.ready([KEY])
     assert not warm._marker(KEY).with_suffix(".lock").exists()
+
+
+def test_a_warm_up_stuck_past_the_stale_age_is_killed_and_compiled_here(markers):
+    _, started = markers
+    warmup = warm.Warmup()
+    assert not warmup.ready([KEY])
+    lock = warm._marker(KEY).with_suffix(".lock")
+    old = time.time() - warm.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="still running after"):
+        assert warmup.ready([KEY])
+    assert started[0].returncode == -9 and not lock.exists()
 
 
 def test_another_process_warming_up_is_waited_for_not_repeated(markers):

@@ -169,13 +169,22 @@ class Warmup:
                 return True
             self._ready.add(key)
             return False
+        lock = _marker(key).with_suffix(".lock")
+        failure = None
         if proc.poll() is None:
-            return True
-        if proc.returncode != 0:
+            # Running, or finishing (it removes its lock last); stuck once its
+            # lock is stale.
+            if not lock.exists() or time.time() - _mtime(lock) < STALE_LOCK_SECONDS:
+                return True
+            proc.kill()
+            failure = f"still running after {STALE_LOCK_SECONDS:.0f} s"
+        elif proc.returncode != 0:
+            failure = f"exit {proc.returncode}"
+        if failure is not None:
             warnings.warn(f"numba_lstm: the background compilation of {'/'.join(key)} failed "
-                          f"(exit {proc.returncode}); compiling in this process instead",
+                          f"({failure}); compiling in this process instead",
                           RuntimeWarning, stacklevel=4)
-        _marker(key).with_suffix(".lock").unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)
         self._ready.add(key)
         return False
 
