@@ -108,11 +108,10 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                     if progress:
                         progress(f"{family:<9} {dtype:<7} {stored:<8} {strategy:<16} "
                                  f"{seconds:6.2f} s")
-            if "team" in compiled:
-                cpu.TEAM.wait_ready()  # the helpers' own entry point is a kernel too
+            if "team" in compiled:  # before its marker: the helpers' entry point is a kernel too
+                cpu.TEAM.wait_ready()
             for strategy in compiled if CACHE else ():
                 mark_ready((strategy, family, dtype, stored))
-    cpu.TEAM.wait_ready()
     return records
 
 

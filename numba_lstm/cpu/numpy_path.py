@@ -52,11 +52,12 @@ def _direction(x, layer: PackedLayer, d: int, h, c, valid):
     gx += layer.step_bias[d, 0]
     c = c if cell.has_cell_state else None
     out = np.zeros((T, B, layer.output_size), layer.w_hh.dtype)
+    # With a projection the LSTM cell reads no h (it is H_out wide, not H): zeros
+    # of the cell's width stand in, every step.
+    h_unread = None if w_hr is None else np.zeros((B, layer.hidden_size), h.dtype)
     for t in range(T - 1, -1, -1) if d == 1 else range(T):
         gh = h @ layer.w_hh[d] + layer.step_bias[d, 1]  # (B, G)
-        # With a projection the LSTM cell reads no h: it is H_out wide, not H.
-        h_in = h if w_hr is None else np.zeros((B, layer.hidden_size), h.dtype)
-        h_new, c_new = cell.reference_step(gx[t], gh, h_in, c, p)
+        h_new, c_new = cell.reference_step(gx[t], gh, h if w_hr is None else h_unread, c, p)
         if w_hr is not None:
             h_new = h_new @ w_hr
         h = np.where(valid[t], h_new, h)

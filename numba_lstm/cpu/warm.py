@@ -150,11 +150,11 @@ class Warmup:
     def _warming(self, key) -> bool:
         """True while a warm-up for key runs (started here if none is); False
         once one has failed: the caller then compiles in-process."""
+        lock = _marker(key).with_suffix(".lock")
         proc = self._running.get(key, ())
         if proc == ():  # none started by this process
-            lock = _marker(key).with_suffix(".lock")
             if not _take(lock):
-                if time.time() - _mtime(lock) < STALE_LOCK_SECONDS:
+                if _fresh(lock):
                     self._running[key] = None  # another process's warm-up
                     return True
                 lock.unlink(missing_ok=True)
@@ -164,17 +164,15 @@ class Warmup:
             self._running[key] = _start(key, lock)
             return True
         if proc is None:  # another process's: wait for its marker, or its lock to go stale
-            lock = _marker(key).with_suffix(".lock")
-            if lock.exists() and time.time() - _mtime(lock) < STALE_LOCK_SECONDS:
+            if _fresh(lock):
                 return True
             self._ready.add(key)
             return False
-        lock = _marker(key).with_suffix(".lock")
         failure = None
         if proc.poll() is None:
             # Running, or finishing (it removes its lock last); stuck once its
             # lock is stale.
-            if not lock.exists() or time.time() - _mtime(lock) < STALE_LOCK_SECONDS:
+            if not lock.exists() or _fresh(lock):
                 return True
             proc.kill()
             failure = f"still running after {STALE_LOCK_SECONDS:.0f} s"
@@ -209,11 +207,12 @@ def _take(lock: Path) -> bool:
         return False
 
 
-def _mtime(path: Path) -> float:
+def _fresh(lock: Path) -> bool:
+    """Whether lock exists and is younger than STALE_LOCK_SECONDS."""
     try:
-        return path.stat().st_mtime
+        return time.time() - lock.stat().st_mtime < STALE_LOCK_SECONDS
     except OSError:
-        return 0.0
+        return False
 
 
 def _start(key: tuple[str, ...], lock: Path) -> subprocess.Popen:
