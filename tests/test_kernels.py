@@ -18,9 +18,11 @@ from numba_lstm.cpu import (
     pack_stack,
 )
 from numba_lstm.cpu.activations import sigmoid, sigmoid32_vec, tanh, tanh32_vec
+from numba_lstm.cpu.cooperative import SERVE
 from numba_lstm.cpu.layer import _SCALAR, layer_kernels, row_function
 from numba_lstm.cpu.simd import VECTOR_BYTES, vload1, vstore1
 from numba_lstm.cpu.streaming import lstm_stack_step
+from numba_lstm.cpu.team_layer import layer_serve
 
 
 @njit
@@ -249,13 +251,20 @@ def test_tolerance_table_is_spec():
 
 def test_every_compiled_loop_has_its_own_cache_entry():
     """A shared on-disk cache entry made the serial kernel load the threaded code;
-    the cells' loops share one text, so each needs a name of its own too."""
+    the cells' loops share one text, so each needs a name of its own too, and
+    each team job kind a number of its own (a cached loop holds it)."""
     kernels = [layer_kernels(cell) for cell in CELLS.values()]
-    loops = [k for ks in kernels for k in (ks.threaded, ks.serial)]
+    serves = {layer_serve(cell, dtype, dotted) for cell in CELLS.values()
+              for dtype in (np.float32, np.float64) for dotted in (False, True)}
+    loops = [k for ks in kernels for k in (ks.task, ks.serial)] + [s for _, s in serves]
     names = {k._cache._cache_file._index_name for k in loops}
     assert len(names) == len(loops)
+    kinds = [kind for kind, _ in serves]
+    assert len(set(kinds)) == len(kinds) and min(kinds) > max(SERVE)  # the stack jobs' kinds
     for ks in kernels:
-        assert ks.serial.py_func.__code__ is ks.threaded.py_func.__code__  # one text
+        assert ks.serial.py_func.__code__ is not ks.task.py_func.__code__  # the loop, the task
+        assert ks.task.py_func.__globals__["WITH_PANELS"]
+        assert not ks.serial.py_func.__globals__["layer_task"].py_func.__globals__["WITH_PANELS"]
 
 
 def _random_stack(rng, cell, I, H, L, D, bias, proj):

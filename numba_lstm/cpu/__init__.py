@@ -19,6 +19,7 @@ from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import input_projection
 from .streaming import StackStepper, lstm_stream_step
 from .team import Team
+from .team_layer import describe_layer_job, layer_serve
 from .warm import WARMUP, key_of
 
 __all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy", "forward",
@@ -27,8 +28,9 @@ __all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy
 configure_threading()
 
 # Numba's fallback "workqueue" threading layer aborts the process when two
-# Python threads enter parallel kernels at once; serialise them (they use every
-# core already, so little is lost) so that one module is safe to share.
+# Python threads enter parallel kernels (the input projection) at once;
+# serialise them (they use every core already, so little is lost) so that one
+# module is safe to share.
 _KERNEL_LOCK = threading.Lock()
 
 
@@ -180,10 +182,9 @@ def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = 
     else:
         w_step = layer.panels()[1]
         gx = _projected(x, layer, threaded=True, ih_dot=None if dot is None else dot[1])
-    # Always launched threaded: the panel steps run from batch 2.
-    return _run_layer(layer_kernels(layer.cell).threaded, x, gx, layer, w_step, h0, c0, lengths,
-                      h_n, c_n, _n_chunks(layer, B), True, threaded=True,
-                      hh_dot=None if dot is None or fused else dot[0])
+    # Always on the team: the panel steps run from batch 2.
+    return _run_layer(x, gx, layer, w_step, h0, c0, lengths, h_n, c_n, _n_chunks(layer, B), True,
+                      threaded=True, hh_dot=None if dot is None or fused else dot[0])
 
 
 def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
@@ -194,24 +195,40 @@ def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
     B = x.shape[1]
     n_chunks = _n_chunks(layer, B)
     threaded = layer.num_directions * n_chunks > 1
-    kernels = layer_kernels(layer.cell)
     gx = _projected(x, layer, threaded)
     no_panels = np.empty((layer.num_directions, 0, 0, 0), layer.w_hh.dtype)
-    return _run_layer(kernels.threaded if threaded else kernels.serial, x, gx, layer, no_panels,
-                      h0, c0, lengths, h_n, c_n, n_chunks, False, threaded)
+    return _run_layer(x, gx, layer, no_panels, h0, c0, lengths, h_n, c_n, n_chunks, False,
+                      threaded)
 
 
-def _run_layer(kernel, x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n,
-               n_chunks: int, panels: bool, threaded: bool, hh_dot: tuple | None = None):
+_NO_DOT = (np.empty((0, 0, 0, 0), np.int8), np.empty((0, 0), np.int32),
+           np.empty((0, 0), np.float32))
+
+
+def _run_layer(x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, n_chunks: int,
+               panels: bool, threaded: bool, hh_dot: tuple | None = None):
+    """The layer loop's D * n_chunks tasks: one after the other on this thread,
+    or as one team job (cpu.team_layer) whose tasks the team's threads claim."""
     T, B = x.shape[:2]
     out = np.empty((T, B, layer.num_directions * layer.output_size), layer.w_hh.dtype)
-    args = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
-            lengths, out, h_n, c_n, n_chunks, panels, hh_dot)
-    if not threaded:
-        kernel(*args)  # one task (one direction at batch 1): no threads, no lock
-    else:
-        with _KERNEL_LOCK:
-            kernel(*args)
+    if not threaded:  # one task (one direction at batch 1)
+        layer_kernels(layer.cell).serial(x, gx, layer.w_hh, w_panels, layer.w_hr,
+                                         layer.step_bias, layer.cell_params, h0, c0, lengths,
+                                         out, h_n, c_n, n_chunks, panels, hh_dot)
+        return out
+    kind, loop = layer_serve(layer.cell, x.dtype, hh_dot is not None)
+    TEAM.register(kind, loop)
+    arrays = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0,
+              c0, lengths, out, h_n, c_n) + (_NO_DOT if hh_dot is None else hh_dot)
+    # The job's threads see raw addresses (team.view): every array must be C-contiguous.
+    assert all(a.flags.c_contiguous for a in arrays)
+    claims = np.zeros(layer.num_directions * n_chunks, np.int64)
+    ctrl = TEAM.acquire()
+    try:
+        describe_layer_job(ctrl, kind, *arrays[:13], n_chunks, panels, claims, *arrays[13:])
+        loop(ctrl, 0, 0)
+    finally:
+        TEAM.release(ctrl, kind)
     return out
 
 

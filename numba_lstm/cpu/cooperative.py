@@ -17,17 +17,17 @@ Kernels trust their arguments; numba_lstm.cpu prepares them.
 """
 
 import numpy as np
-from numba import carray, njit
+from numba import njit
 
 from ..cells import LSTM
-from .atomics import address_as_voidptr, fetch_add, load_acquire
+from .atomics import fetch_add, load_acquire
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
 from .layer import row_function
 from .panel_gemm import gemm_panels2_acc
 from .recurrence import _FLAGS, copy_row
 from .row_step import row_block_step
 from .simd import prefetch
-from .team import DESC, close_job, enter_job, leave_job, open_job, wait_for_job
+from .team import DESC, KIND, serve, view
 from .team_quantized import (
     dot_blocks,
     layer_projection,
@@ -335,16 +335,12 @@ def job_kind(dtype: np.dtype, quantized: bool) -> int:
 
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
-(_KIND, _T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
- _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW, _NB_IH, _P_IH, _K4_I, _K4_H) = range(DESC, DESC + 23)
+(_T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
+ _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW, _NB_IH, _P_IH, _K4_I, _K4_H) = range(DESC + 1,
+                                                                                   DESC + 23)
 (_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _IH_DOT0,
  _IH_DOT_REST, _IH_OFFSET, _IH_SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
  _DONE) = range(DESC + 23, DESC + 45)
-
-
-@njit(inline="always", **_FLAGS)
-def _view(ctrl, slot, shape, dtype):
-    return carray(address_as_voidptr(ctrl[slot]), shape, dtype)
 
 
 @njit(inline="always", **_FLAGS)
@@ -356,18 +352,18 @@ def _no_quantized_weights(ctrl):
 def _quantized_weights(ctrl):
     """stack_job's hh_quantized and ih_quantized, from the descriptor."""
     H, L, G, P, NR = ctrl[_H], ctrl[_L], ctrl[_G], ctrl[_P], ctrl[_NR]
-    hh = (_view(ctrl, _W_I8, (L, ctrl[_NB_I8], P, H, NR), np.int8),
-          _view(ctrl, _W_BF16, (L, ctrl[_NB_BF16], P, H, NR), np.uint16),
-          _view(ctrl, _SCALE, (L, ctrl[_NB_SCALE], G), np.float32),
-          _view(ctrl, _W_DOT, (L, ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]),
+    hh = (view(ctrl, _W_I8, (L, ctrl[_NB_I8], P, H, NR), np.int8),
+          view(ctrl, _W_BF16, (L, ctrl[_NB_BF16], P, H, NR), np.uint16),
+          view(ctrl, _SCALE, (L, ctrl[_NB_SCALE], G), np.float32),
+          view(ctrl, _W_DOT, (L, ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]),
                 np.int8),
-          _view(ctrl, _OFFSET, (L, ctrl[_NB_DOT], G if ctrl[_NB_DOT] else 0), np.int32))
-    ih = (_view(ctrl, _IH_DOT0, (ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I], ctrl[_W_DOT_ROW]),
+          view(ctrl, _OFFSET, (L, ctrl[_NB_DOT], G if ctrl[_NB_DOT] else 0), np.int32))
+    ih = (view(ctrl, _IH_DOT0, (ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I], ctrl[_W_DOT_ROW]),
                 np.int8),
-          _view(ctrl, _IH_DOT_REST, (max(L - 1, 0), ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_H],
+          view(ctrl, _IH_DOT_REST, (max(L - 1, 0), ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_H],
                                      ctrl[_W_DOT_ROW]), np.int8),
-          _view(ctrl, _IH_OFFSET, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.int32),
-          _view(ctrl, _IH_SCALE, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.float32))
+          view(ctrl, _IH_OFFSET, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.int32),
+          view(ctrl, _IH_SCALE, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.float32))
     return hh, ih
 
 
@@ -377,15 +373,15 @@ def _join_stack_job(ctrl, dtype, quantized_weights, tid):
     nb, G, P, NR, steps = ctrl[_NB], ctrl[_G], ctrl[_P], ctrl[_NR], ctrl[_STEPS]
     n_claims = L * claim_count(steps, B, nb)
     hh, ih = quantized_weights(ctrl)
-    stack_job(_view(ctrl, _X, (T, B, I), dtype), _view(ctrl, _W_IH0, (nb, P, I, NR), dtype),
-              _view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P, H, NR), dtype),
-              _view(ctrl, _BIAS, (L, nb, G), dtype), _view(ctrl, _W_HH, (L, nb, P, H, NR), dtype),
-              hh, ih, _view(ctrl, _LENGTHS, (B,), np.int64),
-              _view(ctrl, _GX, (nb, steps * B, G), dtype),
-              _view(ctrl, _H_BUF, (L, 2, B, H), dtype), _view(ctrl, _C, (L, B, H), dtype),
-              _view(ctrl, _OUT, (T, B, H), dtype), _view(ctrl, _MID, (T, B, H), dtype),
-              _view(ctrl, _CLAIMS, (n_claims,), np.int64),
-              _view(ctrl, _DONE, (L, LINE * (1 + ctrl[_THREADS])), np.int64), steps, tid,
+    stack_job(view(ctrl, _X, (T, B, I), dtype), view(ctrl, _W_IH0, (nb, P, I, NR), dtype),
+              view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P, H, NR), dtype),
+              view(ctrl, _BIAS, (L, nb, G), dtype), view(ctrl, _W_HH, (L, nb, P, H, NR), dtype),
+              hh, ih, view(ctrl, _LENGTHS, (B,), np.int64),
+              view(ctrl, _GX, (nb, steps * B, G), dtype),
+              view(ctrl, _H_BUF, (L, 2, B, H), dtype), view(ctrl, _C, (L, B, H), dtype),
+              view(ctrl, _OUT, (T, B, H), dtype), view(ctrl, _MID, (T, B, H), dtype),
+              view(ctrl, _CLAIMS, (n_claims,), np.int64),
+              view(ctrl, _DONE, (L, LINE * (1 + ctrl[_THREADS])), np.int64), steps, tid,
               ctrl[_THREADS])
 
 
@@ -395,7 +391,7 @@ def _describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf1
                         out, mid, claims, done, steps, n_threads):
     """Write a stack job's descriptor (kind, sizes, array addresses) on ctrl."""
     T, B, I = x.shape
-    ctrl[_KIND] = kind
+    ctrl[KIND] = kind
     ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L] = T, B, I, c.shape[2], c.shape[0]
     ctrl[_NB], ctrl[_G], ctrl[_STEPS] = gx.shape[0], gx.shape[2], steps
     ctrl[_P], ctrl[_NR] = w_ih0.shape[1], w_ih0.shape[3]
@@ -436,47 +432,36 @@ def lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, s
 
 
 @njit(inline="always", **_FLAGS)
-def _serve(ctrl, spin_limit, tid, kind, dtype, quantized_weights):
-    gen = -1
-    while True:
-        if tid == 0:  # the caller (lstm_stack_team): its own job, then back
-            open_job(ctrl)
-        else:
-            gen = wait_for_job(ctrl, gen, spin_limit)
-            if gen < 0:
-                return 0
-            if ctrl[_KIND] != kind:
-                return ctrl[_KIND]
-            if not enter_job(ctrl, gen):
-                continue
-        # The job's one call site: every thread runs the same machine code, so
-        # a block's numbers do not depend on which thread computed it. Through
-        # the descriptor, the caller too: views made by carray own no memory,
-        # so slicing them in the step loop costs no atomic reference counting.
-        _join_stack_job(ctrl, dtype, quantized_weights, tid)
-        if tid == 0:
-            close_job(ctrl)
-            return 0
-        leave_job(ctrl)
+def _join_float32(ctrl, tid):
+    _join_stack_job(ctrl, np.float32, _no_quantized_weights, tid)
+
+
+@njit(inline="always", **_FLAGS)
+def _join_float64(ctrl, tid):
+    _join_stack_job(ctrl, np.float64, _no_quantized_weights, tid)
+
+
+@njit(inline="always", **_FLAGS)
+def _join_quantized_float32(ctrl, tid):
+    _join_stack_job(ctrl, np.float32, _quantized_weights, tid)
 
 
 # A helper's loop (team.Team), one per job kind (each is a whole stack_job:
-# 25-40 s with a cold cache): join every job opened on ctrl; return 0 after
-# spin_limit idle iterations, or the kind of an open job of another kind.
-# With tid 0, the caller's run of the job described on ctrl (lstm_stack_team).
+# 25-40 s with a cold cache): team.serve. With tid 0, the caller's run of the
+# job described on ctrl (lstm_stack_team).
 @njit(**_FLAGS)
 def serve_float32(ctrl, spin_limit, tid):
-    return _serve(ctrl, spin_limit, tid, FLOAT32, np.float32, _no_quantized_weights)
+    return serve(ctrl, spin_limit, tid, FLOAT32, _join_float32)
 
 
 @njit(**_FLAGS)
 def serve_float64(ctrl, spin_limit, tid):
-    return _serve(ctrl, spin_limit, tid, FLOAT64, np.float64, _no_quantized_weights)
+    return serve(ctrl, spin_limit, tid, FLOAT64, _join_float64)
 
 
 @njit(**_FLAGS)
 def serve_quantized_float32(ctrl, spin_limit, tid):
-    return _serve(ctrl, spin_limit, tid, QUANTIZED_FLOAT32, np.float32, _quantized_weights)
+    return serve(ctrl, spin_limit, tid, QUANTIZED_FLOAT32, _join_quantized_float32)
 
 
 SERVE = {FLOAT32: serve_float32, FLOAT64: serve_float64,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from ..cells import Cell, bind, rebind
@@ -37,6 +37,11 @@ def unit_vector(z, zx, h, c, h_new, u, H, n):
 
 
 unit_tail = unit_scalar = unit_vector
+
+
+def layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out,
+               h_n, c_n, n_chunks, panels, hh_dot):
+    raise NotImplementedError
 
 
 # -- the primitives a cell's math is bound to on the CPU (cells._ops) -------------------
@@ -90,9 +95,10 @@ def _row_scalar(z, zx, h, c, h_new, p):
 # -- the layer loop ------------------------------------------------------------------------
 def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out, h_n, c_n,
            n_chunks, panels, hh_dot):
-    """All time steps of one layer, every direction. Tasks are direction x batch
-    slice (rows split in multiples of the panel tile's 8 where B allows), each
-    running the whole time loop, so threads never synchronise per step.
+    """All time steps of one layer, every direction, on this thread. Tasks are
+    direction x batch slice (rows split in multiples of the panel tile's 8
+    where B allows), each running the whole time loop; the team's threads take
+    them in parallel (cpu.team_layer) and never synchronise per step.
 
     x           (T, B, I) the layer's input, read when each step projects its own
     gx          (T, B, D*G) x @ W_ih^T + bias_x for every step, direction-major; or
@@ -109,12 +115,22 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     lengths     (B,) int64; steps t >= lengths[b] leave sequence b's state alone
     out         (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
     panels      the step's matmul on register tiles (batch >= 2), else on the
-                axpy rows; only the threaded compile has the tiles (WITH_PANELS)
+                axpy rows; only the team's task has the tiles (WITH_PANELS)
     hh_dot      None, or an int8 layer's W_hh^T in the dot layout (w_dot (D, P, K4,
                 4 * DOT_NR), offset (D, G), scale (D, G): packing.dot_layout): the
                 panel steps then multiply h on a per-row int16 grid by vpdpbusd,
                 a step whose h is not all finite on the float panels
     """
+    for task in range(w_rows.shape[0] * n_chunks):
+        layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out,
+                   h_n, c_n, n_chunks, panels, hh_dot)
+
+
+def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out,
+                h_n, c_n, n_chunks, panels, hh_dot):
+    """Task ``task`` of _layer: direction task // n_chunks, batch slice
+    task % n_chunks, the whole time loop. A function of its own so that the
+    team's threads (cpu.team_layer) run the same compiled tasks."""
     T, B = x.shape[0], x.shape[1]
     D, H_out, G = w_rows.shape
     H = G // GATES
@@ -122,64 +138,63 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     fused = gx.shape[0] == 0
     has_proj = w_hr.shape[1] > 0
     n_x = w_panels.shape[2] - H_out if fused else 0  # the operand's x columns
-    for task in prange(D * n_chunks):
-        d = task // n_chunks
-        chunk = task % n_chunks
-        b_lo = chunk_start(chunk, n_chunks, B)
-        b_hi = chunk_start(chunk + 1, n_chunks, B)
-        nb = b_hi - b_lo
-        gates = np.empty((nb, G), x.dtype)  # (nb, G)
-        xh = np.empty((nb, n_x + H_out), x.dtype)  # (nb, [I +] H_out) the operand, h last
-        c = np.empty((nb, c0.shape[2]), x.dtype)
-        h_cell = np.empty((nb, H), x.dtype)  # the cell's h, before any projection
-        h_proj = np.empty((nb, H_out), x.dtype)
-        k_bytes = dot_k_bytes(hh_dot)
-        h_lo, h_hi = np.empty((nb, k_bytes), np.uint8), np.empty((nb, k_bytes), np.uint8)
-        h_scales = np.empty(nb, np.float32)
+    d = task // n_chunks
+    chunk = task % n_chunks
+    b_lo = chunk_start(chunk, n_chunks, B)
+    b_hi = chunk_start(chunk + 1, n_chunks, B)
+    nb = b_hi - b_lo
+    gates = np.empty((nb, G), x.dtype)  # (nb, G)
+    xh = np.empty((nb, n_x + H_out), x.dtype)  # (nb, [I +] H_out) the operand, h last
+    c = np.empty((nb, c0.shape[2]), x.dtype)
+    h_cell = np.empty((nb, H), x.dtype)  # the cell's h, before any projection
+    h_proj = np.empty((nb, H_out), x.dtype)
+    k_bytes = dot_k_bytes(hh_dot)
+    h_lo, h_hi = np.empty((nb, k_bytes), np.uint8), np.empty((nb, k_bytes), np.uint8)
+    h_scales = np.empty(nb, np.float32)
+    for r in range(nb):
+        copy_row(h0[d, b_lo + r], xh[r, n_x:])
+        copy_row(c0[d, b_lo + r], c[r])
+    for s in range(T):
+        t = T - 1 - s if d == 1 else s
         for r in range(nb):
-            copy_row(h0[d, b_lo + r], xh[r, n_x:])
-            copy_row(c0[d, b_lo + r], c[r])
-        for s in range(T):
-            t = T - 1 - s if d == 1 else s
-            for r in range(nb):
-                if fused:
-                    copy_row(bias[d, 0], gates[r])
-                    copy_row(x[t, b_lo + r], xh[r, :n_x])
-                else:
-                    copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
-                    copy_row(bias[d, 1, S:], gates[r, S:])
-            if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
-                # (nb, G) += (nb, K) @ (K, G), int8 x int16 where it can
-                if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
-                        and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
-                    # column int64 0, not a literal: the projection's call
-                    # compiles this product for int64 columns already
-                    gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d])
+            if fused:
+                copy_row(bias[d, 0], gates[r])
+                copy_row(x[t, b_lo + r], xh[r, :n_x])
             else:
-                _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
+                copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
+                copy_row(bias[d, 1, S:], gates[r, S:])
+        if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
+            # (nb, G) += (nb, K) @ (K, G), int8 x int16 where it can
+            if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
+                    and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
+                # column int64 0, not a literal: the projection's call
+                # compiles this product for int64 columns already
+                gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d])
+        else:
+            _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
+        for r in range(nb):
+            b = b_lo + r
+            if t >= lengths[b]:
+                out[t, b, d * H_out:(d + 1) * H_out] = 0
+                continue
+            zx = gates[r] if fused else gx[t, b, d * G:(d + 1) * G]  # fused: never read
+            # Without a projection the cell writes h in place: each unit
+            # reads its own h before writing it (cells.Cell.unit).
+            h_new = h_cell[r] if has_proj else xh[r, n_x:]
+            cell_row(gates[r], zx, xh[r, n_x:], c[r], h_new, cell_params[d])
+            if not has_proj:
+                copy_row(h_new, out[t, b, d * H_out:(d + 1) * H_out])
+        if has_proj:
+            h_proj[:] = 0
+            _rows_matmul_acc(h_proj, h_cell, w_hr, d, nb)  # rows past their end unused
             for r in range(nb):
                 b = b_lo + r
-                if t >= lengths[b]:
-                    out[t, b, d * H_out:(d + 1) * H_out] = 0
-                    continue
-                zx = gates[r] if fused else gx[t, b, d * G:(d + 1) * G]  # fused: never read
-                # Without a projection the cell writes h in place: each unit
-                # reads its own h before writing it (cells.Cell.unit).
-                h_new = h_cell[r] if has_proj else xh[r, n_x:]
-                cell_row(gates[r], zx, xh[r, n_x:], c[r], h_new, cell_params[d])
-                if not has_proj:
-                    copy_row(h_new, out[t, b, d * H_out:(d + 1) * H_out])
-            if has_proj:
-                h_proj[:] = 0
-                _rows_matmul_acc(h_proj, h_cell, w_hr, d, nb)  # rows past their end unused
-                for r in range(nb):
-                    b = b_lo + r
-                    if t < lengths[b]:
-                        copy_row(h_proj[r], xh[r, n_x:])
-                        copy_row(h_proj[r], out[t, b, d * H_out:(d + 1) * H_out])
-        for r in range(nb):
-            copy_row(xh[r, n_x:], h_n[d, b_lo + r])
-            copy_row(c[r], c_n[d, b_lo + r])
+                if t < lengths[b]:
+                    copy_row(h_proj[r], xh[r, n_x:])
+                    copy_row(h_proj[r], out[t, b, d * H_out:(d + 1) * H_out])
+    for r in range(nb):
+        copy_row(xh[r, n_x:], h_n[d, b_lo + r])
+        copy_row(c[r], c_n[d, b_lo + r])
 
 
 def cell_math(cell: Cell):
@@ -229,9 +244,10 @@ _ROWS: dict = {}
 
 @dataclass(frozen=True)
 class LayerKernels:
-    """One cell's layer loop, compiled twice from its one text."""
+    """One cell's layer loop, compiled from its one text."""
 
-    threaded: object  # on Numba's threads, either matmul (the ``panels`` argument)
+    task: object  # one task with either matmul (the ``panels`` argument): what the
+    # team's threads run (cpu.team_layer)
     serial: object  # one task on the axpy rows, without threads (a parallel launch
     # there is a thread wake-up and join per call: 418 against 155 µs a 2-layer
     # streaming step) and without the tiles (a batch-1 GRU's first call 18.4 ->
@@ -251,7 +267,9 @@ def layer_kernels(cell: Cell) -> LayerKernels:
     if cell.name not in _KERNELS:
         tag = f"__{cell.name}"
         names = dict(cell_row=row_function(cell), GATES=cell.gates, SUMMED=cell.summed_gates)
+        task = njit(**_FLAGS)(rebind(_layer_task, names, tag))
+        serial_task = njit(**_FLAGS)(rebind(_layer_task, dict(names, WITH_PANELS=False),
+                                            tag + "_serial"))
         _KERNELS[cell.name] = LayerKernels(
-            njit(parallel=True, **_FLAGS)(rebind(_layer, names, tag)),
-            njit(**_FLAGS)(rebind(_layer, dict(names, WITH_PANELS=False), tag + "_serial")))
+            task, njit(**_FLAGS)(rebind(_layer, dict(layer_task=serial_task), tag + "_serial")))
     return _KERNELS[cell.name]

@@ -21,7 +21,8 @@ help: work is claimed block by block, and the caller takes what nobody claimed.
 ctrl layout (int64, each counter on its own 64-byte line):
   ctrl[GEN]     job generation, odd while a job is open
   ctrl[ACTIVE]  helpers inside the open job
-  ctrl[DESC:]   the open job's descriptor (its layout belongs to the job)
+  ctrl[DESC:]   the open job's descriptor: its kind in ctrl[KIND], the rest
+                belongs to the job (sizes, and array addresses that view() reads)
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ import time
 
 import numba
 import numpy as np
-from numba import njit
+from numba import carray, njit
 
 from .._config import CACHE
-from .atomics import fetch_add, load_acquire, spin_pause, yield_cpu
+from .atomics import address_as_voidptr, fetch_add, load_acquire, spin_pause, yield_cpu
 
 GEN = 0
 ACTIVE = 8
 DESC = 16
+KIND = DESC
 CTRL_SIZE = DESC + 48
 MIN_SPIN_US = 50.0
 PURE_SPINS = 256  # ~10-40 µs of PAUSE loops
@@ -94,6 +96,42 @@ def leave_job(ctrl):
     fetch_add(ctrl, ACTIVE, -1)
 
 
+@njit(inline="always", **_FLAGS)
+def view(ctrl, slot, shape, dtype):
+    """The C-contiguous array of ``shape`` and ``dtype`` whose address the
+    descriptor holds in ctrl[slot]. It owns no memory, so slicing it in a loop
+    costs no atomic reference counting."""
+    return carray(address_as_voidptr(ctrl[slot]), shape, dtype)
+
+
+@njit(inline="always", **_FLAGS)
+def serve(ctrl, spin_limit, tid, kind, join):
+    """A job kind's loop. A helper (tid > 0) joins every job of ``kind``
+    opened on ctrl through ``join(ctrl, tid)``; it returns 0 after spin_limit
+    idle iterations, or the kind of an open job of another kind (it then
+    switches loops, Team._helper). The caller (tid 0) opens the job it
+    described on ctrl, does its share and closes it. Every thread runs the
+    same machine code, so a task's numbers do not depend on which thread
+    computed it."""
+    gen = -1
+    while True:
+        if tid == 0:
+            open_job(ctrl)
+        else:
+            gen = wait_for_job(ctrl, gen, spin_limit)
+            if gen < 0:
+                return 0
+            if ctrl[KIND] != kind:
+                return ctrl[KIND]
+            if not enter_job(ctrl, gen):
+                continue
+        join(ctrl, tid)
+        if tid == 0:
+            close_job(ctrl)
+            return 0
+        leave_job(ctrl)
+
+
 @njit(**_FLAGS)
 def _idle_spin(ctrl, n):
     return wait_for_job(ctrl, -1, n)
@@ -129,7 +167,7 @@ class Team:
     """
 
     def __init__(self, serve: dict, spin_us: float | None = None) -> None:
-        self._serve = serve
+        self._serve = dict(serve)  # register() adds kinds
         self._spin_us = float(os.environ.get("NUMBA_LSTM_SPIN_US", 1000)
                               if spin_us is None else spin_us)
         self._lock = threading.Lock()  # one open job at a time
@@ -145,6 +183,10 @@ class Team:
     def size(self) -> int:
         """Threads a job may use: the caller and the helpers."""
         return numba.config.NUMBA_NUM_THREADS
+
+    def register(self, kind: int, loop) -> None:
+        """Add a job kind's loop (a jitted serve(ctrl, spin_limit, tid))."""
+        self._serve.setdefault(kind, loop)
 
     def _start(self, kind: int) -> None:
         with self._start_lock:

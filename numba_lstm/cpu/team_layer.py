@@ -1,0 +1,146 @@
+"""The layer loop's tasks (cpu.layer) as team jobs (cpu.team): one job per
+layer call instead of a Numba thread launch.
+
+A launch on Numba's workqueue wakes sleeping workers and then the caller:
+81-145 µs for an empty two-task launch on these VMs, which a small
+bidirectional stack pays once per layer per call. The team's helpers spin
+between jobs, so a layer's tasks (direction x batch slice, each the whole
+time loop) start at once; each task is claimed by whichever thread gets to
+it first, the caller included, so a late or absent helper only means the
+caller runs more tasks.
+
+A job kind per (cell, dtype, int8 dot layout or not): each is a serve loop
+compiled with its cell's task (LayerKernels.task), and its number is fixed by
+the cell's place in cells.CELLS, since a cached loop carries its kind as a
+constant.
+"""
+
+import numpy as np
+from numba import njit
+
+from ..cells import CELLS, Cell, rebind
+from .atomics import fetch_add
+from .layer import layer_kernels
+from .recurrence import _FLAGS
+from .team import DESC, KIND, serve, view
+
+# Descriptor of a layer job in ctrl[DESC:], after its kind: sizes, then addresses.
+(_T, _B, _I, _TG, _D, _H_OUT, _G, _P, _K, _NR, _HR, _HR_OUT, _CP, _CP_H, _HC, _CHUNKS,
+ _PANELS, _P_DOT, _K4, _W_DOT_ROW) = range(DESC + 1, DESC + 21)
+(_X, _GX, _W_ROWS, _W_PANELS, _W_HR, _BIAS, _CELL_PARAMS, _H0, _C0, _LENGTHS, _OUT, _H_N,
+ _C_N, _CLAIMS, _W_DOT, _DOT_OFFSET, _DOT_SCALE) = range(DESC + 21, DESC + 38)
+
+# Kinds of the stack jobs (cpu.cooperative) are below this.
+FIRST_KIND = 16
+
+
+def layer_job_kind(cell: Cell, dtype, dotted: bool) -> int:
+    return (FIRST_KIND + 4 * list(CELLS).index(cell.name) + 2 * (np.dtype(dtype) == np.float64)
+            + dotted)
+
+
+@njit(**_FLAGS)
+def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0,
+                       lengths, out, h_n, c_n, n_chunks, panels, claims, w_dot, dot_offset,
+                       dot_scale):
+    """Write a layer job's descriptor (cpu.layer._layer's arguments, every
+    array C-contiguous; the dot layout's three arrays empty when absent)."""
+    ctrl[KIND] = kind
+    ctrl[_T], ctrl[_B], ctrl[_I] = x.shape
+    ctrl[_TG] = gx.shape[0]
+    ctrl[_D], ctrl[_H_OUT], ctrl[_G] = w_rows.shape
+    ctrl[_P], ctrl[_K], ctrl[_NR] = w_panels.shape[1:]
+    ctrl[_HR], ctrl[_HR_OUT] = w_hr.shape[1:]
+    ctrl[_CP], ctrl[_CP_H] = cell_params.shape[1:]
+    ctrl[_HC] = c0.shape[2]
+    ctrl[_CHUNKS], ctrl[_PANELS] = n_chunks, panels
+    ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]
+    for slot, address in ((_X, x.ctypes.data), (_GX, gx.ctypes.data),
+                          (_W_ROWS, w_rows.ctypes.data), (_W_PANELS, w_panels.ctypes.data),
+                          (_W_HR, w_hr.ctypes.data), (_BIAS, bias.ctypes.data),
+                          (_CELL_PARAMS, cell_params.ctypes.data), (_H0, h0.ctypes.data),
+                          (_C0, c0.ctypes.data), (_LENGTHS, lengths.ctypes.data),
+                          (_OUT, out.ctypes.data), (_H_N, h_n.ctypes.data),
+                          (_C_N, c_n.ctypes.data), (_CLAIMS, claims.ctypes.data),
+                          (_W_DOT, w_dot.ctypes.data), (_DOT_OFFSET, dot_offset.ctypes.data),
+                          (_DOT_SCALE, dot_scale.ctypes.data)):
+        ctrl[slot] = address
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_layout(ctrl):
+    D, G = ctrl[_D], ctrl[_G]
+    return (view(ctrl, _W_DOT, (D, ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]), np.int8),
+            view(ctrl, _DOT_OFFSET, (D, G), np.int32),
+            view(ctrl, _DOT_SCALE, (D, G), np.float32))
+
+
+@njit(inline="always", **_FLAGS)
+def _no_dot_layout(ctrl):
+    return None
+
+
+# Bound per job kind by layer_serve(); these placeholders are never called.
+DTYPE = np.float32
+KIND_NUMBER = 0
+
+
+def hh_dot_of(ctrl):
+    raise NotImplementedError
+
+
+def layer_task(*args):
+    raise NotImplementedError
+
+
+def _join_layer(ctrl, tid):
+    """Claim and run the job's tasks, thread tid's own first (task tid)."""
+    T, B, D, H_out, G = ctrl[_T], ctrl[_B], ctrl[_D], ctrl[_H_OUT], ctrl[_G]
+    n_chunks = ctrl[_CHUNKS]
+    x = view(ctrl, _X, (T, B, ctrl[_I]), DTYPE)
+    gx = view(ctrl, _GX, (ctrl[_TG], B, D * G), DTYPE)
+    w_rows = view(ctrl, _W_ROWS, (D, H_out, G), DTYPE)
+    w_panels = view(ctrl, _W_PANELS, (D, ctrl[_P], ctrl[_K], ctrl[_NR]), DTYPE)
+    w_hr = view(ctrl, _W_HR, (D, ctrl[_HR], ctrl[_HR_OUT]), DTYPE)
+    bias = view(ctrl, _BIAS, (D, 2, G), DTYPE)
+    cell_params = view(ctrl, _CELL_PARAMS, (D, ctrl[_CP], ctrl[_CP_H]), DTYPE)
+    h0 = view(ctrl, _H0, (D, B, H_out), DTYPE)
+    c0 = view(ctrl, _C0, (D, B, ctrl[_HC]), DTYPE)
+    lengths = view(ctrl, _LENGTHS, (B,), np.int64)
+    out = view(ctrl, _OUT, (T, B, D * H_out), DTYPE)
+    h_n = view(ctrl, _H_N, (D, B, H_out), DTYPE)
+    c_n = view(ctrl, _C_N, (D, B, ctrl[_HC]), DTYPE)
+    n_tasks = D * n_chunks
+    claims = view(ctrl, _CLAIMS, (n_tasks,), np.int64)
+    hh_dot = hh_dot_of(ctrl)
+    panels = ctrl[_PANELS] != 0
+    for i in range(n_tasks):
+        task = (tid + i) % n_tasks
+        if fetch_add(claims, task, 1) == 0:
+            layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths,
+                       out, h_n, c_n, n_chunks, panels, hh_dot)
+
+
+def _serve_layer(ctrl, spin_limit, tid):
+    return serve(ctrl, spin_limit, tid, KIND_NUMBER, join_layer)
+
+
+def join_layer(ctrl, tid):
+    raise NotImplementedError
+
+
+_SERVE: dict[int, object] = {}
+
+
+def layer_serve(cell: Cell, dtype, dotted: bool) -> tuple[int, object]:
+    """(kind, serve loop) of the layer jobs of ``cell`` in ``dtype``, with W_hh
+    in the int8 dot layout or not; made on first use."""
+    kind = layer_job_kind(cell, dtype, dotted)
+    if kind not in _SERVE:
+        dtype = np.dtype(dtype).type
+        tag = f"__{cell.name}_{np.dtype(dtype).name}{'_dot' if dotted else ''}"
+        names = dict(DTYPE=dtype, KIND_NUMBER=kind, layer_task=layer_kernels(cell).task,
+                     hh_dot_of=_dot_layout if dotted else _no_dot_layout)
+        join = njit(inline="always", **_FLAGS)(rebind(_join_layer, names, tag))
+        _SERVE[kind] = njit(**_FLAGS)(rebind(_serve_layer, dict(names, join_layer=join), tag))
+    return kind, _SERVE[kind]
