@@ -10,10 +10,11 @@ import numba
 
 
 def configure_threading() -> None:
-    # Numba's OpenMP layer keeps its threads spinning after a parallel region;
-    # interleaved with NumPy's BLAS threads on few cores the two spin against
-    # each other (measured: 8.0 ms instead of 0.79 ms for benchmark shape S1). The
-    # workqueue layer sleeps instead. An explicit user choice always wins.
+    """Numba's workqueue layer for the bench's own parallel loops: the OpenMP
+    layer keeps its threads spinning after a parallel region, and on few
+    cores they spin against NumPy's BLAS threads and the peers' (measured:
+    8.0 ms instead of 0.79 ms for benchmark shape S1, when the layers ran on
+    it). The workqueue layer sleeps instead. An explicit user choice wins."""
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "workqueue"
 

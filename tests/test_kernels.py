@@ -254,8 +254,9 @@ def test_every_compiled_loop_has_its_own_cache_entry():
     the cells' loops share one text, so each needs a name of its own too, and
     each team job kind a number of its own (a cached loop holds it)."""
     kernels = [layer_kernels(cell) for cell in CELLS.values()]
-    serves = {layer_serve(cell, dtype, dotted) for cell in CELLS.values()
-              for dtype in (np.float32, np.float64) for dotted in (False, True)}
+    serves = {layer_serve(cell, dtype, hh_dot, ih_dot) for cell in CELLS.values()
+              for dtype in (np.float32, np.float64) for hh_dot in (False, True)
+              for ih_dot in (False, True)}
     loops = [k for ks in kernels for k in (ks.task, ks.serial)] + [s for _, s in serves]
     names = {k._cache._cache_file._index_name for k in loops}
     assert len(names) == len(loops)

@@ -2,6 +2,7 @@
 built on it (cpu.projection, cpu.layer's panel steps) against NumPy and the reference."""
 
 import platform
+import threading
 
 import numba
 import numpy as np
@@ -20,7 +21,7 @@ from numba_lstm.cpu.panel_gemm import (
     pack_panels,
     panel_width,
 )
-from numba_lstm.cpu.projection import input_projection
+from numba_lstm.cpu.projection import LINE, input_projection
 from numba_lstm.cpu.simd import VECTOR_BYTES
 
 
@@ -96,19 +97,29 @@ def test_chunk_start_covers_rows_in_tile_multiples(n, n_chunks):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_chunks", [1, 2, 3])
+@pytest.mark.parametrize("callers", [1, 2])
 @pytest.mark.parametrize("D", [1, 2])
-def test_input_projection_matches_numpy(dtype, n_chunks, D):
+def test_input_projection_matches_numpy(dtype, callers, D):
     # 150 rows: 2 blocks + a partial one; 52 columns per direction: a partial
-    # panel that must not spill into the next direction's columns.
-    rng = np.random.default_rng(n_chunks + D)
+    # panel that must not spill into the next direction's columns. Two
+    # threads calling it on the same counters share the blocks, as a team
+    # job's threads do.
+    rng = np.random.default_rng(callers + D)
     x = rng.standard_normal((150, 11)).astype(dtype)
     w = rng.standard_normal((11, D * 52)).astype(dtype)
     bias = rng.standard_normal(D * 52).astype(dtype)
     gx = np.full((150, D * 52), np.nan, dtype)
     panels = np.stack([pack_panels(w[:, d * 52:(d + 1) * 52], GEMM_PANEL_VECTORS)
                        for d in range(D)])
-    input_projection(x, panels, bias, gx, n_chunks, None)  # float weights
+    counters = np.zeros(2 * LINE, np.int64)
+    threads = [threading.Thread(target=input_projection,
+                                args=(x, panels, bias, gx, None, counters))  # float weights
+               for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counters[LINE] == 3  # blocks done, each once
     assert_close(gx, x.astype(np.float64) @ w + bias, dtype, "gx")
 
 

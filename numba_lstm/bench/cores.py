@@ -16,9 +16,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._config import CACHE
+from .._config import CACHE, configure_threading
 from ..cpu.simd import VECTOR_BYTES, vadd, vfma, vsplat, vstore1
 
+configure_threading()  # this module's prange loops: workers that sleep, not spin
 _LANES = VECTOR_BYTES // 4
 _CHAINS = 12  # independent FMA chains: more than latency (4) x FMA ports (2)
 

@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-from .._config import configure_threading
 from ..cells import LSTM
 from .aligned import aligned_zeros
 from .cooperative import SERVE, claim_count, done_size, job_kind, lstm_stack_team
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
-from .projection import input_projection
+from .projection import LINE as PROJECTION_LINE
 from .streaming import StackStepper, lstm_stream_step
-from .team import Team
+from .team import CTRL_SIZE, Team
 from .team_layer import describe_layer_job, layer_serve
 from .warm import WARMUP, key_of
 
 __all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy", "forward",
            "layer_forward", "lstm_stream_step", "pack_layer", "pack_stack", "stream_step_ready"]
-
-configure_threading()
-
-# Numba's fallback "workqueue" threading layer aborts the process when two
-# Python threads enter parallel kernels (the input projection) at once;
-# serialise them (they use every core already, so little is lost) so that one
-# module is safe to share.
-_KERNEL_LOCK = threading.Lock()
-
 
 # Below this batch a one-direction LSTM stack without projection goes to the
 # team (cpu.cooperative); from it up, splitting the batch across threads wins
@@ -142,12 +131,13 @@ def _zeros_if_none(layers: PackedStack, x, h0, c0):
 
 def _threads(layer: PackedLayer, B: int) -> int:
     # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
+    # It is the user's numba.set_num_threads() (numba_lstm.dask sets it).
     return 1 if B == 1 and layer.num_directions == 1 else numba.get_num_threads()
 
 
-def _n_chunks(layer: PackedLayer, B: int) -> int:
+def _n_chunks(layer: PackedLayer, B: int, threads: int) -> int:
     """Batch slices per direction: a task per thread."""
-    return max(1, min(B, _threads(layer, B) // layer.num_directions))
+    return max(1, min(B, threads // layer.num_directions))
 
 
 def _panels_can_run(layer: PackedLayer, T: int, B: int) -> bool:
@@ -169,22 +159,19 @@ def _fused_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     # An int8 layer with the dot layout quantizes x and h on grids of their own:
     # the fused step's operand [x, h] would share one.
     D = layer.num_directions
-    return B > 1 and layer.dot_layout() is None and (B // _n_chunks(layer, B) >= FUSED_MIN_ROWS
+    return B > 1 and layer.dot_layout() is None and (
+        B // _n_chunks(layer, B, _threads(layer, B)) >= FUSED_MIN_ROWS
                       or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES)
 
 
 def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = False):
-    B = x.shape[1]
     dot = layer.dot_layout()  # (hh, ih) on the int8 dot kernel, or None
     if fused:
-        w_step = layer.input_and_hidden_panels()
-        gx = np.empty((0, B, layer.w_ih.shape[1]), layer.w_hh.dtype)
-    else:
-        w_step = layer.panels()[1]
-        gx = _projected(x, layer, threaded=True, ih_dot=None if dot is None else dot[1])
-    # Always on the team: the panel steps run from batch 2.
-    return _run_layer(x, gx, layer, w_step, h0, c0, lengths, h_n, c_n, _n_chunks(layer, B), True,
-                      threaded=True, hh_dot=None if dot is None or fused else dot[0])
+        return _run_layer(x, layer, layer.input_and_hidden_panels(), h0, c0, lengths, h_n, c_n,
+                          panels=True, project=False)
+    return _run_layer(x, layer, layer.panels()[1], h0, c0, lengths, h_n, c_n, panels=True,
+                      project=True, hh_dot=None if dot is None else dot[0],
+                      ih_dot=None if dot is None else dot[1])
 
 
 def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
@@ -192,61 +179,65 @@ def _run_fused(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
 
 
 def _run_axpy(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
-    B = x.shape[1]
-    n_chunks = _n_chunks(layer, B)
-    threaded = layer.num_directions * n_chunks > 1
-    gx = _projected(x, layer, threaded)
     no_panels = np.empty((layer.num_directions, 0, 0, 0), layer.w_hh.dtype)
-    return _run_layer(x, gx, layer, no_panels, h0, c0, lengths, h_n, c_n, n_chunks, False,
-                      threaded)
+    return _run_layer(x, layer, no_panels, h0, c0, lengths, h_n, c_n, panels=False, project=True)
 
 
 _NO_DOT = (np.empty((0, 0, 0, 0), np.int8), np.empty((0, 0), np.int32),
            np.empty((0, 0), np.float32))
 
 
-def _run_layer(x, gx, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, n_chunks: int,
-               panels: bool, threaded: bool, hh_dot: tuple | None = None):
-    """The layer loop's D * n_chunks tasks: one after the other on this thread,
-    or as one team job (cpu.team_layer) whose tasks the team's threads claim."""
+def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panels: bool,
+               project: bool, hh_dot: tuple | None = None, ih_dot: tuple | None = None):
+    """The layer loop's tasks, D directions x n_chunks batch slices. One task
+    on the axpy rows runs the serial loop on this thread (gx by one BLAS
+    matmul first); otherwise the tasks are one team job (cpu.team_layer), whose
+    threads project gx by row blocks and then claim the tasks (only the
+    job's compile has the tiles). ``project``: the steps read gx, else each
+    projects its own input (w_panels then holds [W_ih; W_hh]^T)."""
     T, B = x.shape[:2]
-    out = np.empty((T, B, layer.num_directions * layer.output_size), layer.w_hh.dtype)
-    if not threaded:  # one task (one direction at batch 1)
+    D, G = layer.num_directions, layer.w_hh.shape[2]
+    dtype = layer.w_hh.dtype
+    threads = _threads(layer, B)
+    n_chunks = _n_chunks(layer, B, threads)
+    out = np.empty((T, B, D * layer.output_size), dtype)
+    if not panels and D * n_chunks == 1:
+        gx = _blas_projection(x, layer) if project else np.empty((0, B, D * G), dtype)
         layer_kernels(layer.cell).serial(x, gx, layer.w_hh, w_panels, layer.w_hr,
                                          layer.step_bias, layer.cell_params, h0, c0, lengths,
                                          out, h_n, c_n, n_chunks, panels, hh_dot)
         return out
-    kind, loop = layer_serve(layer.cell, x.dtype, hh_dot is not None)
+    kind, loop = layer_serve(layer.cell, dtype, hh_dot is not None, ih_dot is not None)
     TEAM.register(kind, loop)
-    arrays = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0,
-              c0, lengths, out, h_n, c_n) + (_NO_DOT if hh_dot is None else hh_dot)
+    gx = np.empty((T if project else 0, B, D * G), dtype)
+    w_ih = layer.panels()[0] if project else np.empty((D, 0, 0, 0), dtype)
+    arrays = ((x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0,
+               c0, lengths, out, h_n, c_n) + (_NO_DOT if hh_dot is None else hh_dot)
+              + (w_ih, layer.bias) + (_NO_DOT if ih_dot is None else ih_dot))
     # The job's threads see raw addresses (team.view): every array must be C-contiguous.
     assert all(a.flags.c_contiguous for a in arrays)
-    claims = np.zeros(layer.num_directions * n_chunks, np.int64)
-    ctrl = TEAM.acquire()
+    counters = np.zeros(2 * PROJECTION_LINE + D * n_chunks, np.int64)  # projection's, tasks'
+    # One thread allowed (numba.set_num_threads(1)): a control array no helper watches.
+    ctrl = TEAM.acquire() if threads > 1 else np.zeros(CTRL_SIZE, np.int64)
     try:
-        describe_layer_job(ctrl, kind, *arrays[:13], n_chunks, panels, claims, *arrays[13:])
+        describe_layer_job(ctrl, kind, *arrays[:13], n_chunks, panels,
+                           counters[2 * PROJECTION_LINE:], *arrays[13:16], project,
+                           *arrays[16:18], counters[:2 * PROJECTION_LINE], *arrays[18:])
         loop(ctrl, 0, 0)
     finally:
-        TEAM.release(ctrl, kind)
+        if threads > 1:
+            TEAM.release(ctrl, kind)
     return out
 
 
-def _projected(x, layer: PackedLayer, threaded: bool, ih_dot: tuple | None = None):
-    """gx (T, B, D*G) = x @ W_ih^T + bias for every step: on Numba's threads
-    (W_ih in panels) ahead of a threaded step loop, else one BLAS matmul (whose
-    threads keep spinning after it returns and would compete with Numba's)."""
+def _blas_projection(x, layer: PackedLayer):
+    """gx (T, B, D*G) = x @ W_ih^T + bias for every step, by one BLAS matmul (on
+    one thread's path only: BLAS's threads keep spinning after it returns and
+    would compete with the team's)."""
     T, B, I = x.shape
-    G = layer.w_ih.shape[1]
-    if not threaded:
-        gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*G), BLAS
-        gx += layer.bias
-        return gx.reshape(T, B, G)
-    gx = np.empty((T * B, G), layer.w_hh.dtype)
-    with _KERNEL_LOCK:
-        input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx,
-                         _threads(layer, B), ih_dot)
-    return gx.reshape(T, B, G)
+    gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*G), BLAS
+    gx += layer.bias
+    return gx.reshape(T, B, layer.w_ih.shape[1])
 
 
 def _always(*args) -> bool:
@@ -331,7 +322,7 @@ def _compiled_strategies(stack: Strategy, layers: PackedStack, T: int, B: int):
     keys = set()
     for layer in layers:
         name = _pick("layer", None, layer, T, B).name
-        if name == "axpy" and layer.num_directions * _n_chunks(layer, B) > 1:
+        if name == "axpy" and layer.num_directions * _n_chunks(layer, B, _threads(layer, B)) > 1:
             name = "axpy threaded"  # a kernel of its own (_run_axpy)
         keys.add(key_of(name, layers))
     return keys

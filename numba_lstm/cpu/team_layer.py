@@ -1,5 +1,5 @@
 """The layer loop's tasks (cpu.layer) as team jobs (cpu.team): one job per
-layer call instead of a Numba thread launch.
+layer call, its input projection included, instead of Numba thread launches.
 
 A launch on Numba's workqueue wakes sleeping workers and then the caller:
 81-145 µs for an empty two-task launch on these VMs, which a small
@@ -7,12 +7,14 @@ bidirectional stack pays once per layer per call. The team's helpers spin
 between jobs, so a layer's tasks (direction x batch slice, each the whole
 time loop) start at once; each task is claimed by whichever thread gets to
 it first, the caller included, so a late or absent helper only means the
-caller runs more tasks.
+caller runs more tasks. A layer that needs gx projects it first, by row
+blocks claimed the same way (cpu.projection), every thread waiting until all
+blocks are done.
 
-A job kind per (cell, dtype, int8 dot layout or not): each is a serve loop
-compiled with its cell's task (LayerKernels.task), and its number is fixed by
-the cell's place in cells.CELLS, since a cached loop carries its kind as a
-constant.
+A job kind per (cell, dtype, W_hh and W_ih in the int8 dot layout or not):
+each is a serve loop compiled with its cell's task (LayerKernels.task), and
+its number is fixed by the cell's place in cells.CELLS, since a cached loop
+carries its kind as a constant.
 """
 
 import numpy as np
@@ -21,6 +23,7 @@ from numba import njit
 from ..cells import CELLS, Cell, rebind
 from .atomics import fetch_add
 from .layer import layer_kernels
+from .projection import LINE, input_projection
 from .recurrence import _FLAGS
 from .team import DESC, KIND, serve, view
 
@@ -29,22 +32,29 @@ from .team import DESC, KIND, serve, view
  _PANELS, _P_DOT, _K4, _W_DOT_ROW) = range(DESC + 1, DESC + 21)
 (_X, _GX, _W_ROWS, _W_PANELS, _W_HR, _BIAS, _CELL_PARAMS, _H0, _C0, _LENGTHS, _OUT, _H_N,
  _C_N, _CLAIMS, _W_DOT, _DOT_OFFSET, _DOT_SCALE) = range(DESC + 21, DESC + 38)
+# The input projection's: sizes, then addresses.
+(_PROJECT, _P_IH, _NR_IH, _P_IH_DOT, _K4_IH, _W_IH_DOT_ROW) = range(DESC + 38, DESC + 44)
+(_W_IH, _PROJ_BIAS, _PROJ_COUNTERS, _IH_DOT, _IH_OFFSET, _IH_SCALE) = range(DESC + 44, DESC + 50)
 
 # Kinds of the stack jobs (cpu.cooperative) are below this.
 FIRST_KIND = 16
 
 
-def layer_job_kind(cell: Cell, dtype, dotted: bool) -> int:
-    return (FIRST_KIND + 4 * list(CELLS).index(cell.name) + 2 * (np.dtype(dtype) == np.float64)
-            + dotted)
+def layer_job_kind(cell: Cell, dtype, hh_dot: bool, ih_dot: bool) -> int:
+    return (FIRST_KIND + 8 * list(CELLS).index(cell.name) + 4 * (np.dtype(dtype) == np.float64)
+            + 2 * ih_dot + hh_dot)
 
 
 @njit(**_FLAGS)
 def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0,
                        lengths, out, h_n, c_n, n_chunks, panels, claims, w_dot, dot_offset,
-                       dot_scale):
-    """Write a layer job's descriptor (cpu.layer._layer's arguments, every
-    array C-contiguous; the dot layout's three arrays empty when absent)."""
+                       dot_scale, project, w_ih, proj_bias, proj_counters, ih_dot, ih_offset,
+                       ih_scale):
+    """Write a layer job's descriptor: cpu.layer._layer's arguments, every
+    array C-contiguous, the dot layout's three arrays empty when absent; with
+    ``project``, the job first fills gx (T, B, D*G) = x @ W_ih^T + proj_bias
+    (cpu.projection: w_ih (D, P, I, NR) panels, ih_dot/ih_offset/ih_scale
+    W_ih^T's dot layout or empty, proj_counters its block counters)."""
     ctrl[KIND] = kind
     ctrl[_T], ctrl[_B], ctrl[_I] = x.shape
     ctrl[_TG] = gx.shape[0]
@@ -53,8 +63,10 @@ def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_par
     ctrl[_HR], ctrl[_HR_OUT] = w_hr.shape[1:]
     ctrl[_CP], ctrl[_CP_H] = cell_params.shape[1:]
     ctrl[_HC] = c0.shape[2]
-    ctrl[_CHUNKS], ctrl[_PANELS] = n_chunks, panels
+    ctrl[_CHUNKS], ctrl[_PANELS], ctrl[_PROJECT] = n_chunks, panels, project
     ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]
+    ctrl[_P_IH], ctrl[_NR_IH] = w_ih.shape[1], w_ih.shape[3]
+    ctrl[_P_IH_DOT], ctrl[_K4_IH], ctrl[_W_IH_DOT_ROW] = ih_dot.shape[1:]
     for slot, address in ((_X, x.ctypes.data), (_GX, gx.ctypes.data),
                           (_W_ROWS, w_rows.ctypes.data), (_W_PANELS, w_panels.ctypes.data),
                           (_W_HR, w_hr.ctypes.data), (_BIAS, bias.ctypes.data),
@@ -63,16 +75,29 @@ def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_par
                           (_OUT, out.ctypes.data), (_H_N, h_n.ctypes.data),
                           (_C_N, c_n.ctypes.data), (_CLAIMS, claims.ctypes.data),
                           (_W_DOT, w_dot.ctypes.data), (_DOT_OFFSET, dot_offset.ctypes.data),
-                          (_DOT_SCALE, dot_scale.ctypes.data)):
+                          (_DOT_SCALE, dot_scale.ctypes.data), (_W_IH, w_ih.ctypes.data),
+                          (_PROJ_BIAS, proj_bias.ctypes.data),
+                          (_PROJ_COUNTERS, proj_counters.ctypes.data),
+                          (_IH_DOT, ih_dot.ctypes.data), (_IH_OFFSET, ih_offset.ctypes.data),
+                          (_IH_SCALE, ih_scale.ctypes.data)):
         ctrl[slot] = address
 
 
 @njit(inline="always", **_FLAGS)
-def _dot_layout(ctrl):
+def _hh_dot_layout(ctrl):
     D, G = ctrl[_D], ctrl[_G]
     return (view(ctrl, _W_DOT, (D, ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]), np.int8),
             view(ctrl, _DOT_OFFSET, (D, G), np.int32),
             view(ctrl, _DOT_SCALE, (D, G), np.float32))
+
+
+@njit(inline="always", **_FLAGS)
+def _ih_dot_layout(ctrl):
+    D, G = ctrl[_D], ctrl[_G]
+    return (view(ctrl, _IH_DOT, (D, ctrl[_P_IH_DOT], ctrl[_K4_IH], ctrl[_W_IH_DOT_ROW]),
+                 np.int8),
+            view(ctrl, _IH_OFFSET, (D, G), np.int32),
+            view(ctrl, _IH_SCALE, (D, G), np.float32))
 
 
 @njit(inline="always", **_FLAGS)
@@ -89,12 +114,16 @@ def hh_dot_of(ctrl):
     raise NotImplementedError
 
 
+ih_dot_of = hh_dot_of
+
+
 def layer_task(*args):
     raise NotImplementedError
 
 
 def _join_layer(ctrl, tid):
-    """Claim and run the job's tasks, thread tid's own first (task tid)."""
+    """Project gx if the job asks, then claim and run the layer's tasks,
+    thread tid's own first (task tid)."""
     T, B, D, H_out, G = ctrl[_T], ctrl[_B], ctrl[_D], ctrl[_H_OUT], ctrl[_G]
     n_chunks = ctrl[_CHUNKS]
     x = view(ctrl, _X, (T, B, ctrl[_I]), DTYPE)
@@ -110,6 +139,12 @@ def _join_layer(ctrl, tid):
     out = view(ctrl, _OUT, (T, B, D * H_out), DTYPE)
     h_n = view(ctrl, _H_N, (D, B, H_out), DTYPE)
     c_n = view(ctrl, _C_N, (D, B, ctrl[_HC]), DTYPE)
+    if ctrl[_PROJECT]:
+        input_projection(view(ctrl, _X, (T * B, ctrl[_I]), DTYPE),
+                         view(ctrl, _W_IH, (D, ctrl[_P_IH], ctrl[_I], ctrl[_NR_IH]), DTYPE),
+                         view(ctrl, _PROJ_BIAS, (D * G,), DTYPE),
+                         view(ctrl, _GX, (T * B, D * G), DTYPE), ih_dot_of(ctrl),
+                         view(ctrl, _PROJ_COUNTERS, (2 * LINE,), np.int64))
     n_tasks = D * n_chunks
     claims = view(ctrl, _CLAIMS, (n_tasks,), np.int64)
     hh_dot = hh_dot_of(ctrl)
@@ -132,15 +167,17 @@ def join_layer(ctrl, tid):
 _SERVE: dict[int, object] = {}
 
 
-def layer_serve(cell: Cell, dtype, dotted: bool) -> tuple[int, object]:
+def layer_serve(cell: Cell, dtype, hh_dot: bool, ih_dot: bool) -> tuple[int, object]:
     """(kind, serve loop) of the layer jobs of ``cell`` in ``dtype``, with W_hh
-    in the int8 dot layout or not; made on first use."""
-    kind = layer_job_kind(cell, dtype, dotted)
+    and W_ih in the int8 dot layout or not; made on first use."""
+    kind = layer_job_kind(cell, dtype, hh_dot, ih_dot)
     if kind not in _SERVE:
         dtype = np.dtype(dtype).type
-        tag = f"__{cell.name}_{np.dtype(dtype).name}{'_dot' if dotted else ''}"
+        tag = (f"__{cell.name}_{np.dtype(dtype).name}{'_hh_dot' if hh_dot else ''}"
+               f"{'_ih_dot' if ih_dot else ''}")
         names = dict(DTYPE=dtype, KIND_NUMBER=kind, layer_task=layer_kernels(cell).task,
-                     hh_dot_of=_dot_layout if dotted else _no_dot_layout)
+                     hh_dot_of=_hh_dot_layout if hh_dot else _no_dot_layout,
+                     ih_dot_of=_ih_dot_layout if ih_dot else _no_dot_layout)
         join = njit(inline="always", **_FLAGS)(rebind(_join_layer, names, tag))
         _SERVE[kind] = njit(**_FLAGS)(rebind(_serve_layer, dict(names, join_layer=join), tag))
     return kind, _SERVE[kind]
