@@ -63,6 +63,7 @@ def test_cuda_suite_in_simulator():
         raise
     log.seek(0)
     output = log.read()
+    log.close()
     assert code == 0, output[-6000:]
     summary = output.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary, summary
