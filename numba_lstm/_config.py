@@ -1,5 +1,6 @@
-"""Process-wide Numba settings numba_lstm needs, applied before any kernel is
-defined: the threading layer, and where (or whether) compiled kernels cache."""
+"""Process-wide Numba settings: where (or whether) compiled kernels cache,
+applied before any kernel is defined, and the threading layer the bench's
+own parallel loops ask for."""
 
 import os
 import tempfile

@@ -248,9 +248,9 @@ class LayerKernels:
 
     task: object  # one task with either matmul (the ``panels`` argument): what the
     # team's threads run (cpu.team_layer)
-    serial: object  # one task on the axpy rows, without threads (a parallel launch
-    # there is a thread wake-up and join per call: 418 against 155 µs a 2-layer
-    # streaming step) and without the tiles (a batch-1 GRU's first call 18.4 ->
+    serial: object  # one task on the axpy rows, on the calling thread: handing one
+    # task to threads only adds the hand-off (a Numba launch measured 418 against
+    # 155 µs a 2-layer streaming step) and without the tiles (a batch-1 GRU's first call 18.4 ->
     # 6.0 s cold). A third compile, threaded rows without the tiles, would make
     # bidirectional batch-1 and projected first calls 21-22 s cold instead of
     # 34-41, but the suite, which compiles every path, then ran 10.6 against
