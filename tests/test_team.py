@@ -387,6 +387,52 @@ def test_jobs_of_both_dtypes_in_turn():
             np.testing.assert_array_equal(m(x)[0], want)
 
 
+def test_layer_jobs_and_stack_jobs_in_turn_and_at_once():
+    # Layer jobs (cpu.team_layer: a GRU, a bidirectional LSTM, each projecting
+    # its input in the job) and a stack job share the helpers, which switch
+    # loops by job kind. From several Python threads at once, one call holds
+    # the team and the others run alone; a task's numbers are the same either way.
+    rng = np.random.default_rng(4)
+    modules = [nl.GRU(12, 40), nl.LSTM(12, 40, bidirectional=True), nl.LSTM(12, 64)]
+    x = rng.standard_normal((15, 3, 12)).astype(np.float32)
+    first = [m(x)[0] for m in modules]
+    for _ in range(2):
+        for m, want in zip(modules, first, strict=True):
+            np.testing.assert_array_equal(m(x)[0], want)
+    got = _forward_each_in_threads(modules * 3, x)
+    for out, want in zip(got, first * 3, strict=True):
+        np.testing.assert_array_equal(out, want)
+
+
+def _forward_each_in_threads(modules, x):
+    outputs = [None] * len(modules)
+
+    def run(i):
+        outputs[i] = modules[i](x)[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(modules))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outputs
+
+
+def test_one_numba_thread_runs_a_layer_job_on_the_caller_alone():
+    # numba.set_num_threads(1) (numba_lstm.dask sets it per worker): the
+    # layer's tasks run on the calling thread, through the same compiled job.
+    rng = np.random.default_rng(6)
+    lstm = nl.LSTM(12, 40, bidirectional=True)
+    x = rng.standard_normal((15, 3, 12)).astype(np.float32)
+    want = lstm(x)[0]
+    numba.set_num_threads(1)
+    try:
+        got = lstm(x)[0]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(got, want)
+
+
 def _child_forward(lstm, x, queue):
     queue.put(lstm(x)[0])
 
