@@ -235,8 +235,10 @@ def _blas_projection(x, layer: PackedLayer):
     one thread's path only: BLAS's threads keep spinning after it returns and
     would compete with the team's)."""
     T, B, I = x.shape
-    gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*G), BLAS
-    gx += layer.bias
+    # inf inputs make NaN gates as in torch; NumPy would also warn, the kernels do not.
+    with np.errstate(invalid="ignore", over="ignore"):
+        gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*G), BLAS
+        gx += layer.bias
     return gx.reshape(T, B, layer.w_ih.shape[1])
 
 
