@@ -26,7 +26,8 @@ from numba_lstm.cpu import layer, team_layer, warm
 rng = np.random.default_rng(0)
 for B in (1, 2, 6):
     nl.LayerNormLSTM(5, 8, 2)(rng.standard_normal((4, B, 5)).astype(np.float32))
-kernels = [k.serial for k in layer._KERNELS.values()] + list(team_layer._SERVE.values())
+kernels = ([k.serial for k in layer._KERNELS.values()]
+           + [loop for _, loop in team_layer._SERVE.values()])
 print(json.dumps({"hits": sum(sum(d.stats.cache_hits.values()) for d in kernels),
                   "misses": sum(sum(d.stats.cache_misses.values()) for d in kernels),
                   "warm_ups": len(warm.WARMUP._running)}))

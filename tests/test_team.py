@@ -351,13 +351,14 @@ def test_helpers_start_after_the_first_team_job():
     np.testing.assert_array_equal(lstm(x)[0], first)  # alone or shared: the same numbers
 
 
-def _forward_in_threads(lstm, inputs):
-    results = [None] * len(inputs)
+def _outputs_in_threads(calls):
+    """Each module call's output, every call on a Python thread of its own, all at once."""
+    results = [None] * len(calls)
 
     def run(i):
-        results[i] = lstm(inputs[i])[0]
+        results[i] = calls[i]()[0]
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for t in threads:
         t.start()
     for t in threads:
@@ -371,7 +372,8 @@ def test_concurrent_calls_share_or_skip_the_team():
     lstm = nl.LSTM(16, 96, num_layers=2, dtype="float64")
     inputs = [rng.standard_normal((40, 2, 16)) for _ in range(6)]
     serial = [lstm(x)[0] for x in inputs]
-    for got, want in zip(_forward_in_threads(lstm, inputs), serial, strict=True):
+    calls = [lambda x=x: lstm(x) for x in inputs]
+    for got, want in zip(_outputs_in_threads(calls), serial, strict=True):
         assert_close(got, want, np.float64, "threaded")
 
 
@@ -399,23 +401,9 @@ def test_layer_jobs_and_stack_jobs_in_turn_and_at_once():
     for _ in range(2):
         for m, want in zip(modules, first, strict=True):
             np.testing.assert_array_equal(m(x)[0], want)
-    got = _forward_each_in_threads(modules * 3, x)
+    got = _outputs_in_threads([lambda m=m: m(x) for m in modules * 3])
     for out, want in zip(got, first * 3, strict=True):
         np.testing.assert_array_equal(out, want)
-
-
-def _forward_each_in_threads(modules, x):
-    outputs = [None] * len(modules)
-
-    def run(i):
-        outputs[i] = modules[i](x)[0]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(modules))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outputs
 
 
 def test_one_numba_thread_runs_a_layer_job_on_the_caller_alone():

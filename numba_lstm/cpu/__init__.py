@@ -140,6 +140,12 @@ def _n_chunks(layer: PackedLayer, B: int, threads: int) -> int:
     return max(1, min(B, threads // layer.num_directions))
 
 
+def _one_task(layer: PackedLayer, n_chunks: int) -> bool:
+    """Whether the layer loop has a single task: on the axpy rows the serial
+    loop (a kernel of its own) runs it, not a team job."""
+    return layer.num_directions * n_chunks == 1
+
+
 def _panels_can_run(layer: PackedLayer, T: int, B: int) -> bool:
     return layer.output_size == layer.hidden_size
 
@@ -201,7 +207,7 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     threads = _threads(layer, B)
     n_chunks = _n_chunks(layer, B, threads)
     out = np.empty((T, B, D * layer.output_size), dtype)
-    if not panels and D * n_chunks == 1:
+    if not panels and _one_task(layer, n_chunks):
         gx = _blas_projection(x, layer) if project else np.empty((0, B, D * G), dtype)
         layer_kernels(layer.cell).serial(x, gx, layer.w_hh, w_panels, layer.w_hr,
                                          layer.step_bias, layer.cell_params, h0, c0, lengths,
@@ -211,18 +217,17 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     TEAM.register(kind, loop)
     gx = np.empty((T if project else 0, B, D * G), dtype)
     w_ih = layer.panels()[0] if project else np.empty((D, 0, 0, 0), dtype)
-    arrays = ((x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0,
-               c0, lengths, out, h_n, c_n) + (_NO_DOT if hh_dot is None else hh_dot)
-              + (w_ih, layer.bias) + (_NO_DOT if ih_dot is None else ih_dot))
-    # The job's threads see raw addresses (team.view): every array must be C-contiguous.
-    assert all(a.flags.c_contiguous for a in arrays)
     counters = np.zeros(2 * PROJECTION_LINE + D * n_chunks, np.int64)  # projection's, tasks'
+    job = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
+           lengths, out, h_n, c_n, n_chunks, panels, counters[2 * PROJECTION_LINE:],
+           *(_NO_DOT if hh_dot is None else hh_dot), project, w_ih, layer.bias,
+           counters[:2 * PROJECTION_LINE], *(_NO_DOT if ih_dot is None else ih_dot))
+    # The job's threads see raw addresses (team.view): every array must be C-contiguous.
+    assert all(a.flags.c_contiguous for a in job if isinstance(a, np.ndarray))
     # One thread allowed (numba.set_num_threads(1)): a control array no helper watches.
     ctrl = TEAM.acquire() if threads > 1 else np.zeros(CTRL_SIZE, np.int64)
     try:
-        describe_layer_job(ctrl, kind, *arrays[:13], n_chunks, panels,
-                           counters[2 * PROJECTION_LINE:], *arrays[13:16], project,
-                           *arrays[16:18], counters[:2 * PROJECTION_LINE], *arrays[18:])
+        describe_layer_job(ctrl, kind, *job)
         loop(ctrl, 0, 0)
     finally:
         if threads > 1:
@@ -324,7 +329,7 @@ def _compiled_strategies(stack: Strategy, layers: PackedStack, T: int, B: int):
     keys = set()
     for layer in layers:
         name = _pick("layer", None, layer, T, B).name
-        if name == "axpy" and layer.num_directions * _n_chunks(layer, B, _threads(layer, B)) > 1:
+        if name == "axpy" and not _one_task(layer, _n_chunks(layer, B, _threads(layer, B))):
             name = "axpy threaded"  # a kernel of its own (_run_axpy)
         keys.add(key_of(name, layers))
     return keys

@@ -9,7 +9,7 @@ import platform
 import sys
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -98,3 +98,11 @@ def address_as_voidptr(typingctx, address):
         return builder.inttoptr(value, ir.IntType(8).as_pointer())
 
     return types.voidptr(address), codegen
+
+
+@njit(inline="always", nogil=True)
+def wait_until(array, index, count):
+    """Spin until array[index] >= count (a counter other threads fetch_add to).
+    Waits here are sub-µs; PAUSE alone costs ~50 ns on recent Intel cores."""
+    while load_acquire(array, index) < count:
+        pass

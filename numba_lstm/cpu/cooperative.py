@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM
-from .atomics import fetch_add, load_acquire
+from .atomics import fetch_add, load_acquire, wait_until
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
 from .layer import row_function
 from .panel_gemm import gemm_panels2_acc
@@ -108,12 +108,6 @@ def count_block(done, tid):
 
 
 @njit(inline="always", **_FLAGS)
-def _wait_until(done, slot, count):
-    while load_acquire(done, slot) < count:
-        pass  # waits here are sub-µs; PAUSE alone costs ~50 ns on recent Intel cores
-
-
-@njit(inline="always", **_FLAGS)
 def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
     """gx[q, r] = bias[q] + rows[r] @ W_ih^T[:, block q]; w_ih (nb, P, K, NR),
     each block's columns in panels, by (block q, row chunk) tasks. With the
@@ -147,7 +141,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
                                            s_rows[:r1 - r0], dot, q)):
                     gemm_panels2_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
-    _wait_until(done, 0, n_tasks)
+    wait_until(done, 0, n_tasks)
 
 
 @njit(inline="always", **_FLAGS)

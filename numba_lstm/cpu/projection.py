@@ -13,7 +13,7 @@ once, gx made two round trips to memory: S7's projection took 13 ms).
 import numpy as np
 from numba import njit
 
-from .atomics import fetch_add, load_acquire
+from .atomics import fetch_add, wait_until
 from .dot_gemm import dot_acc, dot_k_bytes, quantize_rows
 from .panel_gemm import gemm_layout_acc
 from .recurrence import _FLAGS, copy_row
@@ -57,5 +57,4 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters):
                                     x_scales[:n], ih_dot, d)):
                 gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])
         fetch_add(counters, LINE, 1)
-    while load_acquire(counters, LINE) < n_blocks:
-        pass  # a claimed block is always being computed: this ends
+    wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed

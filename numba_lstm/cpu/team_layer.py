@@ -84,20 +84,23 @@ def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_par
 
 
 @njit(inline="always", **_FLAGS)
-def _hh_dot_layout(ctrl):
+def _dot_layout(ctrl, sizes, addresses):
+    """(w_dot (D, P, K4, row), offset (D, G) int32, scale (D, G)) from the
+    descriptor: their sizes from slot ``sizes`` on, addresses from ``addresses`` on."""
     D, G = ctrl[_D], ctrl[_G]
-    return (view(ctrl, _W_DOT, (D, ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]), np.int8),
-            view(ctrl, _DOT_OFFSET, (D, G), np.int32),
-            view(ctrl, _DOT_SCALE, (D, G), np.float32))
+    return (view(ctrl, addresses, (D, ctrl[sizes], ctrl[sizes + 1], ctrl[sizes + 2]), np.int8),
+            view(ctrl, addresses + 1, (D, G), np.int32),
+            view(ctrl, addresses + 2, (D, G), np.float32))
+
+
+@njit(inline="always", **_FLAGS)
+def _hh_dot_layout(ctrl):
+    return _dot_layout(ctrl, _P_DOT, _W_DOT)
 
 
 @njit(inline="always", **_FLAGS)
 def _ih_dot_layout(ctrl):
-    D, G = ctrl[_D], ctrl[_G]
-    return (view(ctrl, _IH_DOT, (D, ctrl[_P_IH_DOT], ctrl[_K4_IH], ctrl[_W_IH_DOT_ROW]),
-                 np.int8),
-            view(ctrl, _IH_OFFSET, (D, G), np.int32),
-            view(ctrl, _IH_SCALE, (D, G), np.float32))
+    return _dot_layout(ctrl, _P_IH_DOT, _IH_DOT)
 
 
 @njit(inline="always", **_FLAGS)
@@ -139,12 +142,11 @@ def _join_layer(ctrl, tid):
     out = view(ctrl, _OUT, (T, B, D * H_out), DTYPE)
     h_n = view(ctrl, _H_N, (D, B, H_out), DTYPE)
     c_n = view(ctrl, _C_N, (D, B, ctrl[_HC]), DTYPE)
-    if ctrl[_PROJECT]:
-        input_projection(view(ctrl, _X, (T * B, ctrl[_I]), DTYPE),
+    if ctrl[_PROJECT]:  # gx (T, B, D*G) then
+        input_projection(x.reshape((T * B, ctrl[_I])),
                          view(ctrl, _W_IH, (D, ctrl[_P_IH], ctrl[_I], ctrl[_NR_IH]), DTYPE),
-                         view(ctrl, _PROJ_BIAS, (D * G,), DTYPE),
-                         view(ctrl, _GX, (T * B, D * G), DTYPE), ih_dot_of(ctrl),
-                         view(ctrl, _PROJ_COUNTERS, (2 * LINE,), np.int64))
+                         view(ctrl, _PROJ_BIAS, (D * G,), DTYPE), gx.reshape((T * B, D * G)),
+                         ih_dot_of(ctrl), view(ctrl, _PROJ_COUNTERS, (2 * LINE,), np.int64))
     n_tasks = D * n_chunks
     claims = view(ctrl, _CLAIMS, (n_tasks,), np.int64)
     hh_dot = hh_dot_of(ctrl)
@@ -164,20 +166,22 @@ def join_layer(ctrl, tid):
     raise NotImplementedError
 
 
-_SERVE: dict[int, object] = {}
+_SERVE: dict[tuple, tuple[int, object]] = {}  # (kind, loop) by cell, dtype, layouts
 
 
 def layer_serve(cell: Cell, dtype, hh_dot: bool, ih_dot: bool) -> tuple[int, object]:
     """(kind, serve loop) of the layer jobs of ``cell`` in ``dtype``, with W_hh
     and W_ih in the int8 dot layout or not; made on first use."""
-    kind = layer_job_kind(cell, dtype, hh_dot, ih_dot)
-    if kind not in _SERVE:
-        dtype = np.dtype(dtype).type
+    key = (cell.name, np.dtype(dtype), hh_dot, ih_dot)  # per layer call: no list scan
+    if key not in _SERVE:
+        kind = layer_job_kind(cell, dtype, hh_dot, ih_dot)
         tag = (f"__{cell.name}_{np.dtype(dtype).name}{'_hh_dot' if hh_dot else ''}"
                f"{'_ih_dot' if ih_dot else ''}")
-        names = dict(DTYPE=dtype, KIND_NUMBER=kind, layer_task=layer_kernels(cell).task,
+        names = dict(DTYPE=np.dtype(dtype).type, KIND_NUMBER=kind,
+                     layer_task=layer_kernels(cell).task,
                      hh_dot_of=_hh_dot_layout if hh_dot else _no_dot_layout,
                      ih_dot_of=_ih_dot_layout if ih_dot else _no_dot_layout)
         join = njit(inline="always", **_FLAGS)(rebind(_join_layer, names, tag))
-        _SERVE[kind] = njit(**_FLAGS)(rebind(_serve_layer, dict(names, join_layer=join), tag))
-    return kind, _SERVE[kind]
+        _SERVE[key] = kind, njit(**_FLAGS)(rebind(_serve_layer, dict(names, join_layer=join),
+                                                   tag))
+    return _SERVE[key]
