@@ -1,6 +1,7 @@
 """The register-tiled GEMM (numba_lstm.cpu.panel_gemm, cpu.simd) and the kernels
 built on it (cpu.projection, cpu.layer's panel steps) against NumPy and the reference."""
 
+import os
 import platform
 import threading
 
@@ -63,6 +64,12 @@ def test_pack_panels_layout(dtype, vectors):
     (5, 19, 130),   # 4 + 1 rows
     (12, 17, 250),  # 8 + 4 rows
     (15, 8, 170),   # 8 + 4 + 3 rows
+    # With 16 registers (AVX2) the main tile has 6 rows, and rows past it go
+    # 5 at a time where they can: 6 + 4 rows as 5 + 5.
+    (10, 9, 150),   # 8 + 2, or 5 + 5 through the scratch tile
+    (22, 13, 70),   # 16 + 4 + 2, or 12 + 5 + 5
+    (23, 6, 48),    # 16 + 4 + 3, or 18 + 5
+    (9, 14, 40),    # 8 + 1, or 6 + 3
 ])
 def test_gemm_panels_acc_matches_numpy(dtype, vectors, R, K, N):
     rng = np.random.default_rng(R * K + N)
@@ -155,3 +162,43 @@ def test_micro_kernel_is_packed_fmas_on_full_vectors(tile, vectors):
     fmas = [line for line in kernel.splitlines() if "vfmadd" in line]
     assert len(fmas) >= 8 * vectors and all(register in line for line in fmas), fmas[:4]
     assert np.all(out == 3)
+
+
+_AVX2_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,"
+                  "+movbe,+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
+
+_AVX2_CHECK = """
+import numpy as np
+from numba_lstm.cpu.panel_gemm import _MAIN2_ROWS, gemm_panels_acc, pack_panels
+from numba_lstm.cpu.simd import VECTOR_BYTES
+assert (VECTOR_BYTES, _MAIN2_ROWS) == (32, 6), (VECTOR_BYTES, _MAIN2_ROWS)
+rng = np.random.default_rng(0)
+for R in range(1, 25):
+    for K, N in ((7, 40), (19, 130)):  # 40, 130: partial last panel, odd or paired
+        a = rng.standard_normal((R, K)).astype(np.float32)
+        w = rng.standard_normal((K, N)).astype(np.float32)
+        out = rng.standard_normal((R, N)).astype(np.float32)
+        expected = out.astype(np.float64) + a.astype(np.float64) @ w.astype(np.float64)
+        gemm_panels_acc(out, a, pack_panels(w, 2))
+        err = np.abs(out - expected).max()
+        assert err <= K * np.finfo(np.float32).eps * 8, (R, K, N, err)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 target")
+def test_avx2_tiles_match_numpy(tmp_path):
+    """The 16-register tiles (6-row main tile, 5-row tails) on every AVX2 host,
+    AVX-512 ones included: compiled for an AVX2 target in a process of its own."""
+    import subprocess
+    import sys
+
+    import llvmlite.binding as llvm
+
+    if "+avx2" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the host has no AVX2")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=_AVX2_FEATURES,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", _AVX2_CHECK], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -7,8 +7,9 @@ NR weights that column block needs at step k, so the kernel streams it in order.
 Micro-kernel: on AVX-512 an 8-row x NR tile of out lives in 16 or 24 vector
 registers while k runs; each k loads NR/lanes vectors of W, broadcasts 8
 scalars of a and issues 16 or 24 FMAs (zmm, of its 32 registers). With 16
-registers (AVX2) the main tile is 4 rows x 2 vectors. Rows past the last
-whole tile go through at most one 4-row and one 1-, 2- or 3-row tile over two
+registers (AVX2) the main tile is 6 rows x 2 vectors (12 sums) and rows past
+it go 5 at a time where they can. Rows past the last whole tile go through
+at most one 4-row and one 1-, 2- or 3-row tile over two
 panels at once (where the registers hold those sums), so a small batch (2-7
 rows: the team's step at batch 2-7) reads each panel once per tile, not once
 per row, with enough independent sums to keep the FMA units busy. That is the tile
@@ -90,6 +91,70 @@ def _tile8(dst, r_dst, c_dst, a, r, panel):
     _store_row(dst, r_dst + 5, c_dst, L, c50, c51)
     _store_row(dst, r_dst + 6, c_dst, L, c60, c61)
     _store_row(dst, r_dst + 7, c_dst, L, c70, c71)
+
+
+@njit(**_FLAGS)
+def _tile6(dst, r_dst, c_dst, a, r, panel):
+    """dst[r_dst:r_dst+6, c_dst:c_dst+NR] += a[r:r+6] @ panel (K, NR): the main
+    tile with 16 vector registers (AVX2), 12 sums, two weight vectors and a
+    broadcast. Twelve FMA chains cover a 5-cycle FMA latency at two FMAs a
+    cycle (Zen 2); the 4-row tile's eight leave a fifth of the units idle."""
+    L = panel.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = z
+    a0, a1, a2, a3, a4, a5 = a[r], a[r + 1], a[r + 2], a[r + 3], a[r + 4], a[r + 5]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        s = vsplat(a0[k])
+        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
+        s = vsplat(a1[k])
+        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
+        s = vsplat(a2[k])
+        c20, c21 = vfma(s, w0, c20), vfma(s, w1, c21)
+        s = vsplat(a3[k])
+        c30, c31 = vfma(s, w0, c30), vfma(s, w1, c31)
+        s = vsplat(a4[k])
+        c40, c41 = vfma(s, w0, c40), vfma(s, w1, c41)
+        s = vsplat(a5[k])
+        c50, c51 = vfma(s, w0, c50), vfma(s, w1, c51)
+    _store_row(dst, r_dst, c_dst, L, c00, c01)
+    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
+    _store_row(dst, r_dst + 2, c_dst, L, c20, c21)
+    _store_row(dst, r_dst + 3, c_dst, L, c30, c31)
+    _store_row(dst, r_dst + 4, c_dst, L, c40, c41)
+    _store_row(dst, r_dst + 5, c_dst, L, c50, c51)
+
+
+@njit(**_FLAGS)
+def _tile5(dst, r_dst, c_dst, a, r, panel):
+    """dst[r_dst:r_dst+5, c_dst:c_dst+NR] += a[r:r+5] @ panel (K, NR): with 16
+    registers, the rows past the 6-row tiles go 5 at a time (ten FMA chains)
+    where they can, not 4 (eight)."""
+    L = panel.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = z
+    a0, a1, a2, a3, a4 = a[r], a[r + 1], a[r + 2], a[r + 3], a[r + 4]
+    ahead = _rows_ahead(panel)
+    for k in range(panel.shape[0]):
+        _prefetch_row(panel, k + ahead, L)
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        s = vsplat(a0[k])
+        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
+        s = vsplat(a1[k])
+        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
+        s = vsplat(a2[k])
+        c20, c21 = vfma(s, w0, c20), vfma(s, w1, c21)
+        s = vsplat(a3[k])
+        c30, c31 = vfma(s, w0, c30), vfma(s, w1, c31)
+        s = vsplat(a4[k])
+        c40, c41 = vfma(s, w0, c40), vfma(s, w1, c41)
+    _store_row(dst, r_dst, c_dst, L, c00, c01)
+    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
+    _store_row(dst, r_dst + 2, c_dst, L, c20, c21)
+    _store_row(dst, r_dst + 3, c_dst, L, c30, c31)
+    _store_row(dst, r_dst + 4, c_dst, L, c40, c41)
 
 
 @njit(**_FLAGS)
@@ -367,6 +432,13 @@ def _tile1x6(dst, r_dst, c_dst, a, r, pa, pb):
 
 
 @njit(inline="always", **_FLAGS)
+def _tile5_twice(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile5 on each of two panels."""
+    _tile5(dst, r_dst, c_dst, a, r, pa)
+    _tile5(dst, r_dst, c_dst + pa.shape[1], a, r, pb)
+
+
+@njit(inline="always", **_FLAGS)
 def _tile4_twice(dst, r_dst, c_dst, a, r, pa, pb):
     """_tile4 on each of two panels: where 4 x 4 sums do not fit the registers."""
     _tile4(dst, r_dst, c_dst, a, r, pa)
@@ -435,14 +507,16 @@ def gemm_panels_acc(out, a, panels):
 @njit(**_FLAGS)
 def gemm_panels2_acc(out, col, N, a, panels):
     """out[:, col:col+N] += a (R, K) @ W for two-vector panels of W (K, N)."""
-    _gemm(out, col, N, a, panels, _tile8, _TILE4_2, _TILE3_2, _tile2x4, _tile1x4)
+    _gemm(out, col, N, a, panels, _MAIN2_ROWS, _MAIN2, _FIVES_2, _TILE5_2, _TILE4_2, _TILE3_2,
+          _tile2x4, _tile1x4)
 
 
 @njit(**_FLAGS)
 def gemm_panels3_acc(out, col, N, a, panels):
     """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
     16 registers its tiles spill, slow but exact)."""
-    _gemm(out, col, N, a, panels, _tile8x3, _tile4x6, _tile3x6, _tile2x6, _tile1x6)
+    _gemm(out, col, N, a, panels, TILE_ROWS, _tile8x3, False, _tile4x6, _tile4x6, _tile3x6,
+          _tile2x6, _tile1x6)
 
 
 def _fits(rows: int, vectors: int) -> bool:
@@ -457,6 +531,14 @@ def _fits(rows: int, vectors: int) -> bool:
 # ones 1.8-2.3x).
 _TILE4_2 = _tile4x4 if _fits(4, 4) else _tile4_twice
 _TILE3_2 = _tile3x4 if _fits(3, 4) else _tile3_twice
+# The main tile of two-vector panels: 8 rows where the registers hold them
+# (AVX-512), else 6 (AVX2; 6 x 2 is BLIS's Haswell shape).
+_MAIN2_ROWS, _MAIN2 = (TILE_ROWS, _tile8) if _fits(TILE_ROWS, 2) else (6, _tile6)
+# With 6-row main tiles, rows past them go 5 at a time where they can, and
+# 6 + 4 rows as 5 + 5. With 8-row ones there is no 5-row tile: the 4-row tile
+# stands in for it in the (then empty) loop, so no more code is compiled.
+_FIVES_2 = _MAIN2_ROWS == 6
+_TILE5_2 = _tile5_twice if _FIVES_2 else _TILE4_2
 
 # Panel width, in vectors, of the large-batch layout (packing.PackedLayer's
 # panels): three where there are 32 vector registers (AVX-512) to hold the
@@ -466,13 +548,14 @@ gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_
 
 
 @njit(inline="always", **_FLAGS)
-def _gemm(out, col, N, a, panels, tile8, tile4, tile3, tile2, tile1):
+def _gemm(out, col, N, a, panels, main_rows, main, fives, tile5, tile4, tile3, tile2, tile1):
     R = a.shape[0]
     P, NR = panels.shape[0], panels.shape[2]
-    # 8-row tiles need 32 vector registers (AVX-512); with 16 (AVX2) the 4-row
-    # tile is the main one: 107 against 52 GFLOP/s for the 8-row one there.
-    R8 = R - R % TILE_ROWS if VECTOR_BYTES == 64 else 0
-    R4 = R8 + (R - R8) // 4 * 4
+    R8 = R - R % main_rows  # rows in main tiles
+    if fives and R8 > 0 and R - R8 == 4:
+        R8 -= main_rows
+    R5 = R8 + (R - R8) // 5 * 5 if fives else R8
+    R4 = R5 + (R - R5) // 4 * 4
     rest = R - R4  # 0-3 rows: one more tile, one more pass over each pair of panels
     # Not a literal 0 for the scratch tiles' origin: Numba compiles a function
     # once more for each literal argument it is called with (Literal[int](0)).
@@ -481,26 +564,31 @@ def _gemm(out, col, N, a, panels, tile8, tile4, tile3, tile2, tile1):
         for q in range(p, min(p + 2, P)):
             n = q * NR
             if n + NR <= N:
-                for r in range(0, R8, TILE_ROWS):
-                    tile8(out, r, col + n, a, r, panels[q])
+                for r in range(0, R8, main_rows):
+                    main(out, r, col + n, a, r, panels[q])
             elif R8 > 0:  # the last, partial panel: through a scratch tile
-                tile = np.zeros((TILE_ROWS, NR), out.dtype)
-                for r in range(0, R8, TILE_ROWS):
-                    tile8(tile, origin, origin, a, r, panels[q])
-                    _drain(tile, TILE_ROWS, out, r, col + n, N - n)
+                tile = np.zeros((main_rows, NR), out.dtype)
+                for r in range(0, R8, main_rows):
+                    main(tile, origin, origin, a, r, panels[q])
+                    _drain(tile, main_rows, out, r, col + n, N - n)
         if R8 == R:
             continue
-        # The 1-7 rows past the 8-row tiles, over panels p and p + 1 at once;
+        # The 1-7 rows past the main tiles, over panels p and p + 1 at once;
         # an odd last panel is paired with itself, its copy's sums dropped.
         pa, pb = panels[p], panels[min(p + 1, P - 1)]
         n = p * NR
         if n + 2 * NR <= N:
-            for r in range(R8, R4, 4):
+            for r in range(R8, R5, 5):
+                tile5(out, r, col + n, a, r, pa, pb)
+            for r in range(R5, R4, 4):
                 tile4(out, r, col + n, a, r, pa, pb)
             _tile_rest(out, R4, col + n, a, R4, rest, pa, pb, tile3, tile2, tile1)
         else:
-            tile = np.zeros((4, 2 * NR), out.dtype)
-            for r in range(R8, R4, 4):
+            tile = np.zeros((5, 2 * NR), out.dtype)
+            for r in range(R8, R5, 5):
+                tile5(tile, origin, origin, a, r, pa, pb)
+                _drain(tile, 5, out, r, col + n, N - n)
+            for r in range(R5, R4, 4):
                 tile4(tile, origin, origin, a, r, pa, pb)
                 _drain(tile, 4, out, r, col + n, N - n)
             if rest > 0:
