@@ -182,14 +182,49 @@ for R in range(1, 25):
         gemm_panels_acc(out, a, pack_panels(w, 2))
         err = np.abs(out - expected).max()
         assert err <= K * np.finfo(np.float32).eps * 8, (R, K, N, err)
+
+# The int8 dot kernels on int16 pairs (AVX2's micro-kernel): one row of x
+# (row_dot_acc, the batch-1 product) and 1-6 rows (gemm_dot_acc) on their
+# int16 grids times int8 W, against the same integers in int64; K = 1024,
+# the longest the pairs' int32 sums hold, with both operands at their extremes.
+from numba_lstm.cpu.dot_gemm import DOT_MAX_K, DOT_NR, PAIRS, gemm_dot_acc, quantize_row16
+from numba_lstm.cpu.dot_gemm import row_dot_acc
+from numba_lstm.cpu.packing import _pack_quads
+from numba import njit
+assert PAIRS and DOT_MAX_K == 1024
+quantize = njit(lambda x, lo, hi: quantize_row16(x, lo, hi))
+product = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(out, lo, hi, s, w, offset,
+                                                                      scale))
+for R, K in [(1, 37), (1, 1024), (2, 37), (3, 37), (4, 37), (5, 37), (6, 37)]:
+    N = 3 * DOT_NR
+    x = rng.standard_normal((R, K)).astype(np.float32)
+    w = rng.integers(-127, 128, (K, N)).astype(np.int8)
+    if K == DOT_MAX_K:
+        x[0] = 1.0
+        w[:, 0] = 127
+    scale = rng.uniform(0.5, 2, N).astype(np.float32)
+    K4 = -(-K // 4) * 4
+    lo, hi = np.empty((R, K4), np.uint8), np.empty((R, K4), np.uint8)
+    s = np.array([quantize(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
+    out = np.zeros((R, N), np.float32)
+    offset = (128 * w.astype(np.int32).sum(axis=0)).astype(np.int32)
+    if R == 1:
+        row_dot_acc(out[0], _pack_quads(w), offset, scale, s[0], lo[0], hi[0])
+    else:
+        assert product(out, lo, hi, s, _pack_quads(w), offset, scale)
+    v = (hi.astype(np.int64) - 128) * 256 + lo
+    expected = (v[:, :K] @ w.astype(np.int64)) * s[:, None].astype(np.float64) * scale
+    err = np.abs(out - expected).max() / np.abs(expected).max()
+    assert err <= 3e-7, (R, K, err)
 print("ok")
 """
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 target")
-def test_avx2_tiles_match_numpy(tmp_path):
-    """The 16-register tiles (6-row main tile, 5-row tails) on every AVX2 host,
-    AVX-512 ones included: compiled for an AVX2 target in a process of its own."""
+def test_avx2_kernels_match_numpy(tmp_path):
+    """The 16-register tiles (6-row main tile, 5-row tails) and the int8 dot's
+    int16-pairs kernel on every AVX2 host, AVX-512 ones included: compiled for
+    an AVX2 target in a process of its own."""
     import subprocess
     import sys
 

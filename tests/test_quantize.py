@@ -354,20 +354,66 @@ def test_h_goes_to_int16_bytes_on_a_per_row_grid():
         assert quantize(np.float32([0.5, bad, 0.25]), lo[:3], hi[:3]) == -1  # not only last
 
 
-@pytest.mark.parametrize("emulated", [True, False])
-def test_the_int8_dot_block_step_matches_its_numpy_oracle(emulated):
+@pytest.mark.parametrize("kernel", ["bytes", "pairs"])
+def test_both_dot_micro_kernels_sum_every_column_exactly(kernel):
+    # Every dot kernel is written in dot_row, dot_quads and dot_sum; the host
+    # compiles one set (vpdpbusd's bytes with AVX512-VNNI, else int16 pairs).
+    # Both sets here, on any CPU (vpdpbusd emulated where it is missing): one
+    # panel's columns against int64 sums, with scales of 1: dot_sum rounds the
+    # exact integer to float32 (once for vpdpbusd's sums, combined in one FMA;
+    # the pairs add their two half-sums in float32, at most two ulps).
     from numba import njit
 
-    from numba_lstm.cells import rebind
+    from numba_lstm.cpu import dot_gemm
+    from numba_lstm.cpu.packing import _pack_quads
+    from numba_lstm.cpu.simd import vdpbusd_emulated, vload_quads, vsplat, vstore1
+
+    row, quads, total = {"bytes": (dot_gemm._row_bytes, dot_gemm._quads_bytes,
+                                   dot_gemm._sum_bytes),
+                         "pairs": (dot_gemm._row_pairs, dot_gemm._quads_pairs,
+                                   dot_gemm._sum_pairs)}[kernel]
+    if kernel == "bytes" and not dot_gemm.HAS_VNNI:
+        from numba_lstm.cells import rebind
+
+        quads = njit(inline="always")(rebind(quads.py_func, {"vdpbusd": vdpbusd_emulated},
+                                             "__emulated"))
+    L, NR = dot_gemm.DOT_LANES, dot_gemm.DOT_NR
+
+    @njit
+    def panel_sums(w_dot, lo, hi, offset, ones, out):
+        zero = vsplat(np.int32(0))
+        l0 = h0 = l1 = h1 = zero
+        for k in range(w_dot.shape[1]):
+            a, b = row(lo, hi, k)
+            l0, h0, l1, h1 = quads(a, b, vload_quads(w_dot[0], k, 0),
+                                   vload_quads(w_dot[0], k, 4 * L), l0, h0, l1, h1)
+        vstore1(out, 0, total(l0, h0, offset, ones, np.float32(1), 0))
+        vstore1(out, L, total(l1, h1, offset, ones, np.float32(1), L))
+
+    rng = np.random.default_rng(9)
+    K = 24
+    w = rng.integers(-127, 128, (K, NR), dtype=np.int8)
+    w[:, 0] = 127  # the extremes of both operands
+    v = rng.integers(-32767, 32768, K)
+    v[:4] = (32767, -32767, 0, -1)
+    lo, hi = (v & 255).astype(np.uint8), ((v >> 8) + 128).astype(np.uint8)
+    offset = (128 * w.astype(np.int32).sum(axis=0)).astype(np.int32)
+    out = np.zeros(NR, np.float32)
+    panel_sums(_pack_quads(w), lo, hi, offset, np.ones(NR, np.float32), out)
+    exact = v.astype(np.int64) @ w.astype(np.int64)
+    np.testing.assert_allclose(out, exact, rtol=2.4e-7, atol=0)
+    if kernel == "bytes":
+        np.testing.assert_array_equal(out, exact.astype(np.float32))
+
+
+def test_the_int8_dot_block_step_matches_its_numpy_oracle():
+    # On the host's micro-kernel (the test above checks both against each other's sums).
+    from numba import njit
+
     from numba_lstm.cpu import row_step
     from numba_lstm.cpu.packing import _pack_quads
-    from numba_lstm.cpu.simd import HAS_VNNI, vdpbusd_emulated
 
-    if not emulated and not HAS_VNNI:
-        pytest.skip("vpdpbusd needs AVX512-VNNI; the emulated run covers this host")
     step = row_step._row_block_step_dot32
-    if emulated:  # the same kernel text with the instruction's emulation bound in
-        step = njit(rebind(step.py_func, {"vdpbusd": vdpbusd_emulated}, "__emulated"))
 
     @njit
     def run(gx, w_dot, offset, scale, h, lo, hi, c, h_new, out):
@@ -428,11 +474,12 @@ def _stream_oracle(params, xs, L, H):
 
 @pytest.fixture
 def dot_streaming(monkeypatch):
-    """The int8 dot kernels' layouts built on any CPU, so that they run (vpdpbusd's
-    emulation where the CPU lacks AVX512-VNNI, which the dispatch alone skips)."""
+    """The int8 dot kernels' layouts built on any CPU, so that they run on its
+    micro-kernel (dot_gemm.PAIRS or vpdpbusd), including where the dispatch
+    alone prefers the float panels."""
     from numba_lstm.cpu import packing
 
-    monkeypatch.setattr(packing, "HAS_VNNI", True)
+    monkeypatch.setattr(packing, "DOT_BY_DEFAULT", True)
 
 
 @pytest.mark.parametrize("L", [1, 3])
@@ -481,6 +528,16 @@ def test_int8_streaming_step_without_the_dot_layout_runs_the_float_values():
         np.testing.assert_allclose(sq(x), sf(x), rtol=0, atol=1e-6)
 
 
+def _team_hidden_size(dot_nr):
+    """The smallest H whose blocks fill whole dot panels and whose steps the team
+    takes at batch 1 (H = 64 either way on AVX-512, 32 columns a panel, and AVX2, 16)."""
+    unit = nl.cpu.TEAM.size * dot_nr
+    H = unit
+    while 4 * H * H < nl.cpu.TEAM_MIN_MACS_PER_STEP:
+        H += unit
+    return H
+
+
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
 @pytest.mark.parametrize("L", [1, 2])
 def test_int8_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming, L):
@@ -489,8 +546,9 @@ def test_int8_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
     from numba_lstm.cpu.row_step import DOT_NR
 
     rng = np.random.default_rng(14 + L)
-    I, H, T = 13, nl.cpu.TEAM.size * DOT_NR, 70
+    I, H, T = 13, _team_hidden_size(DOT_NR), 70
     q = _module("LSTM", rng, I, H, num_layers=L).quantize("int8")
+    assert nl.cpu._team_preferred(q._layers, T, 1)
     n_blocks = nl.cpu.TEAM.size * nl.cpu.BLOCKS_PER_THREAD
     assert q._layers.team_quantized_projection(n_blocks)[0].shape[0] == n_blocks
     x = rng.standard_normal((T, 1, I)).astype(np.float32)
@@ -511,7 +569,7 @@ def test_int8_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
     from numba_lstm.cpu.row_step import DOT_NR
 
     rng = np.random.default_rng(16)
-    I, H, T, B = 9, nl.cpu.TEAM.size * DOT_NR, 30, 3
+    I, H, T, B = 9, _team_hidden_size(DOT_NR), 30, 3
     q = _module("LSTM", rng, I, H, num_layers=2).quantize("int8")
     assert nl.cpu._team_preferred(q._layers, T, B)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
@@ -525,7 +583,7 @@ def test_int8_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
     # The dot kernels ran: without their layouts the same weights give other bits.
     from numba_lstm.cpu import packing
 
-    monkeypatch.setattr(packing, "HAS_VNNI", False)
+    monkeypatch.setattr(packing, "DOT_BY_DEFAULT", False)
     widened = _module("LSTM", np.random.default_rng(16), I, H, num_layers=2).quantize("int8")
     assert not np.array_equal(widened(x)[0], out)
 

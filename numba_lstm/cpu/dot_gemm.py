@@ -1,9 +1,15 @@
 """The int8 dot product: rows quantized to int16 on a per-row grid, times int8
-weights, four k at a time by AVX512-VNNI's vpdpbusd (64 multiply-adds an
-instruction, against 16 for a float32 FMA), or its emulation elsewhere
-(cpu.simd.vdpbusd). Used by the batch-1 block step (cpu.row_step), the
-streaming step, the team's projections and batch > 1 steps, and the
-large-batch steps and projection of an int8 layer.
+weights. Two micro-kernels on one layout:
+
+- AVX512-VNNI's vpdpbusd, four k at a time (64 multiply-adds an instruction,
+  against 16 for a float32 FMA), the activation's two bytes in two sums;
+- elsewhere, int16 pairs (vpmaddwd on AVX2: 16 multiply-adds an instruction,
+  and a quarter of float32's bytes), which at batch 1, where a step streams
+  its weights, beats widening them to float32 (cpu.row_step).
+
+Used by the batch-1 block step (cpu.row_step), the streaming step, the
+team's projections and batch > 1 steps, and the large-batch steps and
+projection of an int8 layer.
 
 Layout (packing._pack_quads): W (K, N) int8 becomes (P, K4, 4 * DOT_NR);
 panel p's row k4 holds, for each of its DOT_NR columns, the weights of
@@ -19,22 +25,56 @@ from numba.extending import overload
 
 from .recurrence import _FLAGS
 from .simd import (
+    F32,
+    HAS_AVX2,
+    HAS_VNNI,
     I32,
+    vabsmax,
     vadd,
     vdpbusd,
     vfloat,
     vfma,
+    vlanes_max,
+    vlanes_sum,
     vload1,
+    vload1_first,
     vload_quads,
+    vmadd_high,
+    vmadd_low,
     vmul,
+    vprobe,
+    vrint,
     vsplat,
     vsplat_quad,
+    vsplat_row16,
     vstore1,
+    vstore1_first,
     vsubi,
+    vsum_pairs,
 )
 
 DOT_LANES = I32.lanes
+_F32_LANES = F32.lanes
 DOT_NR = 2 * DOT_LANES  # columns a panel of the int8 dot layout holds (two Vecs)
+# The micro-kernel: vpdpbusd where the CPU has it, else int16 pairs.
+PAIRS = not HAS_VNNI
+# The longest K whose int32 sums cannot overflow, |w| <= 128: with pairs, K/2
+# products of |v| <= 32767 a lane (a column's two lanes add in float32); with
+# vpdpbusd, K of a byte (<= 255).
+DOT_MAX_K = 1024 if PAIRS else 65792
+# Where the dot layouts are used by default: with vpdpbusd, or with vpmaddwd
+# for the pairs. The pairs kernel beats widening int8 to float32 where one row
+# streams its weights (batch 1: the team's block step, the streaming step) but
+# not float32 FMAs on many rows (Zen 2: S6 0.78x, S9 0.84x our float32). So
+# with pairs, products of many rows take the float32 panels on the rows'
+# int16 grid (on_grid): a row's numbers then differ by float32 rounding, not
+# by the grid, between batch 1 and a batch (batch invariance, 1e-6).
+DOT_BY_DEFAULT = HAS_VNNI or HAS_AVX2
+
+
+def dot_fits(K: int) -> bool:
+    """Whether a product over K rows of int8 W fits the dot kernels' int32 sums."""
+    return K <= DOT_MAX_K
 
 
 @njit(inline="always", **_FLAGS)
@@ -66,11 +106,59 @@ def quantize_row16(h, lo, hi):
 
 
 @njit(inline="always", **_FLAGS)
-def dot_quads(a, b, q0, q1, low0, high0, low1, high1):
+def _row_bytes(lo, hi, k4):
+    """A row's activation operands for k = 4*k4 .. 4*k4+3: its low and high bytes."""
+    return vsplat_quad(lo, 4 * k4), vsplat_quad(hi, 4 * k4)
+
+
+@njit(inline="always", **_FLAGS)
+def _quads_bytes(a, b, q0, q1, low0, high0, low1, high1):
     """One k4 row of a panel (its two Vecs of quads q0, q1) against one row's
     low and high activation bytes a, b: the four sums, updated."""
     return (vdpbusd(low0, a, q0), vdpbusd(high0, b, q0), vdpbusd(low1, a, q1),
             vdpbusd(high1, b, q1))
+
+
+@njit(inline="always", **_FLAGS)
+def _sum_bytes(low, high, offset, scale_q, s_h, j):
+    """Columns j.. of h @ W as float32: (256 (high - 128 colsum) + low) s_h scale.
+    The int32 difference is exact; its float conversion rounds by 6e-8 at most."""
+    exact = vsubi(high, vload1(offset, j))
+    total = vfma(vfloat(exact), vsplat(np.float32(256)), vfloat(low))
+    return vmul(total, vmul(vsplat(s_h), vload1(scale_q, j)))
+
+
+@njit(inline="always", **_FLAGS)
+def _row_pairs(lo, hi, k4):
+    """The pairs kernel's operand for k = 4*k4 .. 4*k4+3 (twice: one operand)."""
+    a = vsplat_row16(lo, hi, 4 * k4)
+    return a, a
+
+
+@njit(inline="always", **_FLAGS)
+def _quads_pairs(a, b, q0, q1, low0, high0, low1, high1):
+    """_quads_bytes with int16 pairs: "low" and "high" sum the first and the
+    second half of each Vec's columns, two lanes a column."""
+    return (vmadd_low(low0, a, q0), vmadd_high(high0, a, q0), vmadd_low(low1, a, q1),
+            vmadd_high(high1, a, q1))
+
+
+@njit(inline="always", **_FLAGS)
+def _sum_pairs(low, high, offset, scale_q, s_h, j):
+    """_sum_bytes for the pairs kernel (no offset: v was never made unsigned):
+    each column's two exact int32 half-sums added in float32, since their
+    total can pass 2^31 at K = DOT_MAX_K; then scaled."""
+    total = vsum_pairs(vfloat(low), vfloat(high))
+    return vmul(total, vmul(vsplat(s_h), vload1(scale_q, j)))
+
+
+# dot_row(lo, hi, k4) -> (a, b); dot_quads(a, b, q0, q1, four sums) -> four
+# sums; dot_sum(low, high, offset, scale_q, s_h, j) -> float32 Vec of columns
+# j..: every dot kernel is written in these three, per micro-kernel.
+if PAIRS:
+    dot_row, dot_quads, dot_sum = _row_pairs, _quads_pairs, _sum_pairs
+else:
+    dot_row, dot_quads, dot_sum = _row_bytes, _quads_bytes, _sum_bytes
 
 
 @njit(**_FLAGS)
@@ -87,7 +175,7 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         wa, wb = w_dot[p], w_dot[p + 1]
         la0 = la1 = ha0 = ha1 = lb0 = lb1 = hb0 = hb1 = zero
         for k in range(w_dot.shape[1]):
-            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
+            a, b = dot_row(lo, hi, k)
             la0, ha0, la1, ha1 = dot_quads(a, b, vload_quads(wa, k, 0), vload_quads(wa, k, Q),
                                            la0, ha0, la1, ha1)
             lb0, hb0, lb1, hb1 = dot_quads(a, b, vload_quads(wb, k, 0), vload_quads(wb, k, Q),
@@ -101,7 +189,7 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         w = w_dot[P - 1]
         l0 = l1 = h0 = h1 = zero
         for k in range(w_dot.shape[1]):
-            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
+            a, b = dot_row(lo, hi, k)
             l0, h0, l1, h1 = dot_quads(a, b, vload_quads(w, k, 0), vload_quads(w, k, Q),
                                        l0, h0, l1, h1)
         j = (P - 1) * DOT_NR
@@ -141,14 +229,14 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
             h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
             for k in range(w_dot.shape[1]):
                 q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
-                l00, h00, l01, h01 = dot_quads(vsplat_quad(lo0, 4 * k), vsplat_quad(hi0, 4 * k),
-                                               q0, q1, l00, h00, l01, h01)
-                l10, h10, l11, h11 = dot_quads(vsplat_quad(lo1, 4 * k), vsplat_quad(hi1, 4 * k),
-                                               q0, q1, l10, h10, l11, h11)
-                l20, h20, l21, h21 = dot_quads(vsplat_quad(lo2, 4 * k), vsplat_quad(hi2, 4 * k),
-                                               q0, q1, l20, h20, l21, h21)
-                l30, h30, l31, h31 = dot_quads(vsplat_quad(lo3, 4 * k), vsplat_quad(hi3, 4 * k),
-                                               q0, q1, l30, h30, l31, h31)
+                a, b = dot_row(lo0, hi0, k)
+                l00, h00, l01, h01 = dot_quads(a, b, q0, q1, l00, h00, l01, h01)
+                a, b = dot_row(lo1, hi1, k)
+                l10, h10, l11, h11 = dot_quads(a, b, q0, q1, l10, h10, l11, h11)
+                a, b = dot_row(lo2, hi2, k)
+                l20, h20, l21, h21 = dot_quads(a, b, q0, q1, l20, h20, l21, h21)
+                a, b = dot_row(lo3, hi3, k)
+                l30, h30, l31, h31 = dot_quads(a, b, q0, q1, l30, h30, l31, h31)
             j = p * DOT_NR
             _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
             _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
@@ -168,15 +256,6 @@ def _dot_add2(out_row, j, low0, high0, low1, high1, offset, scale_q, s_x):
 @njit(inline="always", **_FLAGS)
 def _dot_add(out_row, j, low, high, offset, scale_q, s_x):
     vstore1(out_row, j, vadd(vload1(out_row, j), dot_sum(low, high, offset, scale_q, s_x, j)))
-
-
-@njit(inline="always", **_FLAGS)
-def dot_sum(low, high, offset, scale_q, s_h, j):
-    """Columns j.. of h @ W as float32: (256 (high - 128 colsum) + low) s_h scale.
-    The int32 difference is exact; its float conversion rounds by 6e-8 at most."""
-    exact = vsubi(high, vload1(offset, j))
-    total = vfma(vfloat(exact), vsplat(np.float32(256)), vfloat(low))
-    return vmul(total, vmul(vsplat(s_h), vload1(scale_q, j)))
 
 
 # -- a dot, or None where a kernel is compiled for float weights: each helper
@@ -200,10 +279,71 @@ def dot_acc(out, lo, hi, s_rows, dot, q):
 
 @overload(dot_acc, inline="always", jit_options=_FLAGS)
 def _dot_acc(out, lo, hi, s_rows, dot, q):
-    if isinstance(dot, types.NoneType):
+    if isinstance(dot, types.NoneType) or PAIRS:  # PAIRS: see DOT_BY_DEFAULT
         return lambda out, lo, hi, s_rows, dot, q: False
     return lambda out, lo, hi, s_rows, dot, q: gemm_dot_acc(out, lo, hi, s_rows, dot[0][q],
                                                             dot[1][q], dot[2][q])
+
+
+def grid_width(dot, K):
+    """Columns of the scratch on_grid needs for rows of K: K with the pairs
+    kernel and a dot, else 0 (the scratch is then never touched)."""
+
+
+@overload(grid_width, inline="always", jit_options=_FLAGS)
+def _grid_width(dot, K):
+    if isinstance(dot, types.NoneType) or not PAIRS:
+        return lambda dot, K: 0
+    return lambda dot, K: K
+
+
+def on_grid(rows, grid, dot):
+    """The rows (R, K) a float32 product stands in for dot_acc with: with the
+    pairs kernel and a dot, grid[:R] (scratch, >= R x K) set to each row on
+    its int16 grid, the values quantize_row16 gives it (a row that is not
+    finite as it is); else rows."""
+
+
+@overload(on_grid, inline="always", jit_options=_FLAGS)
+def _on_grid(rows, grid, dot):
+    if isinstance(dot, types.NoneType) or not PAIRS:
+        return lambda rows, grid, dot: rows
+
+    def impl(rows, grid, dot):
+        for r in range(rows.shape[0]):
+            _grid_row(rows[r], grid[r])
+        return grid[:rows.shape[0]]
+    return impl
+
+
+@njit(**_FLAGS)
+def _grid_row(row, out):
+    """out = row on its int16 grid (quantize_row16's values v * s), or row itself
+    where it holds NaN or infinity. Vector loops: this runs on every step of
+    a batch > 1 with the pairs kernel (S9: 1.5 us a step as scalar loops)."""
+    L = _F32_LANES
+    K = row.shape[0]
+    K_whole = K - K % L
+    zero = vsplat(np.float32(0))
+    amax, probe = zero, zero
+    for k in range(0, K_whole, L):
+        x = vload1(row, k)
+        amax, probe = vabsmax(amax, x), vprobe(probe, x)
+    if K_whole < K:
+        x = vload1_first(row, K_whole, K - K_whole)
+        amax, probe = vabsmax(amax, x), vprobe(probe, x)
+    if vlanes_sum(probe) != 0:  # NaN: not finite
+        for k in range(K):
+            out[k] = row[k]
+        return
+    top = vlanes_max(amax)
+    inv = vsplat(np.float32(32767) / top if top > 0 else np.float32(0))
+    s = vsplat(top / np.float32(32767))
+    for k in range(0, K_whole, L):
+        vstore1(out, k, vmul(vrint(vmul(vload1(row, k), inv)), s))
+    if K_whole < K:
+        x = vload1_first(row, K_whole, K - K_whole)
+        vstore1_first(out, K_whole, vmul(vrint(vmul(x, inv)), s), K - K_whole)
 
 
 def quantize_rows(rows, lo, hi, scales, dot):
@@ -216,6 +356,8 @@ def quantize_rows(rows, lo, hi, scales, dot):
 def _quantize_rows(rows, lo, hi, scales, dot):
     if isinstance(dot, types.NoneType):
         return lambda rows, lo, hi, scales, dot: False
+    if PAIRS:  # dot_acc declines; on_grid puts the rows on their grids itself
+        return lambda rows, lo, hi, scales, dot: True
 
     def impl(rows, lo, hi, scales, dot):
         for r in range(rows.shape[0]):

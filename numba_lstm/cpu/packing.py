@@ -8,9 +8,8 @@ import numpy as np
 
 from ..cells import LSTM, Cell
 from .aligned import aligned_copy
-from .dot_gemm import DOT_NR
+from .dot_gemm import DOT_BY_DEFAULT, DOT_NR, dot_fits
 from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
-from .simd import HAS_VNNI
 
 
 @dataclass(frozen=True)
@@ -45,17 +44,19 @@ class PackedLayer:
         dot kernel (cpu.layer, cpu.projection), made on first use: each
         (w_dot (D, P, K4, 4 * DOT_NR), offset (D, G) int32, scale (D, G)),
         every direction's stored W^T in dot_gemm's layout, ih None without
-        a stored W_ih. None unless an int8 layer with G a multiple of DOT_NR
-        and ``dot`` (default: the CPU has AVX512-VNNI; elsewhere the float
-        panels beat vpdpbusd's emulation)."""
-        dot = HAS_VNNI if dot is None else dot
-        G = self.w_hh.shape[2]
-        if not dot or self.stored is None or self.stored[0] != "int8" or G % DOT_NR:
+        a stored W_ih or one too long for the dot's sums. None unless an int8
+        layer with G a multiple of DOT_NR, H_out within dot_fits and ``dot``
+        (default: dot_gemm.DOT_BY_DEFAULT, the CPU has AVX512-VNNI)."""
+        dot = DOT_BY_DEFAULT if dot is None else dot
+        H_out, G = self.w_hh.shape[1:]
+        if (not dot or self.stored is None or self.stored[0] != "int8" or G % DOT_NR
+                or not dot_fits(H_out)):
             return None
         if "_dot_layout" not in self.__dict__:
             _, hh, ih = self.stored  # per direction
+            fits = ih is not None and dot_fits(self.w_ih.shape[0])
             self.__dict__["_dot_layout"] = (_stacked_dot_layout(hh),
-                                            None if ih is None else _stacked_dot_layout(ih))
+                                            _stacked_dot_layout(ih) if fits else None)
         return self.__dict__["_dot_layout"]
 
     def panels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +168,8 @@ class PackedStack(list):
         w_i8 or w_bf16 (L, n_blocks, P, H, NR): the stored W_hh^T cut and packed
         as team_blocks' w_hh, as int8 or bfloat16 bits (cpu.row_step's widening
         kernel), the other (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each
-        column's scale (ones for bfloat16). Where the CPU has AVX512-VNNI, an
-        int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
+        column's scale (ones for bfloat16). Where dot_gemm.DOT_BY_DEFAULT (and H
+        within dot_fits), an int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
         kernel's layout (four consecutive k of a column side by side), and
         offset (L, n_blocks, 4U) int32, 128 x each column's weight sum.
         Absent parts are (L, 0, ...); all are for a float stack.
@@ -185,16 +186,16 @@ class PackedStack(list):
         the dot layout, layer 0's (n_blocks, P, K4, 4 * DOT_NR) and the other
         layers' (L-1, n_blocks, P, K4, ...), each column's offset (128 x its
         weight sum) and scale (L, n_blocks, 4U). Each array has 0 blocks
-        unless an int8 stack with its stored W_ih, 4U a multiple of DOT_NR and
-        ``dot`` (default: the CPU has AVX512-VNNI)."""
-        dot = HAS_VNNI if dot is None else dot
+        unless an int8 stack with its stored W_ih, 4U a multiple of DOT_NR,
+        every K within dot_fits and ``dot`` (default: dot_gemm.DOT_BY_DEFAULT)."""
+        dot = DOT_BY_DEFAULT if dot is None else dot
         cache = self.__dict__.setdefault("_team_quantized_projection", {})
         key = (n_blocks, dot)
         if key not in cache:
             q, L, H = self.quantized, len(self), self[0].hidden_size
             U = -(-H // n_blocks)
             if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
-                    or 4 * U % DOT_NR):
+                    or 4 * U % DOT_NR or not all(dot_fits(w.shape[0]) for w, _ in q[2])):
                 empty = np.zeros((0, 0, 0, 0), np.int8)
                 cache[key] = (empty, np.zeros((max(L - 1, 0), 0, 0, 0, 0), np.int8),
                               np.zeros((L, 0, 0), np.int32), np.zeros((L, 0, 0), np.float32))
@@ -220,12 +221,13 @@ class PackedStack(list):
         layer 0's W_ih^T (P, K4, 4 * DOT_NR), the other layers' (L-1, ...) and
         every layer's W_hh^T (L, ...), with (.., 4H) int32 offsets and float32
         scales. None unless an int8 stack with its stored W_ih that ``step``
-        runs, H a multiple of DOT_NR and ``dot`` (default: the CPU has
-        AVX512-VNNI; elsewhere the widening kernels beat vpdpbusd's emulation)."""
-        dot = HAS_VNNI if dot is None else dot
+        runs, H a multiple of DOT_NR, every K within dot_fits and ``dot``
+        (default: dot_gemm.DOT_BY_DEFAULT)."""
+        dot = DOT_BY_DEFAULT if dot is None else dot
         q = self.quantized
         if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
-                or self.step is None or self[0].hidden_size % DOT_NR):
+                or self.step is None or self[0].hidden_size % DOT_NR
+                or not all(dot_fits(w.shape[0]) for w, _ in [*q[1], *q[2]])):
             return None
         cache = self.__dict__.setdefault("_quantized_step", {})
         if not cache:  # per layer
@@ -251,7 +253,7 @@ class PackedStack(list):
             blocks = _cut_units(w, n_blocks, U)  # (n_blocks, H, 4U)
             w_q.append(np.stack([pack_panels(b, widened_to=np.float32) for b in blocks]))
             scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
-            if w.dtype == np.int8 and HAS_VNNI:
+            if w.dtype == np.int8 and DOT_BY_DEFAULT and dot_fits(H):
                 quads, offset = _dot_blocks(blocks)
                 w_dot.append(quads)
                 offsets.append(offset)

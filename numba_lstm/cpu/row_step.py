@@ -20,7 +20,7 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from ..cells import LSTM
-from .dot_gemm import DOT_LANES, DOT_NR, dot_quads, dot_sum, quantize_row16
+from .dot_gemm import DOT_LANES, DOT_NR, dot_quads, dot_row, dot_sum, quantize_row16
 from .layer import cell_math
 from .recurrence import _FLAGS
 from .simd import (
@@ -32,7 +32,6 @@ from .simd import (
     vload_widened,
     vmul,
     vsplat,
-    vsplat_quad,
     vstore1,
 )
 
@@ -166,7 +165,7 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
         li0 = li1 = lf0 = lf1 = lg0 = lg1 = lo0 = lo1 = zero  # sums of the low bytes
         hi0 = hi1 = hf0 = hf1 = hg0 = hg1 = ho0 = ho1 = zero  # and of the high ones
         for k in range(w_dot.shape[1]):
-            a, b = vsplat_quad(lo, 4 * k), vsplat_quad(hi, 4 * k)
+            a, b = dot_row(lo, hi, k)
             li0, hi0, li1, hi1 = dot_quads(a, b, vload_quads(w_i, k, 0), vload_quads(w_i, k, Q),
                                            li0, hi0, li1, hi1)
             lf0, hf0, lf1, hf1 = dot_quads(a, b, vload_quads(w_f, k, 0), vload_quads(w_f, k, Q),

@@ -53,6 +53,8 @@ def _has_feature(name: str) -> bool:
 
 # AVX512-VNNI's vpdpbusd: 64 int8 multiply-adds an instruction (cpu.row_step).
 HAS_VNNI = VECTOR_BYTES == 64 and _has_feature("avx512vnni")
+# AVX2's vpmaddwd: 16 int16 multiply-adds an instruction (cpu.dot_gemm's pairs).
+HAS_AVX2 = _has_feature("avx2")
 
 
 class Vec(types.Type):
@@ -210,6 +212,90 @@ def vdpbusd_emulated(typingctx, acc, a, b):
     def codegen(context, builder, sig, args):
         return _dpbusd_emulated(builder, *args)
     return acc(acc, a, b), codegen
+
+
+@intrinsic
+def vsplat_row16(typingctx, lo, hi, j):
+    """The int16 values of four k, whose bytes quantize_row16 put in lo[j : j + 4]
+    and hi[j : j + 4] (uint8, hi offset by 128), in every 64-bit lane of an
+    int32 Vec: the activation operand of vmadd_low and vmadd_high."""
+    if lo.dtype != types.uint8 or hi.dtype != types.uint8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        quad = ir.VectorType(ir.IntType(8), 4)
+        int16 = ir.VectorType(ir.IntType(16), 4)
+        halves = []
+        for arr, arr_type in ((args[0], sig.args[0]), (args[1], sig.args[1])):
+            ptr = _element_pointer(context, builder, sig.replace(args=(arr_type, sig.args[2])),
+                                   (arr, args[2]), 1)
+            bytes_ = builder.load(builder.bitcast(ptr, quad.as_pointer()), align=1)
+            halves.append(builder.zext(bytes_, int16))
+        # (hi << 8 | lo) is v + 32768 modulo 2^16: flipping the top bit gives v.
+        word = builder.or_(builder.shl(halves[1], ir.Constant(int16, [8] * 4)), halves[0])
+        value = builder.xor(word, ir.Constant(int16, [-32768] * 4))
+        n = I32.lanes // 2
+        wide = ir.VectorType(ir.IntType(64), n)
+        undef = ir.Constant(wide, ir.Undefined)
+        first = builder.insert_element(undef, builder.bitcast(value, ir.IntType(64)),
+                                       ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(first, undef,
+                                       ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        return builder.bitcast(splat, ir.VectorType(ir.IntType(32), I32.lanes))
+    return I32(lo, hi, j), codegen
+
+
+def _madd(builder, acc, a, q, half: int):
+    """acc + (int16 pairs of a) . (half `half` of q's bytes, sign-extended to
+    int16), pair by pair: LLVM selects vpmaddwd for the multiply and the add of
+    each lane's even and odd product, exact in int32."""
+    n = acc.type.count
+    pairs = ir.VectorType(ir.IntType(32), 2 * n)
+    quads = builder.bitcast(q, ir.VectorType(ir.IntType(8), 4 * n))
+    part = builder.shuffle_vector(quads, quads, ir.Constant(
+        ir.VectorType(ir.IntType(32), 2 * n), [half * 2 * n + i for i in range(2 * n)]))
+    products = builder.mul(builder.sext(part, pairs),
+                           builder.sext(builder.bitcast(a, ir.VectorType(ir.IntType(16), 2 * n)),
+                                        pairs))
+    return builder.add(acc, _pair_sums(builder, products, products, n))
+
+
+def _pair_sums(builder, a, b, n: int):
+    """n lanes: lane i the sum of lanes 2i and 2i + 1 of a then b."""
+    lanes = ir.VectorType(ir.IntType(32), n)
+    even = builder.shuffle_vector(a, b, ir.Constant(lanes, [2 * i for i in range(n)]))
+    odd = builder.shuffle_vector(a, b, ir.Constant(lanes, [2 * i + 1 for i in range(n)]))
+    if isinstance(a.type.element, ir.FloatType):
+        return builder.fadd(even, odd)
+    return builder.add(even, odd)
+
+
+@intrinsic
+def vmadd_low(typingctx, acc, a, q):
+    """acc + the first half of an int32 Vec of quads q (int8, the dot layout's
+    four k of a column side by side) dotted pairwise with a (vsplat_row16):
+    lanes 2c and 2c + 1 hold column c's sums of k 0-1 and k 2-3."""
+    def codegen(context, builder, sig, args):
+        return _madd(builder, *args, 0)
+    return acc(acc, a, q), codegen
+
+
+@intrinsic
+def vmadd_high(typingctx, acc, a, q):
+    """vmadd_low for the second half of q's columns."""
+    def codegen(context, builder, sig, args):
+        return _madd(builder, *args, 1)
+    return acc(acc, a, q), codegen
+
+
+@intrinsic
+def vsum_pairs(typingctx, low, high):
+    """Per column, the sum of its two lanes of vmadd_low's and then
+    vmadd_high's sums (as float32 Vecs, where the int32 total could
+    overflow): a Vec of the quads' columns in order."""
+    def codegen(context, builder, sig, args):
+        return _pair_sums(builder, args[0], args[1], args[0].type.count)
+    return low(low, high), codegen
 
 
 @intrinsic
@@ -388,6 +474,71 @@ def _vec_operator(op, vop):
 _vec_operator(operator.add, vadd)
 _vec_operator(operator.sub, vsub)
 _vec_operator(operator.mul, vmul)
+
+
+@intrinsic
+def vabsmax(typingctx, m, x):
+    """max(m, |x|) lane by lane, NaN in x ignored (vprobe finds it)."""
+    def codegen(context, builder, sig, args):
+        m, x = args
+        lanes = ir.VectorType(ir.IntType(32), x.type.count)
+        mask = ir.Constant(lanes, [0x7FFFFFFF] * x.type.count)  # the sign bit cleared
+        bits = builder.and_(builder.bitcast(x, lanes), mask)
+        a = builder.bitcast(bits, x.type)
+        return builder.select(builder.fcmp_ordered(">", a, m), a, m)
+    if not (isinstance(m, Vec) and m == x and m.dtype == types.float32):
+        return None
+    return m(m, x), codegen
+
+
+@intrinsic
+def vprobe(typingctx, acc, x):
+    """acc + x * 0: NaN from the first NaN or infinity of x on."""
+    def codegen(context, builder, sig, args):
+        acc, x = args
+        return builder.fadd(acc, builder.fmul(x, ir.Constant(x.type, None)))
+    return acc(acc, x), codegen
+
+
+@intrinsic
+def vrint(typingctx, x):
+    """x rounded to the nearest integer, ties to even, lane by lane (np.rint)."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(args[0].type, [args[0].type]),
+            f"llvm.rint.v{args[0].type.count}f32")
+        return builder.call(fn, args)
+    if not (isinstance(x, Vec) and x.dtype == types.float32):
+        return None
+    return x(x), codegen
+
+
+def _lanes_reduce(builder, v, combine):
+    n = v.type.count
+    while n > 1:
+        n //= 2
+        high = builder.shuffle_vector(v, v, ir.Constant(
+            ir.VectorType(ir.IntType(32), v.type.count), [n + i if i < n else i
+                                                         for i in range(v.type.count)]))
+        v = combine(builder, v, high)
+    return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+
+@intrinsic
+def vlanes_max(typingctx, v):
+    """The largest lane of v (ordered comparisons: NaN lanes are passed over)."""
+    def codegen(context, builder, sig, args):
+        return _lanes_reduce(builder, args[0], lambda b, x, y: b.select(
+            b.fcmp_ordered(">", y, x), y, x))
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def vlanes_sum(typingctx, v):
+    """The sum of v's lanes."""
+    def codegen(context, builder, sig, args):
+        return _lanes_reduce(builder, args[0], lambda b, x, y: b.fadd(x, y))
+    return v.dtype(v), codegen
 
 
 @intrinsic
