@@ -166,7 +166,8 @@ class PackedStack(list):
         """(w_i8, w_bf16, scale, w_dot, offset) for numba_lstm.cpu.cooperative:
 
         w_i8 or w_bf16 (L, n_blocks, P, H, NR): the stored W_hh^T cut and packed
-        as team_blocks' w_hh, as int8 or bfloat16 bits (cpu.row_step's widening
+        as team_blocks' w_hh (bfloat16 rows interleaved: interleave_bf16), as
+        int8 or bfloat16 bits (cpu.row_step's widening
         kernel), the other (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each
         column's scale (ones for bfloat16). Where dot_gemm.DOT_BY_DEFAULT (and H
         within dot_fits), an int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
@@ -251,7 +252,8 @@ class PackedStack(list):
         w_q, scales, w_dot, offsets = [], [], [], []
         for w, scale in self.quantized[1]:
             blocks = _cut_units(w, n_blocks, U)  # (n_blocks, H, 4U)
-            w_q.append(np.stack([pack_panels(b, widened_to=np.float32) for b in blocks]))
+            panels = np.stack([pack_panels(b, widened_to=np.float32) for b in blocks])
+            w_q.append(interleave_bf16(panels) if w.dtype == np.uint16 else panels)
             scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
             if w.dtype == np.int8 and DOT_BY_DEFAULT and dot_fits(H):
                 quads, offset = _dot_blocks(blocks)
@@ -263,6 +265,16 @@ class PackedStack(list):
                 aligned_copy(np.stack(scales).astype(np.float32)),
                 aligned_copy(np.stack(w_dot)) if w_dot else i8,
                 aligned_copy(np.stack(offsets).astype(np.int32)) if offsets else no_offset)
+
+
+def interleave_bf16(panels: np.ndarray) -> np.ndarray:
+    """bfloat16 two-vector panels (..., NR) with each row's two vectors'
+    columns interleaved: column c of the first at 2c, of the second at 2c + 1,
+    so that one load gives both as the low and high halves of 32-bit lanes
+    (simd.vload_bf16_halves)."""
+    L = panels.shape[-1] // 2
+    halves = panels.reshape(*panels.shape[:-1], 2, L)
+    return np.ascontiguousarray(np.swapaxes(halves, -1, -2)).reshape(panels.shape)
 
 
 def _dot_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

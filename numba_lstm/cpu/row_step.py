@@ -28,6 +28,7 @@ from .simd import (
     vfma,
     vload,
     vload1,
+    vload_bf16_halves,
     vload_quads,
     vload_widened,
     vmul,
@@ -65,15 +66,19 @@ def _row_block_step_impl(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, rever
     return lambda gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse: False
 
 
-def _load_float32(w, k, j):
-    """w[k, j : j + lanes] as a float32 Vec, widening reduced-precision weights."""
+def _load_row(w, k, L):
+    """Row k of a two-vector panel as two float32 Vecs (columns 0.. and L..),
+    widening reduced-precision weights; bfloat16 panels hold the two vectors'
+    columns interleaved (packing.interleave_bf16)."""
 
 
-@overload(_load_float32, inline="always", jit_options=_FLAGS)
-def _load_float32_impl(w, k, j):
+@overload(_load_row, inline="always", jit_options=_FLAGS)
+def _load_row_impl(w, k, L):
     if w.dtype == nbtypes.float32:
-        return lambda w, k, j: vload(w, k, j)
-    return lambda w, k, j: vload_widened(w, k, j)
+        return lambda w, k, L: (vload(w, k, 0), vload(w, k, L))
+    if w.dtype == nbtypes.uint16:
+        return lambda w, k, L: vload_bf16_halves(w, k, 0)
+    return lambda w, k, L: (vload_widened(w, k, 0), vload_widened(w, k, L))
 
 
 def _scaled(v, scale_q, j):
@@ -100,14 +105,14 @@ def _row_block_step32(gx_row, w_q, scale_q, h_prev, c, h_next, out_row, reverse)
         i0 = i1 = f0 = f1 = g0 = g1 = o0 = o1 = vsplat(gx_row.dtype.type(0))
         for k in range(h_prev.shape[0]):
             s = vsplat(h_prev[k])
-            i0 = vfma(s, _load_float32(w_i, k, 0), i0)
-            i1 = vfma(s, _load_float32(w_i, k, L), i1)
-            f0 = vfma(s, _load_float32(w_f, k, 0), f0)
-            f1 = vfma(s, _load_float32(w_f, k, L), f1)
-            g0 = vfma(s, _load_float32(w_g, k, 0), g0)
-            g1 = vfma(s, _load_float32(w_g, k, L), g1)
-            o0 = vfma(s, _load_float32(w_o, k, 0), o0)
-            o1 = vfma(s, _load_float32(w_o, k, L), o1)
+            w0, w1 = _load_row(w_i, k, L)
+            i0, i1 = vfma(s, w0, i0), vfma(s, w1, i1)
+            w0, w1 = _load_row(w_f, k, L)
+            f0, f1 = vfma(s, w0, f0), vfma(s, w1, f1)
+            w0, w1 = _load_row(w_g, k, L)
+            g0, g1 = vfma(s, w0, g0), vfma(s, w1, g1)
+            w0, w1 = _load_row(w_o, k, L)
+            o0, o1 = vfma(s, w0, o0), vfma(s, w1, o1)
         _scaled_cell(gx_row, scale_q, U, g * NR, i0, f0, g0, o0, c, h_next, out_row)
         _scaled_cell(gx_row, scale_q, U, g * NR + L, i1, f1, g1, o1, c, h_next, out_row)
 

@@ -136,6 +136,27 @@ def vload_widened(typingctx, arr, i, j):
     return F32(arr, i, j), codegen
 
 
+@intrinsic
+def vload_bf16_halves(typingctx, arr, i, j):
+    """arr[i, j : j + 2 * lanes] (bfloat16 bits in uint16, the two vectors'
+    columns interleaved: first, second, first, ...) as two float32 Vecs: each
+    32-bit lane's low half shifted up, its high half masked. Two instructions
+    for two vectors, where widening each costs two (vpmovzxwd + vpslld)."""
+    if arr.dtype != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig, args, 2)
+        lanes = F32.lanes
+        words = ir.VectorType(ir.IntType(32), lanes)
+        value = builder.load(builder.bitcast(ptr, words.as_pointer()), align=2)
+        floats = ir.VectorType(ir.FloatType(), lanes)
+        first = builder.bitcast(builder.shl(value, ir.Constant(words, [16] * lanes)), floats)
+        second = builder.bitcast(builder.and_(value, ir.Constant(words, [-65536] * lanes)), floats)
+        return context.make_tuple(builder, sig.return_type, [first, second])
+    return types.UniTuple(F32, 2)(arr, i, j), codegen
+
+
 I32 = Vec(types.int32)
 
 
