@@ -26,7 +26,6 @@ from numba.extending import overload
 from .recurrence import _FLAGS
 from .simd import (
     F32,
-    HAS_AVX2,
     HAS_VNNI,
     I32,
     vabsmax,
@@ -62,14 +61,15 @@ PAIRS = not HAS_VNNI
 # products of |v| <= 32767 a lane (a column's two lanes add in float32); with
 # vpdpbusd, K of a byte (<= 255).
 DOT_MAX_K = 1024 if PAIRS else 65792
-# Where the dot layouts are used by default: with vpdpbusd, or with vpmaddwd
-# for the pairs. The pairs kernel beats widening int8 to float32 where one row
-# streams its weights (batch 1: the team's block step, the streaming step) but
-# not float32 FMAs on many rows (Zen 2: S6 0.78x, S9 0.84x our float32). So
-# with pairs, products of many rows take the float32 panels on the rows'
-# int16 grid (on_grid): a row's numbers then differ by float32 rounding, not
-# by the grid, between batch 1 and a batch (batch invariance, 1e-6).
-DOT_BY_DEFAULT = HAS_VNNI or HAS_AVX2
+# Where the dot layouts are used by default: with vpdpbusd. The pairs kernel
+# (AVX2) beats widening int8 to float32 where one row streams its weights
+# (batch 1: Zen 2, S2 1.66x, S3 1.7x, S8 1.33x) but not float32 FMAs on many
+# rows (S6 0.78x, S9 0.84x: one vpmaddwd pipe against two FMA pipes), so with
+# it products of many rows take the float32 panels on the rows' int16 grids
+# (on_grid). Not yet the default: batch-1 paths outside the team and the
+# streaming step (GRU, bidirectional, small H) multiply unrounded rows, and a
+# row's numbers would then depend on its batch by up to 2e-5.
+DOT_BY_DEFAULT = HAS_VNNI
 
 
 def dot_fits(K: int) -> bool:

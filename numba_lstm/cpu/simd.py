@@ -53,8 +53,6 @@ def _has_feature(name: str) -> bool:
 
 # AVX512-VNNI's vpdpbusd: 64 int8 multiply-adds an instruction (cpu.row_step).
 HAS_VNNI = VECTOR_BYTES == 64 and _has_feature("avx512vnni")
-# AVX2's vpmaddwd: 16 int16 multiply-adds an instruction (cpu.dot_gemm's pairs).
-HAS_AVX2 = _has_feature("avx2")
 
 
 class Vec(types.Type):
