@@ -231,8 +231,8 @@ def _late_block(args, step, block):
     acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
     no_bytes = np.empty((c.shape[1], 0), np.uint8)
     _block_step(gx, w_hh[0], None, lengths, h_buf[0], c[0], out, step, block, acc, no_bytes,
-                no_bytes, np.empty(c.shape[1], np.float32),
-                np.empty((c.shape[1], 0), np.float32))
+                no_bytes,
+                np.empty(c.shape[1], np.float32))
     count_block(done[0], 1)
 
 

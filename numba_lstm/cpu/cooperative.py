@@ -21,7 +21,7 @@ from numba import njit
 
 from ..cells import LSTM
 from .atomics import fetch_add, load_acquire, wait_until
-from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, grid_width, on_grid, quantize_rows
+from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
 from .layer import row_function
 from .panel_gemm import gemm_panels2_acc
 from .recurrence import _FLAGS, copy_row
@@ -125,36 +125,35 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
     lo = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
     hi = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
     s_rows = np.empty(PROJECTION_ROWS, np.float32)
-    grid = np.empty((PROJECTION_ROWS, grid_width(dot, rows.shape[1])), np.float32)
     for i in range(n_tasks):
         task = (tid * n_tasks // n_threads + i) % n_tasks
         if fetch_add(claims, task, 1) == 0:
             q_first, q_end = (0, nb) if quantized else (task // n_chunks, task // n_chunks + 1)
             r0 = (task % n_chunks) * PROJECTION_ROWS
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
-            n = r1 - r0
-            finite = quantized and quantize_rows(rows[r0:r1], lo[:n], hi[:n], s_rows[:n], dot)
-            float_rows = on_grid(rows[r0:r1], grid, dot) if finite else rows[r0:r1]
+            finite = quantized and quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
+                                                 s_rows[:r1 - r0], dot)
             for q in range(q_first, q_end):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
                 # (rows, 4U) += (rows, K) @ (K, 4U): int8 x int16, else float
-                if not (finite and dot_acc(gx[q, r0:r1], lo[:n], hi[:n], s_rows[:n], dot, q)):
-                    gemm_panels2_acc(gx[q, r0:r1], 0, gx.shape[2], float_rows, w_ih[q])
+                if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
+                                           s_rows[:r1 - r0], dot, q)):
+                    gemm_panels2_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
     wait_until(done, 0, n_tasks)
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows, grid):
+def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
     over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
     a quantized stack's steps read ``quantized`` instead: (w_i8, w_bf16,
     scale, w_dot, offset) of one layer (packing.team_quantized_blocks; None
     for a float stack), the int8 dot layout where it exists (at batch > 1
-    only it: the widening kernels are batch-1 ones); lo, hi (B, 4 * K4),
-    s_rows (B,) and grid (B, dot_gemm.grid_width) are its scratch."""
+    only it: the widening kernels are batch-1 ones); lo, hi (B, 4 * K4) and
+    s_rows (B,) are its scratch."""
     B, H = c.shape
     U = acc.shape[1] // 4
     j0 = q * U
@@ -183,8 +182,7 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
     use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
                and quantize_rows(h_prev, lo, hi, s_rows, dot))
     if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q)):
-        gemm_panels2_acc(acc, 0, acc.shape[1], on_grid(h_prev, grid, dot) if use_dot else h_prev,
-                         w_hh[q])
+        gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q])
     for b in range(B):
         if s < lengths[b]:
             # The LSTM row reads no parameters: acc stands in for them.
@@ -234,7 +232,6 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
     B = c.shape[0]
     lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
     s_rows = np.empty(B, np.float32)
-    grid = np.empty((B, grid_width(recurrence_dot(quantized), h_buf.shape[2])), np.float32)
     won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
     n_own = own_hi - own_lo
@@ -267,8 +264,7 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows,
-                            grid)
+                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
 

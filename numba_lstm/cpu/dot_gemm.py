@@ -25,35 +25,26 @@ from numba.extending import overload
 
 from .recurrence import _FLAGS
 from .simd import (
-    F32,
     HAS_VNNI,
     I32,
-    vabsmax,
     vadd,
     vdpbusd,
     vfloat,
     vfma,
-    vlanes_max,
-    vlanes_sum,
     vload1,
-    vload1_first,
     vload_quads,
     vmadd_high,
     vmadd_low,
     vmul,
-    vprobe,
-    vrint,
     vsplat,
     vsplat_quad,
     vsplat_row16,
     vstore1,
-    vstore1_first,
     vsubi,
     vsum_pairs,
 )
 
 DOT_LANES = I32.lanes
-_F32_LANES = F32.lanes
 DOT_NR = 2 * DOT_LANES  # columns a panel of the int8 dot layout holds (two Vecs)
 # The micro-kernel: vpdpbusd where the CPU has it, else int16 pairs.
 PAIRS = not HAS_VNNI
@@ -64,11 +55,12 @@ DOT_MAX_K = 1024 if PAIRS else 65792
 # Where the dot layouts are used by default: with vpdpbusd. The pairs kernel
 # (AVX2) beats widening int8 to float32 where one row streams its weights
 # (batch 1: Zen 2, S2 1.66x, S3 1.7x, S8 1.33x) but not float32 FMAs on many
-# rows (S6 0.78x, S9 0.84x: one vpmaddwd pipe against two FMA pipes), so with
-# it products of many rows take the float32 panels on the rows' int16 grids
-# (on_grid). Not yet the default: batch-1 paths outside the team and the
-# streaming step (GRU, bidirectional, small H) multiply unrounded rows, and a
-# row's numbers would then depend on its batch by up to 2e-5.
+# rows (S6 0.78x, S9 0.84x: one vpmaddwd pipe against two FMA pipes). Mixing
+# the two by batch size breaks batch invariance: a row's h differs by float32
+# rounding between an exact int32 product and a float32 one, and its int16
+# grid turns that into a step of the grid now and then (2e-6 to 2e-5 on the
+# outputs, measured). So the pairs run only where a caller asks for the dot
+# layout (docs/quantization.md).
 DOT_BY_DEFAULT = HAS_VNNI
 
 
@@ -279,71 +271,10 @@ def dot_acc(out, lo, hi, s_rows, dot, q):
 
 @overload(dot_acc, inline="always", jit_options=_FLAGS)
 def _dot_acc(out, lo, hi, s_rows, dot, q):
-    if isinstance(dot, types.NoneType) or PAIRS:  # PAIRS: see DOT_BY_DEFAULT
+    if isinstance(dot, types.NoneType):
         return lambda out, lo, hi, s_rows, dot, q: False
     return lambda out, lo, hi, s_rows, dot, q: gemm_dot_acc(out, lo, hi, s_rows, dot[0][q],
                                                             dot[1][q], dot[2][q])
-
-
-def grid_width(dot, K):
-    """Columns of the scratch on_grid needs for rows of K: K with the pairs
-    kernel and a dot, else 0 (the scratch is then never touched)."""
-
-
-@overload(grid_width, inline="always", jit_options=_FLAGS)
-def _grid_width(dot, K):
-    if isinstance(dot, types.NoneType) or not PAIRS:
-        return lambda dot, K: 0
-    return lambda dot, K: K
-
-
-def on_grid(rows, grid, dot):
-    """The rows (R, K) a float32 product stands in for dot_acc with: with the
-    pairs kernel and a dot, grid[:R] (scratch, >= R x K) set to each row on
-    its int16 grid, the values quantize_row16 gives it (a row that is not
-    finite as it is); else rows."""
-
-
-@overload(on_grid, inline="always", jit_options=_FLAGS)
-def _on_grid(rows, grid, dot):
-    if isinstance(dot, types.NoneType) or not PAIRS:
-        return lambda rows, grid, dot: rows
-
-    def impl(rows, grid, dot):
-        for r in range(rows.shape[0]):
-            _grid_row(rows[r], grid[r])
-        return grid[:rows.shape[0]]
-    return impl
-
-
-@njit(**_FLAGS)
-def _grid_row(row, out):
-    """out = row on its int16 grid (quantize_row16's values v * s), or row itself
-    where it holds NaN or infinity. Vector loops: this runs on every step of
-    a batch > 1 with the pairs kernel (S9: 1.5 us a step as scalar loops)."""
-    L = _F32_LANES
-    K = row.shape[0]
-    K_whole = K - K % L
-    zero = vsplat(np.float32(0))
-    amax, probe = zero, zero
-    for k in range(0, K_whole, L):
-        x = vload1(row, k)
-        amax, probe = vabsmax(amax, x), vprobe(probe, x)
-    if K_whole < K:
-        x = vload1_first(row, K_whole, K - K_whole)
-        amax, probe = vabsmax(amax, x), vprobe(probe, x)
-    if vlanes_sum(probe) != 0:  # NaN: not finite
-        for k in range(K):
-            out[k] = row[k]
-        return
-    top = vlanes_max(amax)
-    inv = vsplat(np.float32(32767) / top if top > 0 else np.float32(0))
-    s = vsplat(top / np.float32(32767))
-    for k in range(0, K_whole, L):
-        vstore1(out, k, vmul(vrint(vmul(vload1(row, k), inv)), s))
-    if K_whole < K:
-        x = vload1_first(row, K_whole, K - K_whole)
-        vstore1_first(out, K_whole, vmul(vrint(vmul(x, inv)), s), K - K_whole)
 
 
 def quantize_rows(rows, lo, hi, scales, dot):
@@ -356,8 +287,6 @@ def quantize_rows(rows, lo, hi, scales, dot):
 def _quantize_rows(rows, lo, hi, scales, dot):
     if isinstance(dot, types.NoneType):
         return lambda rows, lo, hi, scales, dot: False
-    if PAIRS:  # dot_acc declines; on_grid puts the rows on their grids itself
-        return lambda rows, lo, hi, scales, dot: True
 
     def impl(rows, lo, hi, scales, dot):
         for r in range(rows.shape[0]):

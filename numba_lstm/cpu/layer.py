@@ -18,7 +18,7 @@ from numba.extending import overload
 
 from ..cells import Cell, bind, rebind
 from .activations import relu, sigmoid, tanh
-from .dot_gemm import dot_acc, dot_k_bytes, grid_width, on_grid, quantize_rows
+from .dot_gemm import dot_acc, dot_k_bytes, quantize_rows
 from .panel_gemm import chunk_start, gemm_layout_acc
 from .recurrence import _FLAGS, _rows_matmul_acc, copy_row
 from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_first
@@ -151,7 +151,6 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
     k_bytes = dot_k_bytes(hh_dot)
     h_lo, h_hi = np.empty((nb, k_bytes), np.uint8), np.empty((nb, k_bytes), np.uint8)
     h_scales = np.empty(nb, np.float32)
-    h_grid = np.empty((nb, grid_width(hh_dot, xh.shape[1])), np.float32)
     for r in range(nb):
         copy_row(h0[d, b_lo + r], xh[r, n_x:])
         copy_row(c0[d, b_lo + r], c[r])
@@ -166,12 +165,11 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                 copy_row(bias[d, 1, S:], gates[r, S:])
         if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
             # (nb, G) += (nb, K) @ (K, G), int8 x int16 where it can
-            finite = n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
-            if not (finite and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
+            if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
+                    and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
                 # column int64 0, not a literal: the projection's call
                 # compiles this product for int64 columns already
-                rows = on_grid(xh, h_grid, hh_dot) if finite else xh
-                gemm_layout_acc(gates, np.int64(0), G, rows, w_panels[d])
+                gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d])
         else:
             _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
         for r in range(nb):

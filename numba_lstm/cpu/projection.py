@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from .atomics import fetch_add, wait_until
-from .dot_gemm import dot_acc, dot_k_bytes, grid_width, on_grid, quantize_rows
+from .dot_gemm import dot_acc, dot_k_bytes, quantize_rows
 from .panel_gemm import gemm_layout_acc
 from .recurrence import _FLAGS, copy_row
 
@@ -42,7 +42,6 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters):
     x_lo = np.empty((ROW_BLOCK, k_bytes), np.uint8)
     x_hi = np.empty((ROW_BLOCK, k_bytes), np.uint8)
     x_scales = np.empty(ROW_BLOCK, np.float32)
-    x_grid = np.empty((ROW_BLOCK, grid_width(ih_dot, x.shape[1])), np.float32)
     while True:
         block = fetch_add(counters, 0, 1)
         if block >= n_blocks:
@@ -53,10 +52,9 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters):
         for r in range(r0, r1):
             copy_row(bias, gx[r])
         dot = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot)
-        float_rows = on_grid(x[r0:r1], x_grid, ih_dot) if dot else x[r0:r1]
         for d in range(D):  # (rows, G) += (rows, I) @ (I, G)
             if not (dot and dot_acc(gx[r0:r1, d * G:(d + 1) * G], x_lo[:n], x_hi[:n],
                                     x_scales[:n], ih_dot, d)):
-                gemm_layout_acc(gx[r0:r1], d * G, G, float_rows, w_ih[d])
+                gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])
         fetch_add(counters, LINE, 1)
     wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed
