@@ -5,7 +5,8 @@ weights. Two micro-kernels on one layout:
   against 16 for a float32 FMA), the activation's two bytes in two sums;
 - elsewhere, int16 pairs (vpmaddwd on AVX2: 16 multiply-adds an instruction,
   and a quarter of float32's bytes), which at batch 1, where a step streams
-  its weights, beats widening them to float32 (cpu.row_step).
+  its weights, beats widening them to float32 (cpu.row_step); not used by
+  default (DOT_BY_DEFAULT).
 
 Used by the batch-1 block step (cpu.row_step), the streaming step, the
 team's projections and batch > 1 steps, and the large-batch steps and
