@@ -427,7 +427,7 @@ def test_both_dot_micro_kernels_sum_every_column_exactly(kernel):
 
 
 def test_the_int8_dot_block_step_matches_its_numpy_oracle():
-    # On the host's micro-kernel (the test above checks both against each other's sums).
+    # On the host's micro-kernel (the test above checks both against int64 sums).
     from numba import njit
 
     from numba_lstm.cpu import row_step

@@ -167,10 +167,10 @@ class PackedStack(list):
 
         w_i8 or w_bf16 (L, n_blocks, P, H, NR): the stored W_hh^T cut and packed
         as team_blocks' w_hh (bfloat16 rows interleaved: interleave_bf16), as
-        int8 or bfloat16 bits (cpu.row_step's widening
-        kernel), the other (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each
-        column's scale (ones for bfloat16). Where dot_gemm.DOT_BY_DEFAULT (and H
-        within dot_fits), an int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
+        int8 or bfloat16 bits (cpu.row_step's widening kernel), the other
+        (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each column's scale (ones for
+        bfloat16). Where dot_gemm.DOT_BY_DEFAULT (and H within dot_fits), an
+        int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
         kernel's layout (four consecutive k of a column side by side), and
         offset (L, n_blocks, 4U) int32, 128 x each column's weight sum.
         Absent parts are (L, 0, ...); all are for a float stack.
