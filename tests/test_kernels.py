@@ -12,6 +12,7 @@ from numba_lstm import reference
 from numba_lstm.cells import CELLS, LSTM, bind
 from numba_lstm.cpu import (
     StackStepper,
+    TeamStepper,
     layer_forward,
     lstm_stream_step,
     pack_layer,
@@ -213,28 +214,41 @@ def test_stack_step_matches_reference(dtype, L):
                                              hx=(h0.astype(np.float64), c0.astype(np.float64)))
     out, h_n, c_n = lstm_stream_step(stack, x[:1], h0, c0)
     assert_close(out, ref_out[:1], dtype, "lstm_stream_step out")
-    for batched in (True, False):
-        shape = (L, 1, H) if batched else (L, H)
-        stepper = StackStepper(stack, h0.reshape(shape), c0.reshape(shape), batched)
-        outs = [stepper(x[t:t + 1] if batched else x[t]) for t in range(T)]
-        assert all(o.shape == ((1, 1, H) if batched else (1, H)) for o in outs)
-        assert_close(np.stack(outs).reshape(T, 1, H), ref_out, dtype, f"out, batched={batched}")
-        h, c = stepper.state
-        assert h.shape == c.shape == shape
-        assert_close(h.reshape(L, 1, H), ref_h, dtype, "h_n")
-        assert_close(c.reshape(L, 1, H), ref_c, dtype, "c_n")
+    # TeamStepper with 2 and 3 unit blocks (H = 9: a partly filled last block).
+    steppers = {"StackStepper": lambda *state: StackStepper(stack, *state),
+                **{f"TeamStepper, {n} blocks": lambda *state, n=n: TeamStepper(
+                    stack, *state, cpu.TEAM, n) for n in (2, 3)}}
+    for name, make in steppers.items():
+        for batched in (True, False):
+            shape = (L, 1, H) if batched else (L, H)
+            stepper = make(h0.reshape(shape), c0.reshape(shape), batched)
+            h, c = stepper.state  # before any step: the state it was made with
+            np.testing.assert_array_equal(h.reshape(L, 1, H), h0)
+            np.testing.assert_array_equal(c.reshape(L, 1, H), c0)
+            outs = [stepper(x[t:t + 1] if batched else x[t]) for t in range(T)]
+            assert all(o.shape == ((1, 1, H) if batched else (1, H)) for o in outs)
+            what = f"{name}, batched={batched}"
+            assert_close(np.stack(outs).reshape(T, 1, H), ref_out, dtype, f"out, {what}")
+            h, c = stepper.state
+            assert h.shape == c.shape == shape
+            assert_close(h.reshape(L, 1, H), ref_h, dtype, f"h_n, {what}")
+            assert_close(c.reshape(L, 1, H), ref_c, dtype, f"c_n, {what}")
     # One compiled kernel per dtype for every caller: a second one compiled
     # mid-stream (an unbatched stream after its first, full-path step).
     assert sum(sig[0].dtype == from_dtype(dtype) for sig in lstm_stack_step.signatures) == 1
 
 
-def test_stack_stepper_declines_what_it_was_not_made_for():
+@pytest.mark.parametrize("kind", ["StackStepper", "TeamStepper"])
+def test_stack_stepper_declines_what_it_was_not_made_for(kind):
     # Anything but a C-contiguous array of the exact shape and dtype returns None
     # and leaves the state alone, so that the caller's checked path takes over.
     rng = np.random.default_rng(0)
     stack = pack_stack([random_layer(rng, 3, 4, 0, 1, True)], np.float32)
     zeros = np.zeros((1, 1, 4), np.float32)
-    stepper = StackStepper(stack, zeros, zeros, batched=True)
+    if kind == "StackStepper":
+        stepper = StackStepper(stack, zeros, zeros, batched=True)
+    else:
+        stepper = TeamStepper(stack, zeros, zeros, True, cpu.TEAM, 2)
     good = np.ones((1, 1, 3), np.float32)
     for bad in (good.astype(np.float64), good[0], np.ones((2, 1, 3), np.float32),
                 np.ones((1, 1, 6), np.float32)[..., ::2], good.tolist(), None):

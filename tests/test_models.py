@@ -5,8 +5,10 @@ import pytest
 from conftest import assert_close, needs_torch, torch
 
 import numba_lstm as nl
+import numba_lstm.cpu as cpu
 from numba_lstm import reference
-from numba_lstm.cpu import StackStepper
+from numba_lstm.cpu import StackStepper, TeamStepper
+from numba_lstm.cpu.caches import cache_bytes
 
 
 # -- streaming (no torch) ----------------------------------------------------------------
@@ -80,6 +82,49 @@ def test_stream_one_step_at_a_time_equals_one_call(layout, dtype, monkeypatch):
     stream.reset()  # then from zeros again, not from a forgotten state
     np.testing.assert_allclose(stream(x[:1].reshape(shape)),
                                full.reshape(-1, 9)[:1].reshape(shape[:-1] + (9,)), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("layout", ["time_major", "unbatched"])
+def test_a_stream_steps_on_the_team_once_its_weights_pass_one_cores_l2(layout, monkeypatch):
+    # The stepper is chosen by the stack's weight bytes against the L2 size read
+    # from the host (faked here): one thread up to one L2, the team past it
+    # (float stacks; an int8 stack keeps the one-thread stepper). Both give the
+    # one-call numbers.
+    rng = np.random.default_rng(11)
+    lstm = nl.LSTM(5, 8, num_layers=2)
+    weights = sum(a.nbytes for a in lstm._layers.step)
+    shape = (1, 1, 5) if layout == "time_major" else (1, 5)
+    x = rng.standard_normal((7, 1, 5)).astype(np.float32)
+    full, (h_n, c_n) = lstm(x)
+    team = TeamStepper if cpu.TEAM.size > 1 else StackStepper  # NUMBA_NUM_THREADS=1: no team
+    for module, l2, expected in ((lstm, weights, StackStepper), (lstm, weights - 1, team),
+                                 (lstm, 0, StackStepper),
+                                 (lstm.quantize("int8"), 1, StackStepper)):
+        monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
+        stream = module.stream()
+        pieces = [stream(x[t:t + 1].reshape(shape)) for t in range(7)]
+        assert type(stream._stepper) is expected, (l2, weights)
+        if module is lstm:
+            np.testing.assert_allclose(np.stack(pieces).reshape(7, 1, 8), full, rtol=0,
+                                       atol=2e-6)
+            np.testing.assert_allclose(stream.state[0].reshape(h_n.shape), h_n, rtol=0,
+                                       atol=2e-6)
+            np.testing.assert_allclose(stream.state[1].reshape(c_n.shape), c_n, rtol=0,
+                                       atol=2e-6)
+
+
+def test_cache_sizes_are_read_from_sysfs(tmp_path):
+    for index, (level, kind, size) in enumerate(((1, "Data", "48K"), (1, "Instruction", "32K"),
+                                                 (2, "Unified", "2048K"), (3, "Unified", "1M"))):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{value}\n")
+    assert cache_bytes(1, tmp_path) == 48 << 10
+    assert cache_bytes(2, tmp_path) == 2 << 20
+    assert cache_bytes(3, tmp_path) == 1 << 20
+    assert cache_bytes(4, tmp_path) == 0  # not there: the cautious branch
+    assert cache_bytes(2, tmp_path / "missing") == 0
 
 
 def test_stream_fast_path_state_reads_and_weight_changes():

@@ -10,18 +10,20 @@ import numpy as np
 
 from ..cells import LSTM
 from .aligned import aligned_zeros
+from .caches import l2_bytes
 from .cooperative import SERVE, claim_count, done_size, job_kind, lstm_stack_team
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import LINE as PROJECTION_LINE
-from .streaming import StackStepper, lstm_stream_step
+from .streaming import StackStepper, TeamStepper, lstm_stream_step
 from .team import CTRL_SIZE, Team
 from .team_layer import describe_layer_job, layer_serve
 from .warm import WARMUP, key_of
 
-__all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy", "forward",
-           "layer_forward", "lstm_stream_step", "pack_layer", "pack_stack", "stream_step_ready"]
+__all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy", "TeamStepper",
+           "forward", "layer_forward", "lstm_stream_step", "pack_layer", "pack_stack", "stepper",
+           "stream_step_ready"]
 
 # Below this batch a one-direction LSTM stack without projection goes to the
 # team (cpu.cooperative); from it up, splitting the batch across threads wins
@@ -74,12 +76,9 @@ def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
 
 
 def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
-    """One streaming step (steps == 1) stays on one thread: its weights are read
-    once, so it is bound by the machine's L3 bandwidth, which a second core does
-    not add to here, and the team's per-call setup then costs more than it saves
-    (measured, 2 layers: H=256 97-160 µs per job against 145 µs for the one-call
-    kernel; H=192 177 against 145 µs). From GEMM_STEPS_MIN_BATCH up, splitting
-    the batch (the panel steps) wins."""
+    """A stream's single steps take a stepper (``stepper``), whose team job
+    skips this path's per-call setup (~20 µs). From GEMM_STEPS_MIN_BATCH up,
+    splitting the batch (the panel steps) wins."""
     return batch < GEMM_STEPS_MIN_BATCH and batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
 
 
@@ -314,11 +313,37 @@ def forward(layers: PackedStack, x, h0, c0, lengths, strategy: str | None = None
     return stack.run(layers, x, h0, c0, lengths)
 
 
+def team_streams(layers: PackedStack) -> bool:
+    """Whether a stream's steps go to the team (TeamStepper) rather than one
+    thread (StackStepper). A step reads every weight once. Past one core's L2,
+    one thread reads them from L3, at what one core can pull from it; the
+    team's threads read half each, from their own L2s where the halves fit, else
+    from L3 side by side: measured 1.9-4x faster from 3.3 to 12.5 MB of
+    weights on 2 MB L2s (docs/performance.md). Within one L2 the team's
+    handover costs about what it saves. Float stacks only: an int8 stack's
+    weights are a quarter of the bytes already."""
+    l2 = l2_bytes()
+    weights = sum(a.nbytes for a in layers.step) if layers.step is not None else 0
+    return layers.quantized is None and TEAM.size > 1 and 0 < l2 < weights
+
+
+def stepper(layers: PackedStack, h, c, batched: bool):
+    """A stream's stepper for a stack with a one-call step (layers.step), from
+    state (h, c) in the module's hx shape: TeamStepper where team_streams says
+    so, else StackStepper."""
+    if team_streams(layers):
+        return TeamStepper(layers, h, c, batched, TEAM, TEAM.size * BLOCKS_PER_THREAD)
+    return StackStepper(layers, h, c, batched)
+
+
 def stream_step_ready(layers: PackedStack) -> bool:
-    """Whether a stream may step through the compiled one-step kernel
-    (StackStepper) now; until then its steps run through forward, which
-    answers with NumPy while the kernel compiles (cpu.warm)."""
-    return WARMUP.ready((key_of("stream_step", layers),))
+    """Whether a stream may step through the compiled stepper (``stepper``)
+    now; until then its steps run through forward, which answers with NumPy
+    while the kernels compile (cpu.warm)."""
+    keys = (key_of("stream_step", layers),)
+    if team_streams(layers):
+        keys += (key_of("team", layers),)
+    return WARMUP.ready(keys)
 
 
 def _compiled_strategies(stack: Strategy, layers: PackedStack, T: int, B: int):

@@ -380,9 +380,9 @@ def _join_stack_job(ctrl, dtype, quantized_weights, tid):
 
 
 @njit(**_FLAGS)
-def _describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
-                        offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
-                        out, mid, claims, done, steps, n_threads):
+def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
+                       offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
+                       out, mid, claims, done, steps, n_threads):
     """Write a stack job's descriptor (kind, sizes, array addresses) on ctrl."""
     T, B, I = x.shape
     ctrl[KIND] = kind
@@ -419,9 +419,9 @@ def lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, s
     helpers (SERVE[kind]), which opens it, does thread 0's share and closes
     it. One compiled copy of the job, not two, so a cold cache compiles it
     once. The caller holds the arrays until this returns."""
-    _describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
-                        offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
-                        out, mid, claims, done, steps, n_threads)
+    describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
+                       offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
+                       out, mid, claims, done, steps, n_threads)
     SERVE[kind](ctrl, 0, 0)
 
 

@@ -2,7 +2,10 @@
 
 A streaming call has a few hundred ns of arithmetic at small H, so its cost is
 Python's: frames, allocations and the dispatcher's ~0.1 µs per array argument.
-StackStepper keeps everything but the input check out of the call.
+StackStepper keeps everything but the input check out of the call. At larger
+H a step is bound by reading every weight once; TeamStepper shares it with the
+team (cpu.cooperative), each core reading its share of the weights from its
+own L2, when they fit there.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM
+from .aligned import aligned_zeros
+from .cooperative import SERVE, claim_count, describe_stack_job, done_size, job_kind
 from .dot_gemm import quantize_row16, row_dot_acc
 from .layer import row_function
 from .packing import PackedStack
 from .recurrence import _FLAGS, _row_matmul_acc, copy_row
 from .row_step import row_block_step_dot
+from .team import CTRL_SIZE, DESC, Team
 
 lstm_row = row_function(LSTM)
 
@@ -168,3 +174,82 @@ class StackStepper:
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """(h, c), copies, in the shape the stepper was made with."""
         return tuple(self._state[k].reshape(self._state_shape).copy() for k in (0, 1))
+
+
+@njit(**_FLAGS)
+def _post_team_step(ctrl, template, x, x_in, h_buf, counters, carried):
+    """Put the stepper's one-step job on ctrl: its descriptor (ctrl is shared
+    with other jobs), x (1, 1, I) copied into the job's input, the last step's
+    h (h_buf[:, 1]) moved to where the job reads h0 (h_buf[:, 0]) if
+    ``carried``, and the task counters zeroed."""
+    ctrl[DESC:] = template[DESC:]
+    x_in[...] = x
+    if carried:
+        h_buf[:, 0] = h_buf[:, 1]
+    counters[:] = 0
+
+
+class TeamStepper:
+    """StackStepper's interface for a float stack, each step a one-step stack
+    job of the team (cpu.cooperative): every thread computes its own unit
+    blocks of every layer, so each core reads only its blocks' weights, which
+    stay in its L2 from call to call. The job's arrays are the stepper's own,
+    so its descriptor is written once and copied onto the team's ctrl per call.
+    """
+
+    __slots__ = ("layers", "_team", "_kind", "_template", "_batched", "_x_shape", "_dtype",
+                 "_state_shape", "_x_in", "_h_buf", "_c", "_out", "_counters", "_carried",
+                 "_job")
+
+    def __init__(self, layers: PackedStack, h, c, batched: bool, team: Team, n_blocks: int):
+        """h (L, 1, H) if batched else (L, H), and c alike, as the module's hx."""
+        self.layers = layers
+        L, H, I = len(layers), layers[0].hidden_size, layers.step[0].shape[1]
+        dtype = self._dtype = layers[0].w_hh.dtype
+        self._team = team
+        self._kind = job_kind(dtype, quantized=False)
+        self._batched = batched
+        self._x_shape = (1, 1, I) if batched else (1, I)
+        self._state_shape = h.shape
+        w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
+        self._x_in = np.empty((1, 1, I), dtype)  # (T=1, B=1, I)
+        self._h_buf = np.empty((L, 2, 1, H), dtype)  # the job's ping-pong: h0 in [:, 0]
+        self._h_buf[:, 0] = h.reshape(L, 1, H)
+        self._c = np.ascontiguousarray(c.reshape(L, 1, H), dtype).copy()  # updated in place
+        self._out = np.empty((1, 1, H), dtype)
+        mid = np.empty_like(self._out) if L > 1 else self._out
+        n_claims = L * claim_count(1, 1, n_blocks)
+        self._counters = aligned_zeros(n_claims + L * done_size(team.size), np.int64)
+        self._carried = False
+        # A float stack's (L, 0, ...) int8 and bfloat16 arrays, as _team_stack's.
+        absent = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(n_blocks)
+        lengths = np.ones(1, np.int64)
+        gx = np.empty((n_blocks, 1, bias.shape[2]), dtype)  # (nb, steps * B, 4U)
+        self._template = np.zeros(CTRL_SIZE, np.int64)
+        describe_stack_job(self._template, self._kind, self._x_in, w_ih0, w_ih_rest, bias, w_hh,
+                           *absent, lengths, gx, self._h_buf, self._c, self._out, mid,
+                           self._counters[:n_claims], self._counters[n_claims:].reshape(L, -1),
+                           1, team.size)
+        # The job's threads see these by address: the stepper holds every one.
+        self._job = (w_ih0, w_ih_rest, bias, w_hh, absent, lengths, gx, mid)
+
+    def __call__(self, x) -> np.ndarray | None:
+        if (type(x) is not np.ndarray or x.shape != self._x_shape or x.dtype != self._dtype
+                or not x.flags.c_contiguous):
+            return None
+        ctrl = self._team.acquire()
+        try:
+            _post_team_step(ctrl, self._template, x if self._batched else x[None], self._x_in,
+                            self._h_buf, self._counters, self._carried)
+            SERVE[self._kind](ctrl, 0, 0)
+        finally:
+            self._team.release(ctrl, self._kind)
+        self._carried = True
+        out = self._out.copy()
+        return out if self._batched else out[0]
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(h, c), copies, in the shape the stepper was made with."""
+        h = self._h_buf[:, 1 if self._carried else 0]
+        return tuple(a.reshape(self._state_shape).copy() for a in (h, self._c))

@@ -38,11 +38,11 @@ class LSTM(RNNBase):
         return LSTM_CELL
 
     def fast_stepper(self, x, state):
-        """cpu.StackStepper when x was one step at batch 1 and the stack has a
+        """cpu.stepper's when x was one step at batch 1 and the stack has a
         one-call kernel (one direction, no projection), else None."""
         if self._device != "cpu" or self._layers.step is None or x.size != self.input_size:
             return None
         backend = self._backend()
         if not backend.stream_step_ready(self._layers):  # cold cache: compiling elsewhere
             return None
-        return backend.StackStepper(self._layers, *state, batched=state[0].ndim == 3)
+        return backend.stepper(self._layers, *state, batched=state[0].ndim == 3)
