@@ -77,9 +77,13 @@ def test_gemm_panels_acc_matches_numpy(dtype, vectors, R, K, N):
     w = rng.standard_normal((K, N)).astype(dtype)
     out = rng.standard_normal((R, N)).astype(dtype)
     expected = out.astype(np.float64) + a.astype(np.float64) @ w.astype(np.float64)
+    backwards = out.copy()
     gemm_panels_acc(out, a, pack_panels(w, vectors))
     # Sums of K products, each rounded once: a few ulps of sqrt(K)-sized values.
     np.testing.assert_allclose(out, expected, rtol=0, atol=K * np.finfo(dtype).eps * 8)
+    # Panels last to first (a recurrence's odd steps): the same sums, bit for bit.
+    gemm_panels_acc(backwards, a, pack_panels(w, vectors), True)
+    np.testing.assert_array_equal(backwards, out)
 
 
 @pytest.mark.parametrize("vectors", [2, 3])

@@ -169,7 +169,7 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                     and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
                 # column int64 0, not a literal: the projection's call
                 # compiles this product for int64 columns already
-                gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d])
+                gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], s % 2 == 1)
         else:
             _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
         for r in range(nb):

@@ -491,12 +491,13 @@ def _store_row6(dst, r, c, L, v0, v1, v2, v3, v4, v5):
 
 
 @njit(**_FLAGS)
-def gemm_panels_acc(out, a, panels):
-    """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR)."""
+def gemm_panels_acc(out, a, panels, reverse=False):
+    """out (R, N) += a (R, K) @ W, W packed by pack_panels into (P, K, NR);
+    ``reverse``: the panels last to first (gemm_panels2_acc)."""
     if panels.shape[2] == 3 * (VECTOR_BYTES // panels.itemsize):
-        gemm_panels3_acc(out, 0, out.shape[1], a, panels)
+        gemm_panels3_acc(out, 0, out.shape[1], a, panels, reverse)
     else:
-        gemm_panels2_acc(out, 0, out.shape[1], a, panels)
+        gemm_panels2_acc(out, 0, out.shape[1], a, panels, reverse)
 
 
 # Kernels call the product for the one panel width they are given, so that each
@@ -505,18 +506,22 @@ def gemm_panels_acc(out, a, panels):
 # columns to add to, so that a slice of columns (the input projection's, per
 # direction) does not make another type of out and another set of tiles.
 @njit(**_FLAGS)
-def gemm_panels2_acc(out, col, N, a, panels):
-    """out[:, col:col+N] += a (R, K) @ W for two-vector panels of W (K, N)."""
-    _gemm(out, col, N, a, panels, _MAIN2_ROWS, _MAIN2, _FIVES_2, _TILE5_2, _TILE4_2, _TILE3_2,
-          _tile2x4, _tile1x4)
+def gemm_panels2_acc(out, col, N, a, panels, reverse=False):
+    """out[:, col:col+N] += a (R, K) @ W for two-vector panels of W (K, N).
+    ``reverse``: the panels last to first (the same sums: each column's FMAs
+    run in the same order either way). A recurrence alternates it step by
+    step, so that each step starts on the weights the last one read last,
+    still in L2, when W is larger than L2."""
+    _gemm(out, col, N, a, panels, reverse, _MAIN2_ROWS, _MAIN2, _FIVES_2, _TILE5_2, _TILE4_2,
+          _TILE3_2, _tile2x4, _tile1x4)
 
 
 @njit(**_FLAGS)
-def gemm_panels3_acc(out, col, N, a, panels):
+def gemm_panels3_acc(out, col, N, a, panels, reverse=False):
     """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
     16 registers its tiles spill, slow but exact)."""
-    _gemm(out, col, N, a, panels, TILE_ROWS, _tile8x3, False, _tile4x6, _tile4x6, _tile3x6,
-          _tile2x6, _tile1x6)
+    _gemm(out, col, N, a, panels, reverse, TILE_ROWS, _tile8x3, False, _tile4x6, _tile4x6,
+          _tile3x6, _tile2x6, _tile1x6)
 
 
 def _fits(rows: int, vectors: int) -> bool:
@@ -548,7 +553,8 @@ gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_
 
 
 @njit(inline="always", **_FLAGS)
-def _gemm(out, col, N, a, panels, main_rows, main, fives, tile5, tile4, tile3, tile2, tile1):
+def _gemm(out, col, N, a, panels, reverse, main_rows, main, fives, tile5, tile4, tile3, tile2,
+          tile1):
     R = a.shape[0]
     P, NR = panels.shape[0], panels.shape[2]
     R8 = R - R % main_rows  # rows in main tiles
@@ -560,7 +566,9 @@ def _gemm(out, col, N, a, panels, main_rows, main, fives, tile5, tile4, tile3, t
     # Not a literal 0 for the scratch tiles' origin: Numba compiles a function
     # once more for each literal argument it is called with (Literal[int](0)).
     origin = np.int64(0)
-    for p in range(0, P, 2):
+    n_pairs = (P + 1) // 2
+    for i in range(n_pairs):
+        p = 2 * (n_pairs - 1 - i) if reverse else 2 * i
         for q in range(p, min(p + 2, P)):
             n = q * NR
             if n + NR <= N:
