@@ -47,7 +47,11 @@ PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
 LINE = 8  # int64 per 64-byte cache line
 # A wait this long (~30-150 µs of loads) means the other thread was descheduled
 # mid-block, not merely slower; the caller then runs SOLO_STEPS steps alone.
+# For blocks of more multiply-adds than STALL_MACS (S4's: ~10 µs), the wait
+# grows with them: a slower thread's block of 200 µs (B = 32, H = 512) is not
+# a stall.
 STALL_SPINS = 1 << 15
+STALL_MACS = 8 * 256 * 512
 SOLO_STEPS = 32
 # How long (~2-4 µs of loads) a thread that has finished its own blocks waits
 # for another thread's before taking them itself.
@@ -233,6 +237,8 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
     lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
     s_rows = np.empty(B, np.float32)
     won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
+    block_macs = B * gx.shape[2] * h_buf.shape[2]  # (B, H) @ (H, 4U)
+    stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS)
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
     n_own = own_hi - own_lo
     eager = True
@@ -241,7 +247,7 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
         spins = 0
         while steps_done(done, n_threads) < s * nb:
             spins += 1  # waits here are sub-µs; PAUSE alone costs ~50 ns on recent Intel
-        if tid == 0 and spins > STALL_SPINS and s >= solo_end:
+        if tid == 0 and spins > stall_spins and s >= solo_end:
             solo_from, solo_end = s + 1, min(s + 1 + SOLO_STEPS, steps)
             for later in range(solo_from, solo_end):
                 for q in range(nb):
