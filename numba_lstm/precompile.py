@@ -55,9 +55,9 @@ def _run_case(module, strategy: str, T: int, B: int) -> bool:
         stream = module.stream()
         stream(x[:, 0])
         stream(x[:, 0])
-        if layers.quantized is None:  # the team's stepper, for stacks past one core's L2
-            h = np.zeros((len(layers), 1, layers[0].hidden_size), module.dtype)
-            cpu.TeamStepper(layers, h, h, True, cpu.TEAM, cpu.TEAM.size)(x)
+        # The team's stepper, for stacks past one core's L2.
+        h = np.zeros((len(layers), 1, layers[0].hidden_size), module.dtype)
+        cpu.TeamStepper(layers, h, h, True, cpu.TEAM, cpu.TEAM.size)(x)
     return True
 
 

@@ -84,33 +84,34 @@ def test_stream_one_step_at_a_time_equals_one_call(layout, dtype, monkeypatch):
                                full.reshape(-1, 9)[:1].reshape(shape[:-1] + (9,)), rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("weights", ["float32", "int8", "bfloat16"])
 @pytest.mark.parametrize("layout", ["time_major", "unbatched"])
-def test_a_stream_steps_on_the_team_once_its_weights_pass_one_cores_l2(layout, monkeypatch):
-    # The stepper is chosen by the stack's weight bytes against the L2 size read
-    # from the host (faked here): one thread up to one L2, the team past it
-    # (float stacks; an int8 stack keeps the one-thread stepper). Both give the
-    # one-call numbers.
+def test_a_stream_steps_on_the_team_once_its_weights_pass_one_cores_l2(layout, weights,
+                                                                      monkeypatch):
+    # The stepper is chosen by the bytes a one-thread step reads against the L2
+    # size read from the host (faked here): one thread up to one L2, the team
+    # past it. Both give the one-call numbers, a quantized stack's too (the
+    # team reads its stored weights, the one-call path here their float32
+    # values: the same products up to rounding).
     rng = np.random.default_rng(11)
     lstm = nl.LSTM(5, 8, num_layers=2)
-    weights = sum(a.nbytes for a in lstm._layers.step)
+    if weights != "float32":
+        lstm = lstm.quantize(weights)
+    dot = lstm._layers.quantized_step()
+    arrays = lstm._layers.step if dot is None else [a for part in dot for a in part]
+    read = sum(a.nbytes for a in arrays)
     shape = (1, 1, 5) if layout == "time_major" else (1, 5)
     x = rng.standard_normal((7, 1, 5)).astype(np.float32)
     full, (h_n, c_n) = lstm(x)
     team = TeamStepper if cpu.TEAM.size > 1 else StackStepper  # NUMBA_NUM_THREADS=1: no team
-    for module, l2, expected in ((lstm, weights, StackStepper), (lstm, weights - 1, team),
-                                 (lstm, 0, StackStepper),
-                                 (lstm.quantize("int8"), 1, StackStepper)):
+    for l2, expected in ((read, StackStepper), (read - 1, team), (0, StackStepper)):
         monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
-        stream = module.stream()
+        stream = lstm.stream()
         pieces = [stream(x[t:t + 1].reshape(shape)) for t in range(7)]
-        assert type(stream._stepper) is expected, (l2, weights)
-        if module is lstm:
-            np.testing.assert_allclose(np.stack(pieces).reshape(7, 1, 8), full, rtol=0,
-                                       atol=2e-6)
-            np.testing.assert_allclose(stream.state[0].reshape(h_n.shape), h_n, rtol=0,
-                                       atol=2e-6)
-            np.testing.assert_allclose(stream.state[1].reshape(c_n.shape), c_n, rtol=0,
-                                       atol=2e-6)
+        assert type(stream._stepper) is expected, (l2, read)
+        assert_close(np.stack(pieces).reshape(7, 1, 8), full, np.float32, f"out, l2={l2}")
+        assert_close(stream.state[0].reshape(h_n.shape), h_n, np.float32, f"h_n, l2={l2}")
+        assert_close(stream.state[1].reshape(c_n.shape), c_n, np.float32, f"c_n, l2={l2}")
 
 
 def test_cache_sizes_are_read_from_sysfs(tmp_path):

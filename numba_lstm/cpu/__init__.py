@@ -320,11 +320,15 @@ def team_streams(layers: PackedStack) -> bool:
     team's threads read half each, from their own L2s where the halves fit, else
     from L3 side by side: measured 1.9-4x faster from 3.3 to 12.5 MB of
     weights on 2 MB L2s (docs/performance.md). Within one L2 the team's
-    handover costs about what it saves. Float stacks only: an int8 stack's
-    weights are a quarter of the bytes already."""
+    handover costs about what it saves. The bytes are those the one-thread
+    step reads: an int8 stack's dot layout, else float32 (a bfloat16 stack's
+    one-thread step reads its float32 values; the team, its bfloat16)."""
     l2 = l2_bytes()
-    weights = sum(a.nbytes for a in layers.step) if layers.step is not None else 0
-    return layers.quantized is None and TEAM.size > 1 and 0 < l2 < weights
+    if layers.step is None or TEAM.size < 2 or l2 == 0:
+        return False
+    dot = layers.quantized_step()
+    arrays = layers.step if dot is None else [a for part in dot for a in part]
+    return sum(a.nbytes for a in arrays) > l2
 
 
 def stepper(layers: PackedStack, h, c, batched: bool):

@@ -190,11 +190,12 @@ def _post_team_step(ctrl, template, x, x_in, h_buf, counters, carried):
 
 
 class TeamStepper:
-    """StackStepper's interface for a float stack, each step a one-step stack
-    job of the team (cpu.cooperative): every thread computes its own unit
-    blocks of every layer, so each core reads only its blocks' weights, which
-    stay in its L2 from call to call. The job's arrays are the stepper's own,
-    so its descriptor is written once and copied onto the team's ctrl per call.
+    """StackStepper's interface, each step a one-step stack job of the team
+    (cpu.cooperative): every thread computes its own unit blocks of every
+    layer, so each core reads only its blocks' weights, which stay in its L2
+    from call to call; a quantized stack's in their stored format, as its
+    sequences' batch-1 steps. The job's arrays are the stepper's own, so its
+    descriptor is written once and copied onto the team's ctrl per call.
     """
 
     __slots__ = ("layers", "_team", "_kind", "_template", "_batched", "_x_shape", "_dtype",
@@ -207,7 +208,7 @@ class TeamStepper:
         L, H, I = len(layers), layers[0].hidden_size, layers.step[0].shape[1]
         dtype = self._dtype = layers[0].w_hh.dtype
         self._team = team
-        self._kind = job_kind(dtype, quantized=False)
+        self._kind = job_kind(dtype, layers.quantized is not None)
         self._batched = batched
         self._x_shape = (1, 1, I) if batched else (1, I)
         self._state_shape = h.shape
@@ -221,17 +222,18 @@ class TeamStepper:
         n_claims = L * claim_count(1, 1, n_blocks)
         self._counters = aligned_zeros(n_claims + L * done_size(team.size), np.int64)
         self._carried = False
-        # A float stack's (L, 0, ...) int8 and bfloat16 arrays, as _team_stack's.
-        absent = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(n_blocks)
+        # The stored weights' blocks ((L, 0, ...) for a float stack), as _team_stack's.
+        quantized = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(
+            n_blocks)
         lengths = np.ones(1, np.int64)
         gx = np.empty((n_blocks, 1, bias.shape[2]), dtype)  # (nb, steps * B, 4U)
         self._template = np.zeros(CTRL_SIZE, np.int64)
         describe_stack_job(self._template, self._kind, self._x_in, w_ih0, w_ih_rest, bias, w_hh,
-                           *absent, lengths, gx, self._h_buf, self._c, self._out, mid,
+                           *quantized, lengths, gx, self._h_buf, self._c, self._out, mid,
                            self._counters[:n_claims], self._counters[n_claims:].reshape(L, -1),
                            1, team.size)
         # The job's threads see these by address: the stepper holds every one.
-        self._job = (w_ih0, w_ih_rest, bias, w_hh, absent, lengths, gx, mid)
+        self._job = (w_ih0, w_ih_rest, bias, w_hh, quantized, lengths, gx, mid)
 
     def __call__(self, x) -> np.ndarray | None:
         if (type(x) is not np.ndarray or x.shape != self._x_shape or x.dtype != self._dtype
