@@ -112,6 +112,14 @@ def test_a_stream_steps_on_the_team_once_its_weights_pass_one_cores_l2(layout, w
         assert_close(np.stack(pieces).reshape(7, 1, 8), full, np.float32, f"out, l2={l2}")
         assert_close(stream.state[0].reshape(h_n.shape), h_n, np.float32, f"h_n, l2={l2}")
         assert_close(stream.state[1].reshape(c_n.shape), c_n, np.float32, f"c_n, l2={l2}")
+        # A module called step by step, hx passed back in, follows the same rule.
+        strategy = cpu._pick("stack", None, lstm._layers, 1, 1).name
+        assert strategy == ("team" if expected is TeamStepper else "stream_step")
+        state, steps = None, []
+        for t in range(7):
+            out, state = lstm(x[t:t + 1], state)
+            steps.append(out)
+        assert_close(np.concatenate(steps), full, np.float32, f"{strategy}, l2={l2}")
 
 
 def test_cache_sizes_are_read_from_sysfs(tmp_path):

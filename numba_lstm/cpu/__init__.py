@@ -72,13 +72,15 @@ class Strategy:
 def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
     layer = layers[0]
     return (layer.cell is LSTM and layer.num_directions == 1
-            and layer.output_size == layer.hidden_size and steps > 1 and TEAM.size > 1)
+            and layer.output_size == layer.hidden_size and TEAM.size > 1)
 
 
 def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
-    """A stream's single steps take a stepper (``stepper``), whose team job
-    skips this path's per-call setup (~20 µs). From GEMM_STEPS_MIN_BATCH up,
-    splitting the batch (the panel steps) wins."""
+    """One step at batch 1 (a module called step by step; a stream's steps
+    take ``stepper``) where a stream's would (team_streams). From
+    GEMM_STEPS_MIN_BATCH up, splitting the batch (the panel steps) wins."""
+    if steps == 1:
+        return batch == 1 and team_streams(layers)
     return batch < GEMM_STEPS_MIN_BATCH and batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
 
 
