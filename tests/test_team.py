@@ -27,6 +27,7 @@ from numba_lstm.cpu.cooperative import (
     claim_count,
     count_block,
     done_size,
+    h_in_out,
     recurrence_claims_start,
     stack_job,
     step_claim,
@@ -231,17 +232,18 @@ def _late_block(args, step, block):
     acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
     no_bytes = np.empty((c.shape[1], 0), np.uint8)
     _block_step(gx, w_hh[0], None, lengths, h_buf[0], c[0], out, step, block, acc, no_bytes,
-                no_bytes,
-                np.empty(c.shape[1], np.float32))
+                no_bytes, np.empty(c.shape[1], np.float32), h_in_out(lengths, steps))
     count_block(done[0], 1)
 
 
-def test_a_block_held_by_a_stalled_thread_is_waited_for():
+@pytest.mark.parametrize("lengths", [[60, 45], [60, 60]])
+def test_a_block_held_by_a_stalled_thread_is_waited_for(lengths):
     # Step 1's block 1 is claimed by a thread that then stalls for 30 ms; the
     # caller must wait for it (then, past STALL_SPINS, take the next steps
-    # alone) and still give the reference's numbers.
+    # alone) and still give the reference's numbers; with h in h_buf, and
+    # with h in out (every row running every step).
     rng = np.random.default_rng(11)
-    args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array([60, 45]))
+    args, expected = _job(rng, 1, 60, 2, 6, 12, 2, np.float64, np.array(lengths))
     start = recurrence_claims_start(60, 2, 2)
     args[CLAIMS][start + step_claim(1, 1, 60)] = 1  # block 1 of step 1: the stalled thread's
 

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from ..cells import LSTM
-from .aligned import aligned_zeros
+from .aligned import aligned_empty, aligned_zeros
 from .caches import l2_bytes
 from .cooperative import SERVE, claim_count, done_size, job_kind, lstm_stack_team
 from .layer import layer_kernels
@@ -379,17 +379,22 @@ def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps:
     w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
     quantized = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(n_blocks)
     G = bias.shape[2]  # 4U, a block's gate columns
+    # Every thread writes its units of the same rows of h, c and out at every
+    # step: on a cache line of their own, the rows' halves share no line where
+    # a block's units fill whole lines (np.empty's 16-byte alignment made one
+    # line per row bounce between the cores: S4's step 1.9 µs slower).
     if h0 is None:  # zeros
-        h_buf = np.zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
-        c_n = np.zeros((L, B, H), dtype)  # updated in place
+        h_buf = aligned_zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
+        c_n = aligned_zeros((L, B, H), dtype)  # updated in place
     else:
-        h_buf = np.empty((L, 2, B, H), dtype)
+        h_buf = aligned_empty((L, 2, B, H), dtype)
         h_buf[:, 0] = h0
-        c_n = c0.copy()
-    out = np.empty((T, B, H), dtype)
+        c_n = aligned_empty((L, B, H), dtype)
+        c_n[...] = c0
+    out = aligned_empty((T, B, H), dtype)
     if steps < T:
         out[steps:] = 0
-    mid = np.empty_like(out) if L > 1 else out  # (T, B, H) the layers in between
+    mid = aligned_empty((T, B, H), dtype) if L > 1 else out  # (T, B, H) the layers in between
     # The counters are laid out by cache line (cooperative.LINE) and the claims
     # fill whole lines, so one allocation on a line serves both.
     n_claims = L * claim_count(steps, B, n_blocks)

@@ -149,10 +149,25 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows):
+def h_in_out(lengths, steps):
+    """Whether the steps' h live in out itself (each step reading out[s - 1]):
+    when every row runs every step; a copy of h into out per step cost S4's
+    step 5-8%. Otherwise h ping-pongs in h_buf and rows past their length
+    output 0."""
+    for b in range(lengths.shape[0]):
+        if lengths[b] < steps:
+            return False
+    return True
+
+
+@njit(inline="always", **_FLAGS)
+def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows,
+                in_place):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
-    the new h into h_buf[(s + 1) % 2]. Rows past their length carry their state
-    over and output 0. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
+    the new h into h_buf[(s + 1) % 2] and out[s]. Rows past their length carry
+    their state over and output 0. ``in_place`` (every row runs every step):
+    out holds the steps' h, h0 in h_buf[0] (_recur); the new h goes to out[s]
+    alone. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
     a quantized stack's steps read ``quantized`` instead: (w_i8, w_bf16,
     scale, w_dot, offset) of one layer (packing.team_quantized_blocks; None
     for a float stack), the int8 dot layout where it exists (at batch > 1
@@ -162,8 +177,12 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
     U = acc.shape[1] // 4
     j0 = q * U
     units = slice(j0, min(j0 + U, H))
-    h_prev = h_buf[s % 2]
-    h_next = h_buf[1 - s % 2]
+    if in_place:
+        h_prev = h_buf[0] if s == 0 else out[s - 1]
+        h_next = out[s]
+    else:
+        h_prev = h_buf[s % 2]
+        h_next = h_buf[1 - s % 2]
     if B == 1 and s < lengths[0]:
         reverse = s % 2 == 1
         if quantized_row_step(quantized, q, gx[q, s], h_prev[0], lo[0], hi[0], c[0, units],
@@ -191,7 +210,8 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
         if s < lengths[b]:
             # The LSTM row reads no parameters: acc stands in for them.
             lstm_row(acc[b], acc[b], h_next[b, units], c[b, units], h_next[b, units], acc)
-            copy_row(h_next[b, units], out[s, b, units])
+            if not in_place:
+                copy_row(h_next[b, units], out[s, b, units])
         else:
             copy_row(h_prev[b, units], h_next[b, units])
             out[s, b, units] = 0
@@ -231,6 +251,7 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
     wrong numbers about once in 50 calls with a CPU hog running).
     """
     nb = w_hh.shape[0]
+    in_place = h_in_out(lengths, steps)
     acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
     k_bytes = dot_k_bytes(recurrence_dot(quantized))  # the int8 dot kernel's h bytes, or 0
     B = c.shape[0]
@@ -270,9 +291,14 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows)
+                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows,
+                            in_place)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
+    if in_place and tid == 0 and steps > 0:  # the final h where the caller reads it
+        h_last = h_buf[steps % 2]
+        for b in range(h_last.shape[0]):
+            copy_row(out[steps - 1, b], h_last[b])
 
 
 @njit(**_FLAGS)
