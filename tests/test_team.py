@@ -229,9 +229,8 @@ def _late_block(args, step, block):
     block, then count it."""
     (x, w_ih0, w_ih_rest, bias, w_hh, hh_quantized, ih_quantized, lengths, gx, h_buf, c, out,
      mid, claims, done, steps) = args
-    acc = np.empty((c.shape[1], gx.shape[2]), dtype=gx.dtype)
     no_bytes = np.empty((c.shape[1], 0), np.uint8)
-    _block_step(gx, w_hh[0], None, lengths, h_buf[0], c[0], out, step, block, acc, no_bytes,
+    _block_step(gx, w_hh[0], None, lengths, h_buf[0], c[0], out, step, block, no_bytes,
                 no_bytes, np.empty(c.shape[1], np.float32), h_in_out(lengths, steps))
     count_block(done[0], 1)
 

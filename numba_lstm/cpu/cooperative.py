@@ -161,20 +161,20 @@ def h_in_out(lengths, steps):
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows,
-                in_place):
+def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, lo, hi, s_rows, in_place):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2] and out[s]. Rows past their length carry
     their state over and output 0. ``in_place`` (every row runs every step):
     out holds the steps' h, h0 in h_buf[0] (_recur); the new h goes to out[s]
-    alone. w_hh (nb, P, H, NR): each block's W_hh^T in panels;
-    a quantized stack's steps read ``quantized`` instead: (w_i8, w_bf16,
-    scale, w_dot, offset) of one layer (packing.team_quantized_blocks; None
-    for a float stack), the int8 dot layout where it exists (at batch > 1
-    only it: the widening kernels are batch-1 ones); lo, hi (B, 4 * K4) and
-    s_rows (B,) are its scratch."""
+    alone. gx (nb, steps*B, 4U): the projections, to which block q's rows of
+    step s add h's products in place (each is read once). w_hh (nb, P, H,
+    NR): each block's W_hh^T in panels; a quantized stack's steps read
+    ``quantized`` instead: (w_i8, w_bf16, scale, w_dot, offset) of one layer
+    (packing.team_quantized_blocks; None for a float stack), the int8 dot
+    layout where it exists (at batch > 1 only it: the widening kernels are
+    batch-1 ones); lo, hi (B, 4 * K4) and s_rows (B,) are its scratch."""
     B, H = c.shape
-    U = acc.shape[1] // 4
+    U = gx.shape[2] // 4
     j0 = q * U
     units = slice(j0, min(j0 + U, H))
     if in_place:
@@ -197,8 +197,8 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, 
     for b in range(B):
         for k in range(0, H, 64 // h_prev.itemsize):
             prefetch(h_prev, b, k)
-    for b in range(B):
-        copy_row(gx[q, s * B + b], acc[b])
+    # The block's gates summed in gx's own rows (each read once): no copy.
+    acc = gx[q, s * B:(s + 1) * B]  # (B, 4U)
     # (B, 4U) += (B, H) @ (H, 4U): int8 x int16 where the dot layout covers
     # whole panels and every h is finite, else float32
     dot = recurrence_dot(quantized)
@@ -252,7 +252,6 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
     """
     nb = w_hh.shape[0]
     in_place = h_in_out(lengths, steps)
-    acc = np.empty((c.shape[0], gx.shape[2]), dtype=gx.dtype)  # (B, 4U) a block's gates
     k_bytes = dot_k_bytes(recurrence_dot(quantized))  # the int8 dot kernel's h bytes, or 0
     B = c.shape[0]
     lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
@@ -291,7 +290,7 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, acc, lo, hi, s_rows,
+                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, lo, hi, s_rows,
                             in_place)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
