@@ -16,6 +16,7 @@ from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
 from .projection import LINE as PROJECTION_LINE
+from .projection import input_projection
 from .streaming import StackStepper, TeamStepper, lstm_stream_step
 from .team import CTRL_SIZE, Team
 from .team_layer import describe_layer_job, layer_serve
@@ -209,7 +210,7 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     n_chunks = _n_chunks(layer, B, threads)
     out = np.empty((T, B, D * layer.output_size), dtype)
     if not panels and _one_task(layer, n_chunks):
-        gx = _blas_projection(x, layer) if project else np.empty((0, B, D * G), dtype)
+        gx = _one_thread_projection(x, layer) if project else np.empty((0, B, D * G), dtype)
         layer_kernels(layer.cell).serial(x, gx, layer.w_hh, w_panels, layer.w_hr,
                                          layer.step_bias, layer.cell_params, h0, c0, lengths,
                                          out, h_n, c_n, n_chunks, panels, hh_dot)
@@ -236,16 +237,16 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     return out
 
 
-def _blas_projection(x, layer: PackedLayer):
-    """gx (T, B, D*G) = x @ W_ih^T + bias for every step, by one BLAS matmul (on
-    one thread's path only: BLAS's threads keep spinning after it returns and
-    would compete with the team's)."""
+def _one_thread_projection(x, layer: PackedLayer):
+    """gx (T, B, D*G) = x @ W_ih^T + bias for every step, on this thread, by the
+    panel GEMM (cpu.projection): NumPy's BLAS would wake worker threads that
+    then spin against the team's and other libraries' (G1 through BLAS: 0.4 to
+    15 ms a call in sets where the panels took 0.23-0.25 ms)."""
     T, B, I = x.shape
-    # inf inputs make NaN gates as in torch; NumPy would also warn, the kernels do not.
-    with np.errstate(invalid="ignore", over="ignore"):
-        gx = np.matmul(x.reshape(T * B, I), layer.w_ih)  # (T*B, D*G), BLAS
-        gx += layer.bias
-    return gx.reshape(T, B, layer.w_ih.shape[1])
+    gx = np.empty((T * B, layer.w_ih.shape[1]), x.dtype)  # (T*B, D*G)
+    input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx, None,
+                     np.zeros(2 * PROJECTION_LINE, np.int64))
+    return gx.reshape(T, B, -1)
 
 
 def _always(*args) -> bool:
