@@ -243,10 +243,11 @@ def _one_thread_projection(x, layer: PackedLayer):
     then spin against the team's and other libraries' (G1 through BLAS: 0.4 to
     15 ms a call in sets where the panels took 0.23-0.25 ms)."""
     T, B, I = x.shape
-    gx = np.empty((T * B, layer.w_ih.shape[1]), x.dtype)  # (T*B, D*G)
+    DG = layer.w_ih.shape[1]
+    gx = np.empty((T * B, DG), x.dtype)  # (T*B, D*G)
     input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx, None,
                      np.zeros(2 * PROJECTION_LINE, np.int64))
-    return gx.reshape(T, B, -1)
+    return gx.reshape(T, B, DG)  # explicit sizes: B may be 0
 
 
 def _always(*args) -> bool:
