@@ -383,8 +383,8 @@ def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps:
     G = bias.shape[2]  # 4U, a block's gate columns
     # Every thread writes its units of the same rows of h, c and out at every
     # step: on a cache line of their own, the rows' halves share no line where
-    # a block's units fill whole lines (np.empty's 16-byte alignment made one
-    # line per row bounce between the cores: S4's step 1.9 µs slower).
+    # a block's units fill whole lines (np.empty aligns to 16 bytes, which
+    # left one line a row written by both cores).
     if h0 is None:  # zeros
         h_buf = aligned_zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
         c_n = aligned_zeros((L, B, H), dtype)  # updated in place
