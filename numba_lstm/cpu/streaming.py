@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM
-from .aligned import aligned_zeros
+from .aligned import aligned_empty, aligned_zeros
 from .cooperative import SERVE, claim_count, describe_stack_job, done_size, job_kind
 from .dot_gemm import quantize_row16, row_dot_acc
 from .layer import row_function
@@ -213,12 +213,14 @@ class TeamStepper:
         self._x_shape = (1, 1, I) if batched else (1, I)
         self._state_shape = h.shape
         w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
-        self._x_in = np.empty((1, 1, I), dtype)  # (T=1, B=1, I)
-        self._h_buf = np.empty((L, 2, 1, H), dtype)  # the job's ping-pong: h0 in [:, 0]
+        # On cache lines, as cpu._team_stack's: the threads write halves of one row.
+        self._x_in = aligned_empty((1, 1, I), dtype)  # (T=1, B=1, I)
+        self._h_buf = aligned_empty((L, 2, 1, H), dtype)  # the job's ping-pong: h0 in [:, 0]
         self._h_buf[:, 0] = h.reshape(L, 1, H)
-        self._c = np.ascontiguousarray(c.reshape(L, 1, H), dtype).copy()  # updated in place
-        self._out = np.empty((1, 1, H), dtype)
-        mid = np.empty_like(self._out) if L > 1 else self._out
+        self._c = aligned_empty((L, 1, H), dtype)  # updated in place
+        self._c[...] = c.reshape(L, 1, H)
+        self._out = aligned_empty((1, 1, H), dtype)
+        mid = aligned_empty((1, 1, H), dtype) if L > 1 else self._out
         n_claims = L * claim_count(1, 1, n_blocks)
         self._counters = aligned_zeros(n_claims + L * done_size(team.size), np.int64)
         self._carried = False
