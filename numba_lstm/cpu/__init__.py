@@ -198,8 +198,8 @@ _NO_DOT = (np.empty((0, 0, 0, 0), np.int8), np.empty((0, 0), np.int32),
 def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panels: bool,
                project: bool, hh_dot: tuple | None = None, ih_dot: tuple | None = None):
     """The layer loop's tasks, D directions x n_chunks batch slices. One task
-    on the axpy rows runs the serial loop on this thread (gx by one BLAS
-    matmul first); otherwise the tasks are one team job (cpu.team_layer), whose
+    on the axpy rows runs the serial loop on this thread (gx projected on this
+    thread first); otherwise the tasks are one team job (cpu.team_layer), whose
     threads project gx by row blocks and then claim the tasks (only the
     job's compile has the tiles). ``project``: the steps read gx, else each
     projects its own input (w_panels then holds [W_ih; W_hh]^T)."""

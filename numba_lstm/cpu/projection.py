@@ -1,7 +1,8 @@
 """The input projection x @ W_ih^T + b for every step at once, shared by the
-threads of a team job (cpu.team_layer).
+threads of a team job (cpu.team_layer), or run by one thread ahead of a
+single-task layer.
 
-Used ahead of the threaded recurrences instead of NumPy's BLAS: right after a
+Used instead of NumPy's BLAS: right after a
 BLAS call its worker threads keep spinning, and with two more threads of our
 own that makes three busy threads on two cores (measured at shape S4: BLAS 3
 ms + kernel 16 ms became 30 ms). The rows go in blocks to whichever thread
