@@ -9,9 +9,8 @@ import numba
 import numpy as np
 
 from ..cells import LSTM
-from .aligned import aligned_empty, aligned_zeros
 from .caches import l2_bytes
-from .cooperative import SERVE, claim_count, done_size, job_kind, lstm_stack_team
+from .cooperative import SERVE, job_kind, lstm_stack_team, stack_job_buffers
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
@@ -381,27 +380,9 @@ def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps:
     w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
     quantized = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(n_blocks)
     G = bias.shape[2]  # 4U, a block's gate columns
-    # Every thread writes its units of the same rows of h, c and out at every
-    # step: on a cache line of their own, the rows' halves share no line where
-    # a block's units fill whole lines (np.empty aligns to 16 bytes, which
-    # left one line a row written by both cores).
-    if h0 is None:  # zeros
-        h_buf = aligned_zeros((L, 2, B, H), dtype)  # (L, 2, B, H) ping-pong per layer
-        c_n = aligned_zeros((L, B, H), dtype)  # updated in place
-    else:
-        h_buf = aligned_empty((L, 2, B, H), dtype)
-        h_buf[:, 0] = h0
-        c_n = aligned_empty((L, B, H), dtype)
-        c_n[...] = c0
-    out = aligned_empty((T, B, H), dtype)
-    if steps < T:
-        out[steps:] = 0
-    mid = aligned_empty((T, B, H), dtype) if L > 1 else out  # (T, B, H) the layers in between
-    # The counters are laid out by cache line (cooperative.LINE) and the claims
-    # fill whole lines, so one allocation on a line serves both.
-    n_claims = L * claim_count(steps, B, n_blocks)
-    counters = aligned_zeros(n_claims + L * done_size(TEAM.size), np.int64)
+    h_buf, c_n, out, mid, _, claims, done = stack_job_buffers(L, B, H, T, steps, n_blocks,
+                                                             TEAM.size, dtype, h0, c0)
     lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, *quantized, lengths,
-                    np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid,
-                    counters[:n_claims], counters[n_claims:].reshape(L, -1), steps, TEAM.size)
+                    np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid, claims,
+                    done, steps, TEAM.size)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n

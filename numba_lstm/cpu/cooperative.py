@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM
+from .aligned import aligned_empty, aligned_zeros
 from .atomics import fetch_add, load_acquire, wait_until
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
 from .layer import row_function
@@ -439,6 +440,33 @@ def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16
                           (_C, c.ctypes.data), (_OUT, out.ctypes.data), (_MID, mid.ctypes.data),
                           (_CLAIMS, claims.ctypes.data), (_DONE, done.ctypes.data)):
         ctrl[slot] = address
+
+
+def stack_job_buffers(L, B, H, T, steps, n_blocks, n_threads, dtype, h0=None, c0=None):
+    """A stack job's state, output and counters, each on a cache line: every
+    thread writes its units of the same rows of h, c and out at every step,
+    and on a line of their own the rows' halves share no line where a block's
+    units fill whole lines (np.empty aligns to 16 bytes, which left one line
+    a row written by both cores).
+
+    Returns h_buf (L, 2, B, H) with h0 (L, B, H) in [:, 0], c (L, B, H) = c0
+    (both zeros where None), out and mid (T, B, H) (mid is out for one layer;
+    out's rows from ``steps`` on zeroed), and the counters: one zeroed
+    allocation (the claims fill whole lines) and its claims and done views.
+    """
+    if h0 is None:
+        h_buf, c = aligned_zeros((L, 2, B, H), dtype), aligned_zeros((L, B, H), dtype)
+    else:
+        h_buf, c = aligned_empty((L, 2, B, H), dtype), aligned_empty((L, B, H), dtype)
+        h_buf[:, 0] = h0
+        c[...] = c0
+    out = aligned_empty((T, B, H), dtype)
+    if steps < T:
+        out[steps:] = 0
+    mid = aligned_empty((T, B, H), dtype) if L > 1 else out
+    n_claims = L * claim_count(steps, B, n_blocks)
+    counters = aligned_zeros(n_claims + L * done_size(n_threads), np.int64)
+    return h_buf, c, out, mid, counters, counters[:n_claims], counters[n_claims:].reshape(L, -1)
 
 
 def lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,

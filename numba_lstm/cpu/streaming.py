@@ -14,8 +14,7 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM
-from .aligned import aligned_empty, aligned_zeros
-from .cooperative import SERVE, claim_count, describe_stack_job, done_size, job_kind
+from .cooperative import SERVE, describe_stack_job, job_kind, stack_job_buffers
 from .dot_gemm import quantize_row16, row_dot_acc
 from .layer import row_function
 from .packing import PackedStack
@@ -213,16 +212,10 @@ class TeamStepper:
         self._x_shape = (1, 1, I) if batched else (1, I)
         self._state_shape = h.shape
         w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
-        # On cache lines, as cpu._team_stack's: the threads write halves of one row.
-        self._x_in = aligned_empty((1, 1, I), dtype)  # (T=1, B=1, I)
-        self._h_buf = aligned_empty((L, 2, 1, H), dtype)  # the job's ping-pong: h0 in [:, 0]
-        self._h_buf[:, 0] = h.reshape(L, 1, H)
-        self._c = aligned_empty((L, 1, H), dtype)  # updated in place
-        self._c[...] = c.reshape(L, 1, H)
-        self._out = aligned_empty((1, 1, H), dtype)
-        mid = aligned_empty((1, 1, H), dtype) if L > 1 else self._out
-        n_claims = L * claim_count(1, 1, n_blocks)
-        self._counters = aligned_zeros(n_claims + L * done_size(team.size), np.int64)
+        self._x_in = np.empty((1, 1, I), dtype)  # (T=1, B=1, I)
+        # h_buf: the job's ping-pong, h0 in [:, 0]; c updated in place.
+        self._h_buf, self._c, self._out, mid, self._counters, claims, done = stack_job_buffers(
+            L, 1, H, 1, 1, n_blocks, team.size, dtype, h.reshape(L, 1, H), c.reshape(L, 1, H))
         self._carried = False
         # The stored weights' blocks ((L, 0, ...) for a float stack), as _team_stack's.
         quantized = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(
@@ -232,8 +225,7 @@ class TeamStepper:
         self._template = np.zeros(CTRL_SIZE, np.int64)
         describe_stack_job(self._template, self._kind, self._x_in, w_ih0, w_ih_rest, bias, w_hh,
                            *quantized, lengths, gx, self._h_buf, self._c, self._out, mid,
-                           self._counters[:n_claims], self._counters[n_claims:].reshape(L, -1),
-                           1, team.size)
+                           claims, done, 1, team.size)
         # The job's threads see these by address: the stepper holds every one.
         self._job = (w_ih0, w_ih_rest, bias, w_hh, quantized, lengths, gx, mid)
 
