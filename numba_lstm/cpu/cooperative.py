@@ -24,7 +24,7 @@ from .aligned import aligned_empty, aligned_zeros
 from .atomics import fetch_add, load_acquire, wait_until
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
 from .layer import row_function
-from .panel_gemm import gemm_panels2_acc
+from .panel_gemm import gemm_layout_acc, gemm_panels2_acc
 from .recurrence import _FLAGS, copy_row
 from .row_step import row_block_step
 from .simd import prefetch
@@ -54,6 +54,7 @@ LINE = 8  # int64 per 64-byte cache line
 STALL_SPINS = 1 << 15
 STALL_MACS = 8 * 256 * 512
 SOLO_STEPS = 32
+PREFETCH_GATES_MIN_BATCH = 16
 # How long (~2-4 µs of loads) a thread that has finished its own blocks waits
 # for another thread's before taking them itself.
 STEAL_SPINS = 1 << 11
@@ -144,7 +145,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
                 # (rows, 4U) += (rows, K) @ (K, 4U): int8 x int16, else float
                 if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                            s_rows[:r1 - r0], dot, q)):
-                    gemm_panels2_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
+                    gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
     wait_until(done, 0, n_tasks)
 
@@ -200,6 +201,12 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, lo, hi, s_row
             prefetch(h_prev, b, k)
     # The block's gates summed in gx's own rows (each read once): no copy.
     acc = gx[q, s * B:(s + 1) * B]  # (B, 4U)
+    # Those rows were written by the projection long ago (L3 or memory): asked
+    # for now, they do not stall each tile's stores one line at a time.
+    if B >= PREFETCH_GATES_MIN_BATCH:
+        for b in range(B):
+            for j in range(0, acc.shape[1], 64 // acc.itemsize):
+                prefetch(acc, b, j)
     # (B, 4U) += (B, H) @ (H, 4U): int8 x int16 where the dot layout covers
     # whole panels and every h is finite, else float32
     dot = recurrence_dot(quantized)
@@ -307,9 +314,9 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, hh_quantized, ih_quantized, lengt
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
-    x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, P, I, NR)
-    and w_ih_rest (L-1, nb, P, H, NR) W_ih^T of layer 0 and of the others in
-    panels (cpu.panel_gemm), bias (L, nb, 4U) b_ih + b_hh, w_hh
+    x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, P_x, I, NR_x)
+    and w_ih_rest (L-1, nb, P_x, H, NR_x) W_ih^T of layer 0 and of the others
+    in the large-batch GEMM's panels (cpu.panel_gemm), bias (L, nb, 4U) b_ih + b_hh, w_hh
     (L, nb, P, H, NR) W_hh^T in panels;  hh_quantized: None for a float stack,
     else (w_i8, w_bf16, scale, w_dot, offset) (packing.team_quantized_blocks):
     w_i8 or w_bf16 (L, nb, P, H, NR) and scale (L, nb, 4U) the stored W_hh^T,
@@ -362,11 +369,11 @@ def job_kind(dtype: np.dtype, quantized: bool) -> int:
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
 (_T, _B, _I, _H, _L, _NB, _G, _P, _NR, _STEPS, _THREADS, _NB_I8, _NB_BF16,
- _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW, _NB_IH, _P_IH, _K4_I, _K4_H) = range(DESC + 1,
-                                                                                   DESC + 23)
+ _NB_SCALE, _NB_DOT, _P_DOT, _K4, _W_DOT_ROW, _NB_IH, _P_IH, _K4_I, _K4_H, _P_X,
+ _NR_X) = range(DESC + 1, DESC + 25)
 (_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _IH_DOT0,
  _IH_DOT_REST, _IH_OFFSET, _IH_SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
- _DONE) = range(DESC + 23, DESC + 45)
+ _DONE) = range(DESC + 25, DESC + 47)
 
 
 @njit(inline="always", **_FLAGS)
@@ -399,8 +406,9 @@ def _join_stack_job(ctrl, dtype, quantized_weights, tid):
     nb, G, P, NR, steps = ctrl[_NB], ctrl[_G], ctrl[_P], ctrl[_NR], ctrl[_STEPS]
     n_claims = L * claim_count(steps, B, nb)
     hh, ih = quantized_weights(ctrl)
-    stack_job(view(ctrl, _X, (T, B, I), dtype), view(ctrl, _W_IH0, (nb, P, I, NR), dtype),
-              view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P, H, NR), dtype),
+    P_x, NR_x = ctrl[_P_X], ctrl[_NR_X]
+    stack_job(view(ctrl, _X, (T, B, I), dtype), view(ctrl, _W_IH0, (nb, P_x, I, NR_x), dtype),
+              view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P_x, H, NR_x), dtype),
               view(ctrl, _BIAS, (L, nb, G), dtype), view(ctrl, _W_HH, (L, nb, P, H, NR), dtype),
               hh, ih, view(ctrl, _LENGTHS, (B,), np.int64),
               view(ctrl, _GX, (nb, steps * B, G), dtype),
@@ -420,7 +428,8 @@ def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16
     ctrl[KIND] = kind
     ctrl[_T], ctrl[_B], ctrl[_I], ctrl[_H], ctrl[_L] = T, B, I, c.shape[2], c.shape[0]
     ctrl[_NB], ctrl[_G], ctrl[_STEPS] = gx.shape[0], gx.shape[2], steps
-    ctrl[_P], ctrl[_NR] = w_ih0.shape[1], w_ih0.shape[3]
+    ctrl[_P], ctrl[_NR] = w_hh.shape[2], w_hh.shape[4]
+    ctrl[_P_X], ctrl[_NR_X] = w_ih0.shape[1], w_ih0.shape[3]
     ctrl[_THREADS] = n_threads
     ctrl[_NB_I8], ctrl[_NB_BF16], ctrl[_NB_SCALE] = w_i8.shape[1], w_bf16.shape[1], scale.shape[1]
     ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]

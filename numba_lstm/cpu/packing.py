@@ -133,10 +133,11 @@ class PackedStack(list):
         """The weights cut by hidden units for numba_lstm.cpu.cooperative
         (one direction, no projection), made on first use:
 
-        w_ih0 (n_blocks, P, I, NR) and w_ih_rest (L-1, n_blocks, P, H, NR):
-        each block's W_ih^T columns of layer 0 and of the others, in panels
-        (cpu.panel_gemm); bias (L, n_blocks, 4U); w_hh (L, n_blocks, P, H, NR)
-        each block's W_hh^T in panels.
+        w_ih0 (n_blocks, P_x, I, NR_x) and w_ih_rest (L-1, n_blocks, P_x, H,
+        NR_x): each block's W_ih^T columns of layer 0 and of the others, in the
+        large-batch GEMM's panels (the projections have T*B rows); bias
+        (L, n_blocks, 4U); w_hh (L, n_blocks, P, H, NR) each block's W_hh^T in
+        two-vector panels (cpu.row_step's layout at batch 1).
         U = ceil(H / n_blocks); block q holds the i, f, g, o columns of units
         q*U .. q*U+U-1 (zeros past H), so a thread computing those units streams
         contiguous matrices. Each array starts on a cache line (cpu.aligned).
@@ -149,10 +150,10 @@ class PackedStack(list):
             def cut(w):  # (K, 4H) -> (n_blocks, K, 4U)
                 return _cut_units(w, n_blocks, U)
 
-            def cut_panels(w):  # (K, 4H) -> (n_blocks, P, K, NR)
-                return np.stack([pack_panels(block) for block in cut(w)])
+            def cut_panels(w, vectors=2):  # (K, 4H) -> (n_blocks, P, K, NR)
+                return np.stack([pack_panels(block, vectors) for block in cut(w)])
 
-            w_ih = [cut_panels(layer.w_ih) for layer in self]
+            w_ih = [cut_panels(layer.w_ih, GEMM_PANEL_VECTORS) for layer in self]
             cache[n_blocks] = tuple(aligned_copy(a) for a in (
                 w_ih[0],
                 np.stack(w_ih[1:]) if len(self) > 1 else np.zeros((0,) + w_ih[0].shape[:2]
