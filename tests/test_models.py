@@ -122,6 +122,34 @@ def test_a_stream_steps_on_the_team_once_its_weights_pass_one_cores_l2(layout, w
         assert_close(np.concatenate(steps), full, np.float32, f"{strategy}, l2={l2}")
 
 
+@pytest.mark.parametrize("weights", ["float32", "int8", "bfloat16"])
+def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(weights,
+                                                                             monkeypatch):
+    # From batch 16 a stack's batch is split across threads, unless W_hh, as
+    # the steps read it, is past one core's L2 (faked here) and the batch
+    # leaves each thread fewer than UNIT_SPLIT_MAX_TILES row tiles: then the
+    # team splits the units. Either way the numbers are the batch split's.
+    rng = np.random.default_rng(12)
+    lstm = nl.LSTM(6, 16, num_layers=2)
+    if weights != "float32":
+        lstm = lstm.quantize(weights)
+    layer = lstm._layers[0]
+    dot = layer.dot_layout()
+    read = layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
+    bound = cpu.UNIT_SPLIT_MAX_TILES * cpu.TILE_ROWS * cpu.TEAM.size
+    team = "team" if cpu.TEAM.size > 1 else "layers"  # NUMBA_NUM_THREADS=1: no team
+    for l2, B, expected in ((read, 16, "layers"), (read - 1, 16, team), (0, 16, "layers"),
+                            (read - 1, bound - 1, team), (read - 1, bound, "layers")):
+        monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
+        assert cpu._pick("stack", None, lstm._layers, 9, B).name == expected, (l2, B)
+        x = rng.standard_normal((9, B, 6)).astype(np.float32)
+        lengths = rng.integers(1, 10, B) if B % 2 else None  # rows past their end too
+        out, (h_n, c_n) = lstm(x, lengths=lengths)
+        ref = cpu.forward(lstm._layers, x, None, None, lengths, strategy="layers")
+        for got, want, name in zip((out, h_n, c_n), ref, ("out", "h_n", "c_n")):
+            assert_close(got, want, np.float32, f"{name}, l2={l2}, B={B}")
+
+
 def test_cache_sizes_are_read_from_sysfs(tmp_path):
     for index, (level, kind, size) in enumerate(((1, "Data", "48K"), (1, "Instruction", "32K"),
                                                  (2, "Unified", "2048K"), (3, "Unified", "1M"))):

@@ -14,6 +14,7 @@ from .cooperative import SERVE, job_kind, lstm_stack_team, stack_job_buffers
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
+from .panel_gemm import TILE_ROWS
 from .projection import LINE as PROJECTION_LINE
 from .projection import input_projection
 from .streaming import StackStepper, TeamStepper, lstm_stream_step
@@ -40,6 +41,11 @@ FUSED_MIN_ROWS = 32
 
 # The caller and helper threads that share small-batch layers (cpu.cooperative).
 TEAM = Team(SERVE)
+# Row tiles per thread of a batch split up to which the team's split by units
+# wins where W_hh is past L2 (team_splits_units): measured on a 2 MB L2 Xeon
+# at H = 512 and 1024, the team 1.03-1.06x at batch 32-48 (2-3 tiles a
+# thread), 0.88-0.94x at 64 (4 tiles).
+UNIT_SPLIT_MAX_TILES = 4
 
 # Below this many multiply-adds per step (B * H * 4H), one thread beats the
 # team: a step then takes about as long as handing it over (~0.5 µs).
@@ -78,10 +84,29 @@ def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
 def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
     """One step at batch 1 (a module called step by step; a stream's steps
     take ``stepper``) where a stream's would (team_streams). From
-    GEMM_STEPS_MIN_BATCH up, splitting the batch (the panel steps) wins."""
+    GEMM_STEPS_MIN_BATCH up, splitting the batch (the panel steps) wins unless
+    team_splits_units says otherwise."""
     if steps == 1:
         return batch == 1 and team_streams(layers)
-    return batch < GEMM_STEPS_MIN_BATCH and batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
+    if batch >= GEMM_STEPS_MIN_BATCH:
+        return team_splits_units(layers, batch)
+    return batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
+
+
+def team_splits_units(layers: PackedStack, batch: int) -> bool:
+    """Whether the team's split by units beats the batch split at batch >=
+    GEMM_STEPS_MIN_BATCH. Past one core's L2, W_hh is streamed from L3 every
+    step by each thread of a batch split, whose first row tile over each panel
+    waits on L3 (an 8 x 48 tile: 88 against 150 GFLOP/s from L2 on 2 MB L2s);
+    the team's threads read half of it each, most of it from their L2s. Each
+    further row tile a thread has reuses the panel from L2, so from
+    UNIT_SPLIT_MAX_TILES tiles a thread the batch split's wait no longer pays
+    for the team's per-step handover (docs/performance.md, stop 20)."""
+    l2 = l2_bytes()
+    dot = layers[0].dot_layout()  # an int8 layer's steps read W_hh in it, else float
+    hh_bytes = layers[0].w_hh.nbytes if dot is None else dot[0][0].nbytes
+    return (TEAM.size > 1 and l2 > 0 and hh_bytes > l2
+            and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size)
 
 
 def _run_team(layers: PackedStack, x, h0, c0, lengths):
