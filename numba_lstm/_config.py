@@ -3,6 +3,8 @@ applied before any kernel is defined, and the threading layer the bench's
 own parallel loops ask for."""
 
 import os
+import platform
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -66,3 +68,42 @@ def configure_cache() -> bool:
 
 
 CACHE = configure_cache()
+
+# The AMX features Numba would compile for on a host that has them.
+_AMX = ("amx-tile", "amx-int8", "amx-bf16")
+
+
+def request_amx() -> bool:
+    """Ask Linux for the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM,
+    XTILEDATA) where the CPU Numba compiles for has AMX; True if granted.
+    Without the grant a tile instruction kills the process (SIGILL), so then
+    Numba compiles for the host without AMX: no kernel of this process uses
+    tiles, and the changed feature list keeps its on-disk cache from loading
+    code compiled where the grant was given. Kernels pick tiles by the
+    compile target's features (cpu.simd), as for every other instruction."""
+    if numba.config.CPU_NAME not in (None, "host") or numba.config.CPU_FEATURES is not None:
+        return False  # an explicit target: its own feature list decides
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features().flatten().split(",")
+    if "+amx-tile" not in features:
+        return False
+    granted = False
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        sys_arch_prctl, req_xcomp_perm, xfeature_xtiledata = 158, 0x1023, 18
+        granted = libc.syscall(sys_arch_prctl, req_xcomp_perm, xfeature_xtiledata) == 0
+    if not granted:
+        numba.config.CPU_FEATURES = without_amx(features)
+    return granted
+
+
+def without_amx(features: list[str]) -> str:
+    """An LLVM feature list (["+avx2", "+amx-tile", ...]) with AMX turned off."""
+    return ",".join("-" + f[1:] if f[1:] in _AMX else f for f in features)
+
+
+AMX_GRANTED = request_amx()

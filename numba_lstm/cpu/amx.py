@@ -1,0 +1,170 @@
+"""AMX tiles for the int8 dot product at batch >= 16 (cpu.dot_gemm).
+
+An AMX core holds eight tile registers of up to 16 rows x 64 bytes; tdpbusd
+adds a 16 x 64 u8 tile times a 16 x 64 s8 tile (16 rows of k4, each 16
+columns x 4 bytes: exactly a panel of the int8 dot layout) into a 16 x 16
+int32 tile: 16,384 multiply-adds an instruction, 256 times vpdpbusd's. The
+sums are the same exact int32s as vpdpbusd's, so results are bitwise those
+of the VNNI kernel.
+
+Numba has no names for these instructions; each is an LLVM intrinsic taking
+its tile registers as immediates (literal ints here). A tile instruction
+faults unless the tile configuration is loaded (ldtilecfg) on that thread
+and the process was granted the tile state (_config.request_amx).
+
+Tests run the same kernel on any CPU with the tile operations emulated
+(EMULATED): plain loops over a (8, 16, 64) byte array standing in for the
+registers, which the intrinsics ignore.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .recurrence import _FLAGS
+from .simd import _has_feature
+
+# Tile instructions compile only for a target with them, which _config leaves
+# out where Linux did not grant the tile state.
+HAS_AMX = _has_feature("amx-tile") and _has_feature("amx-int8")
+TILE_ROWS = 16
+TILE_BYTES = 64  # a row of a tile
+_I8, _I64 = ir.IntType(8), ir.IntType(64)
+
+
+def _call(builder, name, arg_types, args):
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), arg_types), name)
+    builder.call(fn, args)
+
+
+def _literal_tiles(*tiles):
+    return all(isinstance(t, types.IntegerLiteral) for t in tiles)
+
+
+@intrinsic
+def _tile_config(typingctx, tiles, cfg):
+    """ldtilecfg from cfg, 64 bytes (tile_config_bytes)."""
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[1])(context, builder, args[1]).data
+        _call(builder, "llvm.x86.ldtilecfg", [_I8.as_pointer()],
+              [builder.bitcast(data, _I8.as_pointer())])
+        return context.get_dummy_value()
+    return types.none(tiles, cfg), codegen
+
+
+@intrinsic
+def _tile_release(typingctx, tiles):
+    def codegen(context, builder, sig, args):
+        _call(builder, "llvm.x86.tilerelease", [], [])
+        return context.get_dummy_value()
+    return types.none(tiles), codegen
+
+
+@intrinsic
+def _tile_zero(typingctx, tiles, t):
+    if not _literal_tiles(t):
+        return None
+
+    def codegen(context, builder, sig, args):
+        _call(builder, "llvm.x86.tilezero", [_I8], [ir.Constant(_I8, t.literal_value)])
+        return context.get_dummy_value()
+    return types.none(tiles, t), codegen
+
+
+def _tile_memory(name):
+    @intrinsic
+    def op(typingctx, tiles, t, arr, offset, stride):
+        """Tile t and arr's bytes from byte ``offset``, rows ``stride`` bytes apart."""
+        if not _literal_tiles(t):
+            return None
+
+        def codegen(context, builder, sig, args):
+            data = context.make_array(sig.args[2])(context, builder, args[2]).data
+            base = builder.gep(builder.bitcast(data, _I8.as_pointer()), [args[3]])
+            _call(builder, name, [_I8, _I8.as_pointer(), _I64],
+                  [ir.Constant(_I8, t.literal_value), base, args[4]])
+            return context.get_dummy_value()
+        return types.none(tiles, t, arr, types.int64, types.int64), codegen
+    return op
+
+
+_tile_load = _tile_memory("llvm.x86.tileloadd64")
+_tile_store = _tile_memory("llvm.x86.tilestored64")
+
+
+@intrinsic
+def _tile_dpbusd(typingctx, tiles, c, a, b):
+    """Tile c (int32) += tile a (u8) @ tile b (s8, rows of k4)."""
+    if not _literal_tiles(c, a, b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        _call(builder, "llvm.x86.tdpbusd", [_I8, _I8, _I8],
+              [ir.Constant(_I8, v.literal_value) for v in (c, a, b)])
+        return context.get_dummy_value()
+    return types.none(tiles, c, a, b), codegen
+
+
+# -- the emulation: the registers are tiles (8, 16, 64) uint8 --------------------------
+@njit(**_FLAGS)
+def _emulated_config(tiles, cfg):
+    pass
+
+
+@njit(**_FLAGS)
+def _emulated_release(tiles):
+    tiles[:] = 0
+
+
+@njit(**_FLAGS)
+def _emulated_zero(tiles, t):
+    tiles[t] = 0
+
+
+@njit(**_FLAGS)
+def _emulated_load(tiles, t, arr, offset, stride):
+    data = arr.reshape(-1).view(np.uint8)
+    for r in range(TILE_ROWS):
+        tiles[t, r] = data[offset + r * stride:offset + r * stride + TILE_BYTES]
+
+
+@njit(**_FLAGS)
+def _emulated_store(tiles, t, arr, offset, stride):
+    data = arr.reshape(-1).view(np.uint8)
+    for r in range(TILE_ROWS):
+        data[offset + r * stride:offset + r * stride + TILE_BYTES] = tiles[t, r]
+
+
+@njit(**_FLAGS)
+def _emulated_dpbusd(tiles, c, a, b):
+    sums = tiles[c].view(np.int32)  # (16, 16)
+    weights = tiles[b].view(np.int8)  # (16 k4, 64)
+    for m in range(TILE_ROWS):
+        for n in range(TILE_BYTES // 4):
+            total = np.int64(sums[m, n])
+            for k4 in range(TILE_ROWS):
+                for i in range(4):
+                    total += np.int64(tiles[a, m, 4 * k4 + i]) * np.int64(weights[k4, 4 * n + i])
+            sums[m, n] = np.int32((total + 2**31) % 2**32 - 2**31)  # int32 wraps, as tdpbusd
+
+
+# The names a tile kernel is written in (dot_gemm), and their emulation.
+tile_config, tile_release, tile_zero = _tile_config, _tile_release, _tile_zero
+tile_load, tile_store, tile_dpbusd = _tile_load, _tile_store, _tile_dpbusd
+EMULATED = dict(tile_config=_emulated_config, tile_release=_emulated_release,
+                tile_zero=_emulated_zero, tile_load=_emulated_load, tile_store=_emulated_store,
+                tile_dpbusd=_emulated_dpbusd)
+
+
+@njit(inline="always", **_FLAGS)
+def tile_config_bytes():
+    """ldtilecfg's 64 bytes: palette 1, all eight tiles 16 rows x 64 bytes."""
+    cfg = np.zeros(64, np.uint8)
+    cfg[0] = 1
+    for t in range(8):
+        cfg[16 + 2 * t] = TILE_BYTES  # bytes per row, little-endian uint16
+        cfg[48 + t] = TILE_ROWS
+    return cfg

@@ -1,0 +1,86 @@
+"""The int8 dot product on AMX tiles (cpu.amx, dot_gemm's tile kernel): the
+kernel with its tile operations emulated on every CPU, the instructions where
+the host has them, both against the exact integers and against the VNNI rows."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from numba_lstm._config import without_amx
+from numba_lstm.cpu.amx import HAS_AMX
+from numba_lstm.cpu.dot_gemm import (
+    DOT_NR,
+    PAIRS,
+    emulated_tiles_dot_acc,
+    gemm_dot_acc,
+    quantize_row16,
+    tile_rows,
+)
+from numba_lstm.cpu.packing import _pack_quads
+
+quantize = njit(lambda x, lo, hi: quantize_row16(x, lo, hi))
+product = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(out, lo, hi, s, w, offset,
+                                                                      scale))
+
+
+def _operands(rng, R, K, N):
+    x = rng.standard_normal((R, K)).astype(np.float32)
+    w = rng.integers(-127, 128, (K, N)).astype(np.int8)
+    w[:, 0] = 127  # a column at the extreme, with a row of x at its own
+    x[0] = 1.0
+    K4 = -(-K // 4) * 4
+    lo, hi = np.empty((R, K4), np.uint8), np.empty((R, K4), np.uint8)
+    s = np.array([quantize(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
+    offset = (128 * w.astype(np.int32).sum(axis=0)).astype(np.int32)
+    scale = rng.uniform(0.5, 2, N).astype(np.float32)
+    return lo, hi, s, _pack_quads(w), offset, scale, w
+
+
+@pytest.mark.parametrize("R, K", [(16, 64), (35, 128), (48, 512), (20, 40)])
+def test_the_emulated_tile_kernel_computes_the_integers(R, K):
+    rng = np.random.default_rng(R + K)
+    N = 3 * DOT_NR
+    lo, hi, s, w_dot, offset, scale, w = _operands(rng, R, K, N)
+    out = np.full((R, N), 0.25, np.float32)
+    R16 = emulated_tiles_dot_acc(out, lo, hi, s, w_dot, offset, scale)
+    # Whole 16-row tiles where K fills whole 64-byte tile rows; none otherwise.
+    assert R16 == (R - R % 16 if K % 64 == 0 else 0) == tile_rows(R, w_dot)
+    v = (hi.astype(np.int64) - 128) * 256 + lo
+    expected = 0.25 + (v[:, :K] @ w.astype(np.int64)) * s[:, None].astype(np.float64) * scale
+    err = np.abs(out[:R16] - expected[:R16]).max(initial=0) / np.abs(expected).max()
+    assert err <= 3e-7, err
+    assert np.all(out[R16:] == np.float32(0.25))  # rows past the tiles left to the caller
+
+
+@pytest.mark.skipif(PAIRS, reason="the tiles' sums are vpdpbusd's; this CPU's dot is int16 pairs")
+def test_tile_rows_are_bitwise_the_rows_one_at_a_time():
+    # A sequence's numbers must not depend on its batch: 16-row tiles against
+    # the same rows through the one-row kernel.
+    rng = np.random.default_rng(5)
+    R, K, N = 35, 256, 2 * DOT_NR
+    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, R, K, N)
+    tiles = np.zeros((R, N), np.float32)
+    R16 = emulated_tiles_dot_acc(tiles, lo, hi, s, w_dot, offset, scale)
+    assert R16 == 32
+    for r in range(R16):
+        one = np.zeros((1, N), np.float32)
+        assert product(one, lo[r:r + 1], hi[r:r + 1], s[r:r + 1], w_dot, offset, scale)
+        np.testing.assert_array_equal(tiles[r], one[0])
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
+@pytest.mark.parametrize("R, K", [(16, 64), (35, 128), (64, 512)])
+def test_the_tile_instructions_match_their_emulation(R, K):
+    rng = np.random.default_rng(R * K)
+    N = 4 * DOT_NR
+    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, R, K, N)
+    emulated = np.zeros((R, N), np.float32)
+    R16 = emulated_tiles_dot_acc(emulated, lo, hi, s, w_dot, offset, scale)
+    out = np.zeros((R, N), np.float32)
+    assert product(out, lo, hi, s, w_dot, offset, scale)  # tiles for rows < R16
+    np.testing.assert_array_equal(out[:R16], emulated[:R16])
+
+
+def test_amx_is_left_out_of_the_compile_target_without_the_grant():
+    features = ["+avx512f", "+amx-tile", "+amx-int8", "-amx-fp16", "+amx-bf16", "+sse2"]
+    assert without_amx(features) == "+avx512f,-amx-tile,-amx-int8,-amx-fp16,-amx-bf16,+sse2"
