@@ -414,6 +414,14 @@ def prefetch(typingctx, arr, i, j):
 
 
 @intrinsic
+def float32_from_bits(typingctx, bits):
+    """The float32 whose bits are the int32 ``bits``."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
 def vadd_store(typingctx, arr, i, j, v):
     """arr[i, j : j + lanes] += v."""
     def codegen(context, builder, sig, args):
