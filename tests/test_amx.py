@@ -50,6 +50,10 @@ def test_the_emulated_tile_kernel_computes_the_integers(R, K):
     err = np.abs(out[:R16] - expected[:R16]).max(initial=0) / np.abs(expected).max()
     assert err <= 3e-7, err
     assert np.all(out[R16:] == np.float32(0.25))  # rows past the tiles left to the caller
+    # The panels last to first (odd recurrent steps): the same sums.
+    backwards = np.full((R, N), 0.25, np.float32)
+    emulated_tiles_dot_acc(backwards, lo, hi, s, w_dot, offset, scale, reverse=True)
+    np.testing.assert_array_equal(backwards, out)
 
 
 @pytest.mark.skipif(PAIRS, reason="the tiles' sums are vpdpbusd's; this CPU's dot is int16 pairs")

@@ -212,7 +212,7 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, lo, hi, s_row
     dot = recurrence_dot(quantized)
     use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
                and quantize_rows(h_prev, lo, hi, s_rows, dot))
-    if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q)):
+    if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q, s % 2 == 1)):
         gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q], s % 2 == 1)
     for b in range(B):
         if s < lengths[b]:

@@ -242,24 +242,26 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
 
 
-def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q):
+def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
     """out (R, N) += x @ W for rows x that quantize_row16 has put in lo, hi
-    (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc. Returns True;
-    False, having done nothing, where out is not float32. For jitted code."""
+    (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc. ``reverse``:
+    the tiles take the panels last to first (a recurrence alternates it, as
+    the float panels' steps do). Returns True; False, having done nothing,
+    where out is not float32. For jitted code."""
 
 
 @overload(gemm_dot_acc)
-def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
+def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
     if out.dtype == nbtypes.float32:
-        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q):
-            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q)
+        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
+            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse)
             return True
         return impl
-    return lambda out, lo, hi, s_rows, w_dot, offset, scale_q: False
+    return lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False: False
 
 
 @njit(**_FLAGS)
-def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
+def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
     """Sixteen rows at a time on AMX tiles where the CPU has them (4.3-4.7x
     vpdpbusd at 16-64 rows, K = 512, one core; the same int32 sums); then
     four rows at a time share each weight load (a row at a time is
@@ -267,7 +269,7 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q):
     R = out.shape[0]
     R16 = tile_rows(R, w_dot) if HAS_AMX else 0
     if R16 > 0:
-        _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, _NO_TILES)
+        _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES)
     Q = 4 * DOT_LANES
     zero = vsplat(np.int32(0))
     for r in range(R16, R - (R - R16) % 4, 4):
@@ -303,7 +305,7 @@ def tile_rows(R, w_dot):
     return R - R % TILE_ROWS if w_dot.shape[1] % TILE_ROWS == 0 else 0
 
 
-def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, tiles):
+def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles):
     """Rows 0..R16-1 of gemm_dot_acc on tiles, 16 rows x 16 columns x 64
     k a tdpbusd: per panel, tiles 0-3 sum the low and high bytes' products of
     its one or two 16-column halves, 4 and 5 hold 16 rows of lo and hi, 6 and
@@ -315,7 +317,8 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, tiles):
     for r0 in range(0, R16, TILE_ROWS):
         a_lo = r0 * lo.strides[0]
         a_hi = r0 * hi.strides[0]
-        for p in range(P):
+        for i in range(P):
+            p = P - 1 - i if reverse else i
             tile_zero(tiles, 0)
             tile_zero(tiles, 2)
             if DOT_NR == 2 * TILE_ROWS:
@@ -353,18 +356,18 @@ if HAS_AMX:
     _amx_dot_acc = njit(**_FLAGS)(_tiles_dot_acc)
 else:  # tile instructions do not compile for a target without them
     @njit(**_FLAGS)
-    def _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, tiles):
+    def _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles):
         pass
 _EMULATED: list = []
 
 
-def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q):
+def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
     """The tile kernel with its tile operations emulated (tests, on any
     CPU): rows 0..R16-1 of gemm_dot_acc, R16 = tile_rows(R, w_dot). Returns R16."""
     if not _EMULATED:
         _EMULATED.append(njit(**_FLAGS)(rebind(_tiles_dot_acc, EMULATED, "_emulated")))
     R16 = tile_rows(out.shape[0], w_dot)
-    _EMULATED[0](out, lo, hi, s_rows, w_dot, offset, scale_q, R16,
+    _EMULATED[0](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
                  np.zeros((8, TILE_ROWS, TILE_BYTES), np.uint8))
     return R16
 
@@ -396,16 +399,16 @@ def _dot_k_bytes(dot):
     return lambda dot: 4 * dot[0].shape[2]
 
 
-def dot_acc(out, lo, hi, s_rows, dot, q):
+def dot_acc(out, lo, hi, s_rows, dot, q, reverse=False):
     """gemm_dot_acc on block q of dot; False, doing nothing, without one."""
 
 
 @overload(dot_acc, inline="always", jit_options=_FLAGS)
-def _dot_acc(out, lo, hi, s_rows, dot, q):
+def _dot_acc(out, lo, hi, s_rows, dot, q, reverse=False):
     if isinstance(dot, types.NoneType):
-        return lambda out, lo, hi, s_rows, dot, q: False
-    return lambda out, lo, hi, s_rows, dot, q: gemm_dot_acc(out, lo, hi, s_rows, dot[0][q],
-                                                            dot[1][q], dot[2][q])
+        return lambda out, lo, hi, s_rows, dot, q, reverse=False: False
+    return lambda out, lo, hi, s_rows, dot, q, reverse=False: gemm_dot_acc(
+        out, lo, hi, s_rows, dot[0][q], dot[1][q], dot[2][q], reverse)
 
 
 def quantize_rows(rows, lo, hi, scales, dot):

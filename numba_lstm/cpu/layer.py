@@ -166,7 +166,7 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
         if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
             # (nb, G) += (nb, K) @ (K, G), int8 x int16 where it can
             if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
-                    and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d)):
+                    and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d, s % 2 == 1)):
                 # column int64 0, not a literal: the projection's call
                 # compiles this product for int64 columns already
                 gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], s % 2 == 1)
