@@ -77,15 +77,18 @@ def request_amx() -> bool:
     """Ask Linux for the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM,
     XTILEDATA) where the CPU Numba compiles for has AMX; True if granted.
     Without the grant a tile instruction kills the process (SIGILL), so then
-    Numba compiles for the host without AMX: no kernel of this process uses
+    Numba compiles for that CPU without AMX: no kernel of this process uses
     tiles, and the changed feature list keeps its on-disk cache from loading
     code compiled where the grant was given. Kernels pick tiles by the
     compile target's features (cpu.simd), as for every other instruction."""
-    if numba.config.CPU_NAME not in (None, "host") or numba.config.CPU_FEATURES is not None:
-        return False  # an explicit target: its own feature list decides
-    import llvmlite.binding as llvm
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return False  # a named CPU's default features: cpu.simd sees no AMX there
+        import llvmlite.binding as llvm
 
-    features = llvm.get_host_cpu_features().flatten().split(",")
+        features = llvm.get_host_cpu_features().flatten()
+    features = features.split(",")
     if "+amx-tile" not in features:
         return False
     granted = False

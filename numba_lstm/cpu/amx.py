@@ -23,12 +23,13 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .._config import AMX_GRANTED
 from .recurrence import _FLAGS
 from .simd import _has_feature
 
 # Tile instructions compile only for a target with them, which _config leaves
 # out where Linux did not grant the tile state.
-HAS_AMX = _has_feature("amx-tile") and _has_feature("amx-int8")
+HAS_AMX = AMX_GRANTED and _has_feature("amx-tile") and _has_feature("amx-int8")
 TILE_ROWS = 16
 TILE_BYTES = 64  # a row of a tile
 _I8, _I64 = ir.IntType(8), ir.IntType(64)
