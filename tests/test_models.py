@@ -146,7 +146,7 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
         lengths = rng.integers(1, 10, B) if B % 2 else None  # rows past their end too
         out, (h_n, c_n) = lstm(x, lengths=lengths)
         ref = cpu.forward(lstm._layers, x, None, None, lengths, strategy="layers")
-        for got, want, name in zip((out, h_n, c_n), ref, ("out", "h_n", "c_n")):
+        for got, want, name in zip((out, h_n, c_n), ref, ("out", "h_n", "c_n"), strict=True):
             assert_close(got, want, np.float32, f"{name}, l2={l2}, B={B}")
 
 
