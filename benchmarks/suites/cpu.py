@@ -86,6 +86,54 @@ class ForwardQuantized:
         self.call()
 
 
+class Int8Product:
+    """The int8 dot product alone (cpu.dot_gemm.gemm_dot_acc): rows x 512 @ 512 x
+    2048, as one thread's share of S6's step (16 rows) and of larger batches.
+    On a CPU with AMX its 16-row groups run on tiles, else on vpdpbusd (or
+    int16 pairs without VNNI): the same sums, so the kernels compare here.
+    track_gops counts a multiply-add as two operations, each activation
+    product once (its two bytes take two instructions)."""
+
+    params = ([16, 32, 64],)
+    param_names = ["rows"]
+
+    def setup(self, rows):
+        import numpy as np
+        from numba import njit
+
+        from numba_lstm.cpu.dot_gemm import gemm_dot_acc, quantize_row16
+        from numba_lstm.cpu.packing import _pack_quads
+
+        rng = np.random.default_rng(0)
+        K, N = 512, 2048
+        w = rng.integers(-127, 128, (K, N)).astype(np.int8)
+        x = rng.standard_normal((rows, K)).astype(np.float32)
+        lo, hi = np.empty((rows, K), np.uint8), np.empty((rows, K), np.uint8)
+        quantize = njit(lambda x, lo, hi: quantize_row16(x, lo, hi))
+        scales = np.array([quantize(x[r], lo[r], hi[r]) for r in range(rows)], np.float32)
+        product = njit(lambda *a: gemm_dot_acc(*a))
+        args = (np.zeros((rows, N), np.float32), lo, hi, scales, _pack_quads(w),
+                (128 * w.astype(np.int32).sum(axis=0)).astype(np.int32),
+                np.ones(N, np.float32))
+        self.call = lambda: product(*args)
+        self.call()
+        self.ops = 2 * rows * K * N
+
+    def time_product(self, rows):
+        self.call()
+
+    def track_gops(self, rows):
+        import time
+
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 0.2:
+            self.call()
+            n += 1
+        return self.ops * n / (time.perf_counter() - start) / 1e9
+
+    track_gops.unit = "GOPS"
+
+
 _FIRST_CALL = """
 import os
 os.environ["NUMBA_CACHE_DIR"] = {cache_dir!r}
