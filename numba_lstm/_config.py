@@ -69,6 +69,22 @@ def configure_cache() -> bool:
 
 CACHE = configure_cache()
 
+def target_features() -> list[str]:
+    """The LLVM features ("+avx2", "-amx-tile", ...) of the CPU Numba compiles
+    for: NUMBA_CPU_FEATURES, else the host's; none for a CPU named without a
+    feature list (kernels then assume no extension past AVX2). Kernels choose
+    instructions by these (cpu.simd), so a cache filled on one CPU is not used
+    on another (Numba's cache index keys on the CPU's name and features)."""
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return []
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features().flatten()
+    return features.split(",")
+
+
 # The AMX features Numba would compile for on a host that has them.
 _AMX = ("amx-tile", "amx-int8", "amx-bf16")
 
@@ -81,14 +97,7 @@ def request_amx() -> bool:
     tiles, and the changed feature list keeps its on-disk cache from loading
     code compiled where the grant was given. Kernels pick tiles by the
     compile target's features (cpu.simd), as for every other instruction."""
-    features = numba.config.CPU_FEATURES
-    if features is None:
-        if numba.config.CPU_NAME not in (None, "host"):
-            return False  # a named CPU's default features: cpu.simd sees no AMX there
-        import llvmlite.binding as llvm
-
-        features = llvm.get_host_cpu_features().flatten()
-    features = features.split(",")
+    features = target_features()
     if "+amx-tile" not in features:
         return False
     granted = False

@@ -15,40 +15,27 @@ NaN and Inf propagate as in a scalar loop.
 import operator
 
 import llvmlite.binding as llvm
-import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-
-def _vector_bytes() -> int:
-    """Bytes per vector register of the CPU Numba compiles for: 64 with AVX-512,
-    else 32 (AVX/AVX2; on narrower CPUs LLVM splits the vector, still correct)."""
-    features = numba.config.CPU_FEATURES
-    if features is None:
-        if numba.config.CPU_NAME not in (None, "host"):
-            return 32  # a named portable target: do not assume AVX-512
-        features = llvm.get_host_cpu_features().flatten()
-    return 64 if "+avx512f" in features.split(",") else 32
-
-
-VECTOR_BYTES = _vector_bytes()
-# Vector registers the compiler can allocate: 32 zmm with AVX-512, 16 ymm with AVX2.
-VECTOR_REGISTERS = 32 if VECTOR_BYTES == 64 else 16
+from .._config import target_features
 
 
 def _has_feature(name: str) -> bool:
     """Whether the CPU Numba compiles for has ``name`` (an LLVM feature, e.g.
-    "avx512vnni"). Read from the same place as VECTOR_BYTES, so a kernel
-    choice follows the compile target, and a cache filled on one CPU is not
-    used on another (Numba's cache index keys on the CPU's name and features)."""
-    features = numba.config.CPU_FEATURES
-    if features is None:
-        if numba.config.CPU_NAME not in (None, "host"):
-            return False
-        features = llvm.get_host_cpu_features().flatten()
-    return "+" + name in features.split(",")
+    "avx512vnni"; _config.target_features), so a kernel choice follows the
+    compile target."""
+    return "+" + name in target_features()
+
+
+# Bytes per vector register: 64 with AVX-512, else 32 (AVX/AVX2; a named
+# portable target without features is not assumed to have AVX-512; on
+# narrower CPUs LLVM splits the vector, still correct).
+VECTOR_BYTES = 64 if _has_feature("avx512f") else 32
+# Vector registers the compiler can allocate: 32 zmm with AVX-512, 16 ymm with AVX2.
+VECTOR_REGISTERS = 32 if VECTOR_BYTES == 64 else 16
 
 
 # AVX512-VNNI's vpdpbusd: 64 int8 multiply-adds an instruction (cpu.row_step).
