@@ -30,8 +30,8 @@ from .simd import _has_feature
 # Tile instructions compile only for a target with them, which _config leaves
 # out where Linux did not grant the tile state.
 HAS_AMX = AMX_GRANTED and _has_feature("amx-tile") and _has_feature("amx-int8")
-TILE_ROWS = 16
-TILE_BYTES = 64  # a row of a tile
+AMX_ROWS = 16  # rows of a tile (not panel_gemm's 8-row register tiles)
+AMX_ROW_BYTES = 64  # bytes in a row of a tile
 _I8, _I64 = ir.IntType(8), ir.IntType(64)
 
 
@@ -128,25 +128,25 @@ def _emulated_zero(tiles, t):
 @njit(**_FLAGS)
 def _emulated_load(tiles, t, arr, offset, stride):
     data = arr.reshape(-1).view(np.uint8)
-    for r in range(TILE_ROWS):
-        tiles[t, r] = data[offset + r * stride:offset + r * stride + TILE_BYTES]
+    for r in range(AMX_ROWS):
+        tiles[t, r] = data[offset + r * stride:offset + r * stride + AMX_ROW_BYTES]
 
 
 @njit(**_FLAGS)
 def _emulated_store(tiles, t, arr, offset, stride):
     data = arr.reshape(-1).view(np.uint8)
-    for r in range(TILE_ROWS):
-        data[offset + r * stride:offset + r * stride + TILE_BYTES] = tiles[t, r]
+    for r in range(AMX_ROWS):
+        data[offset + r * stride:offset + r * stride + AMX_ROW_BYTES] = tiles[t, r]
 
 
 @njit(**_FLAGS)
 def _emulated_dpbusd(tiles, c, a, b):
     sums = tiles[c].view(np.int32)  # (16, 16)
     weights = tiles[b].view(np.int8)  # (16 k4, 64)
-    for m in range(TILE_ROWS):
-        for n in range(TILE_BYTES // 4):
+    for m in range(AMX_ROWS):
+        for n in range(AMX_ROW_BYTES // 4):
             total = np.int64(sums[m, n])
-            for k4 in range(TILE_ROWS):
+            for k4 in range(AMX_ROWS):
                 for i in range(4):
                     total += np.int64(tiles[a, m, 4 * k4 + i]) * np.int64(weights[k4, 4 * n + i])
             sums[m, n] = np.int32((total + 2**31) % 2**32 - 2**31)  # int32 wraps, as tdpbusd
@@ -166,6 +166,6 @@ def tile_config_bytes():
     cfg = np.zeros(64, np.uint8)
     cfg[0] = 1
     for t in range(8):
-        cfg[16 + 2 * t] = TILE_BYTES  # bytes per row, little-endian uint16
-        cfg[48 + t] = TILE_ROWS
+        cfg[16 + 2 * t] = AMX_ROW_BYTES  # bytes per row, little-endian uint16
+        cfg[48 + t] = AMX_ROWS
     return cfg

@@ -26,10 +26,10 @@ from numba.extending import overload
 
 from ..cells import rebind
 from .amx import (
+    AMX_ROW_BYTES,
+    AMX_ROWS,
     EMULATED,
     HAS_AMX,
-    TILE_BYTES,
-    TILE_ROWS,
     tile_config,
     tile_config_bytes,
     tile_dpbusd,
@@ -302,7 +302,7 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
 def tile_rows(R, w_dot):
     """Rows the tile kernel takes: whole tiles of 16 rows where K4 fills whole
     tiles (16 k4 rows); else 0."""
-    return R - R % TILE_ROWS if w_dot.shape[1] % TILE_ROWS == 0 else 0
+    return R - R % AMX_ROWS if w_dot.shape[1] % AMX_ROWS == 0 else 0
 
 
 def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles):
@@ -312,39 +312,41 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     7 the halves' weights (16 k4 rows each, the layout's own rows). Compiled
     with amx's instructions, and with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
-    sums = np.empty((4, TILE_ROWS, TILE_ROWS), np.int32)
+    sums = np.empty((4, AMX_ROWS, AMX_ROWS), np.int32)
     tile_config(tiles, tile_config_bytes())
-    for r0 in range(0, R16, TILE_ROWS):
+    for r0 in range(0, R16, AMX_ROWS):
         a_lo = r0 * lo.strides[0]
         a_hi = r0 * hi.strides[0]
         for i in range(P):
             p = P - 1 - i if reverse else i
             tile_zero(tiles, 0)
             tile_zero(tiles, 2)
-            if DOT_NR == 2 * TILE_ROWS:
+            if DOT_NR == 2 * AMX_ROWS:
                 tile_zero(tiles, 1)
                 tile_zero(tiles, 3)
-            for k4 in range(0, K4, TILE_ROWS):
+            for k4 in range(0, K4, AMX_ROWS):
                 tile_load(tiles, 4, lo, a_lo + 4 * k4, lo.strides[0])
                 tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
                 tile_load(tiles, 6, w_dot, w, w_dot.strides[1])
                 tile_dpbusd(tiles, 0, 4, 6)
                 tile_dpbusd(tiles, 2, 5, 6)
-                if DOT_NR == 2 * TILE_ROWS:
-                    tile_load(tiles, 7, w_dot, w + TILE_BYTES, w_dot.strides[1])
+                if DOT_NR == 2 * AMX_ROWS:
+                    tile_load(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
                     tile_dpbusd(tiles, 1, 4, 7)
                     tile_dpbusd(tiles, 3, 5, 7)
-            tile_store(tiles, 0, sums, 0, TILE_BYTES)  # sums[t]: tile t
-            tile_store(tiles, 2, sums, 2 * TILE_ROWS * TILE_BYTES, TILE_BYTES)
-            if DOT_NR == 2 * TILE_ROWS:
-                tile_store(tiles, 1, sums, TILE_ROWS * TILE_BYTES, TILE_BYTES)
-                tile_store(tiles, 3, sums, 3 * TILE_ROWS * TILE_BYTES, TILE_BYTES)
-            for r in range(TILE_ROWS):
+            tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)  # sums[t]: tile t
+            tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+            if DOT_NR == 2 * AMX_ROWS:
+                tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+            # _sum_bytes, not dot_sum: tile sums are vpdpbusd's (bytes, offset
+            # by 128) on every CPU, the emulated kernel's on AVX2 too.
+            for r in range(AMX_ROWS):
                 row = out[r0 + r]
-                for half in range(DOT_NR // TILE_ROWS):
-                    for j in range(0, TILE_ROWS, DOT_LANES):
-                        col = p * DOT_NR + half * TILE_ROWS + j
+                for half in range(DOT_NR // AMX_ROWS):
+                    for j in range(0, AMX_ROWS, DOT_LANES):
+                        col = p * DOT_NR + half * AMX_ROWS + j
                         vstore1(row, col, vadd(vload1(row, col), _sum_bytes(
                             vload1(sums[half, r], j), vload1(sums[2 + half, r], j), offset,
                             scale_q, s_rows[r0 + r], col)))
@@ -368,7 +370,7 @@ def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=
         _EMULATED.append(njit(**_FLAGS)(rebind(_tiles_dot_acc, EMULATED, "_emulated")))
     R16 = tile_rows(out.shape[0], w_dot)
     _EMULATED[0](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
-                 np.zeros((8, TILE_ROWS, TILE_BYTES), np.uint8))
+                 np.zeros((8, AMX_ROWS, AMX_ROW_BYTES), np.uint8))
     return R16
 
 
