@@ -166,28 +166,30 @@ def h_in_out(lengths, steps):
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, lo, hi, s_rows, in_place):
+def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi, s_rows,
+                in_place):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2] and out[s]. Rows past their length carry
     their state over and output 0. ``in_place`` (every row runs every step):
     out holds the steps' h, h0 in h_buf[0] (_recur); the new h goes to out[s]
-    alone. gx (nb, steps*B, 4U): the projections, to which block q's rows of
-    step s add h's products in place (each is read once). w_hh (nb, P, H,
-    NR): each block's W_hh^T in panels; a quantized stack's steps read
-    ``quantized`` instead: (w_i8, w_bf16, scale, w_dot, offset) of one layer
-    (packing.team_quantized_blocks; None for a float stack), the int8 dot
-    layout where it exists (at batch > 1 only it: the widening kernels are
-    batch-1 ones); lo, hi (B, 4 * K4) and s_rows (B,) are its scratch."""
+    alone, but the last step's goes to h_buf[steps % 2] too, where the caller
+    reads the final state: written by the block itself, since a copy after the
+    layer raced the layer two above, which writes the same out (a thread
+    descheduled before its copy read that layer's h). gx (nb, steps*B, 4U):
+    the projections, to which block q's rows of step s add h's products in
+    place (each is read once). w_hh (nb, P, H, NR): each block's W_hh^T in
+    panels; a quantized stack's steps read ``quantized`` instead: (w_i8,
+    w_bf16, scale, w_dot, offset) of one layer (packing.team_quantized_blocks;
+    None for a float stack), the int8 dot layout where it exists (at batch > 1
+    only it: the widening kernels are batch-1 ones); lo, hi (B, 4 * K4) and
+    s_rows (B,) are its scratch."""
     B, H = c.shape
     U = gx.shape[2] // 4
     j0 = q * U
     units = slice(j0, min(j0 + U, H))
-    if in_place:
-        h_prev = h_buf[0] if s == 0 else out[s - 1]
-        h_next = out[s]
-    else:
-        h_prev = h_buf[s % 2]
-        h_next = h_buf[1 - s % 2]
+    h_prev = (h_buf[0] if s == 0 else out[s - 1]) if in_place else h_buf[s % 2]
+    h_in_out_only = in_place and s < steps - 1
+    h_next = out[s] if h_in_out_only else h_buf[1 - s % 2]
     if B == 1 and s < lengths[0]:
         reverse = s % 2 == 1
         if quantized_row_step(quantized, q, gx[q, s], h_prev[0], lo[0], hi[0], c[0, units],
@@ -221,7 +223,7 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, lo, hi, s_row
         if s < lengths[b]:
             # The LSTM row reads no parameters: acc stands in for them.
             lstm_row(acc[b], acc[b], h_next[b, units], c[b, units], h_next[b, units], acc)
-            if not in_place:
+            if not h_in_out_only:
                 copy_row(h_next[b, units], out[s, b, units])
         else:
             copy_row(h_prev[b, units], h_next[b, units])
@@ -301,14 +303,10 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, q, lo, hi, s_rows,
-                            in_place)
+                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi,
+                            s_rows, in_place)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
-    if in_place and tid == 0 and steps > 0:  # the final h where the caller reads it
-        h_last = h_buf[steps % 2]
-        for b in range(h_last.shape[0]):
-            copy_row(out[steps - 1, b], h_last[b])
 
 
 @njit(**_FLAGS)
