@@ -8,7 +8,7 @@ import numba_lstm as nl
 import numba_lstm.cpu as cpu
 from numba_lstm import reference
 from numba_lstm.cpu import StackStepper, TeamStepper
-from numba_lstm.cpu.caches import cache_bytes
+from numba_lstm.cpu.caches import cache_bytes, cpu_vendor
 
 
 # -- streaming (no torch) ----------------------------------------------------------------
@@ -138,6 +138,7 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
     read = layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
     bound = cpu.UNIT_SPLIT_MAX_TILES * cpu.TILE_ROWS * cpu.TEAM.size
     team = "team" if cpu.TEAM.size > 1 else "layers"  # NUMBA_NUM_THREADS=1: no team
+    monkeypatch.setattr(cpu, "l3_feeds_each_core_fast", lambda: False)  # no fused steps from L3
     for l2, B, expected in ((read, 16, "layers"), (read - 1, 16, team), (0, 16, "layers"),
                             (read - 1, bound - 1, team), (read - 1, bound, "layers")):
         monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
@@ -148,6 +149,51 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
         ref = cpu.forward(lstm._layers, x, None, None, lengths, strategy="layers")
         for got, want, name in zip((out, h_n, c_n), ref, ("out", "h_n", "c_n"), strict=True):
             assert_close(got, want, np.float32, f"{name}, l2={l2}, B={B}")
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fast(weights,
+                                                                                  monkeypatch):
+    # From TILE_ROWS rows a task, a layer whose [W_ih; W_hh] take at most half of
+    # the L3 (faked here) projects each step in its product on a CPU whose L3
+    # feeds each core fast (faked), and the batch split then takes the stack
+    # from the team; an int8 layer keeps its dot kernels. The numbers are the
+    # forced strategies'.
+    rng = np.random.default_rng(13)
+    lstm = nl.LSTM(16, 16, num_layers=2)  # both layers' weights the same size
+    if weights != "float32":
+        lstm = lstm.quantize(weights)
+    layers = lstm._layers
+    need = max(2 * (layer.w_ih.nbytes + layer.w_hh.nbytes) for layer in layers)
+    B = cpu.TILE_ROWS * cpu.TEAM.size  # TILE_ROWS rows a thread
+    monkeypatch.setattr(cpu, "l2_bytes", lambda: 1)  # W_hh past L2: the team's unit split
+    monkeypatch.setattr(cpu, "FUSED_MAX_BYTES", 0)  # weights never count as fitting L2
+    fused = weights == "float32"
+    for l3, fast, expected in ((need, True, fused), (need - 1, True, False),
+                               (need, False, False), (0, True, False)):
+        monkeypatch.setattr(cpu, "l3_bytes", lambda l3=l3: l3)
+        monkeypatch.setattr(cpu, "l3_feeds_each_core_fast", lambda fast=fast: fast)
+        assert (cpu._pick("layer", None, layers[0], 9, B).name == "panels_fused") == expected
+        if cpu.TEAM.size > 1:
+            stack = cpu._pick("stack", None, layers, 9, B).name
+            assert stack == ("layers" if expected else "team"), (l3, fast)
+    x = rng.standard_normal((9, B, 16)).astype(np.float32)
+    out, (h_n, c_n) = lstm(x)  # the last case's choice
+    for strategy in ("panels_fused", "panels") if fused else ("panels",):
+        ref = cpu.forward(layers, x, None, None, None, strategy=strategy)
+        for got, want, name in zip((out, h_n, c_n), ref, ("out", "h_n", "c_n"), strict=True):
+            assert_close(got, want, np.float32, f"{name}, {strategy}")
+
+
+def test_the_cpu_vendor_is_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n")
+    assert cpu_vendor(info) == "AuthenticAMD"
+    info.write_text("processor\t: 0\n")
+    cpu_vendor.cache_clear()
+    assert cpu_vendor(info) == ""
+    assert cpu_vendor(tmp_path / "missing") == ""
+    cpu_vendor.cache_clear()
 
 
 def test_cache_sizes_are_read_from_sysfs(tmp_path):

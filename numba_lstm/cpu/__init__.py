@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from ..cells import LSTM
-from .caches import l2_bytes
+from .caches import l2_bytes, l3_bytes, l3_feeds_each_core_fast
 from .cooperative import SERVE, job_kind, lstm_stack_team, stack_job_buffers
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
@@ -101,12 +101,15 @@ def team_splits_units(layers: PackedStack, batch: int) -> bool:
     the team's threads read half of it each, most of it from their L2s. Each
     further row tile a thread has reuses the panel from L2, so from
     UNIT_SPLIT_MAX_TILES tiles a thread the batch split's wait no longer pays
-    for the team's per-step handover (docs/performance.md, stop 20)."""
+    for the team's per-step handover (docs/performance.md, stop 20). Where
+    every layer's fused step streams its weights from L3 instead
+    (_fused_from_l3), the batch split wins (Zen 5, S6: 1.12x)."""
     l2 = l2_bytes()
     dot = layers[0].dot_layout()  # an int8 layer's steps read W_hh in it, else float
     hh_bytes = layers[0].w_hh.nbytes if dot is None else dot[0][0].nbytes
     return (TEAM.size > 1 and l2 > 0 and hh_bytes > l2
-            and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size)
+            and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size
+            and not all(_fused_from_l3(layer, batch) for layer in layers))
 
 
 def _run_team(layers: PackedStack, x, h0, c0, lengths):
@@ -193,7 +196,22 @@ def _fused_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     D = layer.num_directions
     return B > 1 and layer.dot_layout() is None and (
         B // _n_chunks(layer, B, _threads(layer, B)) >= FUSED_MIN_ROWS
-                      or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES)
+        or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES
+        or _fused_from_l3(layer, B))
+
+
+def _fused_from_l3(layer: PackedLayer, B: int) -> bool:
+    """Whether the fused step wins at TILE_ROWS or more rows a task, reading
+    [W_ih; W_hh] from L3 every step, against the pre-pass and its gx (S6: 26
+    MB a layer, through memory on a 32 MB L3): where L3 holds every
+    direction's weights in half of it and feeds each core fast. Measured on
+    Zen 5 at batch 16-48, H 256-512: 1.08-1.12x over the pre-pass and the
+    team; with 24 MB of weights (H = 1024) 0.68x; on Cascade Lake's mesh, S6
+    0.87x (docs/performance.md)."""
+    rows = B // _n_chunks(layer, B, _threads(layer, B))
+    l3 = l3_bytes()
+    return (rows >= TILE_ROWS and layer.dot_layout() is None and l3 > 0
+            and layer.w_ih.nbytes + layer.w_hh.nbytes <= l3 // 2 and l3_feeds_each_core_fast())
 
 
 def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = False):
