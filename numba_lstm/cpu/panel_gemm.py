@@ -27,7 +27,16 @@ import numpy as np
 from numba import njit
 
 from .recurrence import _FLAGS
-from .simd import VECTOR_BYTES, VECTOR_REGISTERS, prefetch, vadd_store, vfma, vload, vsplat
+from .simd import (
+    VECTOR_BYTES,
+    VECTOR_REGISTERS,
+    prefetch,
+    vadd_store,
+    vfma,
+    vload,
+    vsplat,
+    vstore1,
+)
 
 TILE_ROWS = 8
 # Tiles of 1-4 rows use each weight they load for at most 4 FMAs, so they
@@ -617,9 +626,19 @@ def _tile_rest(dst, r_dst, c_dst, a, r, rows, pa, pb, tile3, tile2, tile1):
 
 @njit(inline="always", **_FLAGS)
 def _drain(tile, rows, out, r, c, width):
-    """out[r:r+rows, c:c+width] += tile[:rows, :width], and those tile entries back to 0."""
+    """out[r:r+rows, c:c+width] += tile[:rows, :width], and those tile entries back to 0.
+    Whole vectors where they fit: element by element, a last partial panel's
+    8 x 32 drain took longer than its tile (3-vector panels, N = 512: 188
+    against 228 GFLOP/s at N = 528)."""
+    lanes = VECTOR_BYTES // tile.itemsize
+    whole = width - width % lanes
+    zero = vsplat(tile.dtype.type(0))
     for q in range(rows):
-        for j in range(width):
+        row = tile[q]
+        for j in range(0, whole, lanes):
+            vadd_store(out, r + q, c + j, vload(tile, q, j))
+            vstore1(row, j, zero)
+        for j in range(whole, width):
             out[r + q, c + j] += tile[q, j]
             tile[q, j] = 0
 
