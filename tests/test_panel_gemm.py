@@ -18,6 +18,8 @@ from numba_lstm.cpu.panel_gemm import (
     _tile8,
     _tile8x3,
     chunk_start,
+    gemm_panels2_acc,
+    gemm_panels3_acc,
     gemm_panels_acc,
     pack_panels,
     panel_width,
@@ -147,6 +149,26 @@ def test_large_batch_layer_matches_reference(dtype, D, fused, B, H):
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vectors", [2, 3])
+@pytest.mark.parametrize("N", [5, 40, 100, 150])
+def test_a_partial_last_panel_writes_only_its_columns(dtype, vectors, N):
+    # The columns past N of out's rows (another slice's, e.g. the other
+    # direction's gates) are left alone: the partial panel's 8-row tiles
+    # store by masks (three-vector panels) or through a scratch tile.
+    rng = np.random.default_rng(N)
+    R, K, extra = 19, 11, 37
+    a = rng.standard_normal((R, K)).astype(dtype)
+    w = rng.standard_normal((K, N)).astype(dtype)
+    # -0.0 past N: adding the zero-padded columns' +0.0 sums would turn it to +0.0.
+    out = np.full((R, N + extra), -0.0, dtype)
+    expected = a.astype(np.float64) @ w.astype(np.float64)
+    gemm = gemm_panels3_acc if vectors == 3 else gemm_panels2_acc
+    gemm(out, 0, N, a, pack_panels(w, vectors))
+    np.testing.assert_allclose(out[:, :N], expected, rtol=0, atol=K * np.finfo(dtype).eps * 8)
+    assert np.all(np.signbit(out[:, N:]))
+
+
 @pytest.mark.skipif(numba.config.CPU_NAME not in (None, "host") and not numba.config.CPU_FEATURES,
                     reason="a named portable CPU target: its vector width is not the host's")
 @pytest.mark.parametrize("tile,vectors", [(_tile8, 2), (_tile8x3, 3)])

@@ -31,11 +31,15 @@ from .simd import (
     VECTOR_BYTES,
     VECTOR_REGISTERS,
     prefetch,
+    vadd,
     vadd_store,
     vfma,
     vload,
+    vload1,
+    vload1_first,
     vsplat,
     vstore1,
+    vstore1_first,
 )
 
 TILE_ROWS = 8
@@ -218,12 +222,11 @@ def _tile3(dst, r_dst, c_dst, a, r, panel):
     _store_row(dst, r_dst + 2, c_dst, L, c20, c21)
 
 
-@njit(**_FLAGS)
-def _tile8x3(dst, r_dst, c_dst, a, r, panel):
-    """_tile8 for three-vector panels: dst[r_dst:r_dst+8, c_dst:c_dst+NR] +=
-    a[r:r+8] @ panel (K, NR)."""
+@njit(inline="always", **_FLAGS)
+def _sums8x3(a, r, panel):
+    """a[r:r+8] @ panel (K, NR) for three-vector panels: 24 sums, row by row."""
     L = panel.shape[1] // 3
-    z = vsplat(dst.dtype.type(0))
+    z = vsplat(panel.dtype.type(0))
     c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
     c40 = c41 = c42 = c50 = c51 = c52 = c60 = c61 = c62 = c70 = c71 = c72 = z
     a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
@@ -248,14 +251,41 @@ def _tile8x3(dst, r_dst, c_dst, a, r, panel):
         c60, c61, c62 = vfma(s, w0, c60), vfma(s, w1, c61), vfma(s, w2, c62)
         s = vsplat(a7[k])
         c70, c71, c72 = vfma(s, w0, c70), vfma(s, w1, c71), vfma(s, w2, c72)
-    _store_row3(dst, r_dst, c_dst, L, c00, c01, c02)
-    _store_row3(dst, r_dst + 1, c_dst, L, c10, c11, c12)
-    _store_row3(dst, r_dst + 2, c_dst, L, c20, c21, c22)
-    _store_row3(dst, r_dst + 3, c_dst, L, c30, c31, c32)
-    _store_row3(dst, r_dst + 4, c_dst, L, c40, c41, c42)
-    _store_row3(dst, r_dst + 5, c_dst, L, c50, c51, c52)
-    _store_row3(dst, r_dst + 6, c_dst, L, c60, c61, c62)
-    _store_row3(dst, r_dst + 7, c_dst, L, c70, c71, c72)
+    return ((c00, c01, c02), (c10, c11, c12), (c20, c21, c22), (c30, c31, c32),
+            (c40, c41, c42), (c50, c51, c52), (c60, c61, c62), (c70, c71, c72))
+
+
+@njit(**_FLAGS)
+def _tile8x3(dst, r_dst, c_dst, a, r, panel):
+    """_tile8 for three-vector panels: dst[r_dst:r_dst+8, c_dst:c_dst+NR] +=
+    a[r:r+8] @ panel (K, NR)."""
+    L = panel.shape[1] // 3
+    s0, s1, s2, s3, s4, s5, s6, s7 = _sums8x3(a, r, panel)
+    _store_row3(dst, r_dst, c_dst, L, s0[0], s0[1], s0[2])
+    _store_row3(dst, r_dst + 1, c_dst, L, s1[0], s1[1], s1[2])
+    _store_row3(dst, r_dst + 2, c_dst, L, s2[0], s2[1], s2[2])
+    _store_row3(dst, r_dst + 3, c_dst, L, s3[0], s3[1], s3[2])
+    _store_row3(dst, r_dst + 4, c_dst, L, s4[0], s4[1], s4[2])
+    _store_row3(dst, r_dst + 5, c_dst, L, s5[0], s5[1], s5[2])
+    _store_row3(dst, r_dst + 6, c_dst, L, s6[0], s6[1], s6[2])
+    _store_row3(dst, r_dst + 7, c_dst, L, s7[0], s7[1], s7[2])
+
+
+@njit(**_FLAGS)
+def _tile8x3_first(dst, r_dst, c_dst, a, r, panel, width):
+    """_tile8x3 for a last panel cut short: only the first ``width`` (< NR)
+    columns are added to dst, by masked stores, so the tile needs no scratch
+    and no drain (4H = 512: 10 whole panels and 32 columns)."""
+    L = panel.shape[1] // 3
+    s0, s1, s2, s3, s4, s5, s6, s7 = _sums8x3(a, r, panel)
+    _store_row3_first(dst[r_dst], c_dst, L, width, s0[0], s0[1], s0[2])
+    _store_row3_first(dst[r_dst + 1], c_dst, L, width, s1[0], s1[1], s1[2])
+    _store_row3_first(dst[r_dst + 2], c_dst, L, width, s2[0], s2[1], s2[2])
+    _store_row3_first(dst[r_dst + 3], c_dst, L, width, s3[0], s3[1], s3[2])
+    _store_row3_first(dst[r_dst + 4], c_dst, L, width, s4[0], s4[1], s4[2])
+    _store_row3_first(dst[r_dst + 5], c_dst, L, width, s5[0], s5[1], s5[2])
+    _store_row3_first(dst[r_dst + 6], c_dst, L, width, s6[0], s6[1], s6[2])
+    _store_row3_first(dst[r_dst + 7], c_dst, L, width, s7[0], s7[1], s7[2])
 
 
 # Tiles of 1-4 rows over two panels at once: twice the columns, so twice the
@@ -488,6 +518,24 @@ def _store_row3(dst, r, c, L, v0, v1, v2):
 
 
 @njit(inline="always", **_FLAGS)
+def _add_first(row, c, width, v):
+    """row[c : c + min(width, lanes)] += v's first lanes (none if width <= 0)."""
+    lanes = VECTOR_BYTES // row.itemsize
+    if width >= lanes:
+        vstore1(row, c, vadd(vload1(row, c), v))
+    elif width > 0:
+        vstore1_first(row, c, vadd(vload1_first(row, c, width), v), width)
+
+
+@njit(inline="always", **_FLAGS)
+def _store_row3_first(row, c, L, width, v0, v1, v2):
+    """_store_row3 into one row of dst, only its first ``width`` columns."""
+    _add_first(row, c, width, v0)
+    _add_first(row, c + L, width - L, v1)
+    _add_first(row, c + 2 * L, width - 2 * L, v2)
+
+
+@njit(inline="always", **_FLAGS)
 def _store_row4(dst, r, c, L, v0, v1, v2, v3):
     _store_row(dst, r, c, L, v0, v1)
     _store_row(dst, r, c + 2 * L, L, v2, v3)
@@ -521,16 +569,16 @@ def gemm_panels2_acc(out, col, N, a, panels, reverse=False):
     run in the same order either way). A recurrence alternates it step by
     step, so that each step starts on the weights the last one read last,
     still in L2, when W is larger than L2."""
-    _gemm(out, col, N, a, panels, reverse, _MAIN2_ROWS, _MAIN2, _FIVES_2, _TILE5_2, _TILE4_2,
-          _TILE3_2, _tile2x4, _tile1x4)
+    _gemm(out, col, N, a, panels, reverse, _MAIN2_ROWS, _MAIN2, None, _FIVES_2, _TILE5_2,
+          _TILE4_2, _TILE3_2, _tile2x4, _tile1x4)
 
 
 @njit(**_FLAGS)
 def gemm_panels3_acc(out, col, N, a, panels, reverse=False):
     """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
     16 registers its tiles spill, slow but exact)."""
-    _gemm(out, col, N, a, panels, reverse, TILE_ROWS, _tile8x3, False, _tile4x6, _tile4x6,
-          _tile3x6, _tile2x6, _tile1x6)
+    _gemm(out, col, N, a, panels, reverse, TILE_ROWS, _tile8x3, _tile8x3_first, False, _tile4x6,
+          _tile4x6, _tile3x6, _tile2x6, _tile1x6)
 
 
 def _fits(rows: int, vectors: int) -> bool:
@@ -562,8 +610,8 @@ gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_
 
 
 @njit(inline="always", **_FLAGS)
-def _gemm(out, col, N, a, panels, reverse, main_rows, main, fives, tile5, tile4, tile3, tile2,
-          tile1):
+def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, tile5, tile4,
+          tile3, tile2, tile1):
     R = a.shape[0]
     P, NR = panels.shape[0], panels.shape[2]
     R8 = R - R % main_rows  # rows in main tiles
@@ -583,6 +631,9 @@ def _gemm(out, col, N, a, panels, reverse, main_rows, main, fives, tile5, tile4,
             if n + NR <= N:
                 for r in range(0, R8, main_rows):
                     main(out, r, col + n, a, r, panels[q])
+            elif main_first is not None:  # the last, partial panel: masked stores
+                for r in range(0, R8, main_rows):
+                    main_first(out, r, col + n, a, r, panels[q], N - n)
             elif R8 > 0:  # the last, partial panel: through a scratch tile
                 tile = np.zeros((main_rows, NR), out.dtype)
                 for r in range(0, R8, main_rows):
