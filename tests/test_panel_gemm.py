@@ -151,7 +151,7 @@ def test_large_batch_layer_matches_reference(dtype, D, fused, B, H):
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [2, 3])
-@pytest.mark.parametrize("N", [5, 40, 100, 150])
+@pytest.mark.parametrize("N", [5, 28, 40, 100, 120, 150])
 def test_a_partial_last_panel_writes_only_its_columns(dtype, vectors, N):
     # The columns past N of out's rows (another slice's, e.g. the other
     # direction's gates) are left alone: the partial panel's 8-row tiles

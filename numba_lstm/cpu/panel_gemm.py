@@ -255,6 +255,55 @@ def _sums8x3(a, r, panel):
             (c40, c41, c42), (c50, c51, c52), (c60, c61, c62), (c70, c71, c72))
 
 
+@njit(inline="always", **_FLAGS)
+def _sums8x2(a, r, panel):
+    """The first two vectors' columns of _sums8x3 (the same sums)."""
+    L = panel.shape[1] // 3
+    z = vsplat(panel.dtype.type(0))
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
+    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = z
+    a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
+    a4, a5, a6, a7 = a[r + 4], a[r + 5], a[r + 6], a[r + 7]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        s = vsplat(a0[k])
+        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
+        s = vsplat(a1[k])
+        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
+        s = vsplat(a2[k])
+        c20, c21 = vfma(s, w0, c20), vfma(s, w1, c21)
+        s = vsplat(a3[k])
+        c30, c31 = vfma(s, w0, c30), vfma(s, w1, c31)
+        s = vsplat(a4[k])
+        c40, c41 = vfma(s, w0, c40), vfma(s, w1, c41)
+        s = vsplat(a5[k])
+        c50, c51 = vfma(s, w0, c50), vfma(s, w1, c51)
+        s = vsplat(a6[k])
+        c60, c61 = vfma(s, w0, c60), vfma(s, w1, c61)
+        s = vsplat(a7[k])
+        c70, c71 = vfma(s, w0, c70), vfma(s, w1, c71)
+    return ((c00, c01, z), (c10, c11, z), (c20, c21, z), (c30, c31, z),
+            (c40, c41, z), (c50, c51, z), (c60, c61, z), (c70, c71, z))
+
+
+@njit(inline="always", **_FLAGS)
+def _sums8x1(a, r, panel):
+    """The first vector's columns of _sums8x3 (the same sums)."""
+    z = vsplat(panel.dtype.type(0))
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = z
+    a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
+    a4, a5, a6, a7 = a[r + 4], a[r + 5], a[r + 6], a[r + 7]
+    for k in range(panel.shape[0]):
+        w0 = vload(panel, k, 0)
+        c0, c1 = vfma(vsplat(a0[k]), w0, c0), vfma(vsplat(a1[k]), w0, c1)
+        c2, c3 = vfma(vsplat(a2[k]), w0, c2), vfma(vsplat(a3[k]), w0, c3)
+        c4, c5 = vfma(vsplat(a4[k]), w0, c4), vfma(vsplat(a5[k]), w0, c5)
+        c6, c7 = vfma(vsplat(a6[k]), w0, c6), vfma(vsplat(a7[k]), w0, c7)
+    return ((c0, z, z), (c1, z, z), (c2, z, z), (c3, z, z),
+            (c4, z, z), (c5, z, z), (c6, z, z), (c7, z, z))
+
+
 @njit(**_FLAGS)
 def _tile8x3(dst, r_dst, c_dst, a, r, panel):
     """_tile8 for three-vector panels: dst[r_dst:r_dst+8, c_dst:c_dst+NR] +=
@@ -275,9 +324,16 @@ def _tile8x3(dst, r_dst, c_dst, a, r, panel):
 def _tile8x3_first(dst, r_dst, c_dst, a, r, panel, width):
     """_tile8x3 for a last panel cut short: only the first ``width`` (< NR)
     columns are added to dst, by masked stores, so the tile needs no scratch
-    and no drain (4H = 512: 10 whole panels and 32 columns)."""
+    and no drain (4H = 512: 10 whole panels and 32 columns), and only the
+    vectors that hold them are summed (4H = 1024: one of three)."""
     L = panel.shape[1] // 3
-    s0, s1, s2, s3, s4, s5, s6, s7 = _sums8x3(a, r, panel)
+    if width <= L:
+        sums = _sums8x1(a, r, panel)
+    elif width <= 2 * L:
+        sums = _sums8x2(a, r, panel)
+    else:
+        sums = _sums8x3(a, r, panel)
+    s0, s1, s2, s3, s4, s5, s6, s7 = sums
     _store_row3_first(dst[r_dst], c_dst, L, width, s0[0], s0[1], s0[2])
     _store_row3_first(dst[r_dst + 1], c_dst, L, width, s1[0], s1[1], s1[2])
     _store_row3_first(dst[r_dst + 2], c_dst, L, width, s2[0], s2[1], s2[2])
