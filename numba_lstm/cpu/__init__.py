@@ -44,7 +44,8 @@ TEAM = Team(SERVE)
 # Row tiles per thread of a batch split up to which the team's split by units
 # wins where W_hh is past L2 (team_splits_units): measured on a 2 MB L2 Xeon
 # at H = 512 and 1024, the team 1.03-1.06x at batch 32-48 (2-3 tiles a
-# thread), 0.88-0.94x at 64 (4 tiles).
+# thread), 0.88-0.94x at 64 (4 tiles); on 1 MB L2 Zen 5, 1.07-1.09x at batch
+# 16-48, 0.99x at 64.
 UNIT_SPLIT_MAX_TILES = 4
 
 # Below this many multiply-adds per step (B * H * 4H), one thread beats the
