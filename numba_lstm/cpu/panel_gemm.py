@@ -72,38 +72,15 @@ def pack_panels(w: np.ndarray, vectors: int = 2, widened_to=None) -> np.ndarray:
 def _tile8(dst, r_dst, c_dst, a, r, panel):
     """dst[r_dst:r_dst+8, c_dst:c_dst+NR] += a[r:r+8] @ panel (K, NR)."""
     L = panel.shape[1] // 2
-    z = vsplat(dst.dtype.type(0))
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
-    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = z
-    a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
-    a4, a5, a6, a7 = a[r + 4], a[r + 5], a[r + 6], a[r + 7]
-    for k in range(panel.shape[0]):
-        w0 = vload(panel, k, 0)
-        w1 = vload(panel, k, L)
-        s = vsplat(a0[k])
-        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
-        s = vsplat(a1[k])
-        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
-        s = vsplat(a2[k])
-        c20, c21 = vfma(s, w0, c20), vfma(s, w1, c21)
-        s = vsplat(a3[k])
-        c30, c31 = vfma(s, w0, c30), vfma(s, w1, c31)
-        s = vsplat(a4[k])
-        c40, c41 = vfma(s, w0, c40), vfma(s, w1, c41)
-        s = vsplat(a5[k])
-        c50, c51 = vfma(s, w0, c50), vfma(s, w1, c51)
-        s = vsplat(a6[k])
-        c60, c61 = vfma(s, w0, c60), vfma(s, w1, c61)
-        s = vsplat(a7[k])
-        c70, c71 = vfma(s, w0, c70), vfma(s, w1, c71)
-    _store_row(dst, r_dst, c_dst, L, c00, c01)
-    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
-    _store_row(dst, r_dst + 2, c_dst, L, c20, c21)
-    _store_row(dst, r_dst + 3, c_dst, L, c30, c31)
-    _store_row(dst, r_dst + 4, c_dst, L, c40, c41)
-    _store_row(dst, r_dst + 5, c_dst, L, c50, c51)
-    _store_row(dst, r_dst + 6, c_dst, L, c60, c61)
-    _store_row(dst, r_dst + 7, c_dst, L, c70, c71)
+    s0, s1, s2, s3, s4, s5, s6, s7 = _sums8x2(a, r, panel, L)
+    _store_row(dst, r_dst, c_dst, L, s0[0], s0[1])
+    _store_row(dst, r_dst + 1, c_dst, L, s1[0], s1[1])
+    _store_row(dst, r_dst + 2, c_dst, L, s2[0], s2[1])
+    _store_row(dst, r_dst + 3, c_dst, L, s3[0], s3[1])
+    _store_row(dst, r_dst + 4, c_dst, L, s4[0], s4[1])
+    _store_row(dst, r_dst + 5, c_dst, L, s5[0], s5[1])
+    _store_row(dst, r_dst + 6, c_dst, L, s6[0], s6[1])
+    _store_row(dst, r_dst + 7, c_dst, L, s7[0], s7[1])
 
 
 @njit(**_FLAGS)
@@ -256,9 +233,10 @@ def _sums8x3(a, r, panel):
 
 
 @njit(inline="always", **_FLAGS)
-def _sums8x2(a, r, panel):
-    """The first two vectors' columns of _sums8x3 (the same sums)."""
-    L = panel.shape[1] // 3
+def _sums8x2(a, r, panel, L):
+    """a[r:r+8] @ the panel's first two vectors of columns (0 and L on): the
+    two-vector tile's sums, and those of a three-vector panel's first two
+    (as _sums8x3's); a third, zero vector a row so that both return alike."""
     z = vsplat(panel.dtype.type(0))
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
     c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = z
@@ -330,7 +308,7 @@ def _tile8x3_first(dst, r_dst, c_dst, a, r, panel, width):
     if width <= L:
         sums = _sums8x1(a, r, panel)
     elif width <= 2 * L:
-        sums = _sums8x2(a, r, panel)
+        sums = _sums8x2(a, r, panel, L)
     else:
         sums = _sums8x3(a, r, panel)
     s0, s1, s2, s3, s4, s5, s6, s7 = sums
