@@ -110,7 +110,7 @@ def team_splits_units(layers: PackedStack, batch: int) -> bool:
     hh_bytes = layers[0].w_hh.nbytes if dot is None else dot[0][0].nbytes
     return (TEAM.size > 1 and l2 > 0 and hh_bytes > l2
             and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size
-            and not all(_fused_from_l3(layer, batch) for layer in layers))
+            and not all(_fused_from_l3(layer, _rows_per_task(layer, batch)) for layer in layers))
 
 
 def _run_team(layers: PackedStack, x, h0, c0, lengths):
@@ -195,21 +195,26 @@ def _fused_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     # An int8 layer with the dot layout quantizes x and h on grids of their own:
     # the fused step's operand [x, h] would share one.
     D = layer.num_directions
-    return B > 1 and layer.dot_layout() is None and (
-        B // _n_chunks(layer, B, _threads(layer, B)) >= FUSED_MIN_ROWS
-        or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES
-        or _fused_from_l3(layer, B))
+    if B <= 1 or layer.dot_layout() is not None:
+        return False
+    rows = _rows_per_task(layer, B)
+    return (rows >= FUSED_MIN_ROWS
+            or (layer.w_ih.nbytes + layer.w_hh.nbytes) // D <= FUSED_MAX_BYTES
+            or _fused_from_l3(layer, rows))
 
 
-def _fused_from_l3(layer: PackedLayer, B: int) -> bool:
+def _rows_per_task(layer: PackedLayer, B: int) -> int:
+    return B // _n_chunks(layer, B, _threads(layer, B))
+
+
+def _fused_from_l3(layer: PackedLayer, rows: int) -> bool:
     """Whether the fused step wins at TILE_ROWS or more rows a task, reading
     [W_ih; W_hh] from L3 every step, against the pre-pass and its gx (S6: 26
     MB a layer, through memory on a 32 MB L3): where L3 holds every
     direction's weights in half of it and feeds each core fast. Measured on
     Zen 5 at batch 16-48, H 256-512: 1.08-1.12x over the pre-pass and the
     team; with 24 MB of weights (H = 1024) 0.68x; on Cascade Lake's mesh, S6
-    0.87x (docs/performance.md)."""
-    rows = B // _n_chunks(layer, B, _threads(layer, B))
+    0.87x (docs/performance.md). rows: a task's rows of the batch."""
     l3 = l3_bytes()
     return (rows >= TILE_ROWS and layer.dot_layout() is None and l3 > 0
             and layer.w_ih.nbytes + layer.w_hh.nbytes <= l3 // 2 and l3_feeds_each_core_fast())
