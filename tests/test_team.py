@@ -20,7 +20,7 @@ from test_kernels import random_layer
 import numba_lstm as nl
 import numba_lstm.cpu as cpu
 from numba_lstm import reference
-from numba_lstm.cells import LSTM
+from numba_lstm.cells import GRU, LSTM
 from numba_lstm.cpu.atomics import fetch_add, load_acquire
 from numba_lstm.cpu.cooperative import (
     _block_step,
@@ -77,7 +77,7 @@ def _reference(params, x, h0, c0, lengths):
 
 
 # Where _job's list holds stack_job's outputs and counters.
-H_BUF, C, OUT, CLAIMS, DONE, STEPS = 9, 10, 11, 13, 14, 15
+H_BUF, C, OUT, CLAIMS, DONE, STEPS = 10, 11, 12, 14, 15, 16
 
 
 def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
@@ -90,9 +90,9 @@ def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
     steps = int(lengths.max())
     h_buf = np.zeros((L, 2, B, H), dtype)
     h_buf[:, 0] = h0
-    w_ih0, w_ih_rest, bias, w_hh = stack.team_blocks(n_blocks)
+    w_ih0, w_ih_rest, bias, w_hh, bias_h = stack.team_blocks(n_blocks)
     out, mid = np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype)
-    args = [x, w_ih0, w_ih_rest, bias, w_hh, None, None, lengths,  # a float stack
+    args = [x, w_ih0, w_ih_rest, bias, w_hh, bias_h, None, None, lengths,  # a float stack
             np.empty((n_blocks, steps * B, bias.shape[2]), dtype), h_buf, c, out, mid,
             np.zeros(L * claim_count(steps, B, n_blocks), np.int64),
             np.zeros((L, done_size(2)), np.int64), steps]
@@ -143,7 +143,7 @@ def test_a_caller_arriving_after_a_helper_did_everything_changes_nothing(T, L):
     # when it ran late (seen in CI for a three-layer one-step stream).
     rng = np.random.default_rng(T + 10 * L)
     args, expected = _job(rng, L, T, 2, 4, 8, 3, np.float64, np.full(2, T, np.int64))
-    assert h_in_out(args[7], T)
+    assert h_in_out(args[8], T)
     stack_job(*args, 1, 2)  # the helper computes every task
     data = [a for a in args[:CLAIMS] if isinstance(a, np.ndarray)]
     snapshot = [a.copy() for a in data]
@@ -245,11 +245,12 @@ def _compile_here(kernel, *args):
 def _late_block(args, step, block):
     """A stand-in for a descheduled helper (thread 1 of 2): compute one claimed
     block, then count it."""
-    (x, w_ih0, w_ih_rest, bias, w_hh, hh_quantized, ih_quantized, lengths, gx, h_buf, c, out,
-     mid, claims, done, steps) = args
+    (x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantized, lengths, gx, h_buf, c,
+     out, mid, claims, done, steps) = args
     no_bytes = np.empty((c.shape[1], 0), np.uint8)
-    _block_step(gx, w_hh[0], None, lengths, h_buf[0], c[0], out, step, steps, block,
-                no_bytes, no_bytes, np.empty(c.shape[1], np.float32), h_in_out(lengths, steps))
+    _block_step(gx, w_hh[0], bias_h[0], None, lengths, h_buf[0], c[0], out, step, steps, block,
+                no_bytes, no_bytes, np.empty(c.shape[1], np.float32),
+                np.empty((0, gx.shape[2]), gx.dtype), h_in_out(lengths, steps))
     count_block(done[0], 1)
 
 
@@ -336,10 +337,50 @@ def test_stack_through_the_team_matches_the_reference(monkeypatch, per_thread, d
     assert_close(c_n, ref_c, dtype, "c_n")
 
 
+@pytest.mark.parametrize("per_thread", [1, 2])
+@pytest.mark.parametrize("B", [1, 2, 7, 17])
+@pytest.mark.parametrize("L,T", [(1, 70), (3, 20)])
+def test_a_gru_stack_through_the_team_matches_the_reference(monkeypatch, per_thread, B, L, T):
+    # A GRU's n gate keeps its x and h parts apart: each block sums h's products
+    # into a row of its own, b_hn added, and the cell reads the x part from gx.
+    # H = 45 over 2 or 4 blocks (masked vector tails); batch 17: an 8-row tile.
+    # Weights as torch initialises them.
+    monkeypatch.setattr(cpu, "BLOCKS_PER_THREAD", per_thread)
+    rng = np.random.default_rng(B + 10 * L)
+    gru = nl.GRU(37, 45, L)
+    x = rng.standard_normal((T, B, 37)).astype(np.float32)
+    h0 = rng.standard_normal((L, B, 45)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B).astype(np.int64) if B > 1 else None
+    if B == 2:  # no initial state: zeros
+        h0 = np.zeros_like(h0)
+        out, h_n, c_n = cpu.forward(gru._layers, x, None, None, lengths, "team")
+    else:
+        out, h_n, c_n = cpu.forward(gru._layers, x, h0, None, lengths, "team")
+    assert c_n.shape == (L, B, 0)
+    as64 = {k: np.asarray(v, np.float64) for k, v in gru.state_dict().items()}
+    assert not np.all(as64["bias_hh_l0"][-45:] == 0)  # b_hn is in play
+    ref_out, ref_h = reference.recurrent(GRU, x.astype(np.float64), as64, L, False,
+                                         h0.astype(np.float64), lengths)
+    assert_close(out, ref_out, np.float32, "out")
+    assert_close(h_n, ref_h, np.float32, "h_n")
+
+
+def test_the_team_takes_float32_gru_stacks_only():
+    # Other cells' jobs are compiled for float32 on float weights alone.
+    def team_can_run(module):
+        return cpu.BY_NAME["team"].can_run(module._layers, 9, 2)
+
+    assert team_can_run(nl.GRU(8, 64)) == (cpu.TEAM.size > 1)
+    assert not team_can_run(nl.GRU(8, 64, dtype="float64"))
+    assert not team_can_run(nl.GRU(8, 64).quantize("int8"))
+    assert not team_can_run(nl.GRU(8, 64, bidirectional=True))
+    assert not team_can_run(nl.RNN(8, 64))
+
+
 def test_team_path_is_taken_for_large_enough_layers(monkeypatch):
     calls = []
-    monkeypatch.setattr(cpu, "lstm_stack_team", lambda *a: calls.append(a) or
-                        cpu.cooperative.lstm_stack_team(*a))
+    monkeypatch.setattr(cpu, "stack_team", lambda *a: calls.append(a) or
+                        cpu.cooperative.stack_team(*a))
     rng = np.random.default_rng(0)
     lstm = nl.LSTM(8, 64, num_layers=2)
     x = rng.standard_normal((5, 1, 8)).astype(np.float32)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..cells import LSTM
+from ..cells import GRU, LSTM
 from .caches import l2_bytes, l3_bytes, l3_feeds_each_core_fast
-from .cooperative import SERVE, job_kind, lstm_stack_team, stack_job_buffers
+from .cooperative import SERVE, cell_serve, job_kind, stack_job_buffers, stack_team
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
@@ -77,8 +77,10 @@ class Strategy:
 
 
 def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
+    # A GRU stack's job is float32 on float weights only (cooperative.CELL_KINDS).
     layer = layers[0]
-    return (layer.cell is LSTM and layer.num_directions == 1
+    gru32 = layer.cell is GRU and layer.w_hh.dtype == np.float32 and layer.stored is None
+    return ((layer.cell is LSTM or gru32) and layer.num_directions == 1
             and layer.output_size == layer.hidden_size and TEAM.size > 1)
 
 
@@ -110,12 +112,21 @@ def team_splits_units(layers: PackedStack, batch: int) -> bool:
     hh_bytes = layers[0].w_hh.nbytes if dot is None else dot[0][0].nbytes
     return (TEAM.size > 1 and l2 > 0 and hh_bytes > l2
             and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size
-            and not all(_fused_from_l3(layer, _rows_per_task(layer, batch)) for layer in layers))
+            and not all(_steps_fused_from_l3(layer, batch) for layer in layers))
+
+
+def _steps_fused_from_l3(layer: PackedLayer, batch: int) -> bool:
+    """Whether the layer's steps can and would project x in their product from L3
+    (a GRU's cannot: its n gate keeps x's part apart)."""
+    return (_fused_can_run(layer, 0, batch)
+            and _fused_from_l3(layer, _rows_per_task(layer, batch)))
 
 
 def _run_team(layers: PackedStack, x, h0, c0, lengths):
     T, B = x.shape[:2]
-    kind = job_kind(x.dtype, layers.quantized is not None)
+    kind = job_kind(x.dtype, layers.quantized is not None, layers[0].cell)
+    if layers[0].cell is not LSTM:
+        TEAM.register(*cell_serve(layers[0].cell))
     ctrl = TEAM.acquire()
     try:
         if lengths is None:
@@ -426,12 +437,17 @@ def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps:
     L, H = len(layers), layers[0].hidden_size
     dtype = layers[0].w_hh.dtype
     n_blocks = TEAM.size * BLOCKS_PER_THREAD
-    w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
+    w_ih0, w_ih_rest, bias, w_hh, bias_h = layers.team_blocks(n_blocks)
     quantized = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(n_blocks)
-    G = bias.shape[2]  # 4U, a block's gate columns
+    G = bias.shape[2]  # gates x U, a block's gate columns
+    has_c = layers[0].cell.has_cell_state
+    if h0 is not None and not has_c:  # the job's c (L, B, H) is then scratch the cell never reads
+        c0 = np.zeros((L, B, H), dtype)
     h_buf, c_n, out, mid, _, claims, done = stack_job_buffers(L, B, H, T, steps, n_blocks,
                                                              TEAM.size, dtype, h0, c0)
-    lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, *quantized, lengths,
-                    np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid, claims,
-                    done, steps, TEAM.size)
+    stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, *quantized, lengths,
+               np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid, claims,
+               done, steps, TEAM.size)
+    if not has_c:
+        c_n = np.empty((L, B, 0), dtype)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n

@@ -19,7 +19,7 @@ Kernels trust their arguments; numba_lstm.cpu prepares them.
 import numpy as np
 from numba import njit
 
-from ..cells import LSTM
+from ..cells import LSTM, Cell, rebind
 from .aligned import aligned_empty, aligned_zeros
 from .atomics import fetch_add, load_acquire, wait_until
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
@@ -37,7 +37,13 @@ from .team_quantized import (
     recurrence_dot,
 )
 
-lstm_row = row_function(LSTM)
+# The cell, bound per cell by cell_serve() (the LSTM's here). Cells whose gates
+# are all summed add h's products to gx's rows in place; the others (GRU) sum
+# into a scratch row, the x part of their unsummed gates staying in gx for the
+# cell. The batch-1 register kernels (cpu.row_step) are the LSTM's.
+cell_row = row_function(LSTM)
+GATES = SUMMED = 4
+LSTM_ROWS = True
 
 PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
 # Per layer, done[layer] counts finished tasks, each counter on its own cache
@@ -145,7 +151,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
             for q in range(q_first, q_end):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
-                # (rows, 4U) += (rows, K) @ (K, 4U): int8 x int16, else float
+                # (rows, GU) += (rows, K) @ (K, GU): int8 x int16, else float
                 if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                            s_rows[:r1 - r0], dot, q)):
                     gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
@@ -166,8 +172,8 @@ def h_in_out(lengths, steps):
 
 
 @njit(inline="always", **_FLAGS)
-def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi, s_rows,
-                in_place):
+def _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi, s_rows,
+                sums, in_place):
     """Block q's units at step s for every batch row: gates from h_buf[s % 2],
     the new h into h_buf[(s + 1) % 2] and out[s]. Rows past their length carry
     their state over and output 0. ``in_place`` (every row runs every step):
@@ -175,22 +181,24 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi
     alone, but the last step's goes to h_buf[steps % 2] too, where the caller
     reads the final state: written by the block itself, since a copy after the
     layer raced the layer two above, which writes the same out (a thread
-    descheduled before its copy read that layer's h). gx (nb, steps*B, 4U):
+    descheduled before its copy read that layer's h). gx (nb, steps*B, GU):
     the projections, to which block q's rows of step s add h's products in
-    place (each is read once). w_hh (nb, P, H, NR): each block's W_hh^T in
-    panels; a quantized stack's steps read ``quantized`` instead: (w_i8,
+    place (each is read once), or, for a cell with unsummed gates, which are
+    copied into sums (B, GU) with bias_h (nb, GU) first. w_hh (nb, P, H, NR):
+    each block's W_hh^T in panels; a quantized stack's steps read
+    ``quantized`` instead: (w_i8,
     w_bf16, scale, w_dot, offset) of one layer (packing.team_quantized_blocks;
     None for a float stack), the int8 dot layout where it exists (at batch > 1
     only it: the widening kernels are batch-1 ones); lo, hi (B, 4 * K4) and
     s_rows (B,) are its scratch."""
     B, H = c.shape
-    U = gx.shape[2] // 4
+    U = gx.shape[2] // GATES
     j0 = q * U
     units = slice(j0, min(j0 + U, H))
     h_prev = (h_buf[0] if s == 0 else out[s - 1]) if in_place else h_buf[s % 2]
     h_in_out_only = in_place and s < steps - 1
     h_next = out[s] if h_in_out_only else h_buf[1 - s % 2]
-    if B == 1 and s < lengths[0]:
+    if LSTM_ROWS and B == 1 and s < lengths[0]:  # LSTM_ROWS: a constant per compile
         reverse = s % 2 == 1
         if quantized_row_step(quantized, q, gx[q, s], h_prev[0], lo[0], hi[0], c[0, units],
                               h_next[0, units], out[s, 0, units], reverse):
@@ -204,15 +212,22 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi
     for b in range(B):
         for k in range(0, H, 64 // h_prev.itemsize):
             prefetch(h_prev, b, k)
-    # The block's gates summed in gx's own rows (each read once): no copy.
-    acc = gx[q, s * B:(s + 1) * B]  # (B, 4U)
+    rows = gx[q, s * B:(s + 1) * B]  # (B, GU)
     # Those rows were written by the projection long ago (L3 or memory): asked
     # for now, they do not stall each tile's stores one line at a time.
     if B >= PREFETCH_GATES_MIN_BATCH:
         for b in range(B):
-            for j in range(0, acc.shape[1], 64 // acc.itemsize):
-                prefetch(acc, b, j)
-    # (B, 4U) += (B, H) @ (H, 4U): int8 x int16 where the dot layout covers
+            for j in range(0, rows.shape[1], 64 // rows.itemsize):
+                prefetch(rows, b, j)
+    if GATES == SUMMED:  # a constant per compile
+        acc = rows  # the block's gates summed in gx's own rows (each read once): no copy
+    else:
+        acc = sums
+        S = SUMMED * U
+        for b in range(B):
+            copy_row(rows[b, :S], acc[b, :S])
+            copy_row(bias_h[q, S:], acc[b, S:])
+    # (B, GU) += (B, H) @ (H, GU): int8 x int16 where the dot layout covers
     # whole panels and every h is finite, else float32
     dot = recurrence_dot(quantized)
     use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
@@ -221,8 +236,8 @@ def _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi
         gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q], s % 2 == 1)
     for b in range(B):
         if s < lengths[b]:
-            # The LSTM row reads no parameters: acc stands in for them.
-            lstm_row(acc[b], acc[b], h_next[b, units], c[b, units], h_next[b, units], acc)
+            # The cells here read no parameters: acc stands in for them.
+            cell_row(acc[b], rows[b], h_prev[b, units], c[b, units], h_next[b, units], acc)
             if not h_in_out_only:
                 copy_row(h_next[b, units], out[s, b, units])
         else:
@@ -241,7 +256,8 @@ def _wait_for_steps(done, n_threads, count, spin_limit):
 
 
 @njit(inline="always", **_FLAGS)
-def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid, n_threads):
+def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, steps, tid,
+           n_threads):
     """Steps 0..steps-1 by (step, block) tasks; a step's blocks start once every
     block of the previous step is done.
 
@@ -269,8 +285,9 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
     B = c.shape[0]
     lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
     s_rows = np.empty(B, np.float32)
+    sums = np.empty((B if GATES != SUMMED else 0, gx.shape[2]), gx.dtype)  # (B, GU)
     won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
-    block_macs = B * gx.shape[2] * h_buf.shape[2]  # (B, H) @ (H, 4U)
+    block_macs = B * gx.shape[2] * h_buf.shape[2]  # (B, H) @ (H, GU)
     stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS)
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
     n_own = own_hi - own_lo
@@ -303,35 +320,38 @@ def _recur(gx, w_hh, quantized, lengths, h_buf, c, out, claims, done, steps, tid
                 if foreign:
                     eager = mine
             if mine:
-                _block_step(gx, w_hh, quantized, lengths, h_buf, c, out, s, steps, q, lo, hi,
-                            s_rows, in_place)
+                _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q, lo,
+                            hi, s_rows, sums, in_place)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
 
 
 @njit(**_FLAGS)
-def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, hh_quantized, ih_quantized, lengths, gx, h_buf,
-              c, out, mid, claims, done, steps, tid, n_threads):
+def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantized, lengths, gx,
+              h_buf, c, out, mid, claims, done, steps, tid, n_threads):
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
     x (T, B, I);  by unit block (packing.team_blocks): w_ih0 (nb, P_x, I, NR_x)
     and w_ih_rest (L-1, nb, P_x, H, NR_x) W_ih^T of layer 0 and of the others
-    in the large-batch GEMM's panels (cpu.panel_gemm), bias (L, nb, 4U) b_ih + b_hh, w_hh
-    (L, nb, P, H, NR) W_hh^T in panels;  hh_quantized: None for a float stack,
-    else (w_i8, w_bf16, scale, w_dot, offset) (packing.team_quantized_blocks):
-    w_i8 or w_bf16 (L, nb, P, H, NR) and scale (L, nb, 4U) the stored W_hh^T,
-    read at batch 1, w_dot (L, nb, P, K4, 4 * DOT_NR) and offset (L, nb, 4U)
-    its int8 dot layout, each (L, 0, ...) where absent;  ih_quantized: None,
-    or (ih_dot0 (nb, P, K4, 4 * DOT_NR), ih_dot_rest (L-1, nb, ...),
-    ih_offset, ih_scale (L, nb, 4U)): an int8 stack's W_ih^T for the
-    projections (packing.team_quantized_projection), with 0 blocks where
-    absent;  lengths (B,) int64;  gx (nb, steps*B, 4U) scratch;  h_buf
-    (L, 2, B, H) ping-pong, h0 in [l, 0], the final h in [l, steps % 2];
-    c (L, B, H) c0, updated in place;  out and mid (T, B, H): the last layer
-    writes out, the one below it mid, and so on alternately; rows
-    0..steps-1 are written;  claims (L * claim_count,) and done
-    (L, done_size(n_threads)) int64, zero before the first thread.
+    in the large-batch GEMM's panels (cpu.panel_gemm), bias (L, nb, GU) the x
+    side's, w_hh (L, nb, P, H, NR) W_hh^T in panels, bias_h (L, nb, GU) the h
+    side's of unsummed gates, or (L, nb, 0) (packing.team_blocks);
+    hh_quantized: None for a float stack, else (w_i8, w_bf16, scale, w_dot,
+    offset) (packing.team_quantized_blocks): w_i8 or w_bf16 (L, nb, P, H, NR)
+    and scale (L, nb, 4U) the stored W_hh^T, read at batch 1, w_dot (L, nb, P,
+    K4, 4 * DOT_NR) and offset (L, nb, 4U) its int8 dot layout, each (L, 0,
+    ...) where absent;  ih_quantized: None, or (ih_dot0 (nb, P, K4, 4 *
+    DOT_NR), ih_dot_rest (L-1, nb, ...), ih_offset, ih_scale (L, nb, 4U)): an
+    int8 stack's W_ih^T for the projections
+    (packing.team_quantized_projection), with 0 blocks where absent;  lengths
+    (B,) int64;  gx (nb, steps*B, GU) scratch;  h_buf (L, 2, B, H) ping-pong,
+    h0 in [l, 0], the final h in [l, steps % 2]; c (L, B, H) c0, updated in
+    place;  out and mid (T, B, H): the last layer writes out, the one below it
+    mid, and so on alternately; rows 0..steps-1 are written;  claims (L *
+    claim_count,) and done (L, done_size(n_threads)) int64, zero before the
+    first thread (for a cell without c, c is scratch it never reads).
+
     Returns once every task is done.
     """
     L = w_hh.shape[0]
@@ -350,19 +370,25 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, hh_quantized, ih_quantized, lengt
             _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
                      w_ih_rest[layer - 1], dot, bias[layer], gx, layer_claims, done[layer], tid,
                      n_threads)
-        _recur(gx, w_hh[layer], layer_recurrence(hh_quantized, layer), lengths, h_buf[layer],
-               c[layer], dst, layer_claims[n_projection:], done[layer], steps, tid, n_threads)
+        _recur(gx, w_hh[layer], bias_h[layer], layer_recurrence(hh_quantized, layer), lengths,
+               h_buf[layer], c[layer], dst, layer_claims[n_projection:], done[layer], steps, tid,
+               n_threads)
 
 
 # Job kinds, one compiled serve loop each, so that a process compiles only the
 # kinds it runs: a float32 stack's job has none of the int8 and bfloat16
 # kernels a quantized one's has (team_quantized).
 FLOAT32, FLOAT64, QUANTIZED_FLOAT32 = 1, 2, 3
+# Other cells' stacks: float32 with float weights only, a kind each (one more
+# cold compile of a whole job per dtype would cost the test suite ~30 s).
+CELL_KINDS = {"gru": 4}
 
 
-def job_kind(dtype: np.dtype, quantized: bool) -> int:
+def job_kind(dtype: np.dtype, quantized: bool, cell: Cell = LSTM) -> int:
     """The kind of a stack job: a quantized stack computing in float64 runs on
     its float weights (the kernels on stored weights are float32 ones)."""
+    if cell is not LSTM:
+        return CELL_KINDS[cell.name]
     if dtype == np.float64:
         return FLOAT64
     return QUANTIZED_FLOAT32 if quantized else FLOAT32
@@ -375,6 +401,7 @@ def job_kind(dtype: np.dtype, quantized: bool) -> int:
 (_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _IH_DOT0,
  _IH_DOT_REST, _IH_OFFSET, _IH_SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
  _DONE) = range(DESC + 25, DESC + 47)
+_G_H, _BIAS_H = DESC + 47, DESC + 48
 
 
 @njit(inline="always", **_FLAGS)
@@ -411,7 +438,8 @@ def _join_stack_job(ctrl, dtype, quantized_weights, tid):
     stack_job(view(ctrl, _X, (T, B, I), dtype), view(ctrl, _W_IH0, (nb, P_x, I, NR_x), dtype),
               view(ctrl, _W_IH_REST, (max(L - 1, 0), nb, P_x, H, NR_x), dtype),
               view(ctrl, _BIAS, (L, nb, G), dtype), view(ctrl, _W_HH, (L, nb, P, H, NR), dtype),
-              hh, ih, view(ctrl, _LENGTHS, (B,), np.int64),
+              view(ctrl, _BIAS_H, (L, nb, ctrl[_G_H]), dtype), hh, ih,
+              view(ctrl, _LENGTHS, (B,), np.int64),
               view(ctrl, _GX, (nb, steps * B, G), dtype),
               view(ctrl, _H_BUF, (L, 2, B, H), dtype), view(ctrl, _C, (L, B, H), dtype),
               view(ctrl, _OUT, (T, B, H), dtype), view(ctrl, _MID, (T, B, H), dtype),
@@ -421,9 +449,9 @@ def _join_stack_job(ctrl, dtype, quantized_weights, tid):
 
 
 @njit(**_FLAGS)
-def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
-                       offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
-                       out, mid, claims, done, steps, n_threads):
+def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8, w_bf16, scale,
+                       w_dot, offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx,
+                       h_buf, c, out, mid, claims, done, steps, n_threads):
     """Write a stack job's descriptor (kind, sizes, array addresses) on ctrl."""
     T, B, I = x.shape
     ctrl[KIND] = kind
@@ -432,6 +460,7 @@ def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16
     ctrl[_P], ctrl[_NR] = w_hh.shape[2], w_hh.shape[4]
     ctrl[_P_X], ctrl[_NR_X] = w_ih0.shape[1], w_ih0.shape[3]
     ctrl[_THREADS] = n_threads
+    ctrl[_G_H] = bias_h.shape[2]
     ctrl[_NB_I8], ctrl[_NB_BF16], ctrl[_NB_SCALE] = w_i8.shape[1], w_bf16.shape[1], scale.shape[1]
     ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]
     ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I] = ih_dot0.shape[:3]
@@ -440,7 +469,8 @@ def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16
         ctrl[_W_DOT_ROW] = ih_dot0.shape[3]
     for slot, address in ((_X, x.ctypes.data), (_W_IH0, w_ih0.ctypes.data),
                           (_W_IH_REST, w_ih_rest.ctypes.data), (_BIAS, bias.ctypes.data),
-                          (_W_HH, w_hh.ctypes.data), (_W_I8, w_i8.ctypes.data),
+                          (_W_HH, w_hh.ctypes.data), (_BIAS_H, bias_h.ctypes.data),
+                          (_W_I8, w_i8.ctypes.data),
                           (_W_BF16, w_bf16.ctypes.data), (_SCALE, scale.ctypes.data),
                           (_W_DOT, w_dot.ctypes.data), (_OFFSET, offset.ctypes.data),
                           (_IH_DOT0, ih_dot0.ctypes.data), (_IH_DOT_REST, ih_dot_rest.ctypes.data),
@@ -479,18 +509,18 @@ def stack_job_buffers(L, B, H, T, steps, n_blocks, n_threads, dtype, h0=None, c0
     return h_buf, c, out, mid, counters, counters[:n_claims], counters[n_claims:].reshape(L, -1)
 
 
-def lstm_stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
-                    offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out,
-                    mid, claims, done, steps, n_threads):
+def stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8, w_bf16, scale, w_dot,
+               offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out,
+               mid, claims, done, steps, n_threads):
     """The caller's side of a stack job of ``kind`` (job_kind; the arrays as
     stack_job's, the quantized ones (L, 0, ...) for a float stack): describe
     it on ctrl, then run it as thread 0 through the same compiled loop as the
     helpers (SERVE[kind]), which opens it, does thread 0's share and closes
     it. One compiled copy of the job, not two, so a cold cache compiles it
     once. The caller holds the arrays until this returns."""
-    describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, w_i8, w_bf16, scale, w_dot,
-                       offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c,
-                       out, mid, claims, done, steps, n_threads)
+    describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8, w_bf16, scale,
+                       w_dot, offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx,
+                       h_buf, c, out, mid, claims, done, steps, n_threads)
     SERVE[kind](ctrl, 0, 0)
 
 
@@ -511,7 +541,7 @@ def _join_quantized_float32(ctrl, tid):
 
 # A helper's loop (team.Team), one per job kind (each is a whole stack_job:
 # 25-40 s with a cold cache): team.serve. With tid 0, the caller's run of the
-# job described on ctrl (lstm_stack_team).
+# job described on ctrl (stack_team).
 @njit(**_FLAGS)
 def serve_float32(ctrl, spin_limit, tid):
     return serve(ctrl, spin_limit, tid, FLOAT32, _join_float32)
@@ -528,4 +558,24 @@ def serve_quantized_float32(ctrl, spin_limit, tid):
 
 
 SERVE = {FLOAT32: serve_float32, FLOAT64: serve_float64,
-         QUANTIZED_FLOAT32: serve_quantized_float32}  # by job kind
+         QUANTIZED_FLOAT32: serve_quantized_float32}  # by job kind; cell_serve adds
+
+
+def cell_serve(cell: Cell) -> tuple[int, object]:
+    """(kind, serve loop) of a float32 stack job of ``cell`` (CELL_KINDS): the
+    LSTM's job with the cell bound in, compiled under names of its own (the
+    on-disk cache is keyed by name); made on first use and added to SERVE."""
+    kind = CELL_KINDS[cell.name]
+    if kind not in SERVE:
+        tag = f"__{cell.name}"
+        inline = njit(inline="always", **_FLAGS)
+        cell_names = dict(cell_row=row_function(cell), GATES=cell.gates,
+                          SUMMED=cell.summed_gates, LSTM_ROWS=False)
+        block_step = inline(rebind(_block_step.py_func, cell_names, tag))
+        recur = inline(rebind(_recur.py_func, dict(cell_names, _block_step=block_step), tag))
+        job = njit(**_FLAGS)(rebind(stack_job.py_func, dict(_recur=recur), tag))
+        join = inline(rebind(_join_stack_job.py_func, dict(stack_job=job), tag))
+        join32 = inline(rebind(_join_float32.py_func, dict(_join_stack_job=join), tag))
+        SERVE[kind] = njit(**_FLAGS)(rebind(serve_float32.py_func,
+                                            dict(_join_float32=join32, FLOAT32=kind), tag))
+    return kind, SERVE[kind]

@@ -136,31 +136,39 @@ class PackedStack(list):
         w_ih0 (n_blocks, P_x, I, NR_x) and w_ih_rest (L-1, n_blocks, P_x, H,
         NR_x): each block's W_ih^T columns of layer 0 and of the others, in the
         large-batch GEMM's panels (the projections have T*B rows); bias
-        (L, n_blocks, 4U); w_hh (L, n_blocks, P, H, NR) each block's W_hh^T in
-        two-vector panels (cpu.row_step's layout at batch 1).
-        U = ceil(H / n_blocks); block q holds the i, f, g, o columns of units
-        q*U .. q*U+U-1 (zeros past H), so a thread computing those units streams
-        contiguous matrices. Each array starts on a cache line (cpu.aligned).
+        (L, n_blocks, GU) the x side's (b_ih, plus b_hh on summed gates);
+        w_hh (L, n_blocks, P, H, NR) each block's W_hh^T in two-vector panels
+        (cpu.row_step's layout at batch 1); bias_h (L, n_blocks, GU) b_hh on
+        the unsummed gates (GRU's n), or (L, n_blocks, 0) for cells with none.
+        U = ceil(H / n_blocks); block q holds each gate's columns of units
+        q*U .. q*U+U-1 (zeros past H), gate by gate, so a thread computing
+        those units streams contiguous matrices. Each array starts on a cache
+        line (cpu.aligned).
         """
         cache = self.__dict__.setdefault("_team_blocks", {})
         if n_blocks not in cache:
             H = self[0].hidden_size
             U = -(-H // n_blocks)
+            cell = self[0].cell
 
-            def cut(w):  # (K, 4H) -> (n_blocks, K, 4U)
-                return _cut_units(w, n_blocks, U)
+            def cut(w):  # (K, gates*H) -> (n_blocks, K, gates*U)
+                return _cut_units(w, n_blocks, U, cell.gates)
 
-            def cut_panels(w, vectors=2):  # (K, 4H) -> (n_blocks, P, K, NR)
+            def cut_panels(w, vectors=2):  # (K, gates*H) -> (n_blocks, P, K, NR)
                 return np.stack([pack_panels(block, vectors) for block in cut(w)])
 
             w_ih = [cut_panels(layer.w_ih, GEMM_PANEL_VECTORS) for layer in self]
+            bias_h = np.stack([cut(layer.step_bias[0, 1][None])[:, 0] for layer in self])
+            if cell.summed_gates == cell.gates:
+                bias_h = bias_h[:, :, :0]
             cache[n_blocks] = tuple(aligned_copy(a) for a in (
                 w_ih[0],
                 np.stack(w_ih[1:]) if len(self) > 1 else np.zeros((0,) + w_ih[0].shape[:2]
                                                                    + (H,) + w_ih[0].shape[3:],
                                                                    w_ih[0].dtype),
                 np.stack([cut(layer.bias[None])[:, 0] for layer in self]),
-                np.stack([cut_panels(layer.w_hh[0]) for layer in self])))
+                np.stack([cut_panels(layer.w_hh[0]) for layer in self]),
+                bias_h))
         return cache[n_blocks]
 
     def team_quantized_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
@@ -306,14 +314,14 @@ def _pack_quads(w: np.ndarray) -> np.ndarray:
         padded.reshape(K4, 4, P, DOT_NR).transpose(2, 0, 3, 1).reshape(P, K4, 4 * DOT_NR))
 
 
-def _cut_units(w: np.ndarray, n_blocks: int, U: int) -> np.ndarray:
-    """(K, 4H) -> (n_blocks, K, 4U): block q holds the i, f, g, o columns of units
-    q*U .. q*U+U-1, zeros past H."""
-    H = w.shape[1] // 4
-    padded = np.zeros((w.shape[0], 4, n_blocks * U), w.dtype)
-    padded[:, :, :H] = w.reshape(w.shape[0], 4, H)
-    return padded.reshape(w.shape[0], 4, n_blocks, U).transpose(2, 0, 1, 3).reshape(
-        n_blocks, w.shape[0], 4 * U)
+def _cut_units(w: np.ndarray, n_blocks: int, U: int, gates: int = 4) -> np.ndarray:
+    """(K, gates*H) -> (n_blocks, K, gates*U): block q holds each gate's columns
+    of units q*U .. q*U+U-1, gate by gate, zeros past H."""
+    H = w.shape[1] // gates
+    padded = np.zeros((w.shape[0], gates, n_blocks * U), w.dtype)
+    padded[:, :, :H] = w.reshape(w.shape[0], gates, H)
+    return padded.reshape(w.shape[0], gates, n_blocks, U).transpose(2, 0, 1, 3).reshape(
+        n_blocks, w.shape[0], gates * U)
 
 
 def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,

@@ -211,7 +211,7 @@ class TeamStepper:
         self._batched = batched
         self._x_shape = (1, 1, I) if batched else (1, I)
         self._state_shape = h.shape
-        w_ih0, w_ih_rest, bias, w_hh = layers.team_blocks(n_blocks)
+        w_ih0, w_ih_rest, bias, w_hh, bias_h = layers.team_blocks(n_blocks)
         self._x_in = np.empty((1, 1, I), dtype)  # (T=1, B=1, I)
         # h_buf: the job's ping-pong, h0 in [:, 0]; c updated in place.
         self._h_buf, self._c, self._out, mid, self._counters, claims, done = stack_job_buffers(
@@ -224,10 +224,10 @@ class TeamStepper:
         gx = np.empty((n_blocks, 1, bias.shape[2]), dtype)  # (nb, steps * B, 4U)
         self._template = np.zeros(CTRL_SIZE, np.int64)
         describe_stack_job(self._template, self._kind, self._x_in, w_ih0, w_ih_rest, bias, w_hh,
-                           *quantized, lengths, gx, self._h_buf, self._c, self._out, mid,
+                           bias_h, *quantized, lengths, gx, self._h_buf, self._c, self._out, mid,
                            claims, done, 1, team.size)
         # The job's threads see these by address: the stepper holds every one.
-        self._job = (w_ih0, w_ih_rest, bias, w_hh, quantized, lengths, gx, mid)
+        self._job = (w_ih0, w_ih_rest, bias, w_hh, bias_h, quantized, lengths, gx, mid)
 
     def __call__(self, x) -> np.ndarray | None:
         if (type(x) is not np.ndarray or x.shape != self._x_shape or x.dtype != self._dtype

@@ -160,7 +160,7 @@ class Team:
     fork, which keeps no threads): that job runs alone. A loop is compiled (or
     loaded from Numba's cache) by the calling thread before the first job of its
     kind is posted, because the caller runs its own share through the same loop
-    (cooperative.lstm_stack_team), which Numba compiles before it runs. Compiling
+    (cooperative.stack_team), which Numba compiles before it runs. Compiling
     it in a helper instead made the next ~10 s of a cold-cache process crawl:
     Numba compiles under the GIL, and the demo's Python loop got it every 5 ms
     (153 instead of ~4,300 characters/s).
