@@ -152,6 +152,44 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
 
 
 @pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, monkeypatch):
+    # A bidirectional layer whose W_hh (as its steps read it) is at least the
+    # L3 (faked) gives every thread a batch slice of each direction in turn,
+    # from TILE_ROWS // 2 rows a thread; the numbers are a direction a task's.
+    rng = np.random.default_rng(14)
+    lstm = nl.LSTM(6, 16, bidirectional=True)
+    if weights != "float32":
+        lstm = lstm.quantize(weights)
+    layer = lstm._layers[0]
+    dot = layer.dot_layout()
+    read = layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
+    rows = cpu.TILE_ROWS // 2
+    for l3, B, threads, turns in ((read, 2 * rows, 2, True), (read + 1, 2 * rows, 2, False),
+                                  (read, 2 * rows - 1, 2, False), (0, 2 * rows, 2, False),
+                                  (read, 3 * rows, 3, True), (read, 2 * rows, 1, False)):
+        monkeypatch.setattr(cpu, "l3_bytes", lambda l3=l3: l3)
+        expected = threads if turns else max(1, min(B, threads // 2))
+        assert cpu._n_chunks(layer, B, threads) == expected, (l3, B, threads)
+    monkeypatch.setattr(cpu, "l3_bytes", lambda: read)
+    B = cpu.TEAM.size * rows
+    x = rng.standard_normal((7, B, 6)).astype(np.float32)
+    lengths = rng.integers(1, 8, B)
+    out, (h_n, c_n) = lstm(x, lengths=lengths)
+    monkeypatch.setattr(cpu, "_directions_take_turns", lambda *args: False)
+    ref = lstm(x, lengths=lengths)
+    np.testing.assert_array_equal(out, ref[0])
+    np.testing.assert_array_equal(h_n, ref[1][0])
+    np.testing.assert_array_equal(c_n, ref[1][1])
+    if weights == "float32":
+        hx = np.zeros((2, B, 16))
+        want, (want_h, want_c) = reference.lstm(x.astype(np.float64), {
+            k: np.asarray(v, np.float64) for k, v in lstm.state_dict().items()}, 1, True,
+            (hx, hx), lengths)
+        assert_close(out, want, np.float32, "out")
+        assert_close(c_n, want_c, np.float32, "c_n")
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8"])
 def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fast(weights,
                                                                                   monkeypatch):
     # From TILE_ROWS rows a task, a layer whose [W_ih; W_hh] take at most half of

@@ -177,8 +177,28 @@ def _threads(layer: PackedLayer, B: int) -> int:
 
 
 def _n_chunks(layer: PackedLayer, B: int, threads: int) -> int:
-    """Batch slices per direction: a task per thread."""
+    """Batch slices per direction: a task per thread, or per thread and
+    direction where the directions take turns (_directions_take_turns)."""
+    if layer.num_directions > 1 and _directions_take_turns(layer, B, threads):
+        return threads
     return max(1, min(B, threads // layer.num_directions))
+
+
+def _directions_take_turns(layer: PackedLayer, B: int, threads: int) -> bool:
+    """Whether every thread takes a batch slice of one direction, then of the
+    other (the job's threads claim tasks direction by direction), instead of a
+    direction each: where both directions' W_hh cannot stay in the L3 together,
+    each step of a direction a thread runs alone reads its W_hh from memory;
+    taking turns, the threads read one direction's from L3. From half a tile
+    of rows a thread (TILE_ROWS // 2): with 1-2 the tiles load a weight
+    vector per 1-2 FMAs. Measured on Zen 5 (32 MB L3), LSTM H = 1024-1536 at
+    batch 8-16: 1.14-1.37x; batch 2-4, or W_hh of both directions at 59-75%
+    of the L3: 0.90-1.00x (docs/performance.md). The bytes are those the
+    steps read (an int8 layer's dot layout, else float)."""
+    l3 = l3_bytes()
+    dot = layer.dot_layout()  # an int8 layer's steps read W_hh in it, else float
+    hh_bytes = layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
+    return threads > 1 and l3 > 0 and B >= threads * (TILE_ROWS // 2) and hh_bytes >= l3
 
 
 def _one_task(layer: PackedLayer, n_chunks: int) -> bool:
