@@ -5,8 +5,17 @@ benchmarks, never by timed tests)."""
 import numpy as np
 import pytest
 
-from numba_lstm.bench import format_table
+from numba_lstm.bench import BY_ID, format_table, unseen_shapes
 from numba_lstm.bench.cores import _LANES, _fma_chains, _fma_chains_each, fma_rates
+from numba_lstm.bench.shapes import (
+    FLOOR,
+    UNSEEN_BATCHES,
+    UNSEEN_HIDDEN,
+    UNSEEN_INPUTS,
+    UNSEEN_MAX_FLOPS,
+    UNSEEN_STEPS,
+    targets_of,
+)
 
 
 def test_fma_chains_compute_the_recurrence():
@@ -67,3 +76,35 @@ def test_the_quantized_bench_times_and_checks_every_runner_it_can():
     table = quantized.format_table(report)
     assert table.splitlines()[2].startswith("| S8 | ")
     assert "Errors: max|Δ| against our float32 module" in table
+
+
+def test_unseen_shapes_are_the_floors_regime_and_the_same_for_a_seed():
+    shapes = unseen_shapes(40, seed=3)
+    assert shapes == unseen_shapes(40, seed=3) != unseen_shapes(40, seed=4)
+    assert [s.id for s in shapes] == [f"U{i}" for i in range(40)]
+    assert not set(s.id for s in shapes) & set(BY_ID)  # never a bench shape's id
+    for s in shapes:
+        assert s.batch in UNSEEN_BATCHES and s.hidden_size in UNSEEN_HIDDEN
+        assert s.input_size in UNSEEN_INPUTS and 1 <= s.layers <= 4
+        assert s.family in ("LSTM", "GRU")
+        # T is one of the regime's, halved (not below 64) only while a call is too long
+        assert s.steps >= 64 and any(s.steps * 2 ** k in UNSEEN_STEPS for k in range(5))
+        assert s.flops() <= UNSEEN_MAX_FLOPS or s.steps < 128
+        assert targets_of(s) == FLOOR
+    assert {s.bidirectional for s in shapes} == {False, True}
+    assert targets_of(BY_ID["S1"]) == {"torch": 1.5, "onnxruntime": 1.3}
+
+
+def test_the_table_spells_out_shapes_it_names_by_id_alone():
+    shape = unseen_shapes(1, seed=5)[0]
+    result = {"shape": {"id": shape.id, "batch": shape.batch, "steps": shape.steps,
+                        "input_size": shape.input_size, "hidden_size": shape.hidden_size,
+                        "layers": shape.layers, "bidirectional": shape.bidirectional,
+                        "note": shape.note, "family": shape.family},
+              "seconds": {"numba_lstm": 1e-3, "torch": 0.5e-3}, "ratios": {"torch": 0.5},
+              "gflops": {"numba_lstm": 1.0}, "max_abs_diff": {"torch": 1e-7},
+              "targets": FLOOR, "targets_met": {"torch": False}, "unavailable": {},
+              "agrees": True}
+    table = format_table({"matmul_gflops": 100.0, "results": [result]})
+    assert f"| {shape.id} |" in table and "MISSED torch" in table
+    assert f"{shape.id}: {shape.family} B={shape.batch} T={shape.steps}" in table

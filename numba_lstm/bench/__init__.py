@@ -13,11 +13,11 @@ import numpy as np
 
 from .cores import fma_rates
 from .peers import PEERS, Unavailable
-from .shapes import BY_ID, SHAPES, TARGETS, Shape
+from .shapes import BY_ID, SHAPES, Shape, targets_of, unseen_shapes
 from .timing import interleaved_medians, matmul_gflops
 
 __all__ = ["SHAPES", "BY_ID", "PEERS", "Shape", "ShapeResult", "run", "format_table",
-           "cuda_unavailable"]
+           "unseen_shapes", "cuda_unavailable"]
 
 OURS = "numba_lstm"
 TOLERANCE = 2e-5  # float32's bound against torch (docs/index.md)
@@ -39,7 +39,7 @@ class ShapeResult:
         return self.shape.flops() / self.seconds[peer] / 1e9
 
     def targets_met(self) -> dict[str, bool]:
-        return {peer: ratio >= target for peer, target in TARGETS.get(self.shape.id, {}).items()
+        return {peer: ratio >= target for peer, target in targets_of(self.shape).items()
                 if (ratio := self.ratio(peer)) is not None}
 
     def agrees(self) -> bool:
@@ -170,10 +170,17 @@ def _as_json(result: ShapeResult) -> dict:
         "gflops": {p: result.gflops(p) for p in result.seconds},
         "max_abs_diff": result.max_abs_diff,
         "agrees": result.agrees(),
-        "targets": TARGETS.get(shape.id, {}),
+        "targets": targets_of(shape),
         "targets_met": result.targets_met(),
         "unavailable": result.unavailable,
     }
+
+
+def _describe(shape: dict) -> str:
+    """A shape the table names by id alone (an unseen one), spelled out."""
+    return (f"{shape['id']}: {shape['family']} B={shape['batch']} T={shape['steps']} "
+            f"I={shape['input_size']} H={shape['hidden_size']} L={shape['layers']}"
+            + (" bidirectional" if shape["bidirectional"] else "") + f" ({shape['note']}).")
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -210,6 +217,7 @@ def format_table(report: dict) -> str:
     machine = report.get("machine", {})
     notes = [f"CPU: {machine.get('cpu', '?')}, LLVM name {machine.get('llvm_cpu', '?')}; "
              f"kernels built for {machine.get('build', '?')}."] if machine else []
+    notes += [_describe(r["shape"]) for r in report["results"] if r["shape"]["id"] not in BY_ID]
     notes.append(f"NumPy float32 matmul (1024³) in this run: {rate:.1f} GFLOP/s.")
     if "fma" in report:
         fma = report["fma"]

@@ -106,3 +106,42 @@ TARGETS = {
     **{s: {"torch": 1.0, "onnxruntime": 1.0} for s in ("S5", "S6", "S7", "G6")},
     "S8": {"torch": 5.0, "onnxruntime": 1.2},
 }
+
+
+# Shapes not given targets have the floor: at least as fast as each peer.
+FLOOR = {"torch": 1.0, "onnxruntime": 1.0}
+
+
+def targets_of(shape: Shape) -> dict[str, float]:
+    """Minimum peer_time / our_time per peer: TARGETS', else the floor."""
+    return TARGETS.get(shape.id, FLOOR)
+
+
+# The floor's regime, for shapes the bench has never seen (numba-lstm bench
+# --unseen): the bench's speed must hold there too, not only on its own shapes.
+UNSEEN_BATCHES = (1, 2, 3, 4, 6, 8, 12, 16)
+UNSEEN_HIDDEN = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
+UNSEEN_STEPS = (64, 100, 200, 400, 1000)
+UNSEEN_INPUTS = (32, 64, 128, 256)
+# T is halved (not below 64) until a call is at most this many flops, ~0.1 s
+# on two AVX-512 cores, so that a set of 20 takes minutes.
+UNSEEN_MAX_FLOPS = 4e10
+
+
+def unseen_shapes(n: int, seed: int = 0) -> list[Shape]:
+    """n random shapes of the floor's regime (batch 1-16, H 64-1024, T 64-1000,
+    1-4 layers, either direction, LSTM or GRU), the same for the same seed;
+    ids U0, U1, ..."""
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for i in range(n):
+        B, H, T, I = (int(rng.choice(v)) for v in (UNSEEN_BATCHES, UNSEEN_HIDDEN, UNSEEN_STEPS,
+                                                    UNSEEN_INPUTS))
+        L, bidirectional = int(rng.integers(1, 5)), bool(rng.integers(0, 2))
+        family = str(rng.choice(["LSTM", "GRU"]))
+        shape = Shape(f"U{i}", B, T, I, H, L, bidirectional, f"unseen, seed {seed}", family)
+        while shape.flops() > UNSEEN_MAX_FLOPS and shape.steps >= 128:
+            shape = Shape(shape.id, B, shape.steps // 2, I, H, L, bidirectional, shape.note,
+                          family)
+        shapes.append(shape)
+    return shapes
