@@ -60,10 +60,13 @@ def test_pack_panels_layout(dtype, vectors):
     # whole or partial, pairs with itself; a pair whose second panel is partial
     # goes through the scratch tile.
     (4, 6, 96),     # float32 two-vector: 3 whole panels (odd); three-vector: one whole pair
-    (6, 9, 150),    # 4 + 2 rows; an odd partial last panel, or a partial pair
+    (6, 9, 150),    # 6 rows in one pass (AVX-512's two-vector pairs), else 4 + 2;
+                    # an odd partial last panel, or a partial pair
     (1, 40, 300),
     (2, 33, 200),
-    (5, 19, 130),   # 4 + 1 rows
+    (5, 19, 130),   # 5 rows in one pass, or 4 + 1
+    (13, 11, 96),   # 8 + 5 (three whole two-vector panels: an odd one)
+    (14, 7, 150),   # 8 + 6, through the scratch tile for the partial pair
     (12, 17, 250),  # 8 + 4 rows
     (15, 8, 170),   # 8 + 4 + 3 rows
     # With 16 registers (AVX2) the main tile has 6 rows, and rows past it go

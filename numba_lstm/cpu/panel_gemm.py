@@ -356,6 +356,69 @@ def _tile4x4(dst, r_dst, c_dst, a, r, pa, pb):
 
 
 @njit(**_FLAGS)
+def _tile6x4(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x4 for 6 rows (24 sums: AVX-512's 32 registers only)."""
+    L = pa.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = z
+    c30 = c31 = c32 = c33 = c40 = c41 = c42 = c43 = c50 = c51 = c52 = c53 = z
+    a0, a1, a2, a3, a4, a5 = a[r], a[r + 1], a[r + 2], a[r + 3], a[r + 4], a[r + 5]
+    ahead = _rows_ahead(pa)
+    for k in range(pa.shape[0]):
+        _prefetch_row(pa, k + ahead, L)
+        _prefetch_row(pb, k + ahead, L)
+        w0, w1, w2, w3 = vload(pa, k, 0), vload(pa, k, L), vload(pb, k, 0), vload(pb, k, L)
+        s = vsplat(a0[k])
+        c00, c01, c02, c03 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02), vfma(s, w3, c03)
+        s = vsplat(a1[k])
+        c10, c11, c12, c13 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12), vfma(s, w3, c13)
+        s = vsplat(a2[k])
+        c20, c21, c22, c23 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22), vfma(s, w3, c23)
+        s = vsplat(a3[k])
+        c30, c31, c32, c33 = vfma(s, w0, c30), vfma(s, w1, c31), vfma(s, w2, c32), vfma(s, w3, c33)
+        s = vsplat(a4[k])
+        c40, c41, c42, c43 = vfma(s, w0, c40), vfma(s, w1, c41), vfma(s, w2, c42), vfma(s, w3, c43)
+        s = vsplat(a5[k])
+        c50, c51, c52, c53 = vfma(s, w0, c50), vfma(s, w1, c51), vfma(s, w2, c52), vfma(s, w3, c53)
+    _store_row4(dst, r_dst, c_dst, L, c00, c01, c02, c03)
+    _store_row4(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13)
+    _store_row4(dst, r_dst + 2, c_dst, L, c20, c21, c22, c23)
+    _store_row4(dst, r_dst + 3, c_dst, L, c30, c31, c32, c33)
+    _store_row4(dst, r_dst + 4, c_dst, L, c40, c41, c42, c43)
+    _store_row4(dst, r_dst + 5, c_dst, L, c50, c51, c52, c53)
+
+
+@njit(**_FLAGS)
+def _tile5x4(dst, r_dst, c_dst, a, r, pa, pb):
+    """_tile4x4 for 5 rows (20 sums)."""
+    L = pa.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = z
+    c30 = c31 = c32 = c33 = c40 = c41 = c42 = c43 = z
+    a0, a1, a2, a3, a4 = a[r], a[r + 1], a[r + 2], a[r + 3], a[r + 4]
+    ahead = _rows_ahead(pa)
+    for k in range(pa.shape[0]):
+        _prefetch_row(pa, k + ahead, L)
+        _prefetch_row(pb, k + ahead, L)
+        w0, w1, w2, w3 = vload(pa, k, 0), vload(pa, k, L), vload(pb, k, 0), vload(pb, k, L)
+        s = vsplat(a0[k])
+        c00, c01, c02, c03 = vfma(s, w0, c00), vfma(s, w1, c01), vfma(s, w2, c02), vfma(s, w3, c03)
+        s = vsplat(a1[k])
+        c10, c11, c12, c13 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12), vfma(s, w3, c13)
+        s = vsplat(a2[k])
+        c20, c21, c22, c23 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22), vfma(s, w3, c23)
+        s = vsplat(a3[k])
+        c30, c31, c32, c33 = vfma(s, w0, c30), vfma(s, w1, c31), vfma(s, w2, c32), vfma(s, w3, c33)
+        s = vsplat(a4[k])
+        c40, c41, c42, c43 = vfma(s, w0, c40), vfma(s, w1, c41), vfma(s, w2, c42), vfma(s, w3, c43)
+    _store_row4(dst, r_dst, c_dst, L, c00, c01, c02, c03)
+    _store_row4(dst, r_dst + 1, c_dst, L, c10, c11, c12, c13)
+    _store_row4(dst, r_dst + 2, c_dst, L, c20, c21, c22, c23)
+    _store_row4(dst, r_dst + 3, c_dst, L, c30, c31, c32, c33)
+    _store_row4(dst, r_dst + 4, c_dst, L, c40, c41, c42, c43)
+
+
+@njit(**_FLAGS)
 def _tile3x4(dst, r_dst, c_dst, a, r, pa, pb):
     """_tile4x4 for 3 rows."""
     L = pa.shape[1] // 2
@@ -604,7 +667,7 @@ def gemm_panels2_acc(out, col, N, a, panels, reverse=False):
     step, so that each step starts on the weights the last one read last,
     still in L2, when W is larger than L2."""
     _gemm(out, col, N, a, panels, reverse, _MAIN2_ROWS, _MAIN2, None, _FIVES_2, _TILE5_2,
-          _TILE4_2, _TILE3_2, _tile2x4, _tile1x4)
+          _TILE4_2, _TILE3_2, _tile2x4, _tile1x4, _TILE6_PAIR, _TILE5_PAIR)
 
 
 @njit(**_FLAGS)
@@ -612,7 +675,7 @@ def gemm_panels3_acc(out, col, N, a, panels, reverse=False):
     """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
     16 registers its tiles spill, slow but exact)."""
     _gemm(out, col, N, a, panels, reverse, TILE_ROWS, _tile8x3, _tile8x3_first, False, _tile4x6,
-          _tile4x6, _tile3x6, _tile2x6, _tile1x6)
+          _tile4x6, _tile3x6, _tile2x6, _tile1x6, None, None)
 
 
 def _fits(rows: int, vectors: int) -> bool:
@@ -635,6 +698,12 @@ _MAIN2_ROWS, _MAIN2 = (TILE_ROWS, _tile8) if _fits(TILE_ROWS, 2) else (6, _tile6
 # stands in for it in the (then empty) loop, so no more code is compiled.
 _FIVES_2 = _MAIN2_ROWS == 6
 _TILE5_2 = _tile5_twice if _FIVES_2 else _TILE4_2
+# Past 8-row main tiles, 5 or 6 rows in one pass over a pair of panels where
+# their sums fit (AVX-512): as 4 + 1-2 the pair was read twice, the second
+# pass with too few FMA chains (one layer, H = 512, batch 5-7 at 285-333
+# against 369 GFLOP/s at batch 8).
+_TILE6_PAIR = _tile6x4 if _fits(6, 4) and not _FIVES_2 else None
+_TILE5_PAIR = _tile5x4 if _fits(5, 4) and not _FIVES_2 else None
 
 # Panel width, in vectors, of the large-batch layout (packing.PackedLayer's
 # panels): three where there are 32 vector registers (AVX-512) to hold the
@@ -645,7 +714,7 @@ gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_
 
 @njit(inline="always", **_FLAGS)
 def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, tile5, tile4,
-          tile3, tile2, tile1):
+          tile3, tile2, tile1, tile6_pair, tile5_pair):
     R = a.shape[0]
     P, NR = panels.shape[0], panels.shape[2]
     R8 = R - R % main_rows  # rows in main tiles
@@ -654,6 +723,8 @@ def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, t
     R5 = R8 + (R - R8) // 5 * 5 if fives else R8
     R4 = R5 + (R - R5) // 4 * 4
     rest = R - R4  # 0-3 rows: one more tile, one more pass over each pair of panels
+    if tile6_pair is not None and (R - R5 == 5 or R - R5 == 6):  # one pass, not 4 + 1-2
+        R4, rest = R5, R - R5
     # Not a literal 0 for the scratch tiles' origin: Numba compiles a function
     # once more for each literal argument it is called with (Literal[int](0)).
     origin = np.int64(0)
@@ -684,9 +755,10 @@ def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, t
                 tile5(out, r, col + n, a, r, pa, pb)
             for r in range(R5, R4, 4):
                 tile4(out, r, col + n, a, r, pa, pb)
-            _tile_rest(out, R4, col + n, a, R4, rest, pa, pb, tile3, tile2, tile1)
+            _tile_rest(out, R4, col + n, a, R4, rest, pa, pb, tile3, tile2, tile1, tile6_pair,
+                       tile5_pair)
         else:
-            tile = np.zeros((5, 2 * NR), out.dtype)
+            tile = np.zeros((6, 2 * NR), out.dtype)
             for r in range(R8, R5, 5):
                 tile5(tile, origin, origin, a, r, pa, pb)
                 _drain(tile, 5, out, r, col + n, N - n)
@@ -694,14 +766,21 @@ def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, t
                 tile4(tile, origin, origin, a, r, pa, pb)
                 _drain(tile, 4, out, r, col + n, N - n)
             if rest > 0:
-                _tile_rest(tile, origin, origin, a, R4, rest, pa, pb, tile3, tile2, tile1)
+                _tile_rest(tile, origin, origin, a, R4, rest, pa, pb, tile3, tile2, tile1,
+                           tile6_pair, tile5_pair)
                 _drain(tile, rest, out, R4, col + n, N - n)
 
 
 @njit(inline="always", **_FLAGS)
-def _tile_rest(dst, r_dst, c_dst, a, r, rows, pa, pb, tile3, tile2, tile1):
-    """dst[r_dst:r_dst+rows, c_dst:c_dst+2NR] += a[r:r+rows] @ [pa | pb], rows 0-3."""
-    if rows == 3:
+def _tile_rest(dst, r_dst, c_dst, a, r, rows, pa, pb, tile3, tile2, tile1, tile6_pair,
+               tile5_pair):
+    """dst[r_dst:r_dst+rows, c_dst:c_dst+2NR] += a[r:r+rows] @ [pa | pb], rows 0-3,
+    or 5-6 where the pair tiles exist."""
+    if tile6_pair is not None and rows == 6:
+        tile6_pair(dst, r_dst, c_dst, a, r, pa, pb)
+    elif tile5_pair is not None and rows == 5:
+        tile5_pair(dst, r_dst, c_dst, a, r, pa, pb)
+    elif rows == 3:
         tile3(dst, r_dst, c_dst, a, r, pa, pb)
     elif rows == 2:
         tile2(dst, r_dst, c_dst, a, r, pa, pb)
