@@ -108,11 +108,16 @@ def team_splits_units(layers: PackedStack, batch: int) -> bool:
     every layer's fused step streams its weights from L3 instead
     (_fused_from_l3), the batch split wins (Zen 5, S6: 1.12x)."""
     l2 = l2_bytes()
-    dot = layers[0].dot_layout()  # an int8 layer's steps read W_hh in it, else float
-    hh_bytes = layers[0].w_hh.nbytes if dot is None else dot[0][0].nbytes
-    return (TEAM.size > 1 and l2 > 0 and hh_bytes > l2
+    return (TEAM.size > 1 and l2 > 0 and _hh_bytes_read(layers[0]) > l2
             and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size
             and not all(_steps_fused_from_l3(layer, batch) for layer in layers))
+
+
+def _hh_bytes_read(layer: PackedLayer) -> int:
+    """The bytes of W_hh (every direction's) a layer's steps read: an int8
+    layer's dot layout where it has one, else the float weights."""
+    dot = layer.dot_layout()
+    return layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
 
 
 def _steps_fused_from_l3(layer: PackedLayer, batch: int) -> bool:
@@ -193,12 +198,10 @@ def _directions_take_turns(layer: PackedLayer, B: int, threads: int) -> bool:
     of rows a thread (TILE_ROWS // 2): with 1-2 the tiles load a weight
     vector per 1-2 FMAs. Measured on Zen 5 (32 MB L3), LSTM H = 1024-1536 at
     batch 8-16: 1.14-1.37x; batch 2-4, or W_hh of both directions at 59-75%
-    of the L3: 0.90-1.00x (docs/performance.md). The bytes are those the
-    steps read (an int8 layer's dot layout, else float)."""
+    of the L3: 0.90-1.00x (docs/performance.md)."""
     l3 = l3_bytes()
-    dot = layer.dot_layout()  # an int8 layer's steps read W_hh in it, else float
-    hh_bytes = layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
-    return threads > 1 and l3 > 0 and B >= threads * (TILE_ROWS // 2) and hh_bytes >= l3
+    return (threads > 1 and l3 > 0 and B >= threads * (TILE_ROWS // 2)
+            and _hh_bytes_read(layer) >= l3)
 
 
 def _one_task(layer: PackedLayer, n_chunks: int) -> bool:

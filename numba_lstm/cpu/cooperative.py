@@ -186,11 +186,10 @@ def _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q
     place (each is read once), or, for a cell with unsummed gates, which are
     copied into sums (B, GU) with bias_h (nb, GU) first. w_hh (nb, P, H, NR):
     each block's W_hh^T in panels; a quantized stack's steps read
-    ``quantized`` instead: (w_i8,
-    w_bf16, scale, w_dot, offset) of one layer (packing.team_quantized_blocks;
-    None for a float stack), the int8 dot layout where it exists (at batch > 1
-    only it: the widening kernels are batch-1 ones); lo, hi (B, 4 * K4) and
-    s_rows (B,) are its scratch."""
+    ``quantized`` instead: (w_i8, w_bf16, scale, w_dot, offset) of one layer
+    (packing.team_quantized_blocks; None for a float stack), the int8 dot
+    layout where it exists (at batch > 1 only it: the widening kernels are
+    batch-1 ones); lo, hi (B, 4 * K4) and s_rows (B,) are its scratch."""
     B, H = c.shape
     U = gx.shape[2] // GATES
     j0 = q * U

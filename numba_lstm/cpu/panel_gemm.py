@@ -702,8 +702,9 @@ _TILE5_2 = _tile5_twice if _FIVES_2 else _TILE4_2
 # their sums fit (AVX-512): as 4 + 1-2 the pair was read twice, the second
 # pass with too few FMA chains (one layer, H = 512, batch 5-7 at 285-333
 # against 369 GFLOP/s at batch 8).
-_TILE6_PAIR = _tile6x4 if _fits(6, 4) and not _FIVES_2 else None
-_TILE5_PAIR = _tile5x4 if _fits(5, 4) and not _FIVES_2 else None
+_TAIL_PAIRS = _fits(6, 4) and not _FIVES_2  # both tiles or neither
+_TILE6_PAIR = _tile6x4 if _TAIL_PAIRS else None
+_TILE5_PAIR = _tile5x4 if _TAIL_PAIRS else None
 
 # Panel width, in vectors, of the large-batch layout (packing.PackedLayer's
 # panels): three where there are 32 vector registers (AVX-512) to hold the
