@@ -38,8 +38,21 @@ def assert_close(actual, expected, dtype, what=""):
 
 
 def pytest_collection_modifyitems(config, items):
-    # The CUDA simulator suite runs in a child process started here, so that it
-    # overlaps the rest of the suite instead of following it (tests/test_cuda.py).
+    # Child processes that compile on an empty cache run beside the rest of the
+    # suite, one at a time: the CUDA simulator suite first (tests/test_cuda.py),
+    # then the jobs of the tests marked in_background (tests/background.py).
+    # Their tests move to the end, so that the suite only waits for them there.
+    import background
+
+    waiting = []
     for item in items:
         if item.name == "test_cuda_suite_in_simulator":
             item.module.start_simulator_suite()
+            background.wait_first(item.module.wait_for_simulator_suite)
+            waiting.append(item)
+        job = getattr(getattr(item, "function", None), "background_job", None)
+        if job is not None:
+            background.enqueue(job)
+            waiting.append(item)
+    items[:] = [item for item in items if item not in waiting] + waiting
+    background.start()

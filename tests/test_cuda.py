@@ -3,7 +3,8 @@
 NUMBA_ENABLE_CUDASIM must be set before numba is imported, and this process
 imported numba long ago, so the CUDA tests run in a child interpreter. The
 child starts when this test is collected (conftest.py), so that it runs on
-the second core while the rest of the suite compiles on the first: the
+the second core while the rest of the suite compiles on the first (the
+background jobs of tests/background.py follow it there): the
 simulator is pure Python, and the suite is mostly single-threaded Numba
 compilation. On a machine with a GPU they run in-process instead and this
 driver skips.
@@ -47,6 +48,12 @@ def start_simulator_suite() -> None:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     atexit.register(_RUN["proc"].kill)  # a session that stops early leaves no child behind
+
+
+def wait_for_simulator_suite() -> None:
+    """Return once the child run (if one was started) has ended."""
+    if "proc" in _RUN:
+        _RUN["proc"].wait()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,

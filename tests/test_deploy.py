@@ -7,10 +7,12 @@ import shutil
 import site as site_module
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from background import in_background, result
 
 import numba_lstm as nl
 
@@ -34,22 +36,33 @@ print(json.dumps({"hits": sum(sum(d.stats.cache_hits.values()) for d in kernels)
 """
 
 
-def test_compile_fills_a_cache_that_a_new_process_loads(tmp_path):
-    cache = tmp_path / "cache"
-    result = subprocess.run([sys.executable, "-m", "numba_lstm", "compile", "--cache-dir",
-                             str(cache), "--family", "layernorm"], capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stderr
-    assert f"compiling into {cache}" in result.stdout
-    lines = [line.split() for line in result.stdout.splitlines()]
+def _compile_then_probe():
+    """`numba-lstm compile` into an empty cache, then PROBE on that cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        compiled = subprocess.run([sys.executable, "-m", "numba_lstm", "compile", "--cache-dir",
+                                   str(cache), "--family", "layernorm"], capture_output=True,
+                                  text=True, timeout=900)
+        probe = None
+        if compiled.returncode == 0:
+            probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True,
+                                   text=True, timeout=300,
+                                   env=dict(os.environ, NUMBA_CACHE_DIR=str(cache),
+                                            NUMBA_LSTM_COLD_START="background"))
+    return str(cache), compiled, probe
+
+
+@in_background(_compile_then_probe)
+def test_compile_fills_a_cache_that_a_new_process_loads():
+    cache, compiled, probe = result(_compile_then_probe)
+    assert compiled.returncode == 0, compiled.stderr
+    assert f"compiling into {cache}" in compiled.stdout
+    lines = [line.split() for line in compiled.stdout.splitlines()]
     for strategy in ("panels", "axpy", "axpy threaded"):  # family, dtype, weights, strategy
         assert any(line[:3] == ["layernorm", "float32", "float32"]
-                   and " ".join(line[3:-2]) == strategy for line in lines), result.stdout
+                   and " ".join(line[3:-2]) == strategy for line in lines), compiled.stdout
     # As a deployment runs: compile marked the strategies ready, so the first
     # calls load the kernels (none answers through NumPy, none warms up).
-    probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                           timeout=300, env=dict(os.environ, NUMBA_CACHE_DIR=str(cache),
-                                                 NUMBA_LSTM_COLD_START="background"))
     assert probe.returncode == 0, probe.stderr
     stats = json.loads(probe.stdout)
     assert stats["misses"] == 0 and stats["hits"] >= 2, stats  # the serial loop and the team's
@@ -78,7 +91,7 @@ print(json.dumps({"file": nl.__file__, "out": out.tolist(), "cache_dir": numba.c
 """
 
 
-def _read_only_runner(tmp_path):
+def _read_only_runner():
     """A command prefix that makes paths read-only for one process, or None:
     as root (who writes through permissions) a private read-only bind mount,
     else plain permissions."""
@@ -93,11 +106,26 @@ def _read_only_runner(tmp_path):
     return "mount"
 
 
-@pytest.mark.parametrize("tmp_writable", [True, False])
-def test_a_read_only_install_still_runs(tmp_path, tmp_writable):
-    how = _read_only_runner(tmp_path)
-    if how is None:
-        pytest.skip("cannot make a directory read-only for one process here")
+def _read_only_job(tmp_writable: bool):
+    """A job running RUN_READ_ONLY from a read-only copy of the package (with
+    TMPDIR writable, or nothing writable at all); it returns why it cannot,
+    or the child's result with the paths it used and whether a cache index
+    file appeared under TMPDIR."""
+    def job():
+        how = _read_only_runner()
+        if how is None:
+            return {"skip": "cannot make a directory read-only for one process here"}
+        if not tmp_writable and how == "chmod":
+            return {"skip": "only a private read-only mount makes /tmp read-only for one process"}
+        with tempfile.TemporaryDirectory() as work:
+            ran = _run_read_only(Path(work), tmp_writable, how)
+            ran["cached"] = any(Path(ran["tmp"]).rglob("*.nbi"))
+        return ran
+    job.__name__ = f"read_only_install_tmp_writable_{tmp_writable}"
+    return job
+
+
+def _run_read_only(tmp_path: Path, tmp_writable: bool, how: str) -> dict:
     site, home, tmp = tmp_path / "site", tmp_path / "home", tmp_path / "tmp"
     shutil.copytree(Path(nl.__file__).parent, site / "numba_lstm",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -106,8 +134,6 @@ def test_a_read_only_install_still_runs(tmp_path, tmp_writable):
     # Python's tempfile falls back from TMPDIR to /tmp, /var/tmp and the cwd:
     # with nothing writable, all of those must be read-only.
     read_only = [site, home] + ([] if tmp_writable else [tmp, Path("/var/tmp"), Path("/tmp")])
-    if not tmp_writable and how == "chmod":
-        pytest.skip("only a private read-only mount makes /tmp read-only for one process")
     # -S and an explicit path: no .pth files, so an editable install's import
     # hook cannot send `import numba_lstm` back to the checkout.
     path = os.pathsep.join([str(site), *site_module.getsitepackages()])
@@ -124,15 +150,36 @@ def test_a_read_only_install_still_runs(tmp_path, tmp_writable):
             subprocess.run(["chmod", "-R", "a-w", str(p)], check=True)
         command = [sys.executable, "-S", "-c", RUN_READ_ONLY]
     try:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                                cwd=tmp_path)  # not the checkout: -c puts the cwd on the path
+        ran = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
+                             cwd=tmp_path)  # not the checkout: -c puts the cwd on the path
     finally:
         if how == "chmod":
             for p in read_only:
                 subprocess.run(["chmod", "-R", "u+w", str(p)], check=False)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.splitlines()[-1])
-    assert report["file"].startswith(str(site))  # the read-only copy ran, not the checkout
+    return {"returncode": ran.returncode, "stdout": ran.stdout, "stderr": ran.stderr,
+            "site": str(site), "tmp": str(tmp)}
+
+
+_READ_ONLY = {flag: _read_only_job(flag) for flag in (True, False)}
+
+
+@in_background(_READ_ONLY[True])
+def test_a_read_only_install_still_runs_with_a_writable_tmp():
+    _check_read_only_run(result(_READ_ONLY[True]), tmp_writable=True)
+
+
+@in_background(_READ_ONLY[False])
+def test_a_read_only_install_still_runs_with_nothing_writable():
+    _check_read_only_run(result(_READ_ONLY[False]), tmp_writable=False)
+
+
+def _check_read_only_run(ran: dict, tmp_writable: bool):
+    if "skip" in ran:
+        pytest.skip(ran["skip"])
+    site, tmp = ran["site"], Path(ran["tmp"])
+    assert ran["returncode"] == 0, ran["stderr"]
+    report = json.loads(ran["stdout"].splitlines()[-1])
+    assert report["file"].startswith(site)  # the read-only copy ran, not the checkout
     expected, _ = nl.GRU.from_state_dict(
         {k: np.full(v.shape, 0.1, np.float32) for k, v in nl.GRU(3, 4).state_dict().items()})(
         np.ones((5, 1, 3), np.float32))
@@ -140,6 +187,6 @@ def test_a_read_only_install_still_runs(tmp_path, tmp_writable):
     uncached = [w for w in report["warnings"] if "run uncached" in w]
     if tmp_writable:
         assert report["cache_dir"] == str(tmp / f"numba_lstm-cache-{os.getuid()}")
-        assert any(tmp.rglob("*.nbi")) and not uncached
+        assert ran["cached"] and not uncached
     else:
         assert len(uncached) == 1, report["warnings"]

@@ -8,8 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
+from background import in_background, result
 
 from numba_lstm import reference
 
@@ -70,15 +73,26 @@ def _case(path):
     return case
 
 
-def test_installed_package_fills_a_shared_cache_from_several_processes(tmp_path):
-    cache_dir, work = tmp_path / "numba-cache", tmp_path / "elsewhere"
-    work.mkdir()
-    params = _case(tmp_path / "case.npz")
+def _shared_cache_runs():
+    """Three processes compiling into one empty cache at once, then a fourth:
+    the case and their reports."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache_dir, work = tmp / "numba-cache", tmp / "elsewhere"
+        work.mkdir()
+        case = _case(tmp / "case.npz")
+        cold = [_result(p) for p in [_start(tmp / "case.npz", cache_dir, work)
+                                     for _ in range(3)]]
+        warm = _result(_start(tmp / "case.npz", cache_dir, work))
+    return case, cold, warm
+
+
+@in_background(_shared_cache_runs)
+def test_installed_package_fills_a_shared_cache_from_several_processes():
+    params, cold, warm = result(_shared_cache_runs)
+    params = dict(params)
     x = params.pop("x").astype(np.float64)
     params = {k: v.astype(np.float64) for k, v in params.items()}
-    cold = [_result(p) for p in [_start(tmp_path / "case.npz", cache_dir, work)
-                                 for _ in range(3)]]
-    warm = _result(_start(tmp_path / "case.npz", cache_dir, work))
 
     out, _ = reference.lstm(x, params, num_layers=2)
     step, _ = reference.lstm(x[:1], params, num_layers=2)
@@ -115,19 +129,27 @@ print(json.dumps(results))
 """
 
 
-def test_cached_kernels_compute_the_same_bits_as_fresh_ones(tmp_path):
+def _fresh_then_cached():
+    """_THREADED_PATHS' outputs from a process compiling into an empty cache,
+    then from one loading that cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "numba-cache"))
+        runs = []
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-c", _THREADED_PATHS], env=env,
+                                  capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+@in_background(_fresh_then_cached)
+def test_cached_kernels_compute_the_same_bits_as_fresh_ones():
     # Numba optimises a parallel kernel's body twice: alone, as the compiling
     # process runs it, and inside the library that it writes to the cache. With
     # LLVM free to contract a * b + c into an FMA, the two copies differed in the
     # last bit (1.5e-8 at float32), so a process that compiled and one that read
     # the cache disagreed. The kernels spell their FMAs out; this holds them to it.
-    def run():
-        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
-        done = subprocess.run([sys.executable, "-c", _THREADED_PATHS], env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    fresh, cached = run(), run()
+    fresh, cached = result(_fresh_then_cached)
     different = [name for name in fresh if fresh[name] != cached[name]]
     assert not different, f"cached kernels differ from fresh ones on {different}"

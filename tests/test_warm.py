@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
 import numpy as np
 import pytest
+from background import in_background
+from background import result as result_of
 
 from numba_lstm.cpu import warm
 
@@ -116,42 +119,51 @@ def test_compile_mode_never_warms_up(markers, monkeypatch):
         warm.Warmup().ready([("panels",) + KEY[1:]])
 
 
-def test_a_cold_process_answers_at_once_then_runs_the_kernel_the_warm_up_compiled(tmp_path):
+_COLD_PROCESS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from numba.core import event
+    import numba_lstm as nl
+    from numba_lstm.cells import GRU
+    from numba_lstm.cpu import warm
+    from numba_lstm.cpu.layer import layer_kernels
+
+    compiles = []
+    class Count(event.Listener):
+        def on_start(self, ev): compiles.append(ev.data["dispatcher"].py_func.__name__)
+        def on_end(self, ev): pass
+    event.register("numba:compile", Count())
+    gru = nl.GRU(3, 8)
+    x = np.random.default_rng(0).standard_normal((4, 1, 3)).astype(np.float32)
+    compiles.clear()
+    first, _ = gru(x)
+    during_first = list(compiles)
+    key = warm.key_of("axpy", gru._layers)  # batch 1, one direction: the serial rows
+    started = warm.WARMUP._running.get(key) is not None
+    done = warm.WARMUP.wait(600)
+    second, _ = gru(x)
+    serial = layer_kernels(GRU).serial.stats
+    print(json.dumps(dict(during_first=during_first, started=started, done=done,
+                          marker=warm._marker(key).exists(),
+                          diff=float(abs(first - second).max()),
+                          hits=len(serial.cache_hits), misses=len(serial.cache_misses))))
+""")
+
+
+def _cold_process():
+    """_COLD_PROCESS's run on an empty cache, warming up in the background."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, **{warm.MODE_ENV: "background"})
+        return subprocess.run([sys.executable, "-c", _COLD_PROCESS], env=env,
+                              capture_output=True, text=True, timeout=900)
+
+
+@in_background(_cold_process)
+def test_a_cold_process_answers_at_once_then_runs_the_kernel_the_warm_up_compiled():
     # A new process on an empty cache: the first call compiles nothing (the
     # NumPy strategy), a background process compiles the GRU's batch-1 layer
     # kernel into the cache, and the call after it loads that kernel.
-    script = textwrap.dedent("""
-        import json, sys
-        import numpy as np
-        from numba.core import event
-        import numba_lstm as nl
-        from numba_lstm.cells import GRU
-        from numba_lstm.cpu import warm
-        from numba_lstm.cpu.layer import layer_kernels
-
-        compiles = []
-        class Count(event.Listener):
-            def on_start(self, ev): compiles.append(ev.data["dispatcher"].py_func.__name__)
-            def on_end(self, ev): pass
-        event.register("numba:compile", Count())
-        gru = nl.GRU(3, 8)
-        x = np.random.default_rng(0).standard_normal((4, 1, 3)).astype(np.float32)
-        compiles.clear()
-        first, _ = gru(x)
-        during_first = list(compiles)
-        key = warm.key_of("axpy", gru._layers)  # batch 1, one direction: the serial rows
-        started = warm.WARMUP._running.get(key) is not None
-        done = warm.WARMUP.wait(600)
-        second, _ = gru(x)
-        serial = layer_kernels(GRU).serial.stats
-        print(json.dumps(dict(during_first=during_first, started=started, done=done,
-                              marker=warm._marker(key).exists(),
-                              diff=float(abs(first - second).max()),
-                              hits=len(serial.cache_hits), misses=len(serial.cache_misses))))
-    """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **{warm.MODE_ENV: "background"})
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = result_of(_cold_process)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["during_first"] == []  # the first answer compiled nothing
