@@ -130,7 +130,7 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
     # leaves each thread fewer than UNIT_SPLIT_MAX_TILES row tiles: then the
     # team splits the units. Either way the numbers are the batch split's.
     rng = np.random.default_rng(12)
-    lstm = nl.LSTM(6, 16, num_layers=2)
+    lstm = nl.LSTM(6, 32, num_layers=2)  # H = 32: int8 gets its dot layout where it can
     if weights != "float32":
         lstm = lstm.quantize(weights)
     layer = lstm._layers[0]
@@ -157,7 +157,7 @@ def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, mon
     # L3 (faked) gives every thread a batch slice of each direction in turn,
     # from TILE_ROWS // 2 rows a thread; the numbers are a direction a task's.
     rng = np.random.default_rng(14)
-    lstm = nl.LSTM(6, 16, bidirectional=True)
+    lstm = nl.LSTM(6, 32, bidirectional=True)  # int8: its dot layout where it can
     if weights != "float32":
         lstm = lstm.quantize(weights)
     layer = lstm._layers[0]
@@ -181,7 +181,7 @@ def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, mon
     np.testing.assert_array_equal(h_n, ref[1][0])
     np.testing.assert_array_equal(c_n, ref[1][1])
     if weights == "float32":
-        hx = np.zeros((2, B, 16))
+        hx = np.zeros((2, B, 32))
         want, (want_h, want_c) = reference.lstm(x.astype(np.float64), {
             k: np.asarray(v, np.float64) for k, v in lstm.state_dict().items()}, 1, True,
             (hx, hx), lengths)
@@ -198,7 +198,7 @@ def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fa
     # from the team; an int8 layer keeps its dot kernels. The numbers are the
     # forced strategies'.
     rng = np.random.default_rng(13)
-    lstm = nl.LSTM(16, 16, num_layers=2)  # both layers' weights the same size
+    lstm = nl.LSTM(32, 32, num_layers=2)  # the same size a layer; int8's dot layout
     if weights != "float32":
         lstm = lstm.quantize(weights)
     layers = lstm._layers
@@ -206,7 +206,7 @@ def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fa
     B = cpu.TILE_ROWS * cpu.TEAM.size  # TILE_ROWS rows a thread
     monkeypatch.setattr(cpu, "l2_bytes", lambda: 1)  # W_hh past L2: the team's unit split
     monkeypatch.setattr(cpu, "FUSED_MAX_BYTES", 0)  # weights never count as fitting L2
-    fused = weights == "float32"
+    fused = layers[0].dot_layout() is None  # float32, or int8 on its float32 values
     for l3, fast, expected in ((need, True, fused), (need - 1, True, False),
                                (need, False, False), (0, True, False)):
         monkeypatch.setattr(cpu, "l3_bytes", lambda l3=l3: l3)
@@ -215,7 +215,7 @@ def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fa
         if cpu.TEAM.size > 1:
             stack = cpu._pick("stack", None, layers, 9, B).name
             assert stack == ("layers" if expected else "team"), (l3, fast)
-    x = rng.standard_normal((9, B, 16)).astype(np.float32)
+    x = rng.standard_normal((9, B, 32)).astype(np.float32)
     out, (h_n, c_n) = lstm(x)  # the last case's choice
     for strategy in ("panels_fused", "panels") if fused else ("panels",):
         ref = cpu.forward(layers, x, None, None, None, strategy=strategy)

@@ -11,6 +11,7 @@ import numpy as np
 from ..cells import GRU, LSTM
 from .caches import l2_bytes, l3_bytes, l3_feeds_each_core_fast
 from .cooperative import SERVE, cell_serve, job_kind, stack_job_buffers, stack_team
+from .dot_gemm import DOT_NR
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
@@ -81,7 +82,17 @@ def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
     layer = layers[0]
     gru32 = layer.cell is GRU and layer.w_hh.dtype == np.float32 and layer.stored is None
     return ((layer.cell is LSTM or gru32) and layer.num_directions == 1
-            and layer.output_size == layer.hidden_size and TEAM.size > 1)
+            and layer.output_size == layer.hidden_size and TEAM.size > 1
+            and _team_blocks_take_the_dot(layer))
+
+
+def _team_blocks_take_the_dot(layer: PackedLayer) -> bool:
+    """Whether the team's unit blocks fill whole dot panels where the layer's
+    steps take the dot kernels (int8 with VNNI): else the team would multiply
+    unrounded h where the other paths put it on its grid, and a sequence's
+    numbers would depend on its batch size (docs/quantization.md)."""
+    U = -(-layer.hidden_size // (TEAM.size * BLOCKS_PER_THREAD))
+    return layer.dot_layout() is None or layer.cell.gates * U % DOT_NR == 0
 
 
 def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
@@ -217,8 +228,11 @@ def _panels_can_run(layer: PackedLayer, T: int, B: int) -> bool:
 def _panels_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     # From 2 rows the panel tiles have 4+ independent FMA chains and read W_hh
     # once per tile; a 1-row tile has 2-3, too few to cover the FMA latency, and
-    # the axpy kernel streams W_hh faster there (docs/performance.md).
-    return B > 1
+    # the axpy kernel streams W_hh faster there (docs/performance.md). An int8
+    # layer with the dot layout takes its dot kernels at every batch size: the
+    # axpy rows multiply unquantized x and h, so a row alone would not get the
+    # numbers it gets in a batch.
+    return B > 1 or layer.dot_layout() is not None
 
 
 def _fused_can_run(layer: PackedLayer, T: int, B: int) -> bool:
@@ -302,9 +316,11 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     gx = np.empty((T if project else 0, B, D * G), dtype)
     w_ih = layer.panels()[0] if project else np.empty((D, 0, 0, 0), dtype)
     counters = np.zeros(2 * PROJECTION_LINE + D * n_chunks, np.int64)  # projection's, tasks'
+    # 2: the projection puts x on h's 8-bit grid (team_layer.describe_layer_job)
+    projection = 0 if not project else 2 if layer.input_is_hidden else 1
     job = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
            lengths, out, h_n, c_n, n_chunks, panels, counters[2 * PROJECTION_LINE:],
-           *(_NO_DOT if hh_dot is None else hh_dot), project, w_ih, layer.bias,
+           *(_NO_DOT if hh_dot is None else hh_dot), projection, w_ih, layer.bias,
            counters[:2 * PROJECTION_LINE], *(_NO_DOT if ih_dot is None else ih_dot))
     # The job's threads see raw addresses (team.view): every array must be C-contiguous.
     assert all(a.flags.c_contiguous for a in job if isinstance(a, np.ndarray))
@@ -410,7 +426,8 @@ def team_streams(layers: PackedStack) -> bool:
     step reads: an int8 stack's dot layout, else float32 (a bfloat16 stack's
     one-thread step reads its float32 values; the team, its bfloat16)."""
     l2 = l2_bytes()
-    if layers.step is None or TEAM.size < 2 or l2 == 0:
+    if (layers.step is None or TEAM.size < 2 or l2 == 0
+            or not _team_blocks_take_the_dot(layers[0])):
         return False
     dot = layers.quantized_step()
     arrays = layers.step if dot is None else [a for part in dot for a in part]

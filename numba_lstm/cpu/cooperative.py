@@ -123,14 +123,15 @@ def count_block(done, tid):
 
 
 @njit(inline="always", **_FLAGS)
-def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
+def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit):
     """gx[q, r] = bias[q] + rows[r] @ W_ih^T[:, block q]; w_ih (nb, P, K, NR),
     each block's columns in panels, by (block q, row chunk) tasks. With the
     int8 dot layout (dot = (w_dot (nb, P, K4, 4 * DOT_NR), offset, scale (nb,
     4U)), nb > 0: packing.team_quantized_projection; None for a float stack),
-    by row chunk: each row is quantized to int16 once (dot_gemm.quantize_row16)
-    for every block, and a chunk holding a row that is not finite takes the
-    float panels."""
+    by row chunk: each row is quantized to int16 once (dot_gemm.quantize_row16;
+    to 8 bits, h's grid, with ``eight_bit``: rows are the layer below's h) for
+    every block, and a chunk holding a row that is not finite takes the float
+    panels."""
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
@@ -147,13 +148,13 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads):
             r0 = (task % n_chunks) * PROJECTION_ROWS
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
             finite = quantized and quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
-                                                 s_rows[:r1 - r0], dot)
+                                                 s_rows[:r1 - r0], dot, eight_bit)
             for q in range(q_first, q_end):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
                 # (rows, GU) += (rows, K) @ (K, GU): int8 x int16, else float
                 if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
-                                           s_rows[:r1 - r0], dot, q)):
+                                           s_rows[:r1 - r0], dot, q, False, eight_bit)):
                     gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
             fetch_add(done, 0, 1)
     wait_until(done, 0, n_tasks)
@@ -226,12 +227,12 @@ def _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q
         for b in range(B):
             copy_row(rows[b, :S], acc[b, :S])
             copy_row(bias_h[q, S:], acc[b, S:])
-    # (B, GU) += (B, H) @ (H, GU): int8 x int16 where the dot layout covers
+    # (B, GU) += (B, H) @ (H, GU): int8 x h's 8-bit grid where the dot layout covers
     # whole panels and every h is finite, else float32
     dot = recurrence_dot(quantized)
     use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
-               and quantize_rows(h_prev, lo, hi, s_rows, dot))
-    if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q, s % 2 == 1)):
+               and quantize_rows(h_prev, lo, hi, s_rows, dot, True))
+    if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q, s % 2 == 1, True)):
         gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q], s % 2 == 1)
     for b in range(B):
         if s < lengths[b]:
@@ -364,11 +365,11 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantize
         dot = layer_projection(ih_quantized, layer)
         if layer == 0:
             _project(x.reshape((x.shape[0] * B, x.shape[2]))[:steps * B], w_ih0, dot, bias[0],
-                     gx, layer_claims, done[0], tid, n_threads)
-        else:
+                     gx, layer_claims, done[0], tid, n_threads, False)
+        else:  # the input is the layer below's h: its 8-bit grid
             _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
                      w_ih_rest[layer - 1], dot, bias[layer], gx, layer_claims, done[layer], tid,
-                     n_threads)
+                     n_threads, True)
         _recur(gx, w_hh[layer], bias_h[layer], layer_recurrence(hh_quantized, layer), lengths,
                h_buf[layer], c[layer], dst, layer_claims[n_projection:], done[layer], steps, tid,
                n_threads)

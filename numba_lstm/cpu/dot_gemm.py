@@ -94,6 +94,14 @@ def quantize_row16(h, lo, hi):
     takes a float path, and NaN propagates as in torch). For jitted code."""
 
 
+def quantize_row8(h, lo, hi):
+    """quantize_row16 on the coarser grid of 8-bit values: v = 256 round(127 h
+    / max|h|), so every lo byte is 0 and the sums of hi alone are the whole
+    product (gemm_dot_acc's high_only). Every dot kernel computes the same
+    bits from these bytes, so a row's result does not depend on which kernel
+    its batch size picks. Returns s = max|h| / 32512, or -1 as quantize_row16."""
+
+
 # 1.5 x 2^23: x + ROUND - ROUND is x rounded to the nearest integer, ties to
 # even (as np.rint), for |x| < 2^22, in two adds the compiler vectorises.
 _ROUND = np.float32(1.5 * 2**23)
@@ -102,14 +110,23 @@ _ROUND = np.float32(1.5 * 2**23)
 @overload(quantize_row16, inline="always", jit_options=_FLAGS)
 def _quantize_row16_impl(h, lo, hi):
     if h.dtype != nbtypes.float32:
-        return _quantize_row16_scalar
-    return _quantize_row16_float32
+        return lambda h, lo, hi: _quantize_row_scalar(h, lo, hi, 32767, 1)
+    return lambda h, lo, hi: _quantize_row_float32(h, lo, hi, 32767, 1)
 
 
-def _quantize_row16_float32(h, lo, hi):
-    """quantize_row16 in loops the compiler vectorises (2.7x, the same bytes):
-    max|h| as the largest of the values' bits without their sign, an integer
-    maximum in which NaN's bits sort above Inf's; the rounding by _ROUND."""
+@overload(quantize_row8, inline="always", jit_options=_FLAGS)
+def _quantize_row8_impl(h, lo, hi):
+    if h.dtype != nbtypes.float32:
+        return lambda h, lo, hi: _quantize_row_scalar(h, lo, hi, 127, 256)
+    return lambda h, lo, hi: _quantize_row_float32(h, lo, hi, 127, 256)
+
+
+@njit(inline="always", **_FLAGS)
+def _quantize_row_float32(h, lo, hi, levels, step):
+    """v = step * round(levels h / max|h|) in loops the compiler vectorises
+    (2.7x, the same bytes): max|h| as the largest of the values' bits without
+    their sign, an integer maximum in which NaN's bits sort above Inf's; the
+    rounding by _ROUND."""
     bits = h.view(np.int32)
     top = np.int32(0)
     for k in range(h.shape[0]):
@@ -118,18 +135,19 @@ def _quantize_row16_float32(h, lo, hi):
     if top >= np.int32(0x7F800000):  # Inf or NaN
         return np.float32(-1)
     amax = float32_from_bits(top)
-    inv = np.float32(32767) / amax if amax > 0 else np.float32(0)
+    inv = np.float32(levels) / amax if amax > 0 else np.float32(0)
     for k in range(h.shape[0]):
-        v = np.int32((h[k] * inv + _ROUND) - _ROUND)
+        v = np.int32((h[k] * inv + _ROUND) - _ROUND) * np.int32(step)
         lo[k] = np.uint8(v & 255)
         hi[k] = np.uint8((v >> 8) + 128)
     for k in range(h.shape[0], lo.shape[0]):
         lo[k] = 0
         hi[k] = 128
-    return amax / np.float32(32767)
+    return amax / np.float32(levels * step)
 
 
-def _quantize_row16_scalar(h, lo, hi):
+@njit(inline="always", **_FLAGS)
+def _quantize_row_scalar(h, lo, hi, levels, step):
     amax = h.dtype.type(0)
     for k in range(h.shape[0]):
         a = abs(h[k])
@@ -139,15 +157,15 @@ def _quantize_row16_scalar(h, lo, hi):
             return h.dtype.type(-1)
     if not amax < np.inf:
         return h.dtype.type(-1)
-    inv = h.dtype.type(32767) / amax if amax > 0 else h.dtype.type(0)
+    inv = h.dtype.type(levels) / amax if amax > 0 else h.dtype.type(0)
     for k in range(h.shape[0]):
-        v = np.int32(np.rint(h[k] * inv))
+        v = np.int32(np.rint(h[k] * inv)) * np.int32(step)
         lo[k] = np.uint8(v & 255)
         hi[k] = np.uint8((v >> 8) + 128)
     for k in range(h.shape[0], lo.shape[0]):
         lo[k] = 0
         hi[k] = 128
-    return amax / h.dtype.type(32767)
+    return amax / h.dtype.type(levels * step)
 
 
 @njit(inline="always", **_FLAGS)
@@ -242,34 +260,42 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
 
 
-def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
+def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False):
     """out (R, N) += x @ W for rows x that quantize_row16 has put in lo, hi
     (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc. ``reverse``:
     the tiles take the panels last to first (a recurrence alternates it, as
-    the float panels' steps do). Returns True; False, having done nothing,
+    the float panels' steps do). ``high_only``: the rows are quantize_row8's,
+    every lo byte 0, so vpdpbusd sums the high bytes alone (half the
+    instructions; the same bits). Returns True; False, having done nothing,
     where out is not float32. For jitted code."""
 
 
 @overload(gemm_dot_acc)
-def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
+def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
+                       high_only=False):
     if out.dtype == nbtypes.float32:
-        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
-            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse)
+        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False):
+            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only)
             return True
         return impl
-    return lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False: False
+    return (lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
+            high_only=False: False)
 
 
 @njit(**_FLAGS)
-def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only):
     """Sixteen rows at a time on AMX tiles where the CPU has them (4.3-4.7x
     vpdpbusd at 16-64 rows, K = 512, one core; the same int32 sums); then
-    four rows at a time share each weight load (a row at a time is
-    load-bound: 64 bytes per two vpdpbusd); the last R % 4 through row_dot_acc."""
+    rows whose lo bytes are all 0 eight or four at a time on their high bytes
+    alone; then four rows at a time share each weight load (a row at a time
+    is load-bound: 64 bytes per two vpdpbusd); the last R % 4 through
+    row_dot_acc."""
     R = out.shape[0]
     R16 = tile_rows(R, w_dot) if HAS_AMX else 0
     if R16 > 0:
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES)
+    if high_only and not PAIRS:
+        R16 += _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
     Q = 4 * DOT_LANES
     zero = vsplat(np.int32(0))
     for r in range(R16, R - (R - R16) % 4, 4):
@@ -296,6 +322,73 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
             _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
     for r in range(R - (R - R16) % 4, R):
         row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
+
+
+@njit(**_FLAGS)
+def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
+    """gemm_dot_acc's rows 0..R - R % 4 - 1 from their high bytes alone (lo all
+    0): eight rows at a time, sixteen vpdpbusd chains on two weight loads and
+    eight byte splats (1.9x the two-byte four-row loop on Zen 5, one core, K =
+    512); then four. dot_sum with a low sum of 0 gives the bits the two-byte
+    kernels give. Returns the rows done."""
+    R = out.shape[0]
+    P = w_dot.shape[0]
+    Q = 4 * DOT_LANES
+    zero = vsplat(np.int32(0))
+    for r in range(0, R - R % 8, 8):
+        h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
+        h4, h5, h6, h7 = hi[r + 4], hi[r + 5], hi[r + 6], hi[r + 7]
+        for i in range(P):
+            p = P - 1 - i if reverse else i
+            w = w_dot[p]
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero  # row, vector
+            s40 = s41 = s50 = s51 = s60 = s61 = s70 = s71 = zero
+            for k in range(w_dot.shape[1]):
+                q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
+                s00, s01 = _high_quads(h0, k, q0, q1, s00, s01)
+                s10, s11 = _high_quads(h1, k, q0, q1, s10, s11)
+                s20, s21 = _high_quads(h2, k, q0, q1, s20, s21)
+                s30, s31 = _high_quads(h3, k, q0, q1, s30, s31)
+                s40, s41 = _high_quads(h4, k, q0, q1, s40, s41)
+                s50, s51 = _high_quads(h5, k, q0, q1, s50, s51)
+                s60, s61 = _high_quads(h6, k, q0, q1, s60, s61)
+                s70, s71 = _high_quads(h7, k, q0, q1, s70, s71)
+            j = p * DOT_NR
+            _dot_add2(out[r], j, zero, s00, zero, s01, offset, scale_q, s_rows[r])
+            _dot_add2(out[r + 1], j, zero, s10, zero, s11, offset, scale_q, s_rows[r + 1])
+            _dot_add2(out[r + 2], j, zero, s20, zero, s21, offset, scale_q, s_rows[r + 2])
+            _dot_add2(out[r + 3], j, zero, s30, zero, s31, offset, scale_q, s_rows[r + 3])
+            _dot_add2(out[r + 4], j, zero, s40, zero, s41, offset, scale_q, s_rows[r + 4])
+            _dot_add2(out[r + 5], j, zero, s50, zero, s51, offset, scale_q, s_rows[r + 5])
+            _dot_add2(out[r + 6], j, zero, s60, zero, s61, offset, scale_q, s_rows[r + 6])
+            _dot_add2(out[r + 7], j, zero, s70, zero, s71, offset, scale_q, s_rows[r + 7])
+    r = R - R % 8
+    if R % 8 >= 4:
+        h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
+        for i in range(P):
+            p = P - 1 - i if reverse else i
+            w = w_dot[p]
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+            for k in range(w_dot.shape[1]):
+                q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
+                s00, s01 = _high_quads(h0, k, q0, q1, s00, s01)
+                s10, s11 = _high_quads(h1, k, q0, q1, s10, s11)
+                s20, s21 = _high_quads(h2, k, q0, q1, s20, s21)
+                s30, s31 = _high_quads(h3, k, q0, q1, s30, s31)
+            j = p * DOT_NR
+            _dot_add2(out[r], j, zero, s00, zero, s01, offset, scale_q, s_rows[r])
+            _dot_add2(out[r + 1], j, zero, s10, zero, s11, offset, scale_q, s_rows[r + 1])
+            _dot_add2(out[r + 2], j, zero, s20, zero, s21, offset, scale_q, s_rows[r + 2])
+            _dot_add2(out[r + 3], j, zero, s30, zero, s31, offset, scale_q, s_rows[r + 3])
+        r += 4
+    return r
+
+
+@njit(inline="always", **_FLAGS)
+def _high_quads(hi, k4, q0, q1, high0, high1):
+    """One k4 row of a panel against a row's high bytes alone."""
+    b = vsplat_quad(hi, 4 * k4)
+    return vdpbusd(high0, b, q0), vdpbusd(high1, b, q1)
 
 
 @njit(inline="always", **_FLAGS)
@@ -401,32 +494,36 @@ def _dot_k_bytes(dot):
     return lambda dot: 4 * dot[0].shape[2]
 
 
-def dot_acc(out, lo, hi, s_rows, dot, q, reverse=False):
+def dot_acc(out, lo, hi, s_rows, dot, q, reverse=False, high_only=False):
     """gemm_dot_acc on block q of dot; False, doing nothing, without one."""
 
 
 @overload(dot_acc, inline="always", jit_options=_FLAGS)
-def _dot_acc(out, lo, hi, s_rows, dot, q, reverse=False):
+def _dot_acc(out, lo, hi, s_rows, dot, q, reverse=False, high_only=False):
     if isinstance(dot, types.NoneType):
-        return lambda out, lo, hi, s_rows, dot, q, reverse=False: False
-    return lambda out, lo, hi, s_rows, dot, q, reverse=False: gemm_dot_acc(
-        out, lo, hi, s_rows, dot[0][q], dot[1][q], dot[2][q], reverse)
+        return lambda out, lo, hi, s_rows, dot, q, reverse=False, high_only=False: False
+    return lambda out, lo, hi, s_rows, dot, q, reverse=False, high_only=False: gemm_dot_acc(
+        out, lo, hi, s_rows, dot[0][q], dot[1][q], dot[2][q], reverse, high_only)
 
 
-def quantize_rows(rows, lo, hi, scales, dot):
-    """Each row of rows (R, K) on its own int16 grid (quantize_row16)
-    into lo, hi (R, >= K) and scales (R,), for a dot product; True if every row
-    was finite. False, doing nothing, where dot is None."""
+def quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
+    """Each row of rows (R, K) on its own int16 grid (quantize_row16), or on
+    the 8-bit one (quantize_row8), into lo, hi (R, >= K) and scales (R,), for
+    a dot product; True if every row was finite. False, doing nothing, where
+    dot is None."""
 
 
 @overload(quantize_rows, jit_options=_FLAGS)
-def _quantize_rows(rows, lo, hi, scales, dot):
+def _quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
     if isinstance(dot, types.NoneType):
-        return lambda rows, lo, hi, scales, dot: False
+        return lambda rows, lo, hi, scales, dot, eight_bit=False: False
 
-    def impl(rows, lo, hi, scales, dot):
+    def impl(rows, lo, hi, scales, dot, eight_bit=False):
         for r in range(rows.shape[0]):
-            scales[r] = quantize_row16(rows[r], lo[r], hi[r])
+            if eight_bit:
+                scales[r] = quantize_row8(rows[r], lo[r], hi[r])
+            else:
+                scales[r] = quantize_row16(rows[r], lo[r], hi[r])
             if scales[r] < 0:
                 return False
         return True

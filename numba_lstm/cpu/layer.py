@@ -164,9 +164,9 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                 copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                 copy_row(bias[d, 1, S:], gates[r, S:])
         if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
-            # (nb, G) += (nb, K) @ (K, G), int8 x int16 where it can
-            if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot)
-                    and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d, s % 2 == 1)):
+            # (nb, G) += (nb, K) @ (K, G), int8 x h's 8-bit grid where it can
+            if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True)
+                    and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d, s % 2 == 1, True)):
                 # column int64 0, not a literal: the projection's call
                 # compiles this product for int64 columns already
                 gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], s % 2 == 1)

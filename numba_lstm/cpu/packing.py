@@ -12,6 +12,14 @@ from .dot_gemm import DOT_BY_DEFAULT, DOT_NR, dot_fits
 from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
 
 
+def dot_hidden(H: int) -> bool:
+    """Whether int8 layers of hidden size H get the dot layouts (where the CPU
+    takes them): H a multiple of DOT_NR, as the one-call streaming step's
+    fused cell needs, so that every path a layer's rows can take puts them on
+    the same activation grids (docs/quantization.md); and within dot_fits."""
+    return H % DOT_NR == 0 and dot_fits(H)
+
+
 @dataclass(frozen=True)
 class PackedLayer:
     """One recurrent layer, all directions, in kernel layout (D directions, G =
@@ -38,6 +46,9 @@ class PackedLayer:
     # per direction (W_hh^T (H_out, G), each column's scale (G,)), per
     # direction W_ih^T and its scales alike, or None); None for a float layer.
     stored: tuple | None = None
+    # Whether the input is the hidden state of the layer below (every layer but
+    # a stack's first): the int8 dot kernels put it on h's 8-bit grid.
+    input_is_hidden: bool = False
 
     def dot_layout(self, dot: bool | None = None) -> tuple | None:
         """(hh, ih) for the large-batch steps and input projection on the int8
@@ -45,12 +56,13 @@ class PackedLayer:
         (w_dot (D, P, K4, 4 * DOT_NR), offset (D, G) int32, scale (D, G)),
         every direction's stored W^T in dot_gemm's layout, ih None without
         a stored W_ih or one too long for the dot's sums. None unless an int8
-        layer with G a multiple of DOT_NR, H_out within dot_fits and ``dot``
-        (default: dot_gemm.DOT_BY_DEFAULT, the CPU has AVX512-VNNI)."""
+        layer with H_out within dot_fits and ``dot``
+        (default: dot_gemm.DOT_BY_DEFAULT, the CPU has AVX512-VNNI) and
+        dot_hidden(H)."""
         dot = DOT_BY_DEFAULT if dot is None else dot
         H_out, G = self.w_hh.shape[1:]
-        if (not dot or self.stored is None or self.stored[0] != "int8" or G % DOT_NR
-                or not dot_fits(H_out)):
+        if (not dot or self.stored is None or self.stored[0] != "int8"
+                or not dot_hidden(self.hidden_size) or not dot_fits(H_out)):
             return None
         if "_dot_layout" not in self.__dict__:
             _, hh, ih = self.stored  # per direction
@@ -178,7 +190,7 @@ class PackedStack(list):
         as team_blocks' w_hh (bfloat16 rows interleaved: interleave_bf16), as
         int8 or bfloat16 bits (cpu.row_step's widening kernel), the other
         (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each column's scale (ones for
-        bfloat16). Where dot_gemm.DOT_BY_DEFAULT (and H within dot_fits), an
+        bfloat16). Where dot_gemm.DOT_BY_DEFAULT (and dot_hidden(H)), an
         int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
         kernel's layout (four consecutive k of a column side by side), and
         offset (L, n_blocks, 4U) int32, 128 x each column's weight sum.
@@ -197,7 +209,8 @@ class PackedStack(list):
         layers' (L-1, n_blocks, P, K4, ...), each column's offset (128 x its
         weight sum) and scale (L, n_blocks, 4U). Each array has 0 blocks
         unless an int8 stack with its stored W_ih, 4U a multiple of DOT_NR,
-        every K within dot_fits and ``dot`` (default: dot_gemm.DOT_BY_DEFAULT)."""
+        dot_hidden(H), every K within dot_fits and ``dot`` (default:
+        dot_gemm.DOT_BY_DEFAULT)."""
         dot = DOT_BY_DEFAULT if dot is None else dot
         cache = self.__dict__.setdefault("_team_quantized_projection", {})
         key = (n_blocks, dot)
@@ -205,7 +218,8 @@ class PackedStack(list):
             q, L, H = self.quantized, len(self), self[0].hidden_size
             U = -(-H // n_blocks)
             if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
-                    or 4 * U % DOT_NR or not all(dot_fits(w.shape[0]) for w, _ in q[2])):
+                    or 4 * U % DOT_NR or not dot_hidden(H)
+                    or not all(dot_fits(w.shape[0]) for w, _ in q[2])):
                 empty = np.zeros((0, 0, 0, 0), np.int8)
                 cache[key] = (empty, np.zeros((max(L - 1, 0), 0, 0, 0, 0), np.int8),
                               np.zeros((L, 0, 0), np.int32), np.zeros((L, 0, 0), np.float32))
@@ -231,12 +245,12 @@ class PackedStack(list):
         layer 0's W_ih^T (P, K4, 4 * DOT_NR), the other layers' (L-1, ...) and
         every layer's W_hh^T (L, ...), with (.., 4H) int32 offsets and float32
         scales. None unless an int8 stack with its stored W_ih that ``step``
-        runs, H a multiple of DOT_NR, every K within dot_fits and ``dot``
+        runs, dot_hidden(H), every K within dot_fits and ``dot``
         (default: dot_gemm.DOT_BY_DEFAULT)."""
         dot = DOT_BY_DEFAULT if dot is None else dot
         q = self.quantized
         if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
-                or self.step is None or self[0].hidden_size % DOT_NR
+                or self.step is None or not dot_hidden(self[0].hidden_size)
                 or not all(dot_fits(w.shape[0]) for w, _ in [*q[1], *q[2]])):
             return None
         cache = self.__dict__.setdefault("_quantized_step", {})
@@ -264,7 +278,7 @@ class PackedStack(list):
             panels = np.stack([pack_panels(b, widened_to=np.float32) for b in blocks])
             w_q.append(interleave_bf16(panels) if w.dtype == np.uint16 else panels)
             scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
-            if w.dtype == np.int8 and DOT_BY_DEFAULT and dot_fits(H):
+            if w.dtype == np.int8 and DOT_BY_DEFAULT and dot_hidden(H):
                 quads, offset = _dot_blocks(blocks)
                 w_dot.append(quads)
                 offsets.append(offset)
@@ -333,8 +347,8 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
     holds; the team's batch-1 steps and the streaming step read the stored
     form."""
     cell_params = cell_params or [None] * len(layers)
-    packed = [pack_layer(directions, dtype, cell, p)
-              for directions, p in zip(layers, cell_params, strict=True)]
+    packed = [replace(pack_layer(directions, dtype, cell, p), input_is_hidden=n > 0)
+              for n, (directions, p) in enumerate(zip(layers, cell_params, strict=True))]
     if quantized is not None:
         weights, stored_hh, *stored_ih = quantized
         packed = [replace(layer, stored=(
@@ -351,7 +365,7 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
     w_hh = aligned_copy(np.concatenate([k.w_hh for k in packed]))
     stack[:] = [PackedLayer(w_ih0[0] if n == 0 else w_ih_rest[n - 1], bias[n], w_hh[n:n + 1],
                             packed[n].w_hr, packed[n].step_bias, packed[n].cell_params,
-                            stored=packed[n].stored)
+                            stored=packed[n].stored, input_is_hidden=n > 0)
                 for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)
     if quantized is not None:

@@ -27,14 +27,16 @@ LINE = 8
 
 
 @njit(**_FLAGS)
-def input_projection(x, w_ih, bias, gx, ih_dot, counters):
+def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
     """gx (N, D*G) = x (N, I) @ W_ih^T + bias (D*G,), direction-major;
     w_ih (D, P, I, NR) each direction's W_ih^T in panels. Every thread of a
     job calls it with the same counters (int64, zero before the first call);
     it returns once every block is done, by whichever thread. ih_dot: None,
     or an int8 layer's W_ih^T in the dot layout (packing.dot_layout): each
-    block of rows is then quantized to int16 once for every direction, and a
-    block holding a row that is not finite takes the float panels."""
+    block of rows is then quantized to int16 once for every direction (to 8
+    bits, h's grid, with ``eight_bit``: x is the hidden state of the layer
+    below), and a block holding a row that is not finite takes the float
+    panels."""
     N = x.shape[0]
     D = w_ih.shape[0]
     G = gx.shape[1] // D
@@ -52,10 +54,10 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters):
         n = r1 - r0
         for r in range(r0, r1):
             copy_row(bias, gx[r])
-        dot = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot)
+        dot = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot, eight_bit)
         for d in range(D):  # (rows, G) += (rows, I) @ (I, G)
             if not (dot and dot_acc(gx[r0:r1, d * G:(d + 1) * G], x_lo[:n], x_hi[:n],
-                                    x_scales[:n], ih_dot, d)):
+                                    x_scales[:n], ih_dot, d, False, eight_bit)):
                 gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])
         fetch_add(counters, LINE, 1)
     wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed

@@ -15,7 +15,7 @@ from numba import njit
 
 from ..cells import LSTM
 from .cooperative import SERVE, describe_stack_job, job_kind, stack_job_buffers
-from .dot_gemm import quantize_row16, row_dot_acc
+from .dot_gemm import quantize_row8, quantize_row16, row_dot_acc
 from .layer import row_function
 from .packing import PackedStack
 from .recurrence import _FLAGS, _row_matmul_acc, copy_row
@@ -61,7 +61,8 @@ def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, state, new_state, out):
 @njit(**_FLAGS)
 def lstm_stack_step_dot(x, ih0, ih_rest, bias, hh, state, new_state, out, lo, hi, gates):
     """lstm_stack_step for an int8 stack on the int8 dot kernel (cpu.row_step):
-    each layer's input row and h quantized to int16 per row, both products by
+    each layer's input row and h quantized per row (x to int16, h and the
+    hidden states above the first layer to 8 bits), both products by
     vpdpbusd, the cell fused into the W_hh product. ih0, ih_rest, hh: the
     (w_dot, offset, scale) of PackedStack.quantized_step; lo, hi (4 * K4,)
     uint8 scratch for the widest input; gates (4H,). A streaming step reads
@@ -75,7 +76,8 @@ def lstm_stack_step_dot(x, ih0, ih_rest, bias, hh, state, new_state, out, lo, hi
     for layer in range(L):
         copy_row(bias[layer], gates)
         src = x[0, 0] if layer == 0 else h_n[layer - 1, 0]
-        s_x = quantize_row16(src, lo, hi)
+        # x on int16's grid; a layer's input above it, the h below, on h's 8 bits
+        s_x = quantize_row16(src, lo, hi) if layer == 0 else quantize_row8(src, lo, hi)
         if s_x < 0:
             return False
         if layer == 0:

@@ -52,9 +52,10 @@ def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_par
                        ih_scale):
     """Write a layer job's descriptor: cpu.layer._layer's arguments, every
     array C-contiguous, the dot layout's three arrays empty when absent; with
-    ``project``, the job first fills gx (T, B, D*G) = x @ W_ih^T + proj_bias
-    (cpu.projection: w_ih (D, P, I, NR) panels, ih_dot/ih_offset/ih_scale
-    W_ih^T's dot layout or empty, proj_counters its block counters)."""
+    ``project`` 1 or 2, the job first fills gx (T, B, D*G) = x @ W_ih^T +
+    proj_bias (cpu.projection: w_ih (D, P, I, NR) panels, ih_dot/ih_offset/
+    ih_scale W_ih^T's dot layout or empty, proj_counters its block counters;
+    2: x is a hidden state, quantized on h's 8-bit grid for the dot)."""
     ctrl[KIND] = kind
     ctrl[_T], ctrl[_B], ctrl[_I] = x.shape
     ctrl[_TG] = gx.shape[0]
@@ -146,7 +147,8 @@ def _join_layer(ctrl, tid):
         input_projection(x.reshape((T * B, ctrl[_I])),
                          view(ctrl, _W_IH, (D, ctrl[_P_IH], ctrl[_I], ctrl[_NR_IH]), DTYPE),
                          view(ctrl, _PROJ_BIAS, (D * G,), DTYPE), gx.reshape((T * B, D * G)),
-                         ih_dot_of(ctrl), view(ctrl, _PROJ_COUNTERS, (2 * LINE,), np.int64))
+                         ih_dot_of(ctrl), view(ctrl, _PROJ_COUNTERS, (2 * LINE,), np.int64),
+                         ctrl[_PROJECT] == 2)
     n_tasks = D * n_chunks
     claims = view(ctrl, _CLAIMS, (n_tasks,), np.int64)
     hh_dot = hh_dot_of(ctrl)
