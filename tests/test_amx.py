@@ -13,14 +13,18 @@ from numba_lstm.cpu.dot_gemm import (
     PAIRS,
     emulated_tiles_dot_acc,
     gemm_dot_acc,
+    quantize_row8,
     quantize_row16,
     tile_rows,
 )
 from numba_lstm.cpu.packing import _pack_quads
 
 quantize = njit(lambda x, lo, hi: quantize_row16(x, lo, hi))
+quantize8 = njit(lambda x, lo, hi: quantize_row8(x, lo, hi))
 product = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(out, lo, hi, s, w, offset,
                                                                       scale))
+high_product = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(
+    out, lo, hi, s, w, offset, scale, False, True))
 
 
 def _operands(rng, R, K, N):
@@ -70,6 +74,15 @@ def test_tile_rows_are_bitwise_the_rows_one_at_a_time():
         one = np.zeros((1, N), np.float32)
         assert product(one, lo[r:r + 1], hi[r:r + 1], s[r:r + 1], w_dot, offset, scale)
         np.testing.assert_array_equal(tiles[r], one[0])
+    # Rows on h's 8-bit grid (lo all 0): the tiles of the high bytes alone give
+    # the bits of both bytes' tiles.
+    x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
+    s8 = np.array([quantize8(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
+    both, high = np.zeros((R, N), np.float32), np.zeros((R, N), np.float32)
+    emulated_tiles_dot_acc(both, lo, hi, s8, w_dot, offset, scale)
+    emulated_tiles_dot_acc(high, lo, hi, s8, w_dot, offset, scale, high_only=True)
+    assert np.abs(both[:R16]).min() > 0
+    np.testing.assert_array_equal(high, both)
 
 
 @pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
@@ -82,6 +95,13 @@ def test_the_tile_instructions_match_their_emulation(R, K):
     R16 = emulated_tiles_dot_acc(emulated, lo, hi, s, w_dot, offset, scale)
     out = np.zeros((R, N), np.float32)
     assert product(out, lo, hi, s, w_dot, offset, scale)  # tiles for rows < R16
+    np.testing.assert_array_equal(out[:R16], emulated[:R16])
+    # h's 8-bit rows: the tiles of their high bytes alone, as the recurrence runs them.
+    s8 = np.array([quantize8(x, lo[r], hi[r]) for r, x in
+                   enumerate(rng.uniform(-1, 1, (R, K)).astype(np.float32))], np.float32)
+    emulated[:], out[:] = 0, 0
+    emulated_tiles_dot_acc(emulated, lo, hi, s8, w_dot, offset, scale)
+    assert high_product(out, lo, hi, s8, w_dot, offset, scale)
     np.testing.assert_array_equal(out[:R16], emulated[:R16])
 
 

@@ -293,7 +293,8 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
     R = out.shape[0]
     R16 = tile_rows(R, w_dot) if HAS_AMX else 0
     if R16 > 0:
-        _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES)
+        _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES,
+                     high_only)
     if high_only and not PAIRS:
         R16 += _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
     Q = 4 * DOT_LANES
@@ -398,12 +399,13 @@ def tile_rows(R, w_dot):
     return R - R % AMX_ROWS if w_dot.shape[1] % AMX_ROWS == 0 else 0
 
 
-def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles):
+def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles, high_only):
     """Rows 0..R16-1 of gemm_dot_acc on tiles, 16 rows x 16 columns x 64
     k a tdpbusd: per panel, tiles 0-3 sum the low and high bytes' products of
     its one or two 16-column halves, 4 and 5 hold 16 rows of lo and hi, 6 and
-    7 the halves' weights (16 k4 rows each, the layout's own rows). Compiled
-    with amx's instructions, and with their emulation for tests."""
+    7 the halves' weights (16 k4 rows each, the layout's own rows); with
+    high_only (lo all 0) tiles 0-1 stay 0. Compiled with amx's instructions,
+    and with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
     sums = np.empty((4, AMX_ROWS, AMX_ROWS), np.int32)
     tile_config(tiles, tile_config_bytes())
@@ -418,15 +420,18 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 tile_zero(tiles, 1)
                 tile_zero(tiles, 3)
             for k4 in range(0, K4, AMX_ROWS):
-                tile_load(tiles, 4, lo, a_lo + 4 * k4, lo.strides[0])
+                if not high_only:
+                    tile_load(tiles, 4, lo, a_lo + 4 * k4, lo.strides[0])
                 tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
                 tile_load(tiles, 6, w_dot, w, w_dot.strides[1])
-                tile_dpbusd(tiles, 0, 4, 6)
+                if not high_only:
+                    tile_dpbusd(tiles, 0, 4, 6)
                 tile_dpbusd(tiles, 2, 5, 6)
                 if DOT_NR == 2 * AMX_ROWS:
                     tile_load(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
-                    tile_dpbusd(tiles, 1, 4, 7)
+                    if not high_only:
+                        tile_dpbusd(tiles, 1, 4, 7)
                     tile_dpbusd(tiles, 3, 5, 7)
             tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)  # sums[t]: tile t
             tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
@@ -451,19 +456,21 @@ if HAS_AMX:
     _amx_dot_acc = njit(**_FLAGS)(_tiles_dot_acc)
 else:  # tile instructions do not compile for a target without them
     @njit(**_FLAGS)
-    def _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles):
+    def _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles,
+                     high_only):
         pass
 _EMULATED: list = []
 
 
-def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False):
+def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
+                           high_only=False):
     """The tile kernel with its tile operations emulated (tests, on any
     CPU): rows 0..R16-1 of gemm_dot_acc, R16 = tile_rows(R, w_dot). Returns R16."""
     if not _EMULATED:
         _EMULATED.append(njit(**_FLAGS)(rebind(_tiles_dot_acc, EMULATED, "_emulated")))
     R16 = tile_rows(out.shape[0], w_dot)
     _EMULATED[0](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
-                 np.zeros((8, AMX_ROWS, AMX_ROW_BYTES), np.uint8))
+                 np.zeros((8, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only)
     return R16
 
 
