@@ -20,11 +20,12 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from ..cells import LSTM
-from .dot_gemm import DOT_LANES, DOT_NR, dot_quads, dot_row, dot_sum, quantize_row8
+from .dot_gemm import DOT_LANES, DOT_NR, PAIRS, dot_quads, dot_row, dot_sum, quantize_row8
 from .layer import cell_math
 from .recurrence import _FLAGS
 from .simd import (
     vadd,
+    vdpbusd,
     vfma,
     vload,
     vload1,
@@ -33,6 +34,7 @@ from .simd import (
     vload_widened,
     vmul,
     vsplat,
+    vsplat_quad,
     vstore1,
 )
 
@@ -159,6 +161,10 @@ def _row_block_step_dot_impl(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, 
 @njit(inline="always", **_FLAGS)
 def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
                           reverse):
+    if not PAIRS:  # h on its 8-bit grid: the low bytes are 0, their sums too
+        _row_block_step_high32(gx_row, w_dot, offset, scale_q, s_h, hi, c, h_next, out_row,
+                               reverse)
+        return
     U = gx_row.shape[0] // 4
     groups = U // DOT_NR
     Q = 4 * DOT_LANES  # bytes of one Vec of quads
@@ -183,6 +189,37 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
         _dot_cell(gx_row, U, j, li0, hi0, lf0, hf0, lg0, hg0, lo0, ho0, offset, scale_q, s_h,
                   c, h_next, out_row)
         _dot_cell(gx_row, U, j + DOT_LANES, li1, hi1, lf1, hf1, lg1, hg1, lo1, ho1, offset,
+                  scale_q, s_h, c, h_next, out_row)
+
+
+@njit(inline="always", **_FLAGS)
+def _row_block_step_high32(gx_row, w_dot, offset, scale_q, s_h, hi, c, h_next, out_row,
+                           reverse):
+    """_row_block_step_dot32 on the high bytes alone (quantize_row8's rows):
+    half the vpdpbusd, the same bits."""
+    U = gx_row.shape[0] // 4
+    groups = U // DOT_NR
+    Q = 4 * DOT_LANES
+    zero = vsplat(np.int32(0))
+    for n in range(groups):
+        g = groups - 1 - n if reverse else n
+        w_i, w_f = w_dot[g], w_dot[groups + g]
+        w_g, w_o = w_dot[2 * groups + g], w_dot[3 * groups + g]
+        hi0 = hi1 = hf0 = hf1 = hg0 = hg1 = ho0 = ho1 = zero
+        for k in range(w_dot.shape[1]):
+            b = vsplat_quad(hi, 4 * k)
+            hi0 = vdpbusd(hi0, b, vload_quads(w_i, k, 0))
+            hi1 = vdpbusd(hi1, b, vload_quads(w_i, k, Q))
+            hf0 = vdpbusd(hf0, b, vload_quads(w_f, k, 0))
+            hf1 = vdpbusd(hf1, b, vload_quads(w_f, k, Q))
+            hg0 = vdpbusd(hg0, b, vload_quads(w_g, k, 0))
+            hg1 = vdpbusd(hg1, b, vload_quads(w_g, k, Q))
+            ho0 = vdpbusd(ho0, b, vload_quads(w_o, k, 0))
+            ho1 = vdpbusd(ho1, b, vload_quads(w_o, k, Q))
+        j = g * DOT_NR
+        _dot_cell(gx_row, U, j, zero, hi0, zero, hf0, zero, hg0, zero, ho0, offset, scale_q,
+                  s_h, c, h_next, out_row)
+        _dot_cell(gx_row, U, j + DOT_LANES, zero, hi1, zero, hf1, zero, hg1, zero, ho1, offset,
                   scale_q, s_h, c, h_next, out_row)
 
 
