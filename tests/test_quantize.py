@@ -182,6 +182,47 @@ def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family
         np.testing.assert_allclose(alone, together[:, b], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("H", [16, 40, 64])
+def test_an_int8_row_gets_the_same_numbers_on_every_path(H):
+    # Batch 1 (the team or the layers), 8 (the team's batch steps), 24 (the
+    # panel steps) and a stream of steps: one set of activation grids, or none
+    # (H not a multiple of the dot panel: float32 values everywhere). With h on
+    # 8 bits a row on a grid and the same row unrounded are ~1e-4 apart.
+    rng = np.random.default_rng(H)
+    q = nl.LSTM(12, H, num_layers=2).quantize("int8")
+    x = rng.standard_normal((20, 24, 12)).astype(np.float32)
+    want = q(x)[0][:, 0]
+    for B in (1, 8):
+        np.testing.assert_allclose(q(x[:, :B])[0][:, 0], want, rtol=0, atol=1e-6)
+    stream = q.stream()
+    steps = np.stack([stream(x[t:t + 1, :1]) for t in range(20)])[:, 0, 0]
+    np.testing.assert_allclose(steps, want, rtol=0, atol=1e-6)
+
+
+def test_the_team_takes_an_int8_stack_only_where_its_blocks_fill_dot_panels(monkeypatch):
+    from numba_lstm import cpu
+    from numba_lstm.cpu.dot_gemm import DOT_NR
+
+    q = nl.LSTM(8, 2 * DOT_NR, num_layers=2).quantize("int8")
+    layer = q._layers[0]
+
+    class Threads:
+        size = 2
+
+    monkeypatch.setattr(cpu, "TEAM", Threads)
+    monkeypatch.setattr(cpu, "BLOCKS_PER_THREAD", 1)
+    assert cpu._team_blocks_take_the_dot(layer)  # U = DOT_NR: four whole panels
+    Threads.size = 3  # U = ceil(2 DOT_NR / 3): 4U not a multiple of DOT_NR
+    has_dot = layer.dot_layout() is not None
+    assert cpu._team_blocks_take_the_dot(layer) == (not has_dot)
+    assert cpu._team_can_run(q._layers, 10, 4) == (not has_dot)
+    Threads.size = 4  # U = DOT_NR / 2: 4U = 2 DOT_NR
+    assert cpu._team_blocks_take_the_dot(layer)
+    float_layer = nl.LSTM(8, 2 * DOT_NR)._layers[0]
+    Threads.size = 3
+    assert cpu._team_blocks_take_the_dot(float_layer)
+
+
 def test_bad_choices_say_what_is_allowed():
     module = nl.LSTM(3, 4)
     with pytest.raises(ValueError, match="'int8', 'bfloat16'"):
