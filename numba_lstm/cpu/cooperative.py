@@ -152,7 +152,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
             for q in range(q_first, q_end):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
-                # (rows, GU) += (rows, K) @ (K, GU): int8 x int16, else float
+                # (rows, GU) += (rows, K) @ (K, GU): int8 x the rows' grid, else float
                 if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                            s_rows[:r1 - r0], dot, q, False, eight_bit)):
                     gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])

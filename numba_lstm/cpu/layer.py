@@ -118,7 +118,7 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
                 axpy rows; only the team's task has the tiles (WITH_PANELS)
     hh_dot      None, or an int8 layer's W_hh^T in the dot layout (w_dot (D, P, K4,
                 4 * DOT_NR), offset (D, G), scale (D, G): packing.dot_layout): the
-                panel steps then multiply h on a per-row int16 grid by vpdpbusd,
+                panel steps then multiply h on a per-row 8-bit grid by vpdpbusd,
                 a step whose h is not all finite on the float panels
     """
     for task in range(w_rows.shape[0] * n_chunks):
