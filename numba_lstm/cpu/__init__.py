@@ -91,8 +91,13 @@ def _team_blocks_take_the_dot(layer: PackedLayer) -> bool:
     steps take the dot kernels (int8 with VNNI): else the team would multiply
     unrounded h where the other paths put it on its grid, and a sequence's
     numbers would depend on its batch size (docs/quantization.md)."""
-    U = -(-layer.hidden_size // (TEAM.size * BLOCKS_PER_THREAD))
+    U = -(-layer.hidden_size // _team_blocks())
     return layer.dot_layout() is None or layer.cell.gates * U % DOT_NR == 0
+
+
+def _team_blocks() -> int:
+    """The unit blocks the team cuts a stack into (packing.PackedStack.team_blocks)."""
+    return TEAM.size * BLOCKS_PER_THREAD
 
 
 def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
@@ -439,7 +444,7 @@ def stepper(layers: PackedStack, h, c, batched: bool):
     state (h, c) in the module's hx shape: TeamStepper where team_streams says
     so, else StackStepper."""
     if team_streams(layers):
-        return TeamStepper(layers, h, c, batched, TEAM, TEAM.size * BLOCKS_PER_THREAD)
+        return TeamStepper(layers, h, c, batched, TEAM, _team_blocks())
     return StackStepper(layers, h, c, batched)
 
 
@@ -476,7 +481,7 @@ def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps:
     T, B, _ = x.shape
     L, H = len(layers), layers[0].hidden_size
     dtype = layers[0].w_hh.dtype
-    n_blocks = TEAM.size * BLOCKS_PER_THREAD
+    n_blocks = _team_blocks()
     w_ih0, w_ih_rest, bias, w_hh, bias_h = layers.team_blocks(n_blocks)
     quantized = layers.team_quantized_blocks(n_blocks) + layers.team_quantized_projection(n_blocks)
     G = bias.shape[2]  # gates x U, a block's gate columns
