@@ -10,7 +10,6 @@ import numba_lstm as nl
 from numba_lstm import quantization as quant
 from numba_lstm import reference
 from numba_lstm.bench.shapes import BY_ID, SHAPES
-from numba_lstm.cpu.dot_gemm import DOT_BY_DEFAULT
 
 FORMATS = ("int8", "bfloat16")
 BOUND = {"int8": 5e-3, "bfloat16": 2.5e-3}  # max|Δ| against the float32 module
@@ -182,14 +181,21 @@ def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family
         np.testing.assert_allclose(alone, together[:, b], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("H", [16, 40, 64])
-def test_an_int8_row_gets_the_same_numbers_on_every_path(H):
+def test_a_quantized_row_gets_the_same_numbers_on_every_path(H, weights, monkeypatch):
     # Batch 1 (the team or the layers), 8 (the team's batch steps), 24 (the
     # panel steps) and a stream of steps: one set of activation grids, or none
     # (H not a multiple of the dot panel: float32 values everywhere). With h on
-    # 8 bits a row on a grid and the same row unrounded are ~1e-4 apart.
+    # 8 bits a row on a grid and the same row unrounded are ~1e-4 apart; in
+    # bfloat16 too, and its float32 sums must add in one order on every path.
+    # bfloat16's dot layouts are built on any CPU (vdpbf16ps emulated without
+    # AVX512_BF16); int8's where the dispatch takes them.
+    from numba_lstm.cpu import packing
+
+    monkeypatch.setattr(packing, "BF16_DOT_BY_DEFAULT", True)
     rng = np.random.default_rng(H)
-    q = nl.LSTM(12, H, num_layers=2).quantize("int8")
+    q = nl.LSTM(12, H, num_layers=2).quantize(weights)
     x = rng.standard_normal((20, 24, 12)).astype(np.float32)
     want = q(x)[0][:, 0]
     for B in (1, 8):
@@ -317,17 +323,19 @@ def test_the_batch_1_team_reads_the_stored_weights(weights, layers):
     x = rng.standard_normal((30, 1, 7)).astype(np.float32)
     first = q(x)[0]
     # Poison the float32 W_hh the other paths read: the batch-1 steps must not need
-    # it. Where the int8 dot kernel runs (AVX512-VNNI), zero the widening kernel's
-    # copy too: the dot layout alone must give the numbers.
+    # it. Where a dot kernel runs (int8 on AVX512-VNNI, bfloat16 on AVX512_BF16),
+    # zero the widening kernel's copy too: the dot layout alone must give the numbers.
     for blocks in q._layers.__dict__["_team_blocks"].values():
         blocks[3][:] = np.nan
+    dot = False
     for blocks in q._layers.__dict__["_team_quantized"].values():
         if blocks[3].size:
-            blocks[0][:] = 0
+            blocks[0 if weights == "int8" else 1][:] = 0
+            dot = True
     out, (h_n, c_n) = q(x)
     np.testing.assert_array_equal(out, first)
-    if weights == "int8" and DOT_BY_DEFAULT:  # x and h on their grids (the oracle below)
-        want = _stream_oracle(_dequantized(q), x[:, 0], layers, 64)
+    if dot:  # x and h on their grids (the oracle below)
+        want = _stream_oracle(_dequantized(q), x[:, 0], layers, 64, weights)
         np.testing.assert_allclose(out[:, 0], want, rtol=0, atol=2e-5)
         np.testing.assert_array_equal(h_n[-1], out[-1])
         return
@@ -528,36 +536,42 @@ def test_both_dot_micro_kernels_sum_every_column_exactly(kernel):
         np.testing.assert_array_equal(out, exact.astype(np.float32))
 
 
-def test_the_int8_dot_block_step_matches_its_numpy_oracle():
-    # On the host's micro-kernel (the test above checks both against int64 sums).
+@pytest.mark.parametrize("weights", FORMATS)
+def test_the_dot_block_step_matches_its_numpy_oracle(weights):
+    # On the host's micro-kernel (the tests above check each against exact sums).
     from numba import njit
 
     from numba_lstm.cpu import row_step
-    from numba_lstm.cpu.packing import _pack_quads
+    from numba_lstm.cpu.packing import _pack_pairs, _pack_quads
 
     step = row_step._row_block_step_dot32
-    quantize = row_step.quantize_row8  # the grid the block step puts h on
 
     @njit
     def run(gx, w_dot, offset, scale, h, lo, hi, c, h_new, out):
-        s_h = quantize(h, lo, hi)
+        s_h = row_step.quantize_row(h, lo, hi, w_dot, True)  # the grid the step puts h on
         step(gx, w_dot, offset, scale, s_h, lo, hi, c, h_new, out, False)
 
     rng = np.random.default_rng(8)
     H, U = 70, 2 * row_step.DOT_NR  # K not a multiple of 4: the padding is exercised
     w = rng.uniform(-0.1, 0.1, (4 * U, H)).astype(np.float32)
-    q, scale = quant.int8_rows(w)
-    w_t = np.ascontiguousarray(q.T)  # (H, 4U)
+    if weights == "int8":
+        q, scale = quant.int8_rows(w)
+        w_t = np.ascontiguousarray(q.T)  # (H, 4U)
+        w_dot, offset = _pack_quads(w_t), (128 * w_t.astype(np.int32).sum(axis=0))
+        values, h_grid = quant.int8_values(q, scale), _int8_grid
+    else:
+        bits = quant.bfloat16_bits(w)
+        w_dot, offset = _pack_pairs(np.ascontiguousarray(bits.T)), np.zeros(4 * U)
+        scale, values, h_grid = np.ones(4 * U, np.float32), quant.bfloat16_values(bits), _bf16
     gx = rng.standard_normal(4 * U).astype(np.float32)
     h = rng.uniform(-1, 1, H).astype(np.float32)
     c0 = rng.standard_normal(U).astype(np.float32)
-    k_bytes = 4 * -(-H // 4)
+    k_bytes = 4 * w_dot.shape[1]
     lo, hi = np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8)
     c, h_new, out = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
-    run(gx, _pack_quads(w_t), (128 * w_t.astype(np.int32).sum(axis=0)).astype(np.int32),
-        scale, h, lo, hi, c, h_new, out)
-    # The oracle: h on the same 8-bit grid, the dequantized weights, float64.
-    z = gx + _int8_grid(h) @ quant.int8_values(q, scale).T.astype(np.float64)
+    run(gx, w_dot, offset.astype(np.int32), scale, h, lo, hi, c, h_new, out)
+    # The oracle: h on the same grid, the dequantized weights, float64.
+    z = gx + h_grid(h) @ values.T.astype(np.float64)
     i, f, g, o = (z[k * U:(k + 1) * U] for k in range(4))
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     want_c = sig(f) * c0 + sig(i) * np.tanh(g)
@@ -565,6 +579,104 @@ def test_the_int8_dot_block_step_matches_its_numpy_oracle():
     np.testing.assert_allclose(c, want_c, rtol=0, atol=2e-6)
     np.testing.assert_allclose(h_new, want_h, rtol=0, atol=2e-6)
     np.testing.assert_array_equal(out, h_new)
+
+
+# -- the bfloat16 dot kernel (vdpbf16ps on AVX512_BF16, emulated elsewhere) --------------
+def _bf16_pairs(rng, shape, scale):
+    """bfloat16 bits (uint16) of N(0, scale) values, and those values."""
+    bits = quant.bfloat16_bits((rng.standard_normal(shape) * scale).astype(np.float32))
+    return bits, quant.bfloat16_values(bits)
+
+
+def test_dpbf16_and_its_emulation_compute_the_same_sums():
+    # Each float32 lane plus its odd pair's product, rounded, then the even
+    # pair's, rounded: vdpbf16ps's definition, which the emulation follows.
+    from numba import njit
+
+    from numba_lstm.cpu.simd import F32, HAS_BF16, vdpbf16, vdpbf16_emulated, vload1, vstore1
+
+    @njit
+    def run(acc, a, b, out, emulated):
+        x, y = vload1(a.view(np.int32), 0), vload1(b.view(np.int32), 0)
+        start = vload1(acc, 0)
+        vstore1(out, 0, vdpbf16_emulated(start, x, y) if emulated else vdpbf16(start, x, y))
+
+    rng = np.random.default_rng(21)
+    lanes = F32.lanes
+    for scale in (1e-3, 1.0, 1e3):
+        acc = (rng.standard_normal(lanes) * scale).astype(np.float32)
+        a_bits, a = _bf16_pairs(rng, 2 * lanes, 1.0)
+        b_bits, b = _bf16_pairs(rng, 2 * lanes, scale)
+        want = (acc + a[1::2] * b[1::2]).astype(np.float32)  # products exact in float32
+        want = (want + a[0::2] * b[0::2]).astype(np.float32)
+        for emulated in (True, False):
+            if not emulated and not HAS_BF16:
+                continue  # the instruction needs AVX512_BF16; the emulation runs anywhere
+            out = np.zeros(lanes, np.float32)
+            run(acc, a_bits, b_bits, out, emulated)
+            np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_rows_go_to_bfloat16_pairs(split):
+    # quantize_row_bf16: hi the row's bfloat16 (nearest even, as quantize
+    # stores weights), lo with ``split`` (x) what that left, rounded again; h's
+    # lo stays 0.
+    from numba import njit
+
+    from numba_lstm.cpu import dot_gemm
+
+    quantize = njit(lambda h, lo, hi, split: dot_gemm.quantize_row_bf16(h, lo, hi, split))
+    rng = np.random.default_rng(22)
+    h = (rng.standard_normal(37) * 3).astype(np.float32)
+    lo, hi = np.full(80, 7, np.uint8), np.full(80, 7, np.uint8)  # 40 bfloat16, 3 of padding
+    assert quantize(h, lo, hi, split) == 1
+    hi16, lo16 = hi.view(np.uint16), lo.view(np.uint16)
+    np.testing.assert_array_equal(hi16[:37], quant.bfloat16_bits(h))
+    rest = h - quant.bfloat16_values(hi16[:37])
+    np.testing.assert_array_equal(lo16[:37], quant.bfloat16_bits(rest) if split else 0)
+    assert (hi16[37:] == 0).all() and (lo16[37:] == 0).all()
+    if split:  # 16 bits of each value
+        total = quant.bfloat16_values(hi16[:37]).astype(np.float64) + quant.bfloat16_values(
+            lo16[:37])
+        assert (np.abs(total - h) <= np.abs(h) * 2.0 ** -16).all()
+    for bad in (np.nan, np.inf):
+        assert quantize(np.array([0.5, bad, 0.25], np.float32), lo[:6], hi[:6], split) == -1
+
+
+@pytest.mark.parametrize("R", [1, 4, 7, 8, 15, 20])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, reverse):
+    # Batch invariance rests on this: a column's sum is its hi chain over k
+    # from 0, then its lo chain, then out + (hi + lo), in every kernel. The
+    # many-row tiles (8, then 4 rows, on hi alone; 4 rows on hi and lo) against
+    # one row at a time (row_dot_acc), bitwise; then against NumPy.
+    from numba import njit
+
+    from numba_lstm.cpu import dot_gemm
+    from numba_lstm.cpu.packing import _pack_pairs
+
+    @njit
+    def run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse, split):
+        for r in range(x.shape[0]):
+            s_rows[r] = dot_gemm.quantize_row_bf16(x[r], lo[r], hi[r], split)
+        dot_gemm.gemm_dot_acc(fast, lo, hi, s_rows, w_dot, offset, scale, reverse, not split)
+        for r in range(x.shape[0]):
+            dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
+
+    rng = np.random.default_rng(R)
+    K, N = 70, 3 * dot_gemm.DOT_NR  # three panels
+    bits, w = _bf16_pairs(rng, (K, N), 0.1)
+    x = rng.standard_normal((R, K)).astype(np.float32)
+    for split, grid in ((False, _bf16), (True, _bf16_split)):
+        lo, hi = np.empty((R, 2 * K), np.uint8), np.empty((R, 2 * K), np.uint8)
+        start = rng.standard_normal((R, N)).astype(np.float32)
+        fast, slow = start.copy(), start.copy()
+        run(x, _pack_pairs(bits), np.zeros(N, np.int32), np.ones(N, np.float32), lo, hi,
+            np.empty(R, np.float32), fast, slow, reverse, split)
+        np.testing.assert_array_equal(fast, slow)
+        want = start + np.stack([grid(row) for row in x]) @ w.astype(np.float64)
+        np.testing.assert_allclose(fast, want, rtol=0, atol=1e-5)
 
 
 # -- the int8 streaming step (one call per step, the dot kernel for both products) ---------
@@ -585,10 +697,30 @@ def _int8_grid(v):
     return steps.astype(np.float64) * (float(amax) / 127)
 
 
-def _stream_oracle(params, xs, L, H):
+def _bf16(v):
+    """v rounded to bfloat16, nearest even (float64): h, and the inputs of the
+    layers above the first, on the bfloat16 dot kernels."""
+    return quant.bfloat16_values(quant.bfloat16_bits(np.asarray(v, np.float32))).astype(
+        np.float64)
+
+
+def _bf16_split(v):
+    """v as the bfloat16 kernels take x: its bfloat16, plus the rest rounded again."""
+    v = np.asarray(v, np.float32)
+    hi = _bf16(v)
+    return hi + _bf16(v - hi.astype(np.float32))
+
+
+# A dot kernel's (x's grid, h's grid) by the stored format.
+GRIDS = {"int8": (_int16_grid, _int8_grid), "bfloat16": (_bf16_split, _bf16)}
+
+
+def _stream_oracle(params, xs, L, H, weights="int8"):
     """NumPy steps of an int8 LSTM stack on the dot kernel's terms: x on the
     int16 grid, h and the inputs of the layers above the first (the h below)
-    on the 8-bit one, the dequantized weights, float64."""
+    on the 8-bit one (bfloat16: GRIDS' roundings), the dequantized weights,
+    float64."""
+    x_grid, h_grid = GRIDS[weights]
     h, c = np.zeros((L, H)), np.zeros((L, H))
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     outs = []
@@ -596,8 +728,8 @@ def _stream_oracle(params, xs, L, H):
         below = x.astype(np.float64)
         for k in range(L):
             z = (params[f"bias_ih_l{k}"] + params[f"bias_hh_l{k}"]
-                 + (_int8_grid if k else _int16_grid)(below) @ params[f"weight_ih_l{k}"].T
-                 + _int8_grid(h[k]) @ params[f"weight_hh_l{k}"].T)
+                 + (h_grid if k else x_grid)(below) @ params[f"weight_ih_l{k}"].T
+                 + h_grid(h[k]) @ params[f"weight_hh_l{k}"].T)
             i, f, g, o = (z[j * H:(j + 1) * H] for j in range(4))
             c[k] = sig(f) * c[k] + sig(i) * np.tanh(g)
             h[k] = below = sig(o) * np.tanh(c[k])
@@ -607,26 +739,29 @@ def _stream_oracle(params, xs, L, H):
 
 @pytest.fixture
 def dot_streaming(monkeypatch):
-    """The int8 dot kernels' layouts built on any CPU, so that they run on its
-    micro-kernel (dot_gemm.PAIRS or vpdpbusd), including where the dispatch
-    alone prefers the float panels."""
+    """The dot kernels' layouts built on any CPU, int8's and bfloat16's, so
+    that they run on its micro-kernel (dot_gemm.PAIRS or vpdpbusd; vdpbf16ps
+    or its emulation), including where the dispatch alone prefers the float
+    panels."""
     from numba_lstm.cpu import packing
 
     monkeypatch.setattr(packing, "DOT_BY_DEFAULT", True)
+    monkeypatch.setattr(packing, "BF16_DOT_BY_DEFAULT", True)
 
 
+@pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("L", [1, 3])
-def test_int8_streaming_step_on_the_dot_kernel_matches_its_numpy_oracle(dot_streaming, L):
+def test_streaming_step_on_the_dot_kernel_matches_its_numpy_oracle(dot_streaming, L, weights):
     from numba_lstm.cpu.row_step import DOT_NR
 
     rng = np.random.default_rng(11 + L)
     I, H = 13, DOT_NR  # I not a multiple of 4: the padding is read
-    q = _module("LSTM", rng, I, H, num_layers=L).quantize("int8")
+    q = _module("LSTM", rng, I, H, num_layers=L).quantize(weights)
     assert q._layers.quantized_step() is not None
     xs = rng.standard_normal((9, 1, 1, I)).astype(np.float32)
     stream = q.stream()
     got = np.array([stream(x)[0, 0] for x in xs])
-    want = _stream_oracle(_dequantized(q), xs[:, 0, 0], L, H)
+    want = _stream_oracle(_dequantized(q), xs[:, 0, 0], L, H, weights)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
     # The state it carries is the oracle's too: the next chunk continues from it.
     h_n, c_n = stream.state
@@ -634,11 +769,12 @@ def test_int8_streaming_step_on_the_dot_kernel_matches_its_numpy_oracle(dot_stre
     np.testing.assert_allclose(h_n[-1, 0], want[-1], rtol=0, atol=2e-5)
 
 
-def test_int8_streaming_step_falls_back_to_the_float_kernel_on_nan(dot_streaming):
+@pytest.mark.parametrize("weights", FORMATS)
+def test_streaming_step_falls_back_to_the_float_kernel_on_nan(dot_streaming, weights):
     from numba_lstm.cpu.row_step import DOT_NR
 
     rng = np.random.default_rng(12)
-    q = _module("LSTM", rng, 8, DOT_NR, num_layers=2).quantize("int8")
+    q = _module("LSTM", rng, 8, DOT_NR, num_layers=2).quantize(weights)
     stream = q.stream()
     x = rng.standard_normal((1, 1, 8)).astype(np.float32)
     assert np.isfinite(stream(x)).all()
@@ -672,22 +808,24 @@ def _team_hidden_size(dot_nr):
 
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("L", [1, 2])
-def test_int8_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming, L):
+def test_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming, L,
+                                                                     weights):
     # The team's input projection (row chunks through gemm_dot_acc, 8 and 4
     # rows a tile plus the rest: T=70) and its W_hh step, int8 x x's int16 and
-    # h's 8 bits.
+    # h's 8 bits, or bfloat16 x x's two bfloat16 and h's one.
     from numba_lstm.cpu.row_step import DOT_NR
 
     rng = np.random.default_rng(14 + L)
     I, H, T = 13, _team_hidden_size(DOT_NR), 70
-    q = _module("LSTM", rng, I, H, num_layers=L).quantize("int8")
+    q = _module("LSTM", rng, I, H, num_layers=L).quantize(weights)
     assert nl.cpu._team_preferred(q._layers, T, 1)
     n_blocks = nl.cpu.TEAM.size * nl.cpu.BLOCKS_PER_THREAD
     assert q._layers.team_quantized_projection(n_blocks)[0].shape[0] == n_blocks
     x = rng.standard_normal((T, 1, I)).astype(np.float32)
     out, _ = q(x)
-    want = _stream_oracle(_dequantized(q), x[:, 0], L, H)
+    want = _stream_oracle(_dequantized(q), x[:, 0], L, H, weights)
     np.testing.assert_allclose(out[:, 0], want, rtol=0, atol=2e-5)
     x[40, 0, 2] = np.nan  # a row chunk with a NaN takes the float panels
     out, _ = q(x)
@@ -695,8 +833,9 @@ def test_int8_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
 
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
-def test_int8_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming,
-                                                                          monkeypatch):
+@pytest.mark.parametrize("weights", FORMATS)
+def test_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming,
+                                                                     monkeypatch, weights):
     # Batch > 1: each block step quantizes every row's h on its own grid and
     # runs gemm_dot_acc (3 rows: the 1-row rest); a row's numbers are those it
     # gets alone, so the oracle runs row by row.
@@ -704,13 +843,13 @@ def test_int8_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
 
     rng = np.random.default_rng(16)
     I, H, T, B = 9, _team_hidden_size(DOT_NR), 30, 3
-    q = _module("LSTM", rng, I, H, num_layers=2).quantize("int8")
+    q = _module("LSTM", rng, I, H, num_layers=2).quantize(weights)
     assert nl.cpu._team_preferred(q._layers, T, B)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     out, _ = q(x)
     params = _dequantized(q)
     for b in range(B):
-        want = _stream_oracle(params, x[:, b], 2, H)
+        want = _stream_oracle(params, x[:, b], 2, H, weights)
         np.testing.assert_allclose(out[:, b], want, rtol=0, atol=2e-5)
     alone, _ = q(x[:, 1:2])
     np.testing.assert_allclose(alone[:, 0], out[:, 1], rtol=0, atol=1e-6)
@@ -718,7 +857,8 @@ def test_int8_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_st
     from numba_lstm.cpu import packing
 
     monkeypatch.setattr(packing, "DOT_BY_DEFAULT", False)
-    widened = _module("LSTM", np.random.default_rng(16), I, H, num_layers=2).quantize("int8")
+    monkeypatch.setattr(packing, "BF16_DOT_BY_DEFAULT", False)
+    widened = _module("LSTM", np.random.default_rng(16), I, H, num_layers=2).quantize(weights)
     assert not np.array_equal(widened(x)[0], out)
 
 
@@ -741,11 +881,34 @@ def _rows_on_grid(m, grid):
     return np.stack([grid(row) for row in m])
 
 
-def _layers_oracle(cell, params, x, L, D):
+def _layer_oracle_forced(cell, params, x, out, D, weights):
+    """_layers_oracle of one layer, each step from the kernel's h before it
+    (out's row; zeros first) and the oracle's own c."""
+    x_grid, h_grid = GRIDS[weights]
+    T = x.shape[0]
+    want = np.empty(out.shape)
+    for d, suffix in enumerate(("", "_reverse")[:D]):
+        p = {name: params[f"{name}_l0{suffix}"]
+             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        H = p["weight_hh"].shape[1]
+        h = np.zeros((x.shape[1], H))
+        c = np.zeros_like(h) if cell.has_cell_state else None
+        for t in (range(T - 1, -1, -1) if d else range(T)):
+            gx = _rows_on_grid(x[t], x_grid) @ p["weight_ih"].T + p["bias_ih"]
+            gh = _rows_on_grid(h, h_grid) @ p["weight_hh"].T + p["bias_hh"]
+            new_h, c = cell.reference_step(gx, gh, h, c)
+            want[t, :, d * H:(d + 1) * H] = new_h
+            h = out[t, :, d * H:(d + 1) * H].astype(np.float64)  # the kernel's
+    return want
+
+
+def _layers_oracle(cell, params, x, L, D, weights="int8"):
     """NumPy layers of an int8 stack on the dot kernel's terms (torch's names,
     any cell): every row of each step's input and h on a grid of its own (x's
-    int16, h's and the layers above the first's inputs 8 bits), the
-    dequantized weights, float64. Returns the output (T, B, D*H)."""
+    int16, h's and the layers above the first's inputs 8 bits; bfloat16:
+    GRIDS' roundings), the dequantized weights, float64. Returns the output
+    (T, B, D*H)."""
+    x_grid, h_grid = GRIDS[weights]
     below = x.astype(np.float64)
     T = x.shape[0]
     for k in range(L):
@@ -758,9 +921,9 @@ def _layers_oracle(cell, params, x, L, D):
             c = np.zeros_like(h) if cell.has_cell_state else None
             out = np.empty((T,) + h.shape)
             for t in (range(T - 1, -1, -1) if d else range(T)):
-                gx = (_rows_on_grid(below[t], _int8_grid if k else _int16_grid)
+                gx = (_rows_on_grid(below[t], h_grid if k else x_grid)
                       @ p["weight_ih"].T + p["bias_ih"])
-                gh = _rows_on_grid(h, _int8_grid) @ p["weight_hh"].T + p["bias_hh"]
+                gh = _rows_on_grid(h, h_grid) @ p["weight_hh"].T + p["bias_hh"]
                 h, c = cell.reference_step(gx, gh, h, c)
                 out[t] = h
             outs.append(out)
@@ -768,25 +931,39 @@ def _layers_oracle(cell, params, x, L, D):
     return below
 
 
+@pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("family,kw", [("LSTM", {}), ("GRU", {}),
                                        ("LSTM", dict(bidirectional=True))])
-def test_int8_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, family, kw):
+def test_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, family, kw,
+                                                                weights):
     # Batch >= 16 (the panel steps): the input projection quantizes each row of
     # x (int16; 8 bits above the first layer), and each step each row of h (8
     # bits), both multiplied by gemm_dot_acc
     # (17 rows: four 4-row tiles and the 1-row rest); I=13: K4's padding.
+    # bfloat16 rounds each h to 8 significant bits: a float64 oracle's h and the
+    # kernel's, 1e-7 apart, round apart now and then, a gate ~1e-4 apart from
+    # then on. So for bfloat16 the oracle takes each step from the kernel's own
+    # h (its output), one layer (the team's and the stream's oracles cover the
+    # layers above on bfloat16).
     from numba_lstm import cells
     from numba_lstm.cpu.dot_gemm import DOT_NR
 
     rng = np.random.default_rng(17)
     I, H, T, B = 13, DOT_NR, 12, 17
-    q = _module(family, rng, I, H, num_layers=2, **kw).quantize("int8")
+    L = 2 if weights == "int8" else 1
+    q = _module(family, rng, I, H, num_layers=L, **kw).quantize(weights)
     assert all(layer.dot_layout() is not None for layer in q._layers)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     out, _ = q(x)
     cell = cells.LSTM if family == "LSTM" else cells.GRU
-    want = _layers_oracle(cell, _dequantized(q), x, 2, 2 if kw else 1)
+    D = 2 if kw else 1
+    if weights == "int8":
+        want = _layers_oracle(cell, _dequantized(q), x, L, D, weights)
+    else:
+        want = _layer_oracle_forced(cell, _dequantized(q), x, out, D, weights)
     np.testing.assert_allclose(out, want, rtol=0, atol=2e-5)
     x[5, 3, 0] = np.nan  # a row not finite: its blocks and steps take the float panels
     out, _ = q(x)
-    assert np.isnan(out[5:, 3]).all() and np.isfinite(np.delete(out, 3, axis=1)).all()
+    assert np.isnan(out[5:, 3, :H]).all() and np.isfinite(np.delete(out, 3, axis=1)).all()
+    if D == 2:  # the reverse direction meets it at t = 5 too
+        assert np.isnan(out[:6, 3, H:]).all()

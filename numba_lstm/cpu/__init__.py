@@ -20,7 +20,7 @@ from .projection import LINE as PROJECTION_LINE
 from .projection import input_projection
 from .streaming import StackStepper, TeamStepper, lstm_stream_step
 from .team import CTRL_SIZE, Team
-from .team_layer import describe_layer_job, layer_serve
+from .team_layer import describe_layer_job, dot_kind, layer_serve
 from .warm import WARMUP, key_of
 
 __all__ = ["STRATEGIES", "PackedLayer", "PackedStack", "StackStepper", "Strategy", "TeamStepper",
@@ -145,7 +145,8 @@ def _steps_fused_from_l3(layer: PackedLayer, batch: int) -> bool:
 
 def _run_team(layers: PackedStack, x, h0, c0, lengths):
     T, B = x.shape[:2]
-    kind = job_kind(x.dtype, layers.quantized is not None, layers[0].cell)
+    kind = job_kind(x.dtype, layers.quantized is not None, layers[0].cell,
+                    layers.team_has_pairs(_team_blocks()))
     if layers[0].cell is not LSTM:
         TEAM.register(*cell_serve(layers[0].cell))
     ctrl = TEAM.acquire()
@@ -274,7 +275,7 @@ def _fused_from_l3(layer: PackedLayer, rows: int) -> bool:
 
 
 def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = False):
-    dot = layer.dot_layout()  # (hh, ih) on the int8 dot kernel, or None
+    dot = layer.dot_layout()  # (hh, ih) on a dot kernel (int8 or bfloat16), or None
     if fused:
         return _run_layer(x, layer, layer.input_and_hidden_panels(), h0, c0, lengths, h_n, c_n,
                           panels=True, project=False)
@@ -316,7 +317,7 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
                                          layer.step_bias, layer.cell_params, h0, c0, lengths,
                                          out, h_n, c_n, n_chunks, panels, hh_dot)
         return out
-    kind, loop = layer_serve(layer.cell, dtype, hh_dot is not None, ih_dot is not None)
+    kind, loop = layer_serve(layer.cell, dtype, dot_kind(hh_dot), dot_kind(ih_dot))
     TEAM.register(kind, loop)
     gx = np.empty((T if project else 0, B, D * G), dtype)
     w_ih = layer.panels()[0] if project else np.empty((D, 0, 0, 0), dtype)

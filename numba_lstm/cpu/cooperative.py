@@ -378,20 +378,25 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantize
 # Job kinds, one compiled serve loop each, so that a process compiles only the
 # kinds it runs: a float32 stack's job has none of the int8 and bfloat16
 # kernels a quantized one's has (team_quantized).
-FLOAT32, FLOAT64, QUANTIZED_FLOAT32 = 1, 2, 3
+# A bfloat16 stack with the dot layout (vdpbf16ps) has a kind of its own: its
+# dot arrays are bfloat16 pairs (uint8), int8's are int8.
+FLOAT32, FLOAT64, QUANTIZED_FLOAT32, BF16_DOT_FLOAT32 = 1, 2, 3, 5
 # Other cells' stacks: float32 with float weights only, a kind each (one more
 # cold compile of a whole job per dtype would cost the test suite ~30 s).
 CELL_KINDS = {"gru": 4}
 
 
-def job_kind(dtype: np.dtype, quantized: bool, cell: Cell = LSTM) -> int:
+def job_kind(dtype: np.dtype, quantized: bool, cell: Cell = LSTM, pairs: bool = False) -> int:
     """The kind of a stack job: a quantized stack computing in float64 runs on
-    its float weights (the kernels on stored weights are float32 ones)."""
+    its float weights (the kernels on stored weights are float32 ones).
+    ``pairs``: the stack's dot layout holds bfloat16 pairs (team_quantized_blocks)."""
     if cell is not LSTM:
         return CELL_KINDS[cell.name]
     if dtype == np.float64:
         return FLOAT64
-    return QUANTIZED_FLOAT32 if quantized else FLOAT32
+    if quantized:
+        return BF16_DOT_FLOAT32 if pairs else QUANTIZED_FLOAT32
+    return FLOAT32
 
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
@@ -411,18 +416,29 @@ def _no_quantized_weights(ctrl):
 
 @njit(inline="always", **_FLAGS)
 def _quantized_weights(ctrl):
-    """stack_job's hh_quantized and ih_quantized, from the descriptor."""
+    return _quantized_weights_of(ctrl, np.int8)
+
+
+@njit(inline="always", **_FLAGS)
+def _bf16_dot_weights(ctrl):
+    return _quantized_weights_of(ctrl, np.uint8)
+
+
+@njit(inline="always", **_FLAGS)
+def _quantized_weights_of(ctrl, dot_dtype):
+    """stack_job's hh_quantized and ih_quantized, from the descriptor; the dot
+    layouts' arrays of dot_dtype."""
     H, L, G, P, NR = ctrl[_H], ctrl[_L], ctrl[_G], ctrl[_P], ctrl[_NR]
     hh = (view(ctrl, _W_I8, (L, ctrl[_NB_I8], P, H, NR), np.int8),
           view(ctrl, _W_BF16, (L, ctrl[_NB_BF16], P, H, NR), np.uint16),
           view(ctrl, _SCALE, (L, ctrl[_NB_SCALE], G), np.float32),
           view(ctrl, _W_DOT, (L, ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW]),
-                np.int8),
+                dot_dtype),
           view(ctrl, _OFFSET, (L, ctrl[_NB_DOT], G if ctrl[_NB_DOT] else 0), np.int32))
     ih = (view(ctrl, _IH_DOT0, (ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I], ctrl[_W_DOT_ROW]),
-                np.int8),
+                dot_dtype),
           view(ctrl, _IH_DOT_REST, (max(L - 1, 0), ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_H],
-                                     ctrl[_W_DOT_ROW]), np.int8),
+                                     ctrl[_W_DOT_ROW]), dot_dtype),
           view(ctrl, _IH_OFFSET, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.int32),
           view(ctrl, _IH_SCALE, (L, ctrl[_NB_IH], G if ctrl[_NB_IH] else 0), np.float32))
     return hh, ih
@@ -539,6 +555,11 @@ def _join_quantized_float32(ctrl, tid):
     _join_stack_job(ctrl, np.float32, _quantized_weights, tid)
 
 
+@njit(inline="always", **_FLAGS)
+def _join_bf16_dot_float32(ctrl, tid):
+    _join_stack_job(ctrl, np.float32, _bf16_dot_weights, tid)
+
+
 # A helper's loop (team.Team), one per job kind (each is a whole stack_job:
 # 25-40 s with a cold cache): team.serve. With tid 0, the caller's run of the
 # job described on ctrl (stack_team).
@@ -557,8 +578,14 @@ def serve_quantized_float32(ctrl, spin_limit, tid):
     return serve(ctrl, spin_limit, tid, QUANTIZED_FLOAT32, _join_quantized_float32)
 
 
+@njit(**_FLAGS)
+def serve_bf16_dot_float32(ctrl, spin_limit, tid):
+    return serve(ctrl, spin_limit, tid, BF16_DOT_FLOAT32, _join_bf16_dot_float32)
+
+
 SERVE = {FLOAT32: serve_float32, FLOAT64: serve_float64,
-         QUANTIZED_FLOAT32: serve_quantized_float32}  # by job kind; cell_serve adds
+         QUANTIZED_FLOAT32: serve_quantized_float32,
+         BF16_DOT_FLOAT32: serve_bf16_dot_float32}  # by job kind; cell_serve adds
 
 
 def cell_serve(cell: Cell) -> tuple[int, object]:

@@ -1,12 +1,16 @@
-"""The int8 dot product: rows quantized to int16 on a per-row grid, times int8
-weights. Two micro-kernels on one layout:
+"""The dot products of quantized weights: int8 weights times rows quantized
+to int16 on a per-row grid, and bfloat16 weights times rows rounded to
+bfloat16. Three micro-kernels on one layout:
 
 - AVX512-VNNI's vpdpbusd, four k at a time (64 multiply-adds an instruction,
   against 16 for a float32 FMA), the activation's two bytes in two sums;
 - elsewhere, int16 pairs (vpmaddwd on AVX2: 16 multiply-adds an instruction,
   and a quarter of float32's bytes), which at batch 1, where a step streams
   its weights, beats widening them to float32 (cpu.row_step); not used by
-  default (DOT_BY_DEFAULT).
+  default (DOT_BY_DEFAULT);
+- bfloat16 weights (uint8 arrays of pairs) by AVX512_BF16's vdpbf16ps, two k
+  at a time into float32 sums (32 multiply-adds an instruction), or its exact
+  emulation (tests).
 
 Used by the batch-1 block step (cpu.row_step), the streaming step, the
 team's projections and batch > 1 steps, and the large-batch steps and
@@ -17,6 +21,13 @@ panel p's row k4 holds, for each of its DOT_NR columns, the weights of
 k = 4*k4 .. 4*k4+3 side by side. An int16 activation's two bytes go through
 vpdpbusd separately, the high one offset by 128 to make it unsigned; the
 columns' offsets (128 x their weight sums) take that back out, exactly.
+bfloat16 W (K, N) becomes (P, K2, 4 * DOT_NR) uint8, the same bytes a lane:
+row k2 holds, for each column, the bfloat16 of k = 2*k2 and 2*k2+1. A row's
+activations are two bfloat16 per k (quantize_row_bf16): its value rounded
+("hi") and what rounding left ("lo", 0 for h); their sums add last, high +
+low, as the int8 kernels' byte sums do. Every bfloat16 kernel sums a column
+in the same order (its k from 0, one float32 chain for each of hi and lo),
+so a row gets the same bits whatever kernel its batch size picks.
 """
 
 import numpy as np
@@ -40,10 +51,12 @@ from .amx import (
 )
 from .recurrence import _FLAGS
 from .simd import (
+    HAS_BF16,
     HAS_VNNI,
     I32,
     float32_from_bits,
     vadd,
+    vdpbf16,
     vdpbusd,
     vfloat,
     vfma,
@@ -78,6 +91,9 @@ DOT_MAX_K = 1024 if PAIRS else 65792
 # outputs, measured). So the pairs run only where a caller asks for the dot
 # layout (docs/quantization.md).
 DOT_BY_DEFAULT = HAS_VNNI
+# bfloat16 layers take the pairs layout where the CPU has vdpbf16ps; elsewhere
+# they widen their weights at batch 1 and read float32 values above it.
+BF16_DOT_BY_DEFAULT = HAS_BF16
 
 
 def dot_fits(K: int) -> bool:
@@ -168,6 +184,69 @@ def _quantize_row_scalar(h, lo, hi, levels, step):
     return amax / h.dtype.type(levels * step)
 
 
+def quantize_row_bf16(h, lo, hi, split):
+    """h (H,) float32 as bfloat16 for vdpbf16ps: hi holds each value rounded to
+    nearest even (two bytes a k), lo what that rounding left, rounded again
+    (with ``split``; else 0), so hi + lo carries 16 of the 24 bits. Padded to
+    their length with zeros. Returns 1, or -1 when h holds NaN or Inf (the
+    caller then takes a float path, as the int8 kernels' callers do). For
+    jitted code."""
+
+
+@overload(quantize_row_bf16, inline="always", jit_options=_FLAGS)
+def _quantize_row_bf16_impl(h, lo, hi, split):
+    if h.dtype != nbtypes.float32:
+        return lambda h, lo, hi, split: h.dtype.type(-1)
+
+    def impl(h, lo, hi, split):
+        bits = h.view(np.uint32)
+        top = np.uint32(0)
+        for k in range(h.shape[0]):
+            b = bits[k] & np.uint32(0x7FFFFFFF)
+            top = b if b > top else top
+        if top >= np.uint32(0x7F800000):  # Inf or NaN
+            return np.float32(-1)
+        hi16, lo16 = hi.view(np.uint16), lo.view(np.uint16)
+        for k in range(h.shape[0]):
+            r = _bf16_round(bits[k])
+            hi16[k] = np.uint16(r)
+            if split:
+                rest = h[k] - float32_from_bits(np.int32(r << np.uint32(16)))
+                lo16[k] = np.uint16(_bf16_round(np.float32(rest).view(np.uint32)))
+            else:
+                lo16[k] = 0
+        for k in range(h.shape[0], hi16.shape[0]):
+            hi16[k] = 0
+            lo16[k] = 0
+        return np.float32(1)
+    return impl
+
+
+@njit(inline="always", **_FLAGS)
+def _bf16_round(u):
+    """float32 bits u (uint32, finite) -> bfloat16 bits, rounded to nearest even."""
+    return (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+
+
+def quantize_row(h, lo, hi, w_dot, eight_bit):
+    """h's operands for a dot kernel on w_dot: int8 weights, quantize_row8
+    (``eight_bit``) or quantize_row16; bfloat16 pairs, quantize_row_bf16 with
+    lo where not ``eight_bit`` (the first layer's x). Returns the row's scale
+    (1 for bfloat16), or -1 where h is not finite."""
+
+
+@overload(quantize_row, inline="always", jit_options=_FLAGS)
+def _quantize_row(h, lo, hi, w_dot, eight_bit):
+    if w_dot.dtype == nbtypes.uint8:
+        return lambda h, lo, hi, w_dot, eight_bit: quantize_row_bf16(h, lo, hi, not eight_bit)
+
+    def impl(h, lo, hi, w_dot, eight_bit):
+        if eight_bit:
+            return quantize_row8(h, lo, hi)
+        return quantize_row16(h, lo, hi)
+    return impl
+
+
 @njit(inline="always", **_FLAGS)
 def _row_bytes(lo, hi, k4):
     """A row's activation operands for k = 4*k4 .. 4*k4+3: its low and high bytes."""
@@ -215,30 +294,130 @@ def _sum_pairs(low, high, offset, scale_q, s_h, j):
     return vmul(total, vmul(vsplat(s_h), vload1(scale_q, j)))
 
 
-# dot_row(lo, hi, k4) -> (a, b); dot_quads(a, b, q0, q1, four sums) -> four
-# sums; dot_sum(low, high, offset, scale_q, s_h, j) -> float32 Vec of columns
-# j..: every dot kernel is written in these three, per micro-kernel.
-if PAIRS:
-    dot_row, dot_quads, dot_sum = _row_pairs, _quads_pairs, _sum_pairs
-else:
-    dot_row, dot_quads, dot_sum = _row_bytes, _quads_bytes, _sum_bytes
+@njit(inline="always", **_FLAGS)
+def _quads_bf16(a, b, q0, q1, low0, high0, low1, high1):
+    """_quads_bytes for bfloat16 pairs: a and b hold two bfloat16 of a row's lo
+    and hi, the sums are float32."""
+    return (vdpbf16(low0, a, q0), vdpbf16(high0, b, q0), vdpbf16(low1, a, q1),
+            vdpbf16(high1, b, q1))
+
+
+@njit(inline="always", **_FLAGS)
+def _sum_bf16(low, high, offset, scale_q, s_h, j):
+    """A bfloat16 column's sum: its hi chain, then its lo chain (0 for h)."""
+    return vadd(high, low)
+
+
+# Every dot kernel is written in these, and the type of its sums picks the
+# micro-kernel: int32 sums are int8's (vpdpbusd, or the pairs without VNNI),
+# float32 sums bfloat16's. dot_zero(w_dot) -> the zero sums for w_dot's kind;
+# dot_row(lo, hi, k4, sums) -> (a, b); dot_quads(a, b, q0, q1, four sums) ->
+# four sums; dot_sum(low, high, offset, scale_q, s_h, j) -> float32 Vec of
+# columns j..; vdot(sums, b, q): one k4 row of high bytes (or k2 of hi).
+def dot_zero(w_dot):
+    """Zero sums of a dot kernel on w_dot: int32 for int8, float32 for bfloat16 pairs."""
+
+
+@overload(dot_zero, inline="always", jit_options=_FLAGS)
+def _dot_zero(w_dot):
+    if w_dot.dtype == nbtypes.uint8:
+        return lambda w_dot: vsplat(np.float32(0))
+    return lambda w_dot: vsplat(np.int32(0))
+
+
+def is_bf16(w_dot):
+    """Whether w_dot holds bfloat16 pairs (a constant of its type)."""
+
+
+@overload(is_bf16, inline="always", jit_options=_FLAGS)
+def _is_bf16(w_dot):
+    bf16 = w_dot.dtype == nbtypes.uint8
+    return lambda w_dot: bf16
+
+
+def dot_row(lo, hi, k4, sums):
+    """(a, b): a row's operands for the dot layout's row k4 (see _by_sums)."""
+
+
+@overload(dot_row, inline="always", jit_options=_FLAGS)
+def _dot_row(lo, hi, k4, sums):
+    if sums.dtype == nbtypes.float32 or not PAIRS:
+        return lambda lo, hi, k4, sums: _row_bytes(lo, hi, k4)
+    return lambda lo, hi, k4, sums: _row_pairs(lo, hi, k4)
+
+
+def dot_quads(a, b, q0, q1, low0, high0, low1, high1):
+    """One row of a panel (its two Vecs q0, q1) against a row's operands a, b."""
+
+
+@overload(dot_quads, inline="always", jit_options=_FLAGS)
+def _dot_quads(a, b, q0, q1, low0, high0, low1, high1):
+    if low0.dtype == nbtypes.float32:
+        return lambda a, b, q0, q1, low0, high0, low1, high1: _quads_bf16(
+            a, b, q0, q1, low0, high0, low1, high1)
+    if PAIRS:
+        return lambda a, b, q0, q1, low0, high0, low1, high1: _quads_pairs(
+            a, b, q0, q1, low0, high0, low1, high1)
+    return lambda a, b, q0, q1, low0, high0, low1, high1: _quads_bytes(
+        a, b, q0, q1, low0, high0, low1, high1)
+
+
+def dot_sum(low, high, offset, scale_q, s_h, j):
+    """Columns j.. of a product as float32, from their low and high sums."""
+
+
+@overload(dot_sum, inline="always", jit_options=_FLAGS)
+def _dot_sum(low, high, offset, scale_q, s_h, j):
+    if low.dtype == nbtypes.float32:
+        return lambda low, high, offset, scale_q, s_h, j: _sum_bf16(
+            low, high, offset, scale_q, s_h, j)
+    if PAIRS:
+        return lambda low, high, offset, scale_q, s_h, j: _sum_pairs(
+            low, high, offset, scale_q, s_h, j)
+    return lambda low, high, offset, scale_q, s_h, j: _sum_bytes(
+        low, high, offset, scale_q, s_h, j)
+
+
+def vdot(sums, b, q):
+    """sums + one dot-layout row q against b: vpdpbusd on int32 sums (b a
+    row's high bytes), vdpbf16ps on float32 ones (b a row's hi pairs)."""
+
+
+@overload(vdot, inline="always", jit_options=_FLAGS)
+def _vdot(sums, b, q):
+    if sums.dtype == nbtypes.float32:
+        return lambda sums, b, q: vdpbf16(sums, b, q)
+    return lambda sums, b, q: vdpbusd(sums, b, q)
+
+
+def takes_high_kernel(w_dot):
+    """Whether rows without low parts (quantize_row8's, or h in bfloat16) run
+    the kernels on their high parts alone: vpdpbusd's and vdpbf16ps's, not the
+    pairs (which read both bytes as one int16)."""
+
+
+@overload(takes_high_kernel, inline="always", jit_options=_FLAGS)
+def _takes_high_kernel(w_dot):
+    high = w_dot.dtype == nbtypes.uint8 or not PAIRS
+    return lambda w_dot: high
 
 
 @njit(**_FLAGS)
 def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
-    """out_row (N,) += x @ W for a row x that quantize_row16 has put in lo, hi
+    """out_row (N,) += x @ W for a row x that quantize_row16 (or
+    quantize_row_bf16, for bfloat16 pairs) has put in lo, hi
     with scale s_x; W int8 in the dot layout (P, K4, 4 * DOT_NR), N = P *
     DOT_NR, offset (N,) 128 x each column's weight sum, scale_q (N,) the
     columns' scales. Two panels at a time where there are two, so that eight
     vpdpbusd chains cover the instruction's latency."""
     Q = 4 * DOT_LANES
     P = w_dot.shape[0]
-    zero = vsplat(np.int32(0))
+    zero = dot_zero(w_dot)
     for p in range(0, P - 1, 2):
         wa, wb = w_dot[p], w_dot[p + 1]
         la0 = la1 = ha0 = ha1 = lb0 = lb1 = hb0 = hb1 = zero
         for k in range(w_dot.shape[1]):
-            a, b = dot_row(lo, hi, k)
+            a, b = dot_row(lo, hi, k, zero)
             la0, ha0, la1, ha1 = dot_quads(a, b, vload_quads(wa, k, 0), vload_quads(wa, k, Q),
                                            la0, ha0, la1, ha1)
             lb0, hb0, lb1, hb1 = dot_quads(a, b, vload_quads(wb, k, 0), vload_quads(wb, k, Q),
@@ -252,7 +431,7 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         w = w_dot[P - 1]
         l0 = l1 = h0 = h1 = zero
         for k in range(w_dot.shape[1]):
-            a, b = dot_row(lo, hi, k)
+            a, b = dot_row(lo, hi, k, zero)
             l0, h0, l1, h1 = dot_quads(a, b, vload_quads(w, k, 0), vload_quads(w, k, Q),
                                        l0, h0, l1, h1)
         j = (P - 1) * DOT_NR
@@ -262,12 +441,13 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
 
 def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False):
     """out (R, N) += x @ W for rows x that quantize_row16 has put in lo, hi
-    (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc. ``reverse``:
-    the tiles take the panels last to first (a recurrence alternates it, as
-    the float panels' steps do). ``high_only``: the rows are quantize_row8's,
-    every lo byte 0, so vpdpbusd sums the high bytes alone (half the
-    instructions; the same bits). Returns True; False, having done nothing,
-    where out is not float32. For jitted code."""
+    (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc (or bfloat16
+    pairs, the rows quantize_row_bf16's). ``reverse``: the tiles take the
+    panels last to first (a recurrence alternates it, as the float panels'
+    steps do). ``high_only``: the rows are quantize_row8's, every lo byte 0
+    (or bfloat16 rows without lo), so the kernels sum the high parts alone
+    (half the instructions; the same bits). Returns True; False, having done
+    nothing, where out is not float32. For jitted code."""
 
 
 @overload(gemm_dot_acc)
@@ -284,21 +464,21 @@ def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=Fals
 
 @njit(**_FLAGS)
 def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only):
-    """Sixteen rows at a time on AMX tiles where the CPU has them (4.3-4.7x
+    """Sixteen int8 rows at a time on AMX tiles where the CPU has them (4.3-4.7x
     vpdpbusd at 16-64 rows, K = 512, one core; the same int32 sums); then
     rows whose lo bytes are all 0 eight or four at a time on their high bytes
     alone; then four rows at a time share each weight load (a row at a time
     is load-bound: 64 bytes per two vpdpbusd); the last R % 4 through
     row_dot_acc."""
     R = out.shape[0]
-    R16 = tile_rows(R, w_dot) if HAS_AMX else 0
+    R16 = tile_rows(R, w_dot) if HAS_AMX and not is_bf16(w_dot) else 0
     if R16 > 0:
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES,
                      high_only)
-    if high_only and not PAIRS:
+    if high_only and takes_high_kernel(w_dot):
         R16 += _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
     Q = 4 * DOT_LANES
-    zero = vsplat(np.int32(0))
+    zero = dot_zero(w_dot)
     for r in range(R16, R - (R - R16) % 4, 4):
         lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
         hi0, hi1, hi2, hi3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
@@ -308,13 +488,13 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
             h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
             for k in range(w_dot.shape[1]):
                 q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
-                a, b = dot_row(lo0, hi0, k)
+                a, b = dot_row(lo0, hi0, k, zero)
                 l00, h00, l01, h01 = dot_quads(a, b, q0, q1, l00, h00, l01, h01)
-                a, b = dot_row(lo1, hi1, k)
+                a, b = dot_row(lo1, hi1, k, zero)
                 l10, h10, l11, h11 = dot_quads(a, b, q0, q1, l10, h10, l11, h11)
-                a, b = dot_row(lo2, hi2, k)
+                a, b = dot_row(lo2, hi2, k, zero)
                 l20, h20, l21, h21 = dot_quads(a, b, q0, q1, l20, h20, l21, h21)
-                a, b = dot_row(lo3, hi3, k)
+                a, b = dot_row(lo3, hi3, k, zero)
                 l30, h30, l31, h31 = dot_quads(a, b, q0, q1, l30, h30, l31, h31)
             j = p * DOT_NR
             _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
@@ -328,14 +508,14 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
 @njit(**_FLAGS)
 def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
     """gemm_dot_acc's rows 0..R - R % 4 - 1 from their high bytes alone (lo all
-    0): eight rows at a time, sixteen vpdpbusd chains on two weight loads and
-    eight byte splats (1.9x the two-byte four-row loop on Zen 5, one core, K =
-    512); then four. dot_sum with a low sum of 0 gives the bits the two-byte
-    kernels give. Returns the rows done."""
+    0): eight rows at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two
+    weight loads and eight splats (1.9x the two-byte four-row loop on Zen 5,
+    one core, K = 512); then four. dot_sum with a low sum of 0 gives the bits
+    the two-part kernels give. Returns the rows done."""
     R = out.shape[0]
     P = w_dot.shape[0]
     Q = 4 * DOT_LANES
-    zero = vsplat(np.int32(0))
+    zero = dot_zero(w_dot)
     for r in range(0, R - R % 8, 8):
         h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
         h4, h5, h6, h7 = hi[r + 4], hi[r + 5], hi[r + 6], hi[r + 7]
@@ -389,7 +569,7 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
 def _high_quads(hi, k4, q0, q1, high0, high1):
     """One k4 row of a panel against a row's high bytes alone."""
     b = vsplat_quad(hi, 4 * k4)
-    return vdpbusd(high0, b, q0), vdpbusd(high1, b, q1)
+    return vdot(high0, b, q0), vdot(high1, b, q1)
 
 
 @njit(inline="always", **_FLAGS)
@@ -516,7 +696,8 @@ def _dot_acc(out, lo, hi, s_rows, dot, q, reverse=False, high_only=False):
 def quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
     """Each row of rows (R, K) on its own int16 grid (quantize_row16), or on
     the 8-bit one (quantize_row8), into lo, hi (R, >= K) and scales (R,), for
-    a dot product; True if every row was finite. False, doing nothing, where
+    a dot product (bfloat16 pairs: quantize_row_bf16, lo only where not
+    ``eight_bit``); True if every row was finite. False, doing nothing, where
     dot is None."""
 
 
@@ -527,10 +708,7 @@ def _quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
 
     def impl(rows, lo, hi, scales, dot, eight_bit=False):
         for r in range(rows.shape[0]):
-            if eight_bit:
-                scales[r] = quantize_row8(rows[r], lo[r], hi[r])
-            else:
-                scales[r] = quantize_row16(rows[r], lo[r], hi[r])
+            scales[r] = quantize_row(rows[r], lo[r], hi[r], dot[0], eight_bit)
             if scales[r] < 0:
                 return False
         return True

@@ -8,13 +8,24 @@ import numpy as np
 
 from ..cells import LSTM, Cell
 from .aligned import aligned_copy
-from .dot_gemm import DOT_BY_DEFAULT, DOT_NR, dot_fits
+from .dot_gemm import BF16_DOT_BY_DEFAULT, DOT_BY_DEFAULT, DOT_NR, dot_fits
 from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
 
 
+def dot_default(weights: str | None, dot: bool | None = None) -> bool:
+    """Whether a layer of stored ``weights`` takes the dot layouts: ``dot`` where
+    a caller forces it; by default, int8 where the CPU has AVX512-VNNI and
+    bfloat16 where it has AVX512_BF16 (dot_gemm)."""
+    if weights not in ("int8", "bfloat16"):
+        return False
+    if dot is not None:
+        return dot
+    return DOT_BY_DEFAULT if weights == "int8" else BF16_DOT_BY_DEFAULT
+
+
 def dot_hidden(H: int) -> bool:
-    """Whether int8 layers of hidden size H get the dot layouts (where the CPU
-    takes them): H a multiple of DOT_NR, as the one-call streaming step's
+    """Whether quantized layers of hidden size H get the dot layouts (where the
+    CPU takes them, dot_default): H a multiple of DOT_NR, as the one-call streaming step's
     fused cell needs, so that every path a layer's rows can take puts them on
     the same activation grids (docs/quantization.md); and within dot_fits."""
     return H % DOT_NR == 0 and dot_fits(H)
@@ -51,17 +62,16 @@ class PackedLayer:
     input_is_hidden: bool = False
 
     def dot_layout(self, dot: bool | None = None) -> tuple | None:
-        """(hh, ih) for the large-batch steps and input projection on the int8
-        dot kernel (cpu.layer, cpu.projection), made on first use: each
+        """(hh, ih) for the large-batch steps and input projection on a dot
+        kernel (cpu.layer, cpu.projection), made on first use: each
         (w_dot (D, P, K4, 4 * DOT_NR), offset (D, G) int32, scale (D, G)),
-        every direction's stored W^T in dot_gemm's layout, ih None without
-        a stored W_ih or one too long for the dot's sums. None unless an int8
-        layer with H_out within dot_fits and ``dot``
-        (default: dot_gemm.DOT_BY_DEFAULT, the CPU has AVX512-VNNI) and
+        every direction's stored W^T in dot_gemm's layout (int8 quads, or
+        bfloat16 pairs in uint8), ih None without a stored W_ih or one too
+        long for the dot's sums. None unless a quantized layer that
+        dot_default(format, ``dot``) takes, with H_out within dot_fits and
         dot_hidden(H)."""
-        dot = DOT_BY_DEFAULT if dot is None else dot
         H_out, G = self.w_hh.shape[1:]
-        if (not dot or self.stored is None or self.stored[0] != "int8"
+        if (self.stored is None or not dot_default(self.stored[0], dot)
                 or not dot_hidden(self.hidden_size) or not dot_fits(H_out)):
             return None
         if "_dot_layout" not in self.__dict__:
@@ -190,10 +200,11 @@ class PackedStack(list):
         as team_blocks' w_hh (bfloat16 rows interleaved: interleave_bf16), as
         int8 or bfloat16 bits (cpu.row_step's widening kernel), the other
         (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each column's scale (ones for
-        bfloat16). Where dot_gemm.DOT_BY_DEFAULT (and dot_hidden(H)), an
-        int8 stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the dot
-        kernel's layout (four consecutive k of a column side by side), and
-        offset (L, n_blocks, 4U) int32, 128 x each column's weight sum.
+        bfloat16). Where dot_default(format) (and dot_hidden(H)), a
+        quantized stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the
+        dot kernel's layout (four consecutive int8 k of a column side by side,
+        or two bfloat16), and offset (L, n_blocks, 4U) int32, 128 x each
+        column's weight sum (0 for bfloat16).
         Absent parts are (L, 0, ...); all are for a float stack.
         """
         cache = self.__dict__.setdefault("_team_quantized", {})
@@ -201,23 +212,27 @@ class PackedStack(list):
             cache[n_blocks] = self._quantized_blocks(n_blocks)
         return cache[n_blocks]
 
+    def team_has_pairs(self, n_blocks: int) -> bool:
+        """Whether team_quantized_blocks' dot layout holds bfloat16 pairs (its
+        job is then cooperative.BF16_DOT_FLOAT32's)."""
+        return (self.quantized is not None
+                and self.team_quantized_blocks(n_blocks)[3].dtype == np.uint8)
+
     def team_quantized_projection(self, n_blocks: int, dot: bool | None = None
                                   ) -> tuple[np.ndarray, ...]:
-        """(ih0, ih_rest, offset, scale) for the team's int8 input projections
+        """(ih0, ih_rest, offset, scale) for the team's quantized input projections
         (cpu.cooperative), made on first use: each block's stored W_ih^T in
         the dot layout, layer 0's (n_blocks, P, K4, 4 * DOT_NR) and the other
         layers' (L-1, n_blocks, P, K4, ...), each column's offset (128 x its
         weight sum) and scale (L, n_blocks, 4U). Each array has 0 blocks
-        unless an int8 stack with its stored W_ih, 4U a multiple of DOT_NR,
-        dot_hidden(H), every K within dot_fits and ``dot`` (default:
-        dot_gemm.DOT_BY_DEFAULT)."""
-        dot = DOT_BY_DEFAULT if dot is None else dot
+        unless a quantized stack with its stored W_ih, 4U a multiple of DOT_NR,
+        dot_hidden(H), every K within dot_fits and dot_default(format, ``dot``)."""
         cache = self.__dict__.setdefault("_team_quantized_projection", {})
         key = (n_blocks, dot)
         if key not in cache:
             q, L, H = self.quantized, len(self), self[0].hidden_size
             U = -(-H // n_blocks)
-            if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
+            if (q is None or not dot_default(q[0], dot) or len(q) < 3 or q[2] is None
                     or 4 * U % DOT_NR or not dot_hidden(H)
                     or not all(dot_fits(w.shape[0]) for w, _ in q[2])):
                 empty = np.zeros((0, 0, 0, 0), np.int8)
@@ -232,24 +247,24 @@ class PackedStack(list):
                     offsets.append(offset)
                     scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
                 rest = (np.stack(dots[1:]) if L > 1 else
-                        np.zeros((0, n_blocks, dots[0].shape[1], -(-H // 4), 4 * DOT_NR), np.int8))
+                        np.zeros((0, n_blocks, dots[0].shape[1], -(-H // _k_per_lane(w)),
+                                  4 * DOT_NR), dots[0].dtype))
                 cache[key] = (aligned_copy(dots[0]), aligned_copy(rest),
                               aligned_copy(np.stack(offsets).astype(np.int32)),
                               aligned_copy(np.stack(scales).astype(np.float32)))
         return cache[key]
 
     def quantized_step(self, dot: bool | None = None) -> tuple | None:
-        """The int8 dot kernel's weights for the one-call streaming step
+        """The dot kernel's weights for the one-call streaming step
         (cpu.streaming.lstm_stack_step_dot), made on first use: (ih0, ih_rest,
         hh), each (w_dot, offset, scale) as dot_gemm's kernels read them:
         layer 0's W_ih^T (P, K4, 4 * DOT_NR), the other layers' (L-1, ...) and
         every layer's W_hh^T (L, ...), with (.., 4H) int32 offsets and float32
-        scales. None unless an int8 stack with its stored W_ih that ``step``
-        runs, dot_hidden(H), every K within dot_fits and ``dot``
-        (default: dot_gemm.DOT_BY_DEFAULT)."""
-        dot = DOT_BY_DEFAULT if dot is None else dot
+        scales. None unless a quantized stack with its stored W_ih that
+        ``step`` runs, dot_hidden(H), every K within dot_fits and
+        dot_default(format, ``dot``)."""
         q = self.quantized
-        if (not dot or q is None or q[0] != "int8" or len(q) < 3 or q[2] is None
+        if (q is None or not dot_default(q[0], dot) or len(q) < 3 or q[2] is None
                 or self.step is None or not dot_hidden(self[0].hidden_size)
                 or not all(dot_fits(w.shape[0]) for w, _ in [*q[1], *q[2]])):
             return None
@@ -278,7 +293,7 @@ class PackedStack(list):
             panels = np.stack([pack_panels(b, widened_to=np.float32) for b in blocks])
             w_q.append(interleave_bf16(panels) if w.dtype == np.uint16 else panels)
             scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
-            if w.dtype == np.int8 and DOT_BY_DEFAULT and dot_hidden(H):
+            if dot_default(self.quantized[0]) and dot_hidden(H):
                 quads, offset = _dot_blocks(blocks)
                 w_dot.append(quads)
                 offsets.append(offset)
@@ -303,9 +318,31 @@ def interleave_bf16(panels: np.ndarray) -> np.ndarray:
 def _dot_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int8 blocks (n, K, N) -> the dot kernels' layout (n, P, K4, 4 * DOT_NR)
     and each column's offset (n, N) int32: 128 x its weight sum, which the
-    kernels subtract for the high activation byte's +128."""
+    kernels subtract for the high activation byte's +128. bfloat16 blocks
+    (uint16 bits) -> (n, P, K2, 4 * DOT_NR) uint8 pairs, and zero offsets."""
+    if blocks.dtype == np.uint16:
+        return (np.stack([_pack_pairs(b) for b in blocks]),
+                np.zeros(blocks.shape[::2], np.int32))
     return (np.stack([_pack_quads(b) for b in blocks]),
             128 * blocks.astype(np.int32).sum(axis=1, dtype=np.int32))
+
+
+def _k_per_lane(w: np.ndarray) -> int:
+    """k a 32-bit lane of the dot layout holds: 4 int8, or 2 bfloat16."""
+    return 2 if w.dtype == np.uint16 else 4
+
+
+def _pack_pairs(w: np.ndarray) -> np.ndarray:
+    """bfloat16 bits W (K, N) uint16 -> (P, K2, 4 * DOT_NR) uint8: panel p's row
+    k2 holds, column by column, w[2*k2, column] then w[2*k2+1, column] (the
+    even k in each 32-bit lane's low half, as vdpbf16ps pairs them); zeros
+    past K and N."""
+    K, N = w.shape
+    K2, P = -(-K // 2), -(-N // DOT_NR)
+    padded = np.zeros((2 * K2, P * DOT_NR), np.uint16)
+    padded[:K, :N] = w
+    pairs = padded.reshape(K2, 2, P, DOT_NR).transpose(2, 0, 3, 1).astype("<u2")
+    return np.ascontiguousarray(pairs).view(np.uint8).reshape(P, K2, 4 * DOT_NR)
 
 
 def _stacked_dot_layout(pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -14,18 +14,26 @@ The sums come out bitwise as on the general path: each panel column summed from
 (cells.lstm.update).
 """
 
-import numpy as np
 from numba import njit
 from numba import types as nbtypes
 from numba.extending import overload
 
 from ..cells import LSTM
-from .dot_gemm import DOT_LANES, DOT_NR, PAIRS, dot_quads, dot_row, dot_sum, quantize_row8
+from .dot_gemm import (
+    DOT_LANES,
+    DOT_NR,
+    dot_quads,
+    dot_row,
+    dot_sum,
+    dot_zero,
+    quantize_row,
+    takes_high_kernel,
+    vdot,
+)
 from .layer import cell_math
 from .recurrence import _FLAGS
 from .simd import (
     vadd,
-    vdpbusd,
     vfma,
     vload,
     vload1,
@@ -136,7 +144,8 @@ def row_block_step_dot(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, h_next
     k = 4*k4 .. 4*k4+3; offset (4U,) int32 128 x each column's weight sum;
     scale_q (4U,) the columns' scales; lo, hi (4 * K4,) uint8 scratch. Returns
     False, having done nothing, under row_block_step's conditions or when h_prev
-    is not finite. For jitted code only."""
+    is not finite. bfloat16 weights in pairs (uint8, dot_gemm) take h rounded
+    to bfloat16 and vdpbf16ps the same way. For jitted code only."""
 
 
 @overload(row_block_step_dot)
@@ -147,7 +156,7 @@ def _row_block_step_dot_impl(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, 
             U = gx_row.shape[0] // 4
             if U % DOT_NR != 0 or c.shape[0] != U:
                 return False
-            s_h = quantize_row8(h_prev, lo, hi)
+            s_h = quantize_row(h_prev, lo, hi, w_dot, True)
             if s_h < 0:
                 return False
             _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next,
@@ -161,7 +170,7 @@ def _row_block_step_dot_impl(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, 
 @njit(inline="always", **_FLAGS)
 def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
                           reverse):
-    if not PAIRS:  # h on its 8-bit grid: the low bytes are 0, their sums too
+    if takes_high_kernel(w_dot):  # h on its 8-bit grid, or bfloat16: the low sums are 0
         _row_block_step_high32(gx_row, w_dot, offset, scale_q, s_h, hi, c, h_next, out_row,
                                reverse)
         return
@@ -172,11 +181,11 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
         g = groups - 1 - n if reverse else n
         w_i, w_f = w_dot[g], w_dot[groups + g]  # (K4, 4 * DOT_NR) each
         w_g, w_o = w_dot[2 * groups + g], w_dot[3 * groups + g]
-        zero = vsplat(np.int32(0))
+        zero = dot_zero(w_dot)
         li0 = li1 = lf0 = lf1 = lg0 = lg1 = lo0 = lo1 = zero  # sums of the low bytes
         hi0 = hi1 = hf0 = hf1 = hg0 = hg1 = ho0 = ho1 = zero  # and of the high ones
         for k in range(w_dot.shape[1]):
-            a, b = dot_row(lo, hi, k)
+            a, b = dot_row(lo, hi, k, zero)
             li0, hi0, li1, hi1 = dot_quads(a, b, vload_quads(w_i, k, 0), vload_quads(w_i, k, Q),
                                            li0, hi0, li1, hi1)
             lf0, hf0, lf1, hf1 = dot_quads(a, b, vload_quads(w_f, k, 0), vload_quads(w_f, k, Q),
@@ -200,7 +209,7 @@ def _row_block_step_high32(gx_row, w_dot, offset, scale_q, s_h, hi, c, h_next, o
     U = gx_row.shape[0] // 4
     groups = U // DOT_NR
     Q = 4 * DOT_LANES
-    zero = vsplat(np.int32(0))
+    zero = dot_zero(w_dot)
     for n in range(groups):
         g = groups - 1 - n if reverse else n
         w_i, w_f = w_dot[g], w_dot[groups + g]
@@ -208,14 +217,14 @@ def _row_block_step_high32(gx_row, w_dot, offset, scale_q, s_h, hi, c, h_next, o
         hi0 = hi1 = hf0 = hf1 = hg0 = hg1 = ho0 = ho1 = zero
         for k in range(w_dot.shape[1]):
             b = vsplat_quad(hi, 4 * k)
-            hi0 = vdpbusd(hi0, b, vload_quads(w_i, k, 0))
-            hi1 = vdpbusd(hi1, b, vload_quads(w_i, k, Q))
-            hf0 = vdpbusd(hf0, b, vload_quads(w_f, k, 0))
-            hf1 = vdpbusd(hf1, b, vload_quads(w_f, k, Q))
-            hg0 = vdpbusd(hg0, b, vload_quads(w_g, k, 0))
-            hg1 = vdpbusd(hg1, b, vload_quads(w_g, k, Q))
-            ho0 = vdpbusd(ho0, b, vload_quads(w_o, k, 0))
-            ho1 = vdpbusd(ho1, b, vload_quads(w_o, k, Q))
+            hi0 = vdot(hi0, b, vload_quads(w_i, k, 0))
+            hi1 = vdot(hi1, b, vload_quads(w_i, k, Q))
+            hf0 = vdot(hf0, b, vload_quads(w_f, k, 0))
+            hf1 = vdot(hf1, b, vload_quads(w_f, k, Q))
+            hg0 = vdot(hg0, b, vload_quads(w_g, k, 0))
+            hg1 = vdot(hg1, b, vload_quads(w_g, k, Q))
+            ho0 = vdot(ho0, b, vload_quads(w_o, k, 0))
+            ho1 = vdot(ho1, b, vload_quads(w_o, k, Q))
         j = g * DOT_NR
         _dot_cell(gx_row, U, j, zero, hi0, zero, hf0, zero, hg0, zero, ho0, offset, scale_q,
                   s_h, c, h_next, out_row)

@@ -16,6 +16,7 @@ import operator
 
 import llvmlite.binding as llvm
 from llvmlite import ir
+from llvmlite.ir.types import _BaseFloatType
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
@@ -40,6 +41,9 @@ VECTOR_REGISTERS = 32 if VECTOR_BYTES == 64 else 16
 
 # AVX512-VNNI's vpdpbusd: 64 int8 multiply-adds an instruction (cpu.row_step).
 HAS_VNNI = VECTOR_BYTES == 64 and _has_feature("avx512vnni")
+# AVX512_BF16's vdpbf16ps: 32 bfloat16 multiply-adds an instruction, twice a
+# float32 FMA's (dot_gemm).
+HAS_BF16 = VECTOR_BYTES == 64 and _has_feature("avx512bf16")
 
 
 class Vec(types.Type):
@@ -155,9 +159,9 @@ def _element_pointer(context, builder, sig, args, n: int):
 
 @intrinsic
 def vload_quads(typingctx, arr, i, j):
-    """arr[i, j : j + 4 * lanes] (int8) as an int32 Vec: four bytes a lane, the
-    operand layout of vpdpbusd."""
-    if arr.dtype != types.int8:
+    """arr[i, j : j + 4 * lanes] (int8, or uint8 holding bfloat16 pairs) as an
+    int32 Vec: four bytes a lane, the operand layout of vpdpbusd and vdpbf16ps."""
+    if arr.dtype not in (types.int8, types.uint8):
         return None
 
     def codegen(context, builder, sig, args):
@@ -217,6 +221,68 @@ def vdpbusd_emulated(typingctx, acc, a, b):
     """vdpbusd's arithmetic in plain IR on every CPU (tests force it)."""
     def codegen(context, builder, sig, args):
         return _dpbusd_emulated(builder, *args)
+    return acc(acc, a, b), codegen
+
+
+class _BFloat(_BaseFloatType):
+    """LLVM's bfloat, which llvmlite does not spell: the operand type of the
+    AVX512_BF16 intrinsics."""
+
+    null = "0.0"
+    intrinsic_name = "bf16"
+
+    def __str__(self):
+        return "bfloat"
+
+
+_BFloat._create_instance()
+
+
+def _bf16_halves(builder, v):
+    """The even and the odd bfloat16 of each 32-bit lane of v, as float32 Vecs
+    (exactly: a bfloat16 is a float32's upper half)."""
+    n = v.type.count
+    words = ir.VectorType(ir.IntType(32), n)
+    floats = ir.VectorType(ir.FloatType(), n)
+    even = builder.bitcast(builder.shl(v, ir.Constant(words, [16] * n)), floats)
+    odd = builder.bitcast(builder.and_(v, ir.Constant(words, [-65536] * n)), floats)
+    return even, odd
+
+
+def _dpbf16_emulated(builder, acc, a, b):
+    """acc + the odd pair's product, then + the even pair's, each rounded to
+    float32: vdpbf16ps's arithmetic (Intel's definition; Zen 5's instruction
+    gives these bits, measured) in plain IR. A product of two bfloat16 is exact
+    in float32, so each step is one rounding. Subnormals are kept, where the
+    instruction flushes them."""
+    a_even, a_odd = _bf16_halves(builder, a)
+    b_even, b_odd = _bf16_halves(builder, b)
+    acc = builder.fadd(acc, builder.fmul(a_odd, b_odd))
+    return builder.fadd(acc, builder.fmul(a_even, b_even))
+
+
+@intrinsic
+def vdpbf16(typingctx, acc, a, b):
+    """vdpbf16ps where the CPU has AVX512_BF16 (HAS_BF16), else its emulation:
+    acc (float32) + the products of a's and b's bfloat16 pairs (int32 Vecs of
+    two bfloat16 each), the odd one first."""
+    def codegen(context, builder, sig, args):
+        if not HAS_BF16:
+            return _dpbf16_emulated(builder, *args)
+        acc, a, b = args
+        pairs = ir.VectorType(_BFloat(), 2 * acc.type.count)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(acc.type, [acc.type, pairs, pairs]),
+            f"llvm.x86.avx512bf16.dpbf16ps.{acc.type.count * 32}")
+        return builder.call(fn, [acc, builder.bitcast(a, pairs), builder.bitcast(b, pairs)])
+    return acc(acc, a, b), codegen
+
+
+@intrinsic
+def vdpbf16_emulated(typingctx, acc, a, b):
+    """vdpbf16's arithmetic in plain IR on every CPU (tests force it)."""
+    def codegen(context, builder, sig, args):
+        return _dpbf16_emulated(builder, *args)
     return acc(acc, a, b), codegen
 
 

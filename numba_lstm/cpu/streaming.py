@@ -15,7 +15,7 @@ from numba import njit
 
 from ..cells import LSTM
 from .cooperative import SERVE, describe_stack_job, job_kind, stack_job_buffers
-from .dot_gemm import quantize_row8, quantize_row16, row_dot_acc
+from .dot_gemm import quantize_row, row_dot_acc
 from .layer import row_function
 from .packing import PackedStack
 from .recurrence import _FLAGS, _row_matmul_acc, copy_row
@@ -60,10 +60,11 @@ def lstm_stack_step(x, w_ih0, w_ih_rest, bias, w_hh, state, new_state, out):
 
 @njit(**_FLAGS)
 def lstm_stack_step_dot(x, ih0, ih_rest, bias, hh, state, new_state, out, lo, hi, gates):
-    """lstm_stack_step for an int8 stack on the int8 dot kernel (cpu.row_step):
-    each layer's input row and h quantized per row (x to int16, h and the
-    hidden states above the first layer to 8 bits), both products by
-    vpdpbusd, the cell fused into the W_hh product. ih0, ih_rest, hh: the
+    """lstm_stack_step for an int8 or bfloat16 stack on the dot kernels
+    (cpu.row_step): each layer's input row and h quantized per row (int8: x to
+    int16, h and the hidden states above the first layer to 8 bits;
+    bfloat16: rounded), both products by vpdpbusd or vdpbf16ps, the cell
+    fused into the W_hh product. ih0, ih_rest, hh: the
     (w_dot, offset, scale) of PackedStack.quantized_step; lo, hi (4 * K4,)
     uint8 scratch for the widest input; gates (4H,). A streaming step reads
     every weight once, so the int8 layout's quarter of the bytes is the gain
@@ -76,8 +77,9 @@ def lstm_stack_step_dot(x, ih0, ih_rest, bias, hh, state, new_state, out, lo, hi
     for layer in range(L):
         copy_row(bias[layer], gates)
         src = x[0, 0] if layer == 0 else h_n[layer - 1, 0]
-        # x on int16's grid; a layer's input above it, the h below, on h's 8 bits
-        s_x = quantize_row16(src, lo, hi) if layer == 0 else quantize_row8(src, lo, hi)
+        # x on int16's grid; a layer's input above it, the h below, on h's 8
+        # bits (bfloat16: x as hi + lo, the h below as hi alone)
+        s_x = quantize_row(src, lo, hi, hh[0], layer > 0)
         if s_x < 0:
             return False
         if layer == 0:
@@ -93,9 +95,9 @@ def lstm_stack_step_dot(x, ih0, ih_rest, bias, hh, state, new_state, out, lo, hi
     return True
 
 
-def _dot_scratch(layers: PackedStack, dtype):
-    """lo, hi and gates for lstm_stack_step_dot."""
-    k_bytes = 4 * -(-max(layers.step[0].shape[1], layers[0].hidden_size) // 4)
+def _dot_scratch(layers: PackedStack, dot: tuple, dtype):
+    """lo, hi and gates for lstm_stack_step_dot on ``dot`` (quantized_step)."""
+    k_bytes = 4 * max(dot[0][0].shape[1], dot[2][0].shape[2])  # a row's bytes, widest input
     return (np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8),
             np.empty(4 * layers[0].hidden_size, dtype))
 
@@ -117,7 +119,7 @@ def lstm_stream_step(layers: PackedStack, x, h0, c0):
     new_state = np.empty_like(state)
     out = np.empty((1, 1, h0.shape[2]), h0.dtype)
     dot = layers.quantized_step()
-    scratch = _dot_scratch(layers, h0.dtype) if dot is not None else None
+    scratch = _dot_scratch(layers, dot, h0.dtype) if dot is not None else None
     _step(layers, dot, scratch, x, state, new_state, out)
     return out, new_state[0], new_state[1]
 
@@ -149,7 +151,8 @@ class StackStepper:
         self._state = np.stack((h, c)).reshape((2, L, 1, H))
         self._spare = np.empty_like(self._state)
         self._dot = layers.quantized_step()
-        self._scratch = _dot_scratch(layers, self._dtype) if self._dot is not None else None
+        self._scratch = (_dot_scratch(layers, self._dot, self._dtype)
+                         if self._dot is not None else None)
 
     def __call__(self, x) -> np.ndarray | None:
         if (type(x) is not np.ndarray or x.shape != self._x_shape or x.dtype != self._dtype
@@ -209,7 +212,8 @@ class TeamStepper:
         L, H, I = len(layers), layers[0].hidden_size, layers.step[0].shape[1]
         dtype = self._dtype = layers[0].w_hh.dtype
         self._team = team
-        self._kind = job_kind(dtype, layers.quantized is not None)
+        self._kind = job_kind(dtype, layers.quantized is not None,
+                              pairs=layers.team_has_pairs(n_blocks))
         self._batched = batched
         self._x_shape = (1, 1, I) if batched else (1, I)
         self._state_shape = h.shape

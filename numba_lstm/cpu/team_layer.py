@@ -11,7 +11,8 @@ caller runs more tasks. A layer that needs gx projects it first, by row
 blocks claimed the same way (cpu.projection), every thread waiting until all
 blocks are done.
 
-A job kind per (cell, dtype, W_hh and W_ih in the int8 dot layout or not):
+A job kind per (cell, dtype, W_hh and W_ih in a dot layout, int8's or
+bfloat16's, or not):
 each is a serve loop compiled with its cell's task (LayerKernels.task), and
 its number is fixed by the cell's place in cells.CELLS, since a cached loop
 carries its kind as a constant.
@@ -40,9 +41,20 @@ from .team import DESC, KIND, serve, view
 FIRST_KIND = 16
 
 
-def layer_job_kind(cell: Cell, dtype, hh_dot: bool, ih_dot: bool) -> int:
-    return (FIRST_KIND + 8 * list(CELLS).index(cell.name) + 4 * (np.dtype(dtype) == np.float64)
-            + 2 * ih_dot + hh_dot)
+# A dot layout's kind: none, int8's, bfloat16's (the pairs, uint8).
+NO_DOT, INT8_DOT, BF16_DOT = 0, 1, 2
+
+
+def dot_kind(dot: tuple | None) -> int:
+    """NO_DOT, INT8_DOT or BF16_DOT for a layer's (w_dot, offset, scale), or None."""
+    if dot is None:
+        return NO_DOT
+    return BF16_DOT if dot[0].dtype == np.uint8 else INT8_DOT
+
+
+def layer_job_kind(cell: Cell, dtype, hh_dot: int, ih_dot: int) -> int:
+    return (FIRST_KIND + 18 * list(CELLS).index(cell.name) + 9 * (np.dtype(dtype) == np.float64)
+            + 3 * ih_dot + hh_dot)
 
 
 @njit(**_FLAGS)
@@ -85,23 +97,33 @@ def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_par
 
 
 @njit(inline="always", **_FLAGS)
-def _dot_layout(ctrl, sizes, addresses):
+def _dot_layout(ctrl, sizes, addresses, dot_dtype):
     """(w_dot (D, P, K4, row), offset (D, G) int32, scale (D, G)) from the
     descriptor: their sizes from slot ``sizes`` on, addresses from ``addresses`` on."""
     D, G = ctrl[_D], ctrl[_G]
-    return (view(ctrl, addresses, (D, ctrl[sizes], ctrl[sizes + 1], ctrl[sizes + 2]), np.int8),
+    return (view(ctrl, addresses, (D, ctrl[sizes], ctrl[sizes + 1], ctrl[sizes + 2]), dot_dtype),
             view(ctrl, addresses + 1, (D, G), np.int32),
             view(ctrl, addresses + 2, (D, G), np.float32))
 
 
 @njit(inline="always", **_FLAGS)
-def _hh_dot_layout(ctrl):
-    return _dot_layout(ctrl, _P_DOT, _W_DOT)
+def _hh_int8_dot(ctrl):
+    return _dot_layout(ctrl, _P_DOT, _W_DOT, np.int8)
 
 
 @njit(inline="always", **_FLAGS)
-def _ih_dot_layout(ctrl):
-    return _dot_layout(ctrl, _P_IH_DOT, _IH_DOT)
+def _ih_int8_dot(ctrl):
+    return _dot_layout(ctrl, _P_IH_DOT, _IH_DOT, np.int8)
+
+
+@njit(inline="always", **_FLAGS)
+def _hh_bf16_dot(ctrl):
+    return _dot_layout(ctrl, _P_DOT, _W_DOT, np.uint8)
+
+
+@njit(inline="always", **_FLAGS)
+def _ih_bf16_dot(ctrl):
+    return _dot_layout(ctrl, _P_IH_DOT, _IH_DOT, np.uint8)
 
 
 @njit(inline="always", **_FLAGS)
@@ -171,18 +193,24 @@ def join_layer(ctrl, tid):
 _SERVE: dict[tuple, tuple[int, object]] = {}  # (kind, loop) by cell, dtype, layouts
 
 
-def layer_serve(cell: Cell, dtype, hh_dot: bool, ih_dot: bool) -> tuple[int, object]:
+_HH_DOT_OF = {NO_DOT: _no_dot_layout, INT8_DOT: _hh_int8_dot, BF16_DOT: _hh_bf16_dot}
+_IH_DOT_OF = {NO_DOT: _no_dot_layout, INT8_DOT: _ih_int8_dot, BF16_DOT: _ih_bf16_dot}
+_DOT_TAG = {NO_DOT: "", INT8_DOT: "_dot", BF16_DOT: "_bf16_dot"}
+
+
+def layer_serve(cell: Cell, dtype, hh_dot: int, ih_dot: int) -> tuple[int, object]:
     """(kind, serve loop) of the layer jobs of ``cell`` in ``dtype``, with W_hh
-    and W_ih in the int8 dot layout or not; made on first use."""
+    and W_ih in a dot layout (dot_kind) or not; made on first use."""
     key = (cell.name, np.dtype(dtype), hh_dot, ih_dot)  # per layer call: no list scan
     if key not in _SERVE:
         kind = layer_job_kind(cell, dtype, hh_dot, ih_dot)
-        tag = (f"__{cell.name}_{np.dtype(dtype).name}{'_hh_dot' if hh_dot else ''}"
-               f"{'_ih_dot' if ih_dot else ''}")
+        # The int8 tags as before, so that their cached loops keep their names.
+        tag = (f"__{cell.name}_{np.dtype(dtype).name}"
+               f"{'_hh' + _DOT_TAG[hh_dot] if hh_dot else ''}"
+               f"{'_ih' + _DOT_TAG[ih_dot] if ih_dot else ''}")
         names = dict(DTYPE=np.dtype(dtype).type, KIND_NUMBER=kind,
                      layer_task=layer_kernels(cell).task,
-                     hh_dot_of=_hh_dot_layout if hh_dot else _no_dot_layout,
-                     ih_dot_of=_ih_dot_layout if ih_dot else _no_dot_layout)
+                     hh_dot_of=_HH_DOT_OF[hh_dot], ih_dot_of=_IH_DOT_OF[ih_dot])
         join = njit(inline="always", **_FLAGS)(rebind(_join_layer, names, tag))
         _SERVE[key] = kind, njit(**_FLAGS)(rebind(_serve_layer, dict(names, join_layer=join),
                                                    tag))
