@@ -466,9 +466,9 @@ def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=Fals
 def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only):
     """Sixteen int8 rows at a time on AMX tiles where the CPU has them (4.3-4.7x
     vpdpbusd at 16-64 rows, K = 512, one core; the same int32 sums); then
-    rows whose lo bytes are all 0 eight or four at a time on their high bytes
-    alone; then four rows at a time share each weight load (a row at a time
-    is load-bound: 64 bytes per two vpdpbusd); the last R % 4 through
+    rows whose lo bytes are all 0 on their high bytes alone (_high_dot_acc);
+    else four rows at a time share each weight load (a row at a time is
+    load-bound: 64 bytes per two vpdpbusd); the last R % 4 through
     row_dot_acc."""
     R = out.shape[0]
     R16 = tile_rows(R, w_dot) if HAS_AMX and not is_bf16(w_dot) else 0
@@ -476,7 +476,8 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES,
                      high_only)
     if high_only and takes_high_kernel(w_dot):
-        R16 += _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
+        _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
+        return
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     for r in range(R16, R - (R - R16) % 4, 4):
@@ -507,11 +508,13 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
 
 @njit(**_FLAGS)
 def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
-    """gemm_dot_acc's rows 0..R - R % 4 - 1 from their high bytes alone (lo all
-    0): eight rows at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two
-    weight loads and eight splats (1.9x the two-byte four-row loop on Zen 5,
-    one core, K = 512); then four. dot_sum with a low sum of 0 gives the bits
-    the two-part kernels give. Returns the rows done."""
+    """gemm_dot_acc's rows from their high bytes alone (lo all 0): eight rows
+    at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two weight loads and
+    eight splats (1.9x the two-byte four-row loop on Zen 5, one core, K =
+    512); then four rows on two panels (sixteen chains: a chain's latency is
+    several of its instructions), two or three rows as four (each weight
+    loaded once for them all), a single row on four panels. dot_sum with a
+    low sum of 0 gives the bits the two-part kernels give. Returns R."""
     R = out.shape[0]
     P = w_dot.shape[0]
     Q = 4 * DOT_LANES
@@ -545,24 +548,101 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
             _dot_add2(out[r + 7], j, zero, s70, zero, s71, offset, scale_q, s_rows[r + 7])
     r = R - R % 8
     if R % 8 >= 4:
-        h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
-        for i in range(P):
-            p = P - 1 - i if reverse else i
-            w = w_dot[p]
-            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
-            for k in range(w_dot.shape[1]):
-                q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
-                s00, s01 = _high_quads(h0, k, q0, q1, s00, s01)
-                s10, s11 = _high_quads(h1, k, q0, q1, s10, s11)
-                s20, s21 = _high_quads(h2, k, q0, q1, s20, s21)
-                s30, s31 = _high_quads(h3, k, q0, q1, s30, s31)
-            j = p * DOT_NR
-            _dot_add2(out[r], j, zero, s00, zero, s01, offset, scale_q, s_rows[r])
-            _dot_add2(out[r + 1], j, zero, s10, zero, s11, offset, scale_q, s_rows[r + 1])
-            _dot_add2(out[r + 2], j, zero, s20, zero, s21, offset, scale_q, s_rows[r + 2])
-            _dot_add2(out[r + 3], j, zero, s30, zero, s31, offset, scale_q, s_rows[r + 3])
+        _high_four(out[r], out[r + 1], out[r + 2], out[r + 3], hi[r], hi[r + 1], hi[r + 2],
+                   hi[r + 3], s_rows[r:r + 4], w_dot, offset, scale_q, reverse)
         r += 4
-    return r
+    if R - r >= 2:  # two or three rows: the four-row tile, the missing rows' sums dropped
+        spare = np.empty((2, out.shape[1]), out.dtype)
+        s = np.ones(4, s_rows.dtype)
+        s[:R - r] = s_rows[r:]
+        last = R - 1
+        _high_four(out[r], out[r + 1], out[last] if R - r == 3 else spare[0], spare[1],
+                   hi[r], hi[r + 1], hi[last], hi[last], s, w_dot, offset, scale_q, reverse)
+    elif R - r == 1:
+        _high_row_acc(out[r], hi[r], s_rows[r], w_dot, offset, scale_q, reverse)
+    return R
+
+
+@njit(**_FLAGS)
+def _high_four(o0, o1, o2, o3, h0, h1, h2, h3, s4, w_dot, offset, scale_q, reverse):
+    """Four rows' high parts h0..h3 (scales s4) into o0..o3, two panels at a
+    time: sixteen chains, as the eight-row tile has."""
+    P = w_dot.shape[0]
+    Q = 4 * DOT_LANES
+    zero = dot_zero(w_dot)
+    for i in range(0, P - 1, 2):
+        pa, pb = (P - 1 - i, P - 2 - i) if reverse else (i, i + 1)
+        wa, wb = w_dot[pa], w_dot[pb]
+        s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero  # row, vector: panel a
+        t00 = t01 = t10 = t11 = t20 = t21 = t30 = t31 = zero  # and panel b
+        for k in range(w_dot.shape[1]):
+            qa0, qa1 = vload_quads(wa, k, 0), vload_quads(wa, k, Q)
+            qb0, qb1 = vload_quads(wb, k, 0), vload_quads(wb, k, Q)
+            s00, s01 = _high_quads(h0, k, qa0, qa1, s00, s01)
+            t00, t01 = _high_quads(h0, k, qb0, qb1, t00, t01)
+            s10, s11 = _high_quads(h1, k, qa0, qa1, s10, s11)
+            t10, t11 = _high_quads(h1, k, qb0, qb1, t10, t11)
+            s20, s21 = _high_quads(h2, k, qa0, qa1, s20, s21)
+            t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
+            s30, s31 = _high_quads(h3, k, qa0, qa1, s30, s31)
+            t30, t31 = _high_quads(h3, k, qb0, qb1, t30, t31)
+        _high_add4(o0, o1, o2, o3, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
+                   offset, scale_q, s4)
+        _high_add4(o0, o1, o2, o3, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
+                   offset, scale_q, s4)
+    if P % 2 == 1:
+        p = 0 if reverse else P - 1
+        w = w_dot[p]
+        s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+        for k in range(w_dot.shape[1]):
+            q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
+            s00, s01 = _high_quads(h0, k, q0, q1, s00, s01)
+            s10, s11 = _high_quads(h1, k, q0, q1, s10, s11)
+            s20, s21 = _high_quads(h2, k, q0, q1, s20, s21)
+            s30, s31 = _high_quads(h3, k, q0, q1, s30, s31)
+        _high_add4(o0, o1, o2, o3, p * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
+                   offset, scale_q, s4)
+
+
+@njit(inline="always", **_FLAGS)
+def _high_add4(o0, o1, o2, o3, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset,
+               scale_q, s4):
+    """Four rows' two vectors of high sums (row, vector) into columns j.. of o0..o3."""
+    _dot_add2(o0, j, zero, s00, zero, s01, offset, scale_q, s4[0])
+    _dot_add2(o1, j, zero, s10, zero, s11, offset, scale_q, s4[1])
+    _dot_add2(o2, j, zero, s20, zero, s21, offset, scale_q, s4[2])
+    _dot_add2(o3, j, zero, s30, zero, s31, offset, scale_q, s4[3])
+
+
+@njit(**_FLAGS)
+def _high_row_acc(out_row, hi, s_x, w_dot, offset, scale_q, reverse):
+    """One row's high parts alone, four panels at a time (eight chains: one
+    row has no other rows to share a weight load with, so the loads bound it);
+    row_dot_acc's bits."""
+    P = w_dot.shape[0]
+    Q = 4 * DOT_LANES
+    zero = dot_zero(w_dot)
+    for i in range(0, P - P % 4, 4):
+        p0, p1, p2, p3 = ((P - 1 - i, P - 2 - i, P - 3 - i, P - 4 - i) if reverse
+                          else (i, i + 1, i + 2, i + 3))
+        w0, w1, w2, w3 = w_dot[p0], w_dot[p1], w_dot[p2], w_dot[p3]
+        a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = zero
+        for k in range(w_dot.shape[1]):
+            a0, a1 = _high_quads(hi, k, vload_quads(w0, k, 0), vload_quads(w0, k, Q), a0, a1)
+            b0, b1 = _high_quads(hi, k, vload_quads(w1, k, 0), vload_quads(w1, k, Q), b0, b1)
+            c0, c1 = _high_quads(hi, k, vload_quads(w2, k, 0), vload_quads(w2, k, Q), c0, c1)
+            d0, d1 = _high_quads(hi, k, vload_quads(w3, k, 0), vload_quads(w3, k, Q), d0, d1)
+        _dot_add2(out_row, p0 * DOT_NR, zero, a0, zero, a1, offset, scale_q, s_x)
+        _dot_add2(out_row, p1 * DOT_NR, zero, b0, zero, b1, offset, scale_q, s_x)
+        _dot_add2(out_row, p2 * DOT_NR, zero, c0, zero, c1, offset, scale_q, s_x)
+        _dot_add2(out_row, p3 * DOT_NR, zero, d0, zero, d1, offset, scale_q, s_x)
+    for i in range(P - P % 4, P):
+        p = P - 1 - i if reverse else i
+        w = w_dot[p]
+        a0 = a1 = zero
+        for k in range(w_dot.shape[1]):
+            a0, a1 = _high_quads(hi, k, vload_quads(w, k, 0), vload_quads(w, k, Q), a0, a1)
+        _dot_add2(out_row, p * DOT_NR, zero, a0, zero, a1, offset, scale_q, s_x)
 
 
 @njit(inline="always", **_FLAGS)
