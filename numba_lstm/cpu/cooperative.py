@@ -152,7 +152,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
             for q in range(q_first, q_end):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
-                # (rows, GU) += (rows, K) @ (K, GU): int8 x the rows' grid, else float
+                # (rows, GU) += (rows, K) @ (K, GU): int8 or bfloat16 x the rows' grid, else float
                 if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                            s_rows[:r1 - r0], dot, q, False, eight_bit)):
                     gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
@@ -227,8 +227,8 @@ def _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q
         for b in range(B):
             copy_row(rows[b, :S], acc[b, :S])
             copy_row(bias_h[q, S:], acc[b, S:])
-    # (B, GU) += (B, H) @ (H, GU): int8 x h's 8-bit grid where the dot layout covers
-    # whole panels and every h is finite, else float32
+    # (B, GU) += (B, H) @ (H, GU): int8 x h's 8-bit grid (bfloat16 x h's) where the
+    # dot layout covers whole panels and every h is finite, else float32
     dot = recurrence_dot(quantized)
     use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
                and quantize_rows(h_prev, lo, hi, s_rows, dot, True))
@@ -281,7 +281,7 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
     """
     nb = w_hh.shape[0]
     in_place = h_in_out(lengths, steps)
-    k_bytes = dot_k_bytes(recurrence_dot(quantized))  # the int8 dot kernel's h bytes, or 0
+    k_bytes = dot_k_bytes(recurrence_dot(quantized))  # a dot kernel's h bytes, or 0
     B = c.shape[0]
     lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
     s_rows = np.empty(B, np.float32)

@@ -336,7 +336,7 @@ def _is_bf16(w_dot):
 
 
 def dot_row(lo, hi, k4, sums):
-    """(a, b): a row's operands for the dot layout's row k4 (see _by_sums)."""
+    """(a, b): a row's operands for the dot layout's row k4 (the bytes, or int16 pairs)."""
 
 
 @overload(dot_row, inline="always", jit_options=_FLAGS)

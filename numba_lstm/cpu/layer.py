@@ -116,7 +116,7 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     out         (T, B, D*H_out) written here, 0 at padded steps; h_n, c_n as h0, c0
     panels      the step's matmul on register tiles (batch >= 2), else on the
                 axpy rows; only the team's task has the tiles (WITH_PANELS)
-    hh_dot      None, or an int8 layer's W_hh^T in the dot layout (w_dot (D, P, K4,
+    hh_dot      None, or a quantized layer's W_hh^T in a dot layout (w_dot (D, P, K4,
                 4 * DOT_NR), offset (D, G), scale (D, G): packing.dot_layout): the
                 panel steps then multiply h on a per-row 8-bit grid by vpdpbusd,
                 a step whose h is not all finite on the float panels
@@ -164,7 +164,7 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                 copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                 copy_row(bias[d, 1, S:], gates[r, S:])
         if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
-            # (nb, G) += (nb, K) @ (K, G), int8 x h's 8-bit grid where it can
+            # (nb, G) += (nb, K) @ (K, G), int8 x h's 8-bit grid (or bfloat16 x h's) where it can
             if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True)
                     and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d, s % 2 == 1, True)):
                 # column int64 0, not a literal: the projection's call

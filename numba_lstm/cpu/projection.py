@@ -32,7 +32,7 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
     w_ih (D, P, I, NR) each direction's W_ih^T in panels. Every thread of a
     job calls it with the same counters (int64, zero before the first call);
     it returns once every block is done, by whichever thread. ih_dot: None,
-    or an int8 layer's W_ih^T in the dot layout (packing.dot_layout): each
+    or a quantized layer's W_ih^T in a dot layout (packing.dot_layout): each
     block of rows is then quantized to int16 once for every direction (to 8
     bits, h's grid, with ``eight_bit``: x is the hidden state of the layer
     below), and a block holding a row that is not finite takes the float

@@ -68,7 +68,7 @@ def _dot_blocks(dot):
 
 
 def quantized_row_step(recurrence, q, gx_row, h_prev, lo, hi, c, h_next, out_row, reverse):
-    """Block q's batch-1 step on the stored weights: the int8 dot kernel where it
+    """Block q's batch-1 step on the stored weights: a dot kernel where it
     has the layout and h_prev is finite, else the widening one (row_step); False,
     doing nothing, where neither can run it or the stack is a float one."""
 
