@@ -881,33 +881,13 @@ def _rows_on_grid(m, grid):
     return np.stack([grid(row) for row in m])
 
 
-def _layer_oracle_forced(cell, params, x, out, D, weights):
-    """_layers_oracle of one layer, each step from the kernel's h before it
-    (out's row; zeros first) and the oracle's own c."""
-    x_grid, h_grid = GRIDS[weights]
-    T = x.shape[0]
-    want = np.empty(out.shape)
-    for d, suffix in enumerate(("", "_reverse")[:D]):
-        p = {name: params[f"{name}_l0{suffix}"]
-             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        H = p["weight_hh"].shape[1]
-        h = np.zeros((x.shape[1], H))
-        c = np.zeros_like(h) if cell.has_cell_state else None
-        for t in (range(T - 1, -1, -1) if d else range(T)):
-            gx = _rows_on_grid(x[t], x_grid) @ p["weight_ih"].T + p["bias_ih"]
-            gh = _rows_on_grid(h, h_grid) @ p["weight_hh"].T + p["bias_hh"]
-            new_h, c = cell.reference_step(gx, gh, h, c)
-            want[t, :, d * H:(d + 1) * H] = new_h
-            h = out[t, :, d * H:(d + 1) * H].astype(np.float64)  # the kernel's
-    return want
-
-
-def _layers_oracle(cell, params, x, L, D, weights="int8"):
+def _layers_oracle(cell, params, x, L, D, weights="int8", kernel_out=None):
     """NumPy layers of an int8 stack on the dot kernel's terms (torch's names,
     any cell): every row of each step's input and h on a grid of its own (x's
     int16, h's and the layers above the first's inputs 8 bits; bfloat16:
     GRIDS' roundings), the dequantized weights, float64. Returns the output
-    (T, B, D*H)."""
+    (T, B, D*H). With ``kernel_out`` (L = 1), each step starts from the
+    kernel's h before it (its output's row) and the oracle's own c."""
     x_grid, h_grid = GRIDS[weights]
     below = x.astype(np.float64)
     T = x.shape[0]
@@ -924,8 +904,8 @@ def _layers_oracle(cell, params, x, L, D, weights="int8"):
                 gx = (_rows_on_grid(below[t], h_grid if k else x_grid)
                       @ p["weight_ih"].T + p["bias_ih"])
                 gh = _rows_on_grid(h, h_grid) @ p["weight_hh"].T + p["bias_hh"]
-                h, c = cell.reference_step(gx, gh, h, c)
-                out[t] = h
+                out[t], c = cell.reference_step(gx, gh, h, c)
+                h = out[t] if kernel_out is None else kernel_out[t, :, d * H:(d + 1) * H]
             outs.append(out)
         below = np.concatenate(outs, axis=2)
     return below
@@ -957,10 +937,8 @@ def test_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, f
     out, _ = q(x)
     cell = cells.LSTM if family == "LSTM" else cells.GRU
     D = 2 if kw else 1
-    if weights == "int8":
-        want = _layers_oracle(cell, _dequantized(q), x, L, D, weights)
-    else:
-        want = _layer_oracle_forced(cell, _dequantized(q), x, out, D, weights)
+    want = _layers_oracle(cell, _dequantized(q), x, L, D, weights,
+                          None if weights == "int8" else out)
     np.testing.assert_allclose(out, want, rtol=0, atol=2e-5)
     x[5, 3, 0] = np.nan  # a row not finite: its blocks and steps take the float panels
     out, _ = q(x)

@@ -538,14 +538,10 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
                 s60, s61 = _high_quads(h6, k, q0, q1, s60, s61)
                 s70, s71 = _high_quads(h7, k, q0, q1, s70, s71)
             j = p * DOT_NR
-            _dot_add2(out[r], j, zero, s00, zero, s01, offset, scale_q, s_rows[r])
-            _dot_add2(out[r + 1], j, zero, s10, zero, s11, offset, scale_q, s_rows[r + 1])
-            _dot_add2(out[r + 2], j, zero, s20, zero, s21, offset, scale_q, s_rows[r + 2])
-            _dot_add2(out[r + 3], j, zero, s30, zero, s31, offset, scale_q, s_rows[r + 3])
-            _dot_add2(out[r + 4], j, zero, s40, zero, s41, offset, scale_q, s_rows[r + 4])
-            _dot_add2(out[r + 5], j, zero, s50, zero, s51, offset, scale_q, s_rows[r + 5])
-            _dot_add2(out[r + 6], j, zero, s60, zero, s61, offset, scale_q, s_rows[r + 6])
-            _dot_add2(out[r + 7], j, zero, s70, zero, s71, offset, scale_q, s_rows[r + 7])
+            _high_add4(out[r], out[r + 1], out[r + 2], out[r + 3], j, s00, s01, s10, s11,
+                       s20, s21, s30, s31, zero, offset, scale_q, s_rows[r:r + 4])
+            _high_add4(out[r + 4], out[r + 5], out[r + 6], out[r + 7], j, s40, s41, s50, s51,
+                       s60, s61, s70, s71, zero, offset, scale_q, s_rows[r + 4:r + 8])
     r = R - R % 8
     if R % 8 >= 4:
         _high_four(out[r], out[r + 1], out[r + 2], out[r + 3], hi[r], hi[r + 1], hi[r + 2],

@@ -125,6 +125,17 @@ def vload_widened(typingctx, arr, i, j):
     return F32(arr, i, j), codegen
 
 
+def _bf16_halves(builder, v):
+    """The even and the odd bfloat16 of each 32-bit lane of v, as float32 Vecs
+    (exactly: a bfloat16 is a float32's upper half)."""
+    n = v.type.count
+    words = ir.VectorType(ir.IntType(32), n)
+    floats = ir.VectorType(ir.FloatType(), n)
+    even = builder.bitcast(builder.shl(v, ir.Constant(words, [16] * n)), floats)
+    odd = builder.bitcast(builder.and_(v, ir.Constant(words, [-65536] * n)), floats)
+    return even, odd
+
+
 @intrinsic
 def vload_bf16_halves(typingctx, arr, i, j):
     """arr[i, j : j + 2 * lanes] (bfloat16 bits in uint16, the two vectors'
@@ -136,13 +147,9 @@ def vload_bf16_halves(typingctx, arr, i, j):
 
     def codegen(context, builder, sig, args):
         ptr = _element_pointer(context, builder, sig, args, 2)
-        lanes = F32.lanes
-        words = ir.VectorType(ir.IntType(32), lanes)
+        words = ir.VectorType(ir.IntType(32), F32.lanes)
         value = builder.load(builder.bitcast(ptr, words.as_pointer()), align=2)
-        floats = ir.VectorType(ir.FloatType(), lanes)
-        first = builder.bitcast(builder.shl(value, ir.Constant(words, [16] * lanes)), floats)
-        second = builder.bitcast(builder.and_(value, ir.Constant(words, [-65536] * lanes)), floats)
-        return context.make_tuple(builder, sig.return_type, [first, second])
+        return context.make_tuple(builder, sig.return_type, list(_bf16_halves(builder, value)))
     return types.UniTuple(F32, 2)(arr, i, j), codegen
 
 
@@ -236,17 +243,6 @@ class _BFloat(_BaseFloatType):
 
 
 _BFloat._create_instance()
-
-
-def _bf16_halves(builder, v):
-    """The even and the odd bfloat16 of each 32-bit lane of v, as float32 Vecs
-    (exactly: a bfloat16 is a float32's upper half)."""
-    n = v.type.count
-    words = ir.VectorType(ir.IntType(32), n)
-    floats = ir.VectorType(ir.FloatType(), n)
-    even = builder.bitcast(builder.shl(v, ir.Constant(words, [16] * n)), floats)
-    odd = builder.bitcast(builder.and_(v, ir.Constant(words, [-65536] * n)), floats)
-    return even, odd
 
 
 def _dpbf16_emulated(builder, acc, a, b):
