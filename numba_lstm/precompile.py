@@ -21,21 +21,25 @@ WEIGHTS = ("float32", "int8", "bfloat16")  # how weight matrices are stored
 _CASES = {"team": (3, 2, 1, 0), "stream_step": (1, 1, 1, 0), "panels_fused": (3, 4, 1, 0),
           "panels": (3, 4, 1, 0), "axpy": (3, 1, 1, 0), "axpy threaded": (3, 2, 1, 0),
           "axpy projection": (3, 2, 1, 2)}
+# The strategies a quantized layer on the dot kernels can be given (cpu.STRATEGIES'
+# prefer): its layouts only exist from a hidden size of one dot panel up, so
+# these cases run a second, larger module.
+_DOT_STRATEGIES = ("team", "stream_step", "panels")
 
 
-def _modules(family: str, dtype: str, directions: int, proj: int):
+def _modules(family: str, dtype: str, directions: int, proj: int, hidden: int = 16):
     import numba_lstm as nl
 
     bidirectional = directions == 2
     if family == "lstm":
-        return [nl.LSTM(3, 16, 2, bidirectional=bidirectional, proj_size=proj, dtype=dtype)]
+        return [nl.LSTM(3, hidden, 2, bidirectional=bidirectional, proj_size=proj, dtype=dtype)]
     if family == "gru":
-        return [nl.GRU(3, 16, 2, bidirectional=bidirectional, dtype=dtype)]
+        return [nl.GRU(3, hidden, 2, bidirectional=bidirectional, dtype=dtype)]
     if family == "rnn":
-        return [nl.RNN(3, 16, 2, nonlinearity=n, bidirectional=bidirectional, dtype=dtype)
+        return [nl.RNN(3, hidden, 2, nonlinearity=n, bidirectional=bidirectional, dtype=dtype)
                 for n in ("tanh", "relu")]
     if family == "layernorm":
-        return [] if bidirectional else [nl.LayerNormLSTM(3, 16, 2, dtype=dtype)]
+        return [] if bidirectional else [nl.LayerNormLSTM(3, hidden, 2, dtype=dtype)]
     raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
@@ -69,7 +73,8 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
     strategy by strategy, into Numba's on-disk cache. ``weights`` other than
     float32 add the quantized modules (float32, module.quantize) of the
     families that have them: their team job is a kernel of its own. Returns one
-    record per (family, dtype, weights, strategy) run: the seconds it took.
+    record per (family, dtype, weights, strategy) run: the seconds it took, and
+    whether a module it ran had the dot layouts (``dot``).
 
     ``cache_dir`` sets NUMBA_CACHE_DIR, which Numba reads when it is imported:
     it must come before anything imports numba (the CLI's ``--cache-dir`` does
@@ -82,6 +87,7 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
         _use_cache_dir(str(cache_dir))
     from numba_lstm import cpu
     from numba_lstm._config import CACHE
+    from numba_lstm.cpu.dot_gemm import DOT_NR
     from numba_lstm.cpu.warm import mark_ready
 
     wanted = None if strategies is None else set(strategies)
@@ -99,6 +105,10 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                 if proj and family != "lstm" or wanted is not None and strategy not in wanted:
                     continue
                 modules = _modules(family, dtype, D, proj)
+                if quantized and strategy in _DOT_STRATEGIES:
+                    # H = one dot panel: the dot kernels where the CPU takes them
+                    # (the 16 above then reads float32 values or widens).
+                    modules += _modules(family, dtype, D, proj, hidden=DOT_NR)
                 if quantized:
                     modules = [m.quantize(stored) for m in modules]
                 start = time.perf_counter()
@@ -106,8 +116,10 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                 if any(ran):
                     compiled.add(strategy)
                     seconds = time.perf_counter() - start
+                    dot = any(r and m._layers[0].dot_layout() is not None
+                              for m, r in zip(modules, ran, strict=True))
                     records.append(dict(family=family, dtype=dtype, weights=stored,
-                                        strategy=strategy, seconds=seconds))
+                                        strategy=strategy, seconds=seconds, dot=dot))
                     if progress:
                         progress(f"{family:<9} {dtype:<7} {stored:<8} {strategy:<16} "
                                  f"{seconds:6.2f} s")

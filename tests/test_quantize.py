@@ -875,6 +875,14 @@ def test_compile_runs_the_quantized_team_job():
     assert ("layernorm", "float32", "panels") in ran
     assert not any(f == "layernorm" and w != "float32" for f, w, _ in ran)
     assert cooperative.serve_quantized_float32.signatures
+    # Where the CPU takes the dot layouts, compile ran them too: they exist only
+    # from a hidden size of one dot panel up.
+    from numba_lstm.cpu.packing import dot_default
+
+    dot = {(r["weights"], r["strategy"]) for r in records if r["family"] == "lstm" and r["dot"]}
+    for weights in ("int8", "bfloat16"):
+        if dot_default(weights):
+            assert {(weights, s) for s in ("team", "stream_step", "panels")} <= dot, weights
 
 
 def _rows_on_grid(m, grid):
