@@ -5,10 +5,11 @@ Such a child is one core's worth of Numba compilation for tens of seconds,
 and the suite in this process mostly compiles on one core too. conftest.py
 queues the job of every collected test marked ``@in_background(job)``,
 moves those tests to the end of the session and starts the queue once
-collection ends. The jobs run one after another, after the CUDA simulator's
-child (started the same way), so that no more than two processes compile at
-once. Each test waits for its job's result and makes its assertions on it;
-a job never queued (a test run on its own) runs when its test asks.
+collection ends. The jobs run one after another, after the children queued
+before them (wait_first: tests/prefill.py's, then the CUDA simulator's), so
+that no more than two processes compile at once. Each test waits for its
+job's result and makes its assertions on it; a job never queued (a test run
+on its own) runs when its test asks.
 
 A job is a function without arguments that returns what its test checks; it
 makes its own temporary directories.
@@ -42,13 +43,13 @@ def enqueue(job: Job) -> None:
 
 
 def wait_first(wait: Callable[[], object]) -> None:
-    """Have the queue call ``wait()`` before its first job."""
+    """Have the queue call ``wait()`` before its first job (in the order asked)."""
     _BEFORE.append(wait)
 
 
 def start() -> None:
     """Run the queue on a daemon thread (once)."""
-    if _QUEUE and not _STARTED.is_set():
+    if (_QUEUE or _BEFORE) and not _STARTED.is_set():
         _STARTED.set()
         threading.Thread(target=_run_queue, name="background-tests", daemon=True).start()
 

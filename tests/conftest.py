@@ -38,16 +38,20 @@ def assert_close(actual, expected, dtype, what=""):
 
 
 def pytest_collection_modifyitems(config, items):
-    # Child processes that compile on an empty cache run beside the rest of the
-    # suite, one at a time: the CUDA simulator suite first (tests/test_cuda.py),
+    # Child processes that compile run beside the rest of the suite, one at a
+    # time: the suite's costliest kernels into its own cache first
+    # (tests/prefill.py), then the CUDA simulator suite (tests/test_cuda.py),
     # then the jobs of the tests marked in_background (tests/background.py).
     # Their tests move to the end, so that the suite only waits for them there.
     import background
+    import prefill
 
+    if any(item.path.name in prefill.MODULES for item in items):
+        background.wait_first(prefill.run)
     waiting = []
     for item in items:
         if item.name == "test_cuda_suite_in_simulator":
-            item.module.start_simulator_suite()
+            background.wait_first(item.module.start_simulator_suite)
             background.wait_first(item.module.wait_for_simulator_suite)
             waiting.append(item)
         job = getattr(getattr(item, "function", None), "background_job", None)

@@ -2,12 +2,11 @@
 
 NUMBA_ENABLE_CUDASIM must be set before numba is imported, and this process
 imported numba long ago, so the CUDA tests run in a child interpreter. The
-child starts when this test is collected (conftest.py), so that it runs on
-the second core while the rest of the suite compiles on the first (the
-background jobs of tests/background.py follow it there): the
-simulator is pure Python, and the suite is mostly single-threaded Numba
-compilation. On a machine with a GPU they run in-process instead and this
-driver skips.
+child runs on the second core while the rest of the suite compiles on the
+first (conftest.py queues it after tests/prefill.py's child, and the
+background jobs of tests/background.py follow it): the simulator is pure
+Python, and the suite is mostly single-threaded Numba compilation. On a
+machine with a GPU they run in-process instead and this driver skips.
 """
 
 import atexit
@@ -16,11 +15,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 _RUN: dict = {}
+_STARTING = threading.Lock()
 
 
 def _gpu_here() -> bool:
@@ -38,8 +39,13 @@ def _wanted() -> bool:
 
 def start_simulator_suite() -> None:
     """Start the child run now (once); the test waits for it."""
-    if _RUN or not _wanted():
-        return
+    with _STARTING:  # from the background thread or from the test, whichever is first
+        if _RUN or not _wanted():
+            return
+        _start()
+
+
+def _start() -> None:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     tests = Path(__file__).parent / "cuda"
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block it
