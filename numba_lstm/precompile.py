@@ -22,8 +22,8 @@ _CASES = {"team": (3, 2, 1, 0), "stream_step": (1, 1, 1, 0), "panels_fused": (3,
           "panels": (3, 4, 1, 0), "axpy": (3, 1, 1, 0), "axpy threaded": (3, 2, 1, 0),
           "axpy projection": (3, 2, 1, 2)}
 # The strategies a quantized layer on the dot kernels can be given (cpu.STRATEGIES'
-# prefer): its layouts only exist from a hidden size of one dot panel up, so
-# these cases run a second, larger module.
+# prefer): its layouts only exist from packing.first_dot_hidden up, so these
+# cases run a second, larger module.
 _DOT_STRATEGIES = ("team", "stream_step", "panels")
 
 
@@ -87,7 +87,7 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
         _use_cache_dir(str(cache_dir))
     from numba_lstm import cpu
     from numba_lstm._config import CACHE
-    from numba_lstm.cpu.dot_gemm import DOT_NR
+    from numba_lstm.cpu.packing import first_dot_hidden
     from numba_lstm.cpu.warm import mark_ready
 
     wanted = None if strategies is None else set(strategies)
@@ -106,9 +106,9 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                     continue
                 modules = _modules(family, dtype, D, proj)
                 if quantized and strategy in _DOT_STRATEGIES:
-                    # H = one dot panel: the dot kernels where the CPU takes them
-                    # (the 16 above then reads float32 values or widens).
-                    modules += _modules(family, dtype, D, proj, hidden=DOT_NR)
+                    # The dot kernels where the CPU takes them (the 16 above
+                    # then reads float32 values or widens).
+                    modules += _modules(family, dtype, D, proj, hidden=first_dot_hidden(stored))
                 if quantized:
                     modules = [m.quantize(stored) for m in modules]
                 start = time.perf_counter()

@@ -60,3 +60,13 @@ def pytest_collection_modifyitems(config, items):
             waiting.append(item)
     items[:] = [item for item in items if item not in waiting] + waiting
     background.start()
+
+
+@pytest.fixture
+def dot_at_any_size(monkeypatch):
+    """Quantized layers of any hidden size take the dot layouts where the CPU
+    does (by default only from packing.DOT_MIN_HIDDEN, where they pay): the
+    tests' small layers then run the dot kernels."""
+    from numba_lstm.cpu import packing
+
+    monkeypatch.setattr(packing, "DOT_MIN_HIDDEN", {"int8": 0, "bfloat16": 0})

@@ -124,7 +124,8 @@ def test_a_stream_steps_on_the_team_once_its_weights_pass_one_cores_l2(layout, w
 
 @pytest.mark.parametrize("weights", ["float32", "int8", "bfloat16"])
 def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(weights,
-                                                                             monkeypatch):
+                                                                             monkeypatch,
+                                                                             dot_at_any_size):
     # From batch 16 a stack's batch is split across threads, unless W_hh, as
     # the steps read it, is past one core's L2 (faked here) and the batch
     # leaves each thread fewer than UNIT_SPLIT_MAX_TILES row tiles: then the
@@ -152,7 +153,8 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
 
 
 @pytest.mark.parametrize("weights", ["float32", "int8"])
-def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, monkeypatch):
+def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, monkeypatch,
+                                                                    dot_at_any_size):
     # A bidirectional layer whose W_hh (as its steps read it) is at least the
     # L3 (faked) gives every thread a batch slice of each direction in turn,
     # from TILE_ROWS // 2 rows a thread; the numbers are a direction a task's.
@@ -190,8 +192,8 @@ def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, mon
 
 
 @pytest.mark.parametrize("weights", ["float32", "int8"])
-def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fast(weights,
-                                                                                  monkeypatch):
+def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fast(
+        weights, monkeypatch, dot_at_any_size):
     # From TILE_ROWS rows a task, a layer whose [W_ih; W_hh] take at most half of
     # the L3 (faked here) projects each step in its product on a CPU whose L3
     # feeds each core fast (faked), and the batch split then takes the stack

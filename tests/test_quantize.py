@@ -167,7 +167,8 @@ def test_a_sequence_does_not_depend_on_its_batch_at_large_batch(weights):
 @pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("family,kw", [("GRU", {}), ("LSTM", dict(bidirectional=True)),
                                        ("GRU", dict(num_layers=2, bidirectional=True))])
-def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family, kw):
+def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family, kw,
+                                                                 dot_at_any_size):
     # The layers the team does not run: batch 8 on the panel steps, batch 1 on
     # the axpy rows, or on the panel steps' dot kernels for int8 with vpdpbusd
     # (each row of x and h on its own grid: the axpy rows would multiply them
@@ -183,7 +184,8 @@ def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family
 
 @pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("H", [16, 40, 64])
-def test_a_quantized_row_gets_the_same_numbers_on_every_path(H, weights, monkeypatch):
+def test_a_quantized_row_gets_the_same_numbers_on_every_path(H, weights, monkeypatch,
+                                                             dot_at_any_size):
     # Batch 1 (the team or the layers), 8 (the team's batch steps), 24 (the
     # panel steps) and a stream of steps: one set of activation grids, or none
     # (H not a multiple of the dot panel: float32 values everywhere). With h on
@@ -205,7 +207,30 @@ def test_a_quantized_row_gets_the_same_numbers_on_every_path(H, weights, monkeyp
     np.testing.assert_allclose(steps, want, rtol=0, atol=1e-6)
 
 
-def test_the_team_takes_an_int8_stack_only_where_its_blocks_fill_dot_panels(monkeypatch):
+@pytest.mark.parametrize("weights", FORMATS)
+def test_small_layers_keep_float_products_below_the_dot_minimum(weights, monkeypatch):
+    # Putting h on its grid costs a row O(H) a step, which the dot's cheaper
+    # products repay only from packing.DOT_MIN_HIDDEN: below it a quantized
+    # stack has no dot layout on any path (the choice is the module's, never a
+    # call's batch), from it it has them on every path (the CPU's flags faked).
+    from numba_lstm.cpu import packing
+    from numba_lstm.cpu.dot_gemm import DOT_NR
+
+    monkeypatch.setattr(packing, "DOT_BY_DEFAULT", True)
+    monkeypatch.setattr(packing, "BF16_DOT_BY_DEFAULT", True)
+    first = packing.first_dot_hidden(weights)
+    assert first % DOT_NR == 0 and first >= packing.DOT_MIN_HIDDEN[weights] > first - DOT_NR
+    for H, dot in ((first - DOT_NR, False), (first, True)):
+        q = nl.LSTM(8, H, num_layers=2).quantize(weights)
+        assert all((layer.dot_layout() is not None) == dot for layer in q._layers), H
+        assert (q._layers.quantized_step() is not None) == dot, H
+        assert (q._layers.team_quantized_blocks(2)[3].size > 0) == dot, H
+        assert (q._layers.team_quantized_projection(2)[0].size > 0) == dot, H
+    assert packing.dot_default(weights, first - DOT_NR, dot=True)  # a caller may force it
+
+
+def test_the_team_takes_an_int8_stack_only_where_its_blocks_fill_dot_panels(monkeypatch,
+                                                                           dot_at_any_size):
     from numba_lstm import cpu
     from numba_lstm.cpu.dot_gemm import DOT_NR
 
@@ -312,7 +337,7 @@ def test_int8_error_is_at_most_half_of_torchs_dynamic_qint8(shape_id):
 # -- the kernels that read the stored weights ----------------------------------------------
 @pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("layers", [1, 2])
-def test_the_batch_1_team_reads_the_stored_weights(weights, layers):
+def test_the_batch_1_team_reads_the_stored_weights(weights, layers, dot_at_any_size):
     from numba_lstm import cpu
 
     if cpu.TEAM.size < 2:
@@ -738,11 +763,11 @@ def _stream_oracle(params, xs, L, H, weights="int8"):
 
 
 @pytest.fixture
-def dot_streaming(monkeypatch):
-    """The dot kernels' layouts built on any CPU, int8's and bfloat16's, so
-    that they run on its micro-kernel (dot_gemm.PAIRS or vpdpbusd; vdpbf16ps
-    or its emulation), including where the dispatch alone prefers the float
-    panels."""
+def dot_streaming(monkeypatch, dot_at_any_size):
+    """The dot kernels' layouts built on any CPU and at any size, int8's and
+    bfloat16's, so that they run on its micro-kernel (dot_gemm.PAIRS or
+    vpdpbusd; vdpbf16ps or its emulation), including where the dispatch alone
+    prefers the float panels."""
     from numba_lstm.cpu import packing
 
     monkeypatch.setattr(packing, "DOT_BY_DEFAULT", True)
@@ -877,11 +902,11 @@ def test_compile_runs_the_quantized_team_job():
     assert cooperative.serve_quantized_float32.signatures
     # Where the CPU takes the dot layouts, compile ran them too: they exist only
     # from a hidden size of one dot panel up.
-    from numba_lstm.cpu.packing import dot_default
+    from numba_lstm.cpu.packing import dot_default, first_dot_hidden
 
     dot = {(r["weights"], r["strategy"]) for r in records if r["family"] == "lstm" and r["dot"]}
     for weights in ("int8", "bfloat16"):
-        if dot_default(weights):
+        if dot_default(weights, first_dot_hidden(weights)):
             assert {(weights, s) for s in ("team", "stream_step", "panels")} <= dot, weights
 
 
