@@ -173,11 +173,13 @@ def cmd_bench(args) -> int:
     if unknown:
         raise CLIError(f"unknown shape(s) {unknown}; choose from {list(bench.BY_ID)}")
     if args.unseen is not None:
-        if shapes or args.weights != "float32":
-            raise CLIError("--unseen picks the shapes itself: it takes no --shapes or --weights")
+        if shapes:
+            raise CLIError("--unseen picks the shapes itself: it takes no --shapes")
         if args.unseen < 1:
             raise CLIError(f"--unseen expects a count of shapes of at least 1, got {args.unseen}")
-        shapes = bench.unseen_shapes(args.unseen, args.seed)
+        # The quantized peers are LSTMs (ONNX Runtime quantizes no GRU).
+        families = ("LSTM", "GRU") if args.weights == "float32" else ("LSTM",)
+        shapes = bench.unseen_shapes(args.unseen, args.seed, families)
     peers = args.peers.split(",") if args.peers else None
     unknown = [p for p in peers or [] if p not in bench.PEERS]
     if unknown:
@@ -304,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--unseen", type=int, metavar="N",
                        help="instead of the bench's shapes, N random ones of the floor's regime "
                        "(batch 1-16, H 64-1024, T 64-1000, 1-4 layers, either direction, "
-                       "LSTM or GRU), each held to the floor (1.0x each peer)")
+                       "LSTM or GRU; LSTM with --weights), each held to the floor (1.0x each "
+                       "peer)")
     bench.add_argument("--seed", type=int, default=0, help="--unseen's shapes (default 0)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.set_defaults(func=cmd_bench)

@@ -77,6 +77,7 @@ def test_the_quantized_bench_times_and_checks_every_runner_it_can():
     report = quantized.run("int8", ["S8"], rounds=1, min_seconds=0.001)
     row = report["results"][0]
     assert {"numba_lstm", "numba_lstm_float32"} <= set(row["seconds"])
+    assert row["targets"] == quantized.TARGETS["S8"] and row["described"] is None
     assert set(row["ratios"]) == set(row["seconds"]) - {"numba_lstm"}
     assert 0 < row["error_vs_float32"]["numba_lstm"] <= 5e-3
     for peer in ("torch_qint8", "onnxruntime_qint8"):
@@ -84,6 +85,20 @@ def test_the_quantized_bench_times_and_checks_every_runner_it_can():
     table = quantized.format_table(report)
     assert table.splitlines()[2].startswith("| S8 | ")
     assert "Errors: max|Δ| against our float32 module" in table
+
+
+def test_the_quantized_bench_holds_an_unseen_shape_to_the_floor():
+    from numba_lstm.bench import quantized
+    from numba_lstm.bench.shapes import Shape
+
+    shape = Shape("U0", 2, 3, 8, 16, 1, False, "unseen, seed 0")
+    report = quantized.run("bfloat16", [shape], rounds=1, min_seconds=0.001)
+    row = report["results"][0]
+    assert row["shape"] == "U0" and row["targets"] == quantized.FLOOR
+    assert 0 < row["error_vs_float32"]["numba_lstm"] <= 2.5e-3
+    table = quantized.format_table(report)
+    assert table.splitlines()[2].startswith("| U0 | ")
+    assert "U0: LSTM B=2 T=3 I=8 H=16 L=1 (unseen, seed 0)." in table
 
 
 def test_unseen_shapes_are_the_floors_regime_and_the_same_for_a_seed():
@@ -100,6 +115,7 @@ def test_unseen_shapes_are_the_floors_regime_and_the_same_for_a_seed():
         assert s.flops() <= UNSEEN_MAX_FLOPS or s.steps < 128
         assert targets_of(s) == FLOOR
     assert {s.bidirectional for s in shapes} == {False, True}
+    assert {s.family for s in unseen_shapes(20, seed=3, families=("LSTM",))} == {"LSTM"}
     assert targets_of(BY_ID["S1"]) == {"torch": 1.5, "onnxruntime": 1.3}
 
 

@@ -116,7 +116,8 @@ def test_run_runs_whichever_family_the_file_holds(tmp_path, family, extra):
      "cannot read input"),
     (["run", FIXTURES / "lstm_zip.pt", "--input", "{tmp}/bad.npy", "--output", "{tmp}/y.npy"],
      "input.size(-1) must be equal to input_size. Expected 3, got 7"),
-    (["bench", "--unseen", "3", "--shapes", "S1"], "--unseen picks the shapes itself"),
+    (["bench", "--unseen", "3", "--shapes", "S1"],
+     "--unseen picks the shapes itself: it takes no --shapes"),
     (["bench", "--unseen", "0"], "--unseen expects a count of shapes of at least 1, got 0"),
 ])
 def test_failures_exit_nonzero_with_a_message(tmp_path, args, message):

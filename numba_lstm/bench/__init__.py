@@ -13,7 +13,7 @@ import numpy as np
 
 from .cores import fma_rates
 from .peers import PEERS, Unavailable
-from .shapes import BY_ID, SHAPES, Shape, targets_of, unseen_shapes
+from .shapes import BY_ID, SHAPES, Shape, describe, targets_of, unseen_shapes
 from .timing import interleaved_medians, matmul_gflops
 
 __all__ = ["SHAPES", "BY_ID", "PEERS", "Shape", "ShapeResult", "run", "format_table",
@@ -176,13 +176,6 @@ def _as_json(result: ShapeResult) -> dict:
     }
 
 
-def _describe(shape: dict) -> str:
-    """A shape the table names by id alone (an unseen one), spelled out."""
-    return (f"{shape['id']}: {shape['family']} B={shape['batch']} T={shape['steps']} "
-            f"I={shape['input_size']} H={shape['hidden_size']} L={shape['layers']}"
-            + (" bidirectional" if shape["bidirectional"] else "") + f" ({shape['note']}).")
-
-
 def _fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -217,7 +210,7 @@ def format_table(report: dict) -> str:
     machine = report.get("machine", {})
     notes = [f"CPU: {machine.get('cpu', '?')}, LLVM name {machine.get('llvm_cpu', '?')}; "
              f"kernels built for {machine.get('build', '?')}."] if machine else []
-    notes += [_describe(r["shape"]) for r in report["results"] if r["shape"]["id"] not in BY_ID]
+    notes += [describe(r["shape"]) for r in report["results"] if r["shape"]["id"] not in BY_ID]
     notes.append(f"NumPy float32 matmul (1024³) in this run: {rate:.1f} GFLOP/s.")
     if "fma" in report:
         fma = report["fma"]

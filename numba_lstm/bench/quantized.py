@@ -9,11 +9,12 @@ import logging
 import os
 import tempfile
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 
 from .peers import NumbaLSTM, OnnxRuntime, Torch, Unavailable, _require
-from .shapes import BY_ID, Shape
+from .shapes import BY_ID, Shape, describe
 from .timing import interleaved_medians
 
 ROWS = ("S2", "S3", "S6", "S8", "S9")
@@ -27,6 +28,9 @@ TARGETS = {
     "S8": {"torch_qint8": 1.5, "onnxruntime_qint8": 1.5, "onnxruntime": 3.0},
 }
 OURS = "numba_lstm"
+# A shape off the bench's rows (numba-lstm bench --weights W --unseen N) is
+# held to the floor: 1.0x both quantized peers.
+FLOOR = {"torch_qint8": 1.0, "onnxruntime_qint8": 1.0}
 
 
 class NumbaQuantized(NumbaLSTM):
@@ -106,22 +110,25 @@ def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> di
               for n, r in runners.items() if n != "numba_lstm_float32"}
     seconds = interleaved_medians({n: r.run for n, r in runners.items()}, rounds, min_seconds)
     ratios = {n: s / seconds[OURS] for n, s in seconds.items() if n != OURS}
-    targets = TARGETS.get(shape.id, {})
+    targets = TARGETS.get(shape.id, {}) if shape.id in BY_ID else FLOOR
     return {"shape": shape.id, "weights": weights, "seconds": seconds, "ratios": ratios,
+            "described": None if shape.id in BY_ID else describe(asdict(shape)),
             "error_vs_float32": errors, "targets": targets,
             "targets_met": {p: ratios[p] >= t for p, t in targets.items() if p in ratios},
             "unavailable": unavailable}
 
 
-def run(weights: str, shape_ids=None, rounds: int = 7, min_seconds: float = 0.05,
+def run(weights: str, shapes=None, rounds: int = 7, min_seconds: float = 0.05,
         progress=None) -> dict:
+    """The quantized rows, or ``shapes``: bench ids or Shape objects (unseen ones)."""
     from . import machine_info
 
     results = []
-    for sid in shape_ids or ROWS:
+    for shape in shapes or ROWS:
+        shape = BY_ID[shape] if isinstance(shape, str) else shape
         if progress:
-            progress(sid)
-        results.append(bench_row(BY_ID[sid], weights, rounds, min_seconds))
+            progress(shape.id)
+        results.append(bench_row(shape, weights, rounds, min_seconds))
     return {"machine": machine_info(), "weights": weights, "results": results}
 
 
@@ -150,6 +157,7 @@ def format_table(report: dict) -> str:
     notes = [f"CPU: {machine.get('cpu', '?')}, LLVM name {machine.get('llvm_cpu', '?')}; "
              f"kernels built for {machine.get('build', '?')}. Errors: max|Δ| against our "
              "float32 module on the same weights and input."]
+    notes += [r["described"] for r in report["results"] if r.get("described")]
     for r in report["results"]:
         for peer, why in r["unavailable"].items():
             notes.append(f"{r['shape']}: {peer} not run: {why}")

@@ -128,20 +128,29 @@ UNSEEN_INPUTS = (32, 64, 128, 256)
 UNSEEN_MAX_FLOPS = 4e10
 
 
-def unseen_shapes(n: int, seed: int = 0) -> list[Shape]:
+def unseen_shapes(n: int, seed: int = 0, families: tuple[str, ...] = ("LSTM", "GRU")
+                  ) -> list[Shape]:
     """n random shapes of the floor's regime (batch 1-16, H 64-1024, T 64-1000,
-    1-4 layers, either direction, LSTM or GRU), the same for the same seed;
-    ids U0, U1, ..."""
+    1-4 layers, either direction, of ``families``), the same for the same seed
+    and families; ids U0, U1, ..."""
     rng = np.random.default_rng(seed)
     shapes = []
     for i in range(n):
         B, H, T, I = (int(rng.choice(v)) for v in (UNSEEN_BATCHES, UNSEEN_HIDDEN, UNSEEN_STEPS,
                                                     UNSEEN_INPUTS))
         L, bidirectional = int(rng.integers(1, 5)), bool(rng.integers(0, 2))
-        family = str(rng.choice(["LSTM", "GRU"]))
+        family = str(rng.choice(list(families)))
         shape = Shape(f"U{i}", B, T, I, H, L, bidirectional, f"unseen, seed {seed}", family)
         while shape.flops() > UNSEEN_MAX_FLOPS and shape.steps >= 128:
             shape = Shape(shape.id, B, shape.steps // 2, I, H, L, bidirectional, shape.note,
                           family)
         shapes.append(shape)
     return shapes
+
+
+def describe(shape: dict) -> str:
+    """A shape a table names by id alone (an unseen one), spelled out; ``shape``
+    as dataclasses.asdict gives it (the reports' JSON)."""
+    return (f"{shape['id']}: {shape['family']} B={shape['batch']} T={shape['steps']} "
+            f"I={shape['input_size']} H={shape['hidden_size']} L={shape['layers']}"
+            + (" bidirectional" if shape["bidirectional"] else "") + f" ({shape['note']}).")
