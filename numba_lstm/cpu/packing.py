@@ -16,11 +16,13 @@ from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
 # saving (O(H^2): four multiply-adds a lane for int8, two for bfloat16, against
 # FMA's one) repays only from some H up, and later for bfloat16. Both costs
 # are per vector, so the crossing does not move with the vector width.
-# Measured on Zen 5 (T=100, two layers, batch 1-16, against the same module
-# on float32 values): int8 0.60-0.99x at H = 32, 0.72-1.15x at 64, 1.11-1.43x
-# at 96; bfloat16 0.52-0.89x at 32, 0.68-0.95x at 64, 0.85-1.06x at 96,
-# 1.01-1.16x at 128 (docs/performance.md).
-DOT_MIN_HIDDEN = {"int8": 96, "bfloat16": 128}
+# Measured on Zen 5 (batch 1-16, against the same module on float32 values):
+# at H = 32 the dot kernels lose on every path (int8 0.60-0.99x, bfloat16
+# 0.21-0.89x); at 64 int8 wins on the layer loops (bidirectional, 1.29-1.47x)
+# and is even on the team (0.72-1.15x), bfloat16 loses on the team
+# (0.68-0.95x); at 96 bfloat16 wins on the layer loops (0.96-1.38x) and is
+# even on the team (0.85-1.06x) (docs/quantization.md).
+DOT_MIN_HIDDEN = {"int8": 64, "bfloat16": 96}
 
 
 def dot_default(weights: str | None, hidden: int, dot: bool | None = None) -> bool:
