@@ -494,19 +494,25 @@ def test_the_high_byte_kernel_gives_the_two_byte_kernels_bits(R, reverse):
             dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
 
     rng = np.random.default_rng(R)
-    K, N = 70, 3 * dot_gemm.DOT_NR  # K4's padding; three panels
-    q, scale = quant.int8_rows(rng.uniform(-0.1, 0.1, (N, K)).astype(np.float32))
-    w_t = np.ascontiguousarray(q.T)
-    x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
-    lo, hi = np.empty((R, 72), np.uint8), np.empty((R, 72), np.uint8)
-    start = rng.standard_normal((R, N)).astype(np.float32)
-    fast, slow = start.copy(), start.copy()
-    run(x, _pack_quads(w_t), (128 * w_t.astype(np.int32).sum(axis=0)).astype(np.int32), scale,
-        lo, hi, np.empty(R, np.float32), fast, slow, reverse)
-    np.testing.assert_array_equal(fast, slow)
-    grid = np.stack([_int8_grid(row) for row in x])
-    want = start + grid @ quant.int8_values(q, scale).T.astype(np.float64)
-    np.testing.assert_allclose(fast, want, rtol=0, atol=1e-5)
+    # K4's padding, three panels; then six panels of K = 1030: more than one
+    # group of panels (dot_gemm.panel_group), the last one partial.
+    for K, P in ((70, 3), (1030, 6)):
+        N = P * dot_gemm.DOT_NR
+        q, scale = quant.int8_rows(rng.uniform(-0.1, 0.1, (N, K)).astype(np.float32))
+        w_t = np.ascontiguousarray(q.T)
+        w_dot = _pack_quads(w_t)
+        assert (P > dot_gemm.panel_group(w_dot)) == (K > 70)
+        x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
+        K4 = -(-K // 4) * 4
+        lo, hi = np.empty((R, K4), np.uint8), np.empty((R, K4), np.uint8)
+        start = rng.standard_normal((R, N)).astype(np.float32)
+        fast, slow = start.copy(), start.copy()
+        run(x, w_dot, (128 * w_t.astype(np.int32).sum(axis=0)).astype(np.int32), scale,
+            lo, hi, np.empty(R, np.float32), fast, slow, reverse)
+        np.testing.assert_array_equal(fast, slow)
+        grid = np.stack([_int8_grid(row) for row in x])
+        want = start + grid @ quant.int8_values(q, scale).T.astype(np.float64)
+        np.testing.assert_allclose(fast, want, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kernel", ["bytes", "pairs"])
@@ -690,18 +696,23 @@ def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, rev
             dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
 
     rng = np.random.default_rng(R)
-    K, N = 70, 3 * dot_gemm.DOT_NR  # three panels
-    bits, w = _bf16_pairs(rng, (K, N), 0.1)
-    x = rng.standard_normal((R, K)).astype(np.float32)
-    for split, grid in ((False, _bf16), (True, _bf16_split)):
-        lo, hi = np.empty((R, 2 * K), np.uint8), np.empty((R, 2 * K), np.uint8)
-        start = rng.standard_normal((R, N)).astype(np.float32)
-        fast, slow = start.copy(), start.copy()
-        run(x, _pack_pairs(bits), np.zeros(N, np.int32), np.ones(N, np.float32), lo, hi,
-            np.empty(R, np.float32), fast, slow, reverse, split)
-        np.testing.assert_array_equal(fast, slow)
-        want = start + np.stack([grid(row) for row in x]) @ w.astype(np.float64)
-        np.testing.assert_allclose(fast, want, rtol=0, atol=1e-5)
+    # Three panels; then six of K = 1030: more than one group of panels
+    # (dot_gemm.panel_group), the last one partial.
+    for K, P in ((70, 3), (1030, 6)):
+        N = P * dot_gemm.DOT_NR
+        bits, w = _bf16_pairs(rng, (K, N), 0.1)
+        w_dot = _pack_pairs(bits)
+        assert (P > dot_gemm.panel_group(w_dot)) == (K > 70)
+        x = rng.standard_normal((R, K)).astype(np.float32)
+        for split, grid in ((False, _bf16), (True, _bf16_split)):
+            lo, hi = np.empty((R, 2 * K), np.uint8), np.empty((R, 2 * K), np.uint8)
+            start = rng.standard_normal((R, N)).astype(np.float32)
+            fast, slow = start.copy(), start.copy()
+            run(x, w_dot, np.zeros(N, np.int32), np.ones(N, np.float32), lo, hi,
+                np.empty(R, np.float32), fast, slow, reverse, split)
+            np.testing.assert_array_equal(fast, slow)
+            want = start + np.stack([grid(row) for row in x]) @ w.astype(np.float64)
+            np.testing.assert_allclose(fast, want, rtol=0, atol=1e-5)
 
 
 # -- the int8 streaming step (one call per step, the dot kernel for both products) ---------

@@ -480,30 +480,39 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
         return
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
-    for r in range(R16, R - (R - R16) % 4, 4):
-        lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
-        hi0, hi1, hi2, hi3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
-        for p in range(w_dot.shape[0]):
-            w = w_dot[p]
-            l00 = l01 = l10 = l11 = l20 = l21 = l30 = l31 = zero  # row, vector: low bytes
-            h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
-            for k in range(w_dot.shape[1]):
-                q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
-                a, b = dot_row(lo0, hi0, k, zero)
-                l00, h00, l01, h01 = dot_quads(a, b, q0, q1, l00, h00, l01, h01)
-                a, b = dot_row(lo1, hi1, k, zero)
-                l10, h10, l11, h11 = dot_quads(a, b, q0, q1, l10, h10, l11, h11)
-                a, b = dot_row(lo2, hi2, k, zero)
-                l20, h20, l21, h21 = dot_quads(a, b, q0, q1, l20, h20, l21, h21)
-                a, b = dot_row(lo3, hi3, k, zero)
-                l30, h30, l31, h31 = dot_quads(a, b, q0, q1, l30, h30, l31, h31)
-            j = p * DOT_NR
-            _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
-            _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
-            _dot_add2(out[r + 2], j, l20, h20, l21, h21, offset, scale_q, s_rows[r + 2])
-            _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
+    group = panel_group(w_dot)
+    for g0 in range(0, w_dot.shape[0], group):
+        for r in range(R16, R - (R - R16) % 4, 4):
+            _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, g0,
+                                 min(g0 + group, w_dot.shape[0]), Q, zero)
     for r in range(R - (R - R16) % 4, R):
         row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
+
+
+@njit(inline="always", **_FLAGS)
+def _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, p0, p1, Q, zero):
+    """Rows r..r+3 over panels p0..p1-1, both bytes (or both bfloat16 parts)."""
+    lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
+    hi0, hi1, hi2, hi3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
+    for p in range(p0, p1):
+        w = w_dot[p]
+        l00 = l01 = l10 = l11 = l20 = l21 = l30 = l31 = zero  # row, vector: low bytes
+        h00 = h01 = h10 = h11 = h20 = h21 = h30 = h31 = zero  # and high ones
+        for k in range(w_dot.shape[1]):
+            q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
+            a, b = dot_row(lo0, hi0, k, zero)
+            l00, h00, l01, h01 = dot_quads(a, b, q0, q1, l00, h00, l01, h01)
+            a, b = dot_row(lo1, hi1, k, zero)
+            l10, h10, l11, h11 = dot_quads(a, b, q0, q1, l10, h10, l11, h11)
+            a, b = dot_row(lo2, hi2, k, zero)
+            l20, h20, l21, h21 = dot_quads(a, b, q0, q1, l20, h20, l21, h21)
+            a, b = dot_row(lo3, hi3, k, zero)
+            l30, h30, l31, h31 = dot_quads(a, b, q0, q1, l30, h30, l31, h31)
+        j = p * DOT_NR
+        _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
+        _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
+        _dot_add2(out[r + 2], j, l20, h20, l21, h21, offset, scale_q, s_rows[r + 2])
+        _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
 
 
 @njit(**_FLAGS)
@@ -515,15 +524,27 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
     several of its instructions), two or three rows as four (each weight
     loaded once for them all), a single row on four panels. dot_sum with a
     low sum of 0 gives the bits the two-part kernels give. Returns R."""
-    R = out.shape[0]
     P = w_dot.shape[0]
+    group = panel_group(w_dot)
+    for g in range(0, P, group):
+        # reverse: the groups last to first too, so the panels read last are read first
+        p0 = P - min(g + group, P) if reverse else g
+        _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0,
+                        p0 + min(group, P - g))
+    return out.shape[0]
+
+
+@njit(inline="always", **_FLAGS)
+def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1):
+    """_high_dot_acc over panels p0..p1-1."""
+    R = out.shape[0]
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     for r in range(0, R - R % 8, 8):
         h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
         h4, h5, h6, h7 = hi[r + 4], hi[r + 5], hi[r + 6], hi[r + 7]
-        for i in range(P):
-            p = P - 1 - i if reverse else i
+        for i in range(p1 - p0):
+            p = p1 - 1 - i if reverse else p0 + i
             w = w_dot[p]
             s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero  # row, vector
             s40 = s41 = s50 = s51 = s60 = s61 = s70 = s71 = zero
@@ -545,7 +566,7 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
     r = R - R % 8
     if R % 8 >= 4:
         _high_four(out[r], out[r + 1], out[r + 2], out[r + 3], hi[r], hi[r + 1], hi[r + 2],
-                   hi[r + 3], s_rows[r:r + 4], w_dot, offset, scale_q, reverse)
+                   hi[r + 3], s_rows[r:r + 4], w_dot, offset, scale_q, reverse, p0, p1)
         r += 4
     if R - r >= 2:  # two or three rows: the four-row tile, the missing rows' sums dropped
         spare = np.empty((2, out.shape[1]), out.dtype)
@@ -553,21 +574,21 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
         s[:R - r] = s_rows[r:]
         last = R - 1
         _high_four(out[r], out[r + 1], out[last] if R - r == 3 else spare[0], spare[1],
-                   hi[r], hi[r + 1], hi[last], hi[last], s, w_dot, offset, scale_q, reverse)
+                   hi[r], hi[r + 1], hi[last], hi[last], s, w_dot, offset, scale_q, reverse,
+                   p0, p1)
     elif R - r == 1:
-        _high_row_acc(out[r], hi[r], s_rows[r], w_dot, offset, scale_q, reverse)
-    return R
+        _high_row_acc(out[r], hi[r], s_rows[r], w_dot, offset, scale_q, reverse, p0, p1)
 
 
 @njit(**_FLAGS)
-def _high_four(o0, o1, o2, o3, h0, h1, h2, h3, s4, w_dot, offset, scale_q, reverse):
-    """Four rows' high parts h0..h3 (scales s4) into o0..o3, two panels at a
-    time: sixteen chains, as the eight-row tile has."""
-    P = w_dot.shape[0]
+def _high_four(o0, o1, o2, o3, h0, h1, h2, h3, s4, w_dot, offset, scale_q, reverse, p0, p1):
+    """Four rows' high parts h0..h3 (scales s4) into o0..o3 over panels
+    p0..p1-1, two panels at a time: sixteen chains, as the eight-row tile has."""
+    P = p1 - p0
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     for i in range(0, P - 1, 2):
-        pa, pb = (P - 1 - i, P - 2 - i) if reverse else (i, i + 1)
+        pa, pb = (p1 - 1 - i, p1 - 2 - i) if reverse else (p0 + i, p0 + i + 1)
         wa, wb = w_dot[pa], w_dot[pb]
         s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero  # row, vector: panel a
         t00 = t01 = t10 = t11 = t20 = t21 = t30 = t31 = zero  # and panel b
@@ -587,7 +608,7 @@ def _high_four(o0, o1, o2, o3, h0, h1, h2, h3, s4, w_dot, offset, scale_q, rever
         _high_add4(o0, o1, o2, o3, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
                    offset, scale_q, s4)
     if P % 2 == 1:
-        p = 0 if reverse else P - 1
+        p = p0 if reverse else p1 - 1
         w = w_dot[p]
         s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
         for k in range(w_dot.shape[1]):
@@ -611,16 +632,16 @@ def _high_add4(o0, o1, o2, o3, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, 
 
 
 @njit(**_FLAGS)
-def _high_row_acc(out_row, hi, s_x, w_dot, offset, scale_q, reverse):
-    """One row's high parts alone, four panels at a time (eight chains: one
-    row has no other rows to share a weight load with, so the loads bound it);
-    row_dot_acc's bits."""
-    P = w_dot.shape[0]
+def _high_row_acc(out_row, hi, s_x, w_dot, offset, scale_q, reverse, first, end):
+    """One row's high parts alone over panels first..end-1, four panels at a
+    time (eight chains: one row has no other rows to share a weight load
+    with, so the loads bound it); row_dot_acc's bits."""
+    P = end - first
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     for i in range(0, P - P % 4, 4):
-        p0, p1, p2, p3 = ((P - 1 - i, P - 2 - i, P - 3 - i, P - 4 - i) if reverse
-                          else (i, i + 1, i + 2, i + 3))
+        p0, p1, p2, p3 = ((end - 1 - i, end - 2 - i, end - 3 - i, end - 4 - i) if reverse
+                          else (first + i, first + i + 1, first + i + 2, first + i + 3))
         w0, w1, w2, w3 = w_dot[p0], w_dot[p1], w_dot[p2], w_dot[p3]
         a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = zero
         for k in range(w_dot.shape[1]):
@@ -633,7 +654,7 @@ def _high_row_acc(out_row, hi, s_x, w_dot, offset, scale_q, reverse):
         _dot_add2(out_row, p2 * DOT_NR, zero, c0, zero, c1, offset, scale_q, s_x)
         _dot_add2(out_row, p3 * DOT_NR, zero, d0, zero, d1, offset, scale_q, s_x)
     for i in range(P - P % 4, P):
-        p = P - 1 - i if reverse else i
+        p = end - 1 - i if reverse else first + i
         w = w_dot[p]
         a0 = a1 = zero
         for k in range(w_dot.shape[1]):
@@ -646,6 +667,21 @@ def _high_quads(hi, k4, q0, q1, high0, high1):
     """One k4 row of a panel against a row's high bytes alone."""
     b = vsplat_quad(hi, 4 * k4)
     return vdot(high0, b, q0), vdot(high1, b, q1)
+
+
+# Bytes of a dot layout's panels that every row tile of a product runs over
+# before the next ones: where W is past L2, tile after tile would read all of
+# it from L3 again (12 rows of an int8 H = 1024 direction: 4 MB twice a step).
+# A quarter of the smallest L2 among the CPUs we run on (512 KB, Zen 2 and 3),
+# so the group stays there beside the rows and sums.
+PANEL_GROUP_BYTES = 128 * 1024
+
+
+@njit(inline="always", **_FLAGS)
+def panel_group(w_dot):
+    """Panels a group holds (at least four: the one-row kernel's step)."""
+    panel_bytes = w_dot.shape[1] * w_dot.shape[2] * w_dot.itemsize
+    return max(4, PANEL_GROUP_BYTES // panel_bytes // 4 * 4)
 
 
 @njit(inline="always", **_FLAGS)
