@@ -27,12 +27,12 @@ DOT_MIN_HIDDEN = {"int8": 64, "bfloat16": 96}
 
 def dot_default(weights: str | None, hidden: int, dot: bool | None = None) -> bool:
     """Whether a layer of stored ``weights`` and hidden size ``hidden`` takes
-    the dot layouts: ``dot`` where a caller forces it; by default, int8 where
-    the CPU has AVX512-VNNI and bfloat16 where it has AVX512_BF16 (dot_gemm),
-    from DOT_MIN_HIDDEN up. A property of the module, never of a call's
-    batch, so that every path gives a row the same numbers. The layouts also
-    need dot_hidden(hidden)."""
-    if weights not in ("int8", "bfloat16"):
+    the dot layouts: where dot_hidden(hidden) allows them, ``dot`` where a
+    caller forces it; by default, int8 where the CPU has AVX512-VNNI and
+    bfloat16 where it has AVX512_BF16 (dot_gemm), from DOT_MIN_HIDDEN up. A
+    property of the module, never of a call's batch, so that every path gives
+    a row the same numbers."""
+    if weights not in ("int8", "bfloat16") or not dot_hidden(hidden):
         return False
     if dot is not None:
         return dot
@@ -41,8 +41,8 @@ def dot_default(weights: str | None, hidden: int, dot: bool | None = None) -> bo
 
 
 def dot_hidden(H: int) -> bool:
-    """Whether quantized layers of hidden size H can have the dot layouts (where
-    dot_default gives them): H a multiple of DOT_NR, as the one-call streaming step's
+    """Whether quantized layers of hidden size H can have the dot layouts (one of
+    dot_default's conditions): H a multiple of DOT_NR, as the one-call streaming step's
     fused cell needs, so that every path a layer's rows can take puts them on
     the same activation grids (docs/quantization.md); and within dot_fits."""
     return H % DOT_NR == 0 and dot_fits(H)
@@ -91,11 +91,10 @@ class PackedLayer:
         every direction's stored W^T in dot_gemm's layout (int8 quads, or
         bfloat16 pairs in uint8), ih None without a stored W_ih or one too
         long for the dot's sums. None unless a quantized layer that
-        dot_default(format, H, ``dot``) takes, with H_out within dot_fits and
-        dot_hidden(H)."""
+        dot_default(format, H, ``dot``) takes, with H_out within dot_fits."""
         H_out, G = self.w_hh.shape[1:]
         if (self.stored is None or not dot_default(self.stored[0], self.hidden_size, dot)
-                or not dot_hidden(self.hidden_size) or not dot_fits(H_out)):
+                or not dot_fits(H_out)):
             return None
         if "_dot_layout" not in self.__dict__:
             _, hh, ih = self.stored  # per direction
@@ -223,7 +222,7 @@ class PackedStack(list):
         as team_blocks' w_hh (bfloat16 rows interleaved: interleave_bf16), as
         int8 or bfloat16 bits (cpu.row_step's widening kernel), the other
         (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each column's scale (ones for
-        bfloat16). Where dot_default(format, H) (and dot_hidden(H)), a
+        bfloat16). Where dot_default(format, H), a
         quantized stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the
         dot kernel's layout (four consecutive int8 k of a column side by side,
         or two bfloat16), and offset (L, n_blocks, 4U) int32, 128 x each
@@ -249,14 +248,14 @@ class PackedStack(list):
         layers' (L-1, n_blocks, P, K4, ...), each column's offset (128 x its
         weight sum) and scale (L, n_blocks, 4U). Each array has 0 blocks
         unless a quantized stack with its stored W_ih, 4U a multiple of DOT_NR,
-        dot_hidden(H), every K within dot_fits and dot_default(format, H, ``dot``)."""
+        every K within dot_fits and dot_default(format, H, ``dot``)."""
         cache = self.__dict__.setdefault("_team_quantized_projection", {})
         key = (n_blocks, dot)
         if key not in cache:
             q, L, H = self.quantized, len(self), self[0].hidden_size
             U = -(-H // n_blocks)
             if (q is None or not dot_default(q[0], H, dot) or len(q) < 3 or q[2] is None
-                    or 4 * U % DOT_NR or not dot_hidden(H)
+                    or 4 * U % DOT_NR
                     or not all(dot_fits(w.shape[0]) for w, _ in q[2])):
                 empty = np.zeros((0, 0, 0, 0), np.int8)
                 cache[key] = (empty, np.zeros((max(L - 1, 0), 0, 0, 0, 0), np.int8),
@@ -284,11 +283,11 @@ class PackedStack(list):
         layer 0's W_ih^T (P, K4, 4 * DOT_NR), the other layers' (L-1, ...) and
         every layer's W_hh^T (L, ...), with (.., 4H) int32 offsets and float32
         scales. None unless a quantized stack with its stored W_ih that
-        ``step`` runs, dot_hidden(H), every K within dot_fits and
+        ``step`` runs, every K within dot_fits and
         dot_default(format, H, ``dot``)."""
         q = self.quantized
         if (q is None or not dot_default(q[0], self[0].hidden_size, dot) or len(q) < 3
-                or q[2] is None or self.step is None or not dot_hidden(self[0].hidden_size)
+                or q[2] is None or self.step is None
                 or not all(dot_fits(w.shape[0]) for w, _ in [*q[1], *q[2]])):
             return None
         cache = self.__dict__.setdefault("_quantized_step", {})
@@ -316,7 +315,7 @@ class PackedStack(list):
             panels = np.stack([pack_panels(b, widened_to=np.float32) for b in blocks])
             w_q.append(interleave_bf16(panels) if w.dtype == np.uint16 else panels)
             scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
-            if dot_default(self.quantized[0], H) and dot_hidden(H):
+            if dot_default(self.quantized[0], H):
                 quads, offset = _dot_blocks(blocks)
                 w_dot.append(quads)
                 offsets.append(offset)
