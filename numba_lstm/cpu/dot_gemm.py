@@ -478,20 +478,20 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
     if high_only and takes_high_kernel(w_dot):
         _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
         return
-    Q = 4 * DOT_LANES
-    zero = dot_zero(w_dot)
     group = panel_group(w_dot)
     for g0 in range(0, w_dot.shape[0], group):
         for r in range(R16, R - (R - R16) % 4, 4):
             _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, g0,
-                                 min(g0 + group, w_dot.shape[0]), Q, zero)
+                                 min(g0 + group, w_dot.shape[0]))
     for r in range(R - (R - R16) % 4, R):
         row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
 
 
 @njit(inline="always", **_FLAGS)
-def _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, p0, p1, Q, zero):
+def _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, p0, p1):
     """Rows r..r+3 over panels p0..p1-1, both bytes (or both bfloat16 parts)."""
+    Q = 4 * DOT_LANES
+    zero = dot_zero(w_dot)
     lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
     hi0, hi1, hi2, hi3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
     for p in range(p0, p1):
