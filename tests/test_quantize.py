@@ -444,6 +444,36 @@ def test_dpbusd_and_its_emulation_compute_the_same_sums():
         np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("grid", ["int16", "int8", "bfloat16 split", "bfloat16"])
+def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
+    # quantize_rows reads a block in place (no row views), quantize_row one row
+    # at a time (batch 1): a row's bytes and scale must not depend on which ran.
+    from numba import njit
+
+    from numba_lstm.cpu import dot_gemm
+
+    bf16 = grid.startswith("bfloat16")
+    eight_bit = grid in ("int8", "bfloat16")
+    w_dot = np.zeros((1, 1, 1, 1), np.uint8 if bf16 else np.int8)
+    dot = (w_dot, np.zeros((1, 1), np.int32), np.zeros((1, 1), np.float32))
+    block = njit(lambda x, lo, hi, s: dot_gemm.quantize_rows(x, lo, hi, s, dot, eight_bit))
+    one = njit(lambda h, lo, hi: dot_gemm.quantize_row(h, lo, hi, w_dot[0], eight_bit))
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((6, 37)) * rng.uniform(0.01, 3, (6, 1))).astype(np.float32)
+    x[2] = 0
+    width = 80 if bf16 else 40  # bytes: a bfloat16 takes two a value
+    lo, hi = np.full((6, width), 7, np.uint8), np.full((6, width), 7, np.uint8)
+    s = np.zeros(6, np.float32)
+    assert block(x, lo, hi, s)
+    for r in range(6):
+        lo1, hi1 = np.full(width, 9, np.uint8), np.full(width, 9, np.uint8)
+        assert one(x[r], lo1, hi1) == s[r]
+        np.testing.assert_array_equal(lo1, lo[r])
+        np.testing.assert_array_equal(hi1, hi[r])
+    x[4, 5] = np.nan  # a row that is not finite: False, the caller takes float products
+    assert not block(x, lo, hi, s)
+
+
 @pytest.mark.parametrize("bits", [16, 8])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rows_go_to_int16_bytes_on_a_per_row_grid(bits, dtype):
@@ -474,7 +504,7 @@ def test_rows_go_to_int16_bytes_on_a_per_row_grid(bits, dtype):
         assert quantize(np.array([0.5, bad, 0.25], dtype), lo[:3], hi[:3]) == -1  # not last
 
 
-@pytest.mark.parametrize("R", [1, 4, 7, 8, 15, 20])
+@pytest.mark.parametrize("R", [1, 2, 4, 6, 7, 8, 15, 20])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_high_byte_kernel_gives_the_two_byte_kernels_bits(R, reverse):
     # gemm_dot_acc's high_only (8 then 4 rows at a time, the rest as before) on
@@ -675,7 +705,7 @@ def test_rows_go_to_bfloat16_pairs(split):
         assert quantize(np.array([0.5, bad, 0.25], np.float32), lo[:6], hi[:6], split) == -1
 
 
-@pytest.mark.parametrize("R", [1, 4, 7, 8, 15, 20])
+@pytest.mark.parametrize("R", [1, 2, 4, 6, 7, 8, 15, 20])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, reverse):
     # Batch invariance rests on this: a column's sum is its hi chain over k

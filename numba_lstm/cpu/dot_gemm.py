@@ -54,20 +54,24 @@ from .simd import (
     HAS_BF16,
     HAS_VNNI,
     I32,
+    float32_bits,
     float32_from_bits,
     vadd,
     vdpbf16,
     vdpbusd,
     vfloat,
     vfma,
+    vload,
     vload1,
     vload_quads,
     vmadd_high,
     vmadd_low,
     vmul,
+    vselect,
     vsplat,
     vsplat_quad,
     vsplat_row16,
+    vstore,
     vstore1,
     vsubi,
     vsum_pairs,
@@ -127,38 +131,68 @@ _ROUND = np.float32(1.5 * 2**23)
 def _quantize_row16_impl(h, lo, hi):
     if h.dtype != nbtypes.float32:
         return lambda h, lo, hi: _quantize_row_scalar(h, lo, hi, 32767, 1)
-    return lambda h, lo, hi: _quantize_row_float32(h, lo, hi, 32767, 1)
+    return lambda h, lo, hi: _quantize_row_float32(h, 0, lo, hi, 32767, 1)
 
 
 @overload(quantize_row8, inline="always", jit_options=_FLAGS)
 def _quantize_row8_impl(h, lo, hi):
     if h.dtype != nbtypes.float32:
         return lambda h, lo, hi: _quantize_row_scalar(h, lo, hi, 127, 256)
-    return lambda h, lo, hi: _quantize_row_float32(h, lo, hi, 127, 256)
+    return lambda h, lo, hi: _quantize_row_float32(h, 0, lo, hi, 127, 256)
+
+
+def _at(a, r, k):
+    """a[r, k] of a 2-D array, a[k] of a 1-D one (r unused): one row function
+    for a row alone and for row r of a block, which then needs no row views
+    (each costs two atomic reference-count operations: at 64-96 values a row
+    they were four fifths of quantize_rows' time)."""
+
+
+@overload(_at, inline="always", jit_options=_FLAGS)
+def _at_impl(a, r, k):
+    if a.ndim == 1:
+        return lambda a, r, k: a[k]
+    return lambda a, r, k: a[r, k]
+
+
+def _put(a, r, k, v):
+    """a[r, k] = v, or a[k] = v for a 1-D a (as _at)."""
+
+
+@overload(_put, inline="always", jit_options=_FLAGS)
+def _put_impl(a, r, k, v):
+    if a.ndim == 1:
+        def put1(a, r, k, v):
+            a[k] = v
+        return put1
+
+    def put2(a, r, k, v):
+        a[r, k] = v
+    return put2
 
 
 @njit(inline="always", **_FLAGS)
-def _quantize_row_float32(h, lo, hi, levels, step):
-    """v = step * round(levels h / max|h|) in loops the compiler vectorises
-    (2.7x, the same bytes): max|h| as the largest of the values' bits without
-    their sign, an integer maximum in which NaN's bits sort above Inf's; the
-    rounding by _ROUND."""
-    bits = h.view(np.int32)
+def _quantize_row_float32(h, r, lo, hi, levels, step):
+    """Row r of h (or h, 1-D) into row r of lo, hi: v = step * round(levels h /
+    max|h|) in loops the compiler vectorises (2.7x, the same bytes): max|h|
+    as the largest of the values' bits without their sign, an integer maximum
+    in which NaN's bits sort above Inf's; the rounding by _ROUND."""
+    n, width = h.shape[-1], lo.shape[-1]
     top = np.int32(0)
-    for k in range(h.shape[0]):
-        b = bits[k] & np.int32(0x7FFFFFFF)
+    for k in range(n):
+        b = float32_bits(_at(h, r, k)) & np.int32(0x7FFFFFFF)
         top = b if b > top else top
     if top >= np.int32(0x7F800000):  # Inf or NaN
         return np.float32(-1)
     amax = float32_from_bits(top)
     inv = np.float32(levels) / amax if amax > 0 else np.float32(0)
-    for k in range(h.shape[0]):
-        v = np.int32((h[k] * inv + _ROUND) - _ROUND) * np.int32(step)
-        lo[k] = np.uint8(v & 255)
-        hi[k] = np.uint8((v >> 8) + 128)
-    for k in range(h.shape[0], lo.shape[0]):
-        lo[k] = 0
-        hi[k] = 128
+    for k in range(n):
+        v = np.int32((_at(h, r, k) * inv + _ROUND) - _ROUND) * np.int32(step)
+        _put(lo, r, k, np.uint8(v & 255))
+        _put(hi, r, k, np.uint8((v >> 8) + 128))
+    for k in range(n, width):
+        _put(lo, r, k, np.uint8(0))
+        _put(hi, r, k, np.uint8(128))
     return amax / np.float32(levels * step)
 
 
@@ -198,28 +232,34 @@ def _quantize_row_bf16_impl(h, lo, hi, split):
     if h.dtype != nbtypes.float32:
         return lambda h, lo, hi, split: h.dtype.type(-1)
 
-    def impl(h, lo, hi, split):
-        bits = h.view(np.uint32)
-        top = np.uint32(0)
-        for k in range(h.shape[0]):
-            b = bits[k] & np.uint32(0x7FFFFFFF)
-            top = b if b > top else top
-        if top >= np.uint32(0x7F800000):  # Inf or NaN
-            return np.float32(-1)
-        hi16, lo16 = hi.view(np.uint16), lo.view(np.uint16)
-        for k in range(h.shape[0]):
-            r = _bf16_round(bits[k])
-            hi16[k] = np.uint16(r)
-            if split:
-                rest = h[k] - float32_from_bits(np.int32(r << np.uint32(16)))
-                lo16[k] = np.uint16(_bf16_round(np.float32(rest).view(np.uint32)))
-            else:
-                lo16[k] = 0
-        for k in range(h.shape[0], hi16.shape[0]):
-            hi16[k] = 0
-            lo16[k] = 0
-        return np.float32(1)
-    return impl
+    return lambda h, lo, hi, split: _quantize_row_bf16(h, 0, lo.view(np.uint16),
+                                                      hi.view(np.uint16), split)
+
+
+@njit(inline="always", **_FLAGS)
+def _quantize_row_bf16(h, r, lo16, hi16, split):
+    """quantize_row_bf16 on row r of h (or h, 1-D) into row r of the uint16
+    views lo16, hi16 (as _quantize_row_float32)."""
+    n, width = h.shape[-1], hi16.shape[-1]
+    top = np.uint32(0)
+    for k in range(n):
+        b = np.uint32(float32_bits(_at(h, r, k))) & np.uint32(0x7FFFFFFF)
+        top = b if b > top else top
+    if top >= np.uint32(0x7F800000):  # Inf or NaN
+        return np.float32(-1)
+    for k in range(n):
+        x = _at(h, r, k)
+        rounded = _bf16_round(np.uint32(float32_bits(x)))
+        _put(hi16, r, k, np.uint16(rounded))
+        if split:
+            rest = x - float32_from_bits(np.int32(rounded << np.uint32(16)))
+            _put(lo16, r, k, np.uint16(_bf16_round(np.uint32(float32_bits(np.float32(rest))))))
+        else:
+            _put(lo16, r, k, np.uint16(0))
+    for k in range(n, width):
+        _put(hi16, r, k, np.uint16(0))
+        _put(lo16, r, k, np.uint16(0))
+    return np.float32(1)
 
 
 @njit(inline="always", **_FLAGS)
@@ -450,7 +490,7 @@ def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, hig
     nothing, where out is not float32. For jitted code."""
 
 
-@overload(gemm_dot_acc)
+@overload(gemm_dot_acc, inline="always", jit_options=_FLAGS)  # a wrapper: no call of its own
 def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
                        high_only=False):
     if out.dtype == nbtypes.float32:
@@ -476,7 +516,10 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES,
                      high_only)
     if high_only and takes_high_kernel(w_dot):
-        _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
+        if R16 == 0:  # no views: at small layers their counts are a share of the call
+            _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse)
+        else:
+            _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
         return
     group = panel_group(w_dot)
     for g0 in range(0, w_dot.shape[0], group):
@@ -515,7 +558,7 @@ def _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, p0, p1)
         _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
 
 
-@njit(**_FLAGS)
+@njit(inline="always", **_FLAGS)  # its one caller's: a call costs ~100 ns at small layers
 def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
     """gemm_dot_acc's rows from their high bytes alone (lo all 0): eight rows
     at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two weight loads and
@@ -559,34 +602,31 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1):
                 s60, s61 = _high_quads(h6, k, q0, q1, s60, s61)
                 s70, s71 = _high_quads(h7, k, q0, q1, s70, s71)
             j = p * DOT_NR
-            _high_add4(out[r], out[r + 1], out[r + 2], out[r + 3], j, s00, s01, s10, s11,
-                       s20, s21, s30, s31, zero, offset, scale_q, s_rows[r:r + 4])
-            _high_add4(out[r + 4], out[r + 5], out[r + 6], out[r + 7], j, s40, s41, s50, s51,
-                       s60, s61, s70, s71, zero, offset, scale_q, s_rows[r + 4:r + 8])
+            _high_add4(out, r, 4, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset,
+                       scale_q, s_rows)
+            _high_add4(out, r + 4, 4, j, s40, s41, s50, s51, s60, s61, s70, s71, zero, offset,
+                       scale_q, s_rows)
     r = R - R % 8
-    if R % 8 >= 4:
-        _high_four(out[r], out[r + 1], out[r + 2], out[r + 3], hi[r], hi[r + 1], hi[r + 2],
-                   hi[r + 3], s_rows[r:r + 4], w_dot, offset, scale_q, reverse, p0, p1)
-        r += 4
-    if R - r >= 2:  # two or three rows: the four-row tile, the missing rows' sums dropped
-        spare = np.empty((2, out.shape[1]), out.dtype)
-        s = np.ones(4, s_rows.dtype)
-        s[:R - r] = s_rows[r:]
-        last = R - 1
-        _high_four(out[r], out[r + 1], out[last] if R - r == 3 else spare[0], spare[1],
-                   hi[r], hi[r + 1], hi[last], hi[last], s, w_dot, offset, scale_q, reverse,
-                   p0, p1)
-    elif R - r == 1:
+    while R - r >= 2:  # four rows, then two or three as four (the missing rows' sums dropped)
+        n = min(4, R - r)
+        _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1)
+        r += n
+    if R - r == 1:
         _high_row_acc(out[r], hi[r], s_rows[r], w_dot, offset, scale_q, reverse, p0, p1)
 
 
 @njit(**_FLAGS)
-def _high_four(o0, o1, o2, o3, h0, h1, h2, h3, s4, w_dot, offset, scale_q, reverse, p0, p1):
-    """Four rows' high parts h0..h3 (scales s4) into o0..o3 over panels
-    p0..p1-1, two panels at a time: sixteen chains, as the eight-row tile has."""
+def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1):
+    """Rows r..r+n-1 (n = 2-4) of hi into out over panels p0..p1-1, as a tile
+    of four (a missing row repeats the last, its sums dropped), two panels at
+    a time: sixteen chains, as the eight-row tile has. The caller passes whole
+    arrays: at small layers a row view or scratch array per call cost as much
+    as the products (docs/performance.md)."""
     P = p1 - p0
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
+    last = r + n - 1
+    h0, h1, h2, h3 = hi[r], hi[r + 1], hi[min(r + 2, last)], hi[last]
     for i in range(0, P - 1, 2):
         pa, pb = (p1 - 1 - i, p1 - 2 - i) if reverse else (p0 + i, p0 + i + 1)
         wa, wb = w_dot[pa], w_dot[pb]
@@ -603,10 +643,10 @@ def _high_four(o0, o1, o2, o3, h0, h1, h2, h3, s4, w_dot, offset, scale_q, rever
             t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
             s30, s31 = _high_quads(h3, k, qa0, qa1, s30, s31)
             t30, t31 = _high_quads(h3, k, qb0, qb1, t30, t31)
-        _high_add4(o0, o1, o2, o3, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
-                   offset, scale_q, s4)
-        _high_add4(o0, o1, o2, o3, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
-                   offset, scale_q, s4)
+        _high_add4(out, r, n, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
+                   offset, scale_q, s_rows)
+        _high_add4(out, r, n, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
+                   offset, scale_q, s_rows)
     if P % 2 == 1:
         p = p0 if reverse else p1 - 1
         w = w_dot[p]
@@ -617,18 +657,34 @@ def _high_four(o0, o1, o2, o3, h0, h1, h2, h3, s4, w_dot, offset, scale_q, rever
             s10, s11 = _high_quads(h1, k, q0, q1, s10, s11)
             s20, s21 = _high_quads(h2, k, q0, q1, s20, s21)
             s30, s31 = _high_quads(h3, k, q0, q1, s30, s31)
-        _high_add4(o0, o1, o2, o3, p * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
-                   offset, scale_q, s4)
+        _high_add4(out, r, n, p * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
+                   offset, scale_q, s_rows)
 
 
 @njit(inline="always", **_FLAGS)
-def _high_add4(o0, o1, o2, o3, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset,
-               scale_q, s4):
-    """Four rows' two vectors of high sums (row, vector) into columns j.. of o0..o3."""
-    _dot_add2(o0, j, zero, s00, zero, s01, offset, scale_q, s4[0])
-    _dot_add2(o1, j, zero, s10, zero, s11, offset, scale_q, s4[1])
-    _dot_add2(o2, j, zero, s20, zero, s21, offset, scale_q, s4[2])
-    _dot_add2(o3, j, zero, s30, zero, s31, offset, scale_q, s4[3])
+def _high_add4(out, r, n, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset, scale_q,
+               s_rows):
+    """Rows r..r+n-1 (n = 2-4) of two vectors of high sums (row, vector) into
+    columns j.. of out. A row past n stores its row's value back unchanged
+    (the last row, already updated): a branch on n here cost the two- and
+    three-row tiles a third of their speed (docs/performance.md)."""
+    last = r + n - 1
+    _dot_add2_at(out, r, j, s00, s01, True, zero, offset, scale_q, s_rows)
+    _dot_add2_at(out, r + 1, j, s10, s11, True, zero, offset, scale_q, s_rows)
+    _dot_add2_at(out, min(r + 2, last), j, s20, s21, n > 2, zero, offset, scale_q, s_rows)
+    _dot_add2_at(out, min(r + 3, last), j, s30, s31, n > 3, zero, offset, scale_q, s_rows)
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_add2_at(out, r, j, high0, high1, live, zero, offset, scale_q, s_rows):
+    """_dot_add2 of high sums alone into out[r, j : j + DOT_NR] where ``live``,
+    else out's row as it is; through 2-D loads and stores, no row view."""
+    s_x = s_rows[r]
+    j1 = j + DOT_LANES
+    v0, v1 = vload(out, r, j), vload(out, r, j1)
+    vstore(out, r, j, vselect(live, vadd(v0, dot_sum(zero, high0, offset, scale_q, s_x, j)), v0))
+    vstore(out, r, j1, vselect(live, vadd(v1, dot_sum(zero, high1, offset, scale_q, s_x, j1)),
+                               v1))
 
 
 @njit(**_FLAGS)
@@ -818,10 +874,29 @@ def _quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
     if isinstance(dot, types.NoneType):
         return lambda rows, lo, hi, scales, dot, eight_bit=False: False
 
-    def impl(rows, lo, hi, scales, dot, eight_bit=False):
+    if rows.dtype != nbtypes.float32:
+        def each_row(rows, lo, hi, scales, dot, eight_bit=False):
+            for r in range(rows.shape[0]):
+                scales[r] = quantize_row(rows[r], lo[r], hi[r], dot[0], eight_bit)
+                if scales[r] < 0:
+                    return False
+            return True
+        return each_row
+    if dot[0].dtype == nbtypes.uint8:  # bfloat16 pairs
+        def bf16_rows(rows, lo, hi, scales, dot, eight_bit=False):
+            lo16, hi16 = lo.view(np.uint16), hi.view(np.uint16)
+            for r in range(rows.shape[0]):
+                scales[r] = _quantize_row_bf16(rows, r, lo16, hi16, not eight_bit)
+                if scales[r] < 0:
+                    return False
+            return True
+        return bf16_rows
+
+    def int8_rows(rows, lo, hi, scales, dot, eight_bit=False):
+        levels, step = (127, 256) if eight_bit else (32767, 1)
         for r in range(rows.shape[0]):
-            scales[r] = quantize_row(rows[r], lo[r], hi[r], dot[0], eight_bit)
+            scales[r] = _quantize_row_float32(rows, r, lo, hi, levels, step)
             if scales[r] < 0:
                 return False
         return True
-    return impl
+    return int8_rows

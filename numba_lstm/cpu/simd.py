@@ -438,6 +438,28 @@ def vstore1_first(typingctx, arr, j, v, n):
 
 
 @intrinsic
+def vstore(typingctx, arr, i, j, v):
+    """arr[i, j : j + lanes] = v (arr 2-D, its last axis contiguous)."""
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        builder.store(args[3], ptr, align=align)
+        return context.get_dummy_value()
+    return types.none(arr, i, j, v), codegen
+
+
+@intrinsic
+def vselect(typingctx, cond, a, b):
+    """a where cond else b, whole Vecs: a branch-free choice."""
+    if not isinstance(a, Vec) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        flag = context.cast(builder, args[0], sig.args[0], types.boolean)
+        return builder.select(flag, args[1], args[2])
+    return a(cond, a, b), codegen
+
+
+@intrinsic
 def vstore1(typingctx, arr, j, v):
     """arr[j : j + lanes] = v."""
     def codegen(context, builder, sig, args):
@@ -460,6 +482,14 @@ def prefetch(typingctx, arr, i, j):
         builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
     return types.none(arr, i, j), codegen
+
+
+@intrinsic
+def float32_bits(typingctx, x):
+    """The int32 bits of the float32 ``x``: no int32 view of its array needed."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
 
 
 @intrinsic
