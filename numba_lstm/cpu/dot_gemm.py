@@ -563,9 +563,10 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
     """gemm_dot_acc's rows from their high bytes alone (lo all 0): eight rows
     at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two weight loads and
     eight splats (1.9x the two-byte four-row loop on Zen 5, one core, K =
-    512); then four rows on two panels (sixteen chains: a chain's latency is
-    several of its instructions), two or three rows as four (each weight
-    loaded once for them all), a single row on four panels. dot_sum with a
+    512), five to seven as eight; then four rows on two panels (sixteen
+    chains: a chain's latency is several of its instructions), two or three
+    rows as four (each weight loaded once for them all), a single row on four
+    panels. dot_sum with a
     low sum of 0 gives the bits the two-part kernels give. Returns R."""
     P = w_dot.shape[0]
     group = panel_group(w_dot)
@@ -583,9 +584,12 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1):
     R = out.shape[0]
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
-    for r in range(0, R - R % 8, 8):
+    r = 0
+    while R - r >= 5:  # eight rows a tile; five to seven as eight (the missing rows' sums dropped)
+        n = min(8, R - r)
+        last = r + n - 1
         h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
-        h4, h5, h6, h7 = hi[r + 4], hi[r + 5], hi[r + 6], hi[r + 7]
+        h4, h5, h6, h7 = hi[r + 4], hi[min(r + 5, last)], hi[min(r + 6, last)], hi[last]
         for i in range(p1 - p0):
             p = p1 - 1 - i if reverse else p0 + i
             w = w_dot[p]
@@ -604,9 +608,9 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1):
             j = p * DOT_NR
             _high_add4(out, r, 4, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset,
                        scale_q, s_rows)
-            _high_add4(out, r + 4, 4, j, s40, s41, s50, s51, s60, s61, s70, s71, zero, offset,
-                       scale_q, s_rows)
-    r = R - R % 8
+            _high_add4(out, r + 4, n - 4, j, s40, s41, s50, s51, s60, s61, s70, s71, zero,
+                       offset, scale_q, s_rows)
+        r += n
     while R - r >= 2:  # four rows, then two or three as four (the missing rows' sums dropped)
         n = min(4, R - r)
         _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1)
@@ -664,13 +668,13 @@ def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1):
 @njit(inline="always", **_FLAGS)
 def _high_add4(out, r, n, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset, scale_q,
                s_rows):
-    """Rows r..r+n-1 (n = 2-4) of two vectors of high sums (row, vector) into
+    """Rows r..r+n-1 (n = 1-4) of two vectors of high sums (row, vector) into
     columns j.. of out. A row past n stores its row's value back unchanged
     (the last row, already updated): a branch on n here cost the two- and
     three-row tiles a third of their speed (docs/performance.md)."""
     last = r + n - 1
     _dot_add2_at(out, r, j, s00, s01, True, zero, offset, scale_q, s_rows)
-    _dot_add2_at(out, r + 1, j, s10, s11, True, zero, offset, scale_q, s_rows)
+    _dot_add2_at(out, min(r + 1, last), j, s10, s11, n > 1, zero, offset, scale_q, s_rows)
     _dot_add2_at(out, min(r + 2, last), j, s20, s21, n > 2, zero, offset, scale_q, s_rows)
     _dot_add2_at(out, min(r + 3, last), j, s30, s31, n > 3, zero, offset, scale_q, s_rows)
 
