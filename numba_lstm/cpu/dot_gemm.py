@@ -130,14 +130,14 @@ _ROUND = np.float32(1.5 * 2**23)
 @overload(quantize_row16, inline="always", jit_options=_FLAGS)
 def _quantize_row16_impl(h, lo, hi):
     if h.dtype != nbtypes.float32:
-        return lambda h, lo, hi: _quantize_row_scalar(h, lo, hi, 32767, 1)
+        return lambda h, lo, hi: _quantize_row_scalar(h, 0, lo, hi, 32767, 1)
     return lambda h, lo, hi: _quantize_row_float32(h, 0, lo, hi, 32767, 1)
 
 
 @overload(quantize_row8, inline="always", jit_options=_FLAGS)
 def _quantize_row8_impl(h, lo, hi):
     if h.dtype != nbtypes.float32:
-        return lambda h, lo, hi: _quantize_row_scalar(h, lo, hi, 127, 256)
+        return lambda h, lo, hi: _quantize_row_scalar(h, 0, lo, hi, 127, 256)
     return lambda h, lo, hi: _quantize_row_float32(h, 0, lo, hi, 127, 256)
 
 
@@ -197,10 +197,12 @@ def _quantize_row_float32(h, r, lo, hi, levels, step):
 
 
 @njit(inline="always", **_FLAGS)
-def _quantize_row_scalar(h, lo, hi, levels, step):
+def _quantize_row_scalar(h, r, lo, hi, levels, step):
+    """_quantize_row_float32 for other dtypes (float64), one value at a time."""
+    n, width = h.shape[-1], lo.shape[-1]
     amax = h.dtype.type(0)
-    for k in range(h.shape[0]):
-        a = abs(h[k])
+    for k in range(n):
+        a = abs(_at(h, r, k))
         if a > amax:
             amax = a
         elif not a <= amax:  # NaN fails every comparison, wherever it sits
@@ -208,13 +210,13 @@ def _quantize_row_scalar(h, lo, hi, levels, step):
     if not amax < np.inf:
         return h.dtype.type(-1)
     inv = h.dtype.type(levels) / amax if amax > 0 else h.dtype.type(0)
-    for k in range(h.shape[0]):
-        v = np.int32(np.rint(h[k] * inv)) * np.int32(step)
-        lo[k] = np.uint8(v & 255)
-        hi[k] = np.uint8((v >> 8) + 128)
-    for k in range(h.shape[0], lo.shape[0]):
-        lo[k] = 0
-        hi[k] = 128
+    for k in range(n):
+        v = np.int32(np.rint(_at(h, r, k) * inv)) * np.int32(step)
+        _put(lo, r, k, np.uint8(v & 255))
+        _put(hi, r, k, np.uint8((v >> 8) + 128))
+    for k in range(n, width):
+        _put(lo, r, k, np.uint8(0))
+        _put(hi, r, k, np.uint8(128))
     return amax / h.dtype.type(levels * step)
 
 
@@ -277,13 +279,44 @@ def quantize_row(h, lo, hi, w_dot, eight_bit):
 
 @overload(quantize_row, inline="always", jit_options=_FLAGS)
 def _quantize_row(h, lo, hi, w_dot, eight_bit):
-    if w_dot.dtype == nbtypes.uint8:
-        return lambda h, lo, hi, w_dot, eight_bit: quantize_row_bf16(h, lo, hi, not eight_bit)
-
     def impl(h, lo, hi, w_dot, eight_bit):
-        if eight_bit:
-            return quantize_row8(h, lo, hi)
-        return quantize_row16(h, lo, hi)
+        lo_op, hi_op = _row_operands(lo, hi, w_dot)
+        return _quantize_row_at(h, 0, lo_op, hi_op, w_dot, eight_bit)
+    return impl
+
+
+def _row_operands(lo, hi, w_dot):
+    """lo, hi as the row functions write them: as they are for int8, their
+    uint16 views for bfloat16 pairs (made once for a block of rows)."""
+
+
+@overload(_row_operands, inline="always", jit_options=_FLAGS)
+def _row_operands_impl(lo, hi, w_dot):
+    if w_dot.dtype == nbtypes.uint8:
+        return lambda lo, hi, w_dot: (lo.view(np.uint16), hi.view(np.uint16))
+    return lambda lo, hi, w_dot: (lo, hi)
+
+
+def _quantize_row_at(h, r, lo_op, hi_op, w_dot, eight_bit):
+    """quantize_row on row r of h (or h, 1-D) into row r of _row_operands'
+    lo_op, hi_op: the one place a grid is picked, for a row alone and for a
+    block's rows alike."""
+
+
+@overload(_quantize_row_at, inline="always", jit_options=_FLAGS)
+def _quantize_row_at_impl(h, r, lo_op, hi_op, w_dot, eight_bit):
+    if w_dot.dtype == nbtypes.uint8:
+        if h.dtype != nbtypes.float32:
+            return lambda h, r, lo_op, hi_op, w_dot, eight_bit: h.dtype.type(-1)
+        return lambda h, r, lo_op, hi_op, w_dot, eight_bit: _quantize_row_bf16(
+            h, r, lo_op, hi_op, not eight_bit)
+    row = _quantize_row_float32 if h.dtype == nbtypes.float32 else _quantize_row_scalar
+
+    def impl(h, r, lo_op, hi_op, w_dot, eight_bit):
+        # The grid's constants chosen outside the row function: its loops stay one
+        # copy (a copy per grid, each branch inlined, ran 2-4x slower in a block).
+        levels, step = (127, 256) if eight_bit else (32767, 1)
+        return row(h, r, lo_op, hi_op, levels, step)
     return impl
 
 
@@ -566,8 +599,8 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
     512), five to seven as eight; then four rows on two panels (sixteen
     chains: a chain's latency is several of its instructions), two or three
     rows as four (each weight loaded once for them all), a single row on four
-    panels. dot_sum with a
-    low sum of 0 gives the bits the two-part kernels give. Returns R."""
+    panels. dot_sum with a low sum of 0 gives the bits the two-part kernels
+    give. Returns R."""
     P = w_dot.shape[0]
     group = panel_group(w_dot)
     for g in range(0, P, group):
@@ -878,29 +911,11 @@ def _quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
     if isinstance(dot, types.NoneType):
         return lambda rows, lo, hi, scales, dot, eight_bit=False: False
 
-    if rows.dtype != nbtypes.float32:
-        def each_row(rows, lo, hi, scales, dot, eight_bit=False):
-            for r in range(rows.shape[0]):
-                scales[r] = quantize_row(rows[r], lo[r], hi[r], dot[0], eight_bit)
-                if scales[r] < 0:
-                    return False
-            return True
-        return each_row
-    if dot[0].dtype == nbtypes.uint8:  # bfloat16 pairs
-        def bf16_rows(rows, lo, hi, scales, dot, eight_bit=False):
-            lo16, hi16 = lo.view(np.uint16), hi.view(np.uint16)
-            for r in range(rows.shape[0]):
-                scales[r] = _quantize_row_bf16(rows, r, lo16, hi16, not eight_bit)
-                if scales[r] < 0:
-                    return False
-            return True
-        return bf16_rows
-
-    def int8_rows(rows, lo, hi, scales, dot, eight_bit=False):
-        levels, step = (127, 256) if eight_bit else (32767, 1)
+    def impl(rows, lo, hi, scales, dot, eight_bit=False):
+        lo_op, hi_op = _row_operands(lo, hi, dot[0])
         for r in range(rows.shape[0]):
-            scales[r] = _quantize_row_float32(rows, r, lo, hi, levels, step)
+            scales[r] = _quantize_row_at(rows, r, lo_op, hi_op, dot[0], eight_bit)
             if scales[r] < 0:
                 return False
         return True
-    return int8_rows
+    return impl
