@@ -7,14 +7,13 @@ import pytest
 from numba import njit
 
 from numba_lstm._config import without_amx
+from numba_lstm.cpu.activation_grids import quantize_row8, quantize_row16
 from numba_lstm.cpu.amx import HAS_AMX
 from numba_lstm.cpu.dot_gemm import (
     DOT_NR,
     PAIRS,
     emulated_tiles_dot_acc,
     gemm_dot_acc,
-    quantize_row8,
-    quantize_row16,
     tile_rows,
 )
 from numba_lstm.cpu.packing import _pack_quads

@@ -216,7 +216,8 @@ for R in range(1, 25):
 # (row_dot_acc, the batch-1 product) and 1-6 rows (gemm_dot_acc) on their
 # int16 grids times int8 W, against the same integers in int64; K = 1024,
 # the longest the pairs' int32 sums hold, with both operands at their extremes.
-from numba_lstm.cpu.dot_gemm import DOT_MAX_K, DOT_NR, PAIRS, gemm_dot_acc, quantize_row16
+from numba_lstm.cpu.activation_grids import quantize_row16
+from numba_lstm.cpu.dot_gemm import DOT_MAX_K, DOT_NR, PAIRS, gemm_dot_acc
 from numba_lstm.cpu.dot_gemm import row_dot_acc
 from numba_lstm.cpu.packing import _pack_quads
 from numba import njit

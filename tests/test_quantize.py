@@ -450,14 +450,14 @@ def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
     # at a time (batch 1): a row's bytes and scale must not depend on which ran.
     from numba import njit
 
-    from numba_lstm.cpu import dot_gemm
+    from numba_lstm.cpu import activation_grids
 
     bf16 = grid.startswith("bfloat16")
     eight_bit = grid in ("int8", "bfloat16")
     w_dot = np.zeros((1, 1, 1, 1), np.uint8 if bf16 else np.int8)
     dot = (w_dot, np.zeros((1, 1), np.int32), np.zeros((1, 1), np.float32))
-    block = njit(lambda x, lo, hi, s: dot_gemm.quantize_rows(x, lo, hi, s, dot, eight_bit))
-    one = njit(lambda h, lo, hi: dot_gemm.quantize_row(h, lo, hi, w_dot[0], eight_bit))
+    block = njit(lambda x, lo, hi, s: activation_grids.quantize_rows(x, lo, hi, s, dot, eight_bit))
+    one = njit(lambda h, lo, hi: activation_grids.quantize_row(h, lo, hi, w_dot[0], eight_bit))
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((6, 37)) * rng.uniform(0.01, 3, (6, 1))).astype(np.float32)
     x[2] = 0
@@ -481,10 +481,10 @@ def test_rows_go_to_int16_bytes_on_a_per_row_grid(bits, dtype):
     # first): v = step * round(levels * h / max|h|), split into vpdpbusd's bytes.
     from numba import njit
 
-    from numba_lstm.cpu import dot_gemm
+    from numba_lstm.cpu import activation_grids
 
     levels, step = {16: (32767, 1), 8: (127, 256)}[bits]
-    grid = dot_gemm.quantize_row16 if bits == 16 else dot_gemm.quantize_row8
+    grid = activation_grids.quantize_row16 if bits == 16 else activation_grids.quantize_row8
     quantize = njit(lambda h, lo, hi: grid(h, lo, hi))
     rng = np.random.default_rng(7)
     h = rng.uniform(-0.9, 0.9, 37).astype(dtype)
@@ -512,13 +512,13 @@ def test_the_high_byte_kernel_gives_the_two_byte_kernels_bits(R, reverse):
     # kernels (row_dot_acc a row at a time), on the host's micro-kernel.
     from numba import njit
 
-    from numba_lstm.cpu import dot_gemm
+    from numba_lstm.cpu import activation_grids, dot_gemm
     from numba_lstm.cpu.packing import _pack_quads
 
     @njit
     def run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse):
         for r in range(x.shape[0]):
-            s_rows[r] = dot_gemm.quantize_row8(x[r], lo[r], hi[r])
+            s_rows[r] = activation_grids.quantize_row8(x[r], lo[r], hi[r])
         dot_gemm.gemm_dot_acc(fast, lo, hi, s_rows, w_dot, offset, scale, reverse, True)
         for r in range(x.shape[0]):
             dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
@@ -685,9 +685,9 @@ def test_rows_go_to_bfloat16_pairs(split):
     # lo stays 0.
     from numba import njit
 
-    from numba_lstm.cpu import dot_gemm
+    from numba_lstm.cpu import activation_grids
 
-    quantize = njit(lambda h, lo, hi, split: dot_gemm.quantize_row_bf16(h, lo, hi, split))
+    quantize = njit(lambda h, lo, hi, split: activation_grids.quantize_row_bf16(h, lo, hi, split))
     rng = np.random.default_rng(22)
     h = (rng.standard_normal(37) * 3).astype(np.float32)
     lo, hi = np.full(80, 7, np.uint8), np.full(80, 7, np.uint8)  # 40 bfloat16, 3 of padding
@@ -714,13 +714,13 @@ def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, rev
     # one row at a time (row_dot_acc), bitwise; then against NumPy.
     from numba import njit
 
-    from numba_lstm.cpu import dot_gemm
+    from numba_lstm.cpu import activation_grids, dot_gemm
     from numba_lstm.cpu.packing import _pack_pairs
 
     @njit
     def run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse, split):
         for r in range(x.shape[0]):
-            s_rows[r] = dot_gemm.quantize_row_bf16(x[r], lo[r], hi[r], split)
+            s_rows[r] = activation_grids.quantize_row_bf16(x[r], lo[r], hi[r], split)
         dot_gemm.gemm_dot_acc(fast, lo, hi, s_rows, w_dot, offset, scale, reverse, not split)
         for r in range(x.shape[0]):
             dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
@@ -1019,3 +1019,4 @@ def test_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, f
     assert np.isnan(out[5:, 3, :H]).all() and np.isfinite(np.delete(out, 3, axis=1)).all()
     if D == 2:  # the reverse direction meets it at t = 5 too
         assert np.isnan(out[:6, 3, H:]).all()
+

@@ -101,7 +101,8 @@ class Int8Product:
         import numpy as np
         from numba import njit
 
-        from numba_lstm.cpu.dot_gemm import gemm_dot_acc, quantize_row16
+        from numba_lstm.cpu.activation_grids import quantize_row16
+        from numba_lstm.cpu.dot_gemm import gemm_dot_acc
         from numba_lstm.cpu.packing import _pack_quads
 
         rng = np.random.default_rng(0)

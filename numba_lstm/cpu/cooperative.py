@@ -20,9 +20,10 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM, Cell, rebind
+from .activation_grids import quantize_rows
 from .aligned import aligned_empty, aligned_zeros
 from .atomics import fetch_add, load_acquire, wait_until
-from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, quantize_rows
+from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes
 from .layer import row_function
 from .panel_gemm import gemm_layout_acc, gemm_panels2_acc
 from .recurrence import _FLAGS, copy_row
@@ -128,7 +129,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     each block's columns in panels, by (block q, row chunk) tasks. With the
     int8 dot layout (dot = (w_dot (nb, P, K4, 4 * DOT_NR), offset, scale (nb,
     4U)), nb > 0: packing.team_quantized_projection; None for a float stack),
-    by row chunk: each row is quantized to int16 once (dot_gemm.quantize_row16;
+    by row chunk: each row is quantized to int16 once (activation_grids.quantize_row16;
     to 8 bits, h's grid, with ``eight_bit``: rows are the layer below's h) for
     every block, and a chunk holding a row that is not finite takes the float
     panels."""

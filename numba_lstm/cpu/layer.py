@@ -17,8 +17,9 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..cells import Cell, bind, rebind
+from .activation_grids import quantize_rows
 from .activations import relu, sigmoid, tanh
-from .dot_gemm import dot_acc, dot_k_bytes, quantize_rows
+from .dot_gemm import dot_acc, dot_k_bytes
 from .panel_gemm import chunk_start, gemm_layout_acc
 from .recurrence import _FLAGS, _rows_matmul_acc, copy_row
 from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_first

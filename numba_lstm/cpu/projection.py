@@ -14,8 +14,9 @@ once, gx made two round trips to memory: S7's projection took 13 ms).
 import numpy as np
 from numba import njit
 
+from .activation_grids import quantize_rows
 from .atomics import fetch_add, wait_until
-from .dot_gemm import dot_acc, dot_k_bytes, quantize_rows
+from .dot_gemm import dot_acc, dot_k_bytes
 from .panel_gemm import gemm_layout_acc
 from .recurrence import _FLAGS, copy_row
 

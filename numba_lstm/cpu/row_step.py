@@ -19,6 +19,7 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from ..cells import LSTM
+from .activation_grids import quantize_row
 from .dot_gemm import (
     DOT_LANES,
     DOT_NR,
@@ -26,7 +27,6 @@ from .dot_gemm import (
     dot_row,
     dot_sum,
     dot_zero,
-    quantize_row,
     takes_high_kernel,
     vdot,
 )

@@ -14,8 +14,9 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM
+from .activation_grids import quantize_row
 from .cooperative import SERVE, describe_stack_job, job_kind, stack_job_buffers
-from .dot_gemm import quantize_row, row_dot_acc
+from .dot_gemm import row_dot_acc
 from .layer import row_function
 from .packing import PackedStack
 from .recurrence import _FLAGS, _row_matmul_acc, copy_row
