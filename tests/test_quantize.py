@@ -165,6 +165,32 @@ def test_a_sequence_does_not_depend_on_its_batch_at_large_batch(weights):
 
 
 @pytest.mark.parametrize("weights", FORMATS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("B,kw", [(5, {}), (20, {}), (20, dict(bidirectional=True))])
+def test_a_row_that_is_not_finite_leaves_the_other_rows_alone(weights, bad, B, kw,
+                                                              dot_streaming):
+    # A NaN or Inf in one sequence's x (then in its h, step after step) takes
+    # that row's products in float; the other rows keep their grids, so their
+    # numbers are those of the batch without it, bitwise. Before, the whole
+    # block or task fell back to float and every other sequence moved by up
+    # to 7e-4. Batch 5: the team (its projection and steps); 20: the panel
+    # steps and the projection pass; both layers (the second's x is the
+    # first's h). On the host's dot micro-kernel, or the pairs and the
+    # vdpbf16ps emulation where it has none.
+    rng = np.random.default_rng(31)
+    q = nl.LSTM(24, 64, num_layers=2, **kw).quantize(weights)
+    x = rng.standard_normal((12, B, 24)).astype(np.float32)
+    clean = q(x)[0]
+    x[4, 2, 7] = bad
+    got = q(x)[0]
+    np.testing.assert_array_equal(np.delete(got, 2, axis=1), np.delete(clean, 2, axis=1))
+    if not kw:  # one direction: that row's steps before it are its own too
+        np.testing.assert_array_equal(got[:4, 2], clean[:4, 2])
+    if bad != bad:  # NaN: the row is NaN from then on, as in float32
+        assert np.isnan(got[4:, 2, :64]).all()
+
+
+@pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("family,kw", [("GRU", {}), ("LSTM", dict(bidirectional=True)),
                                        ("GRU", dict(num_layers=2, bidirectional=True))])
 def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family, kw,
@@ -464,14 +490,26 @@ def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
     width = 80 if bf16 else 40  # bytes: a bfloat16 takes two a value
     lo, hi = np.full((6, width), 7, np.uint8), np.full((6, width), 7, np.uint8)
     s = np.zeros(6, np.float32)
-    assert block(x, lo, hi, s)
+    assert block(x, lo, hi, s) == 0  # every row finite
     for r in range(6):
         lo1, hi1 = np.full(width, 9, np.uint8), np.full(width, 9, np.uint8)
         assert one(x[r], lo1, hi1) == s[r]
         np.testing.assert_array_equal(lo1, lo[r])
         np.testing.assert_array_equal(hi1, hi[r])
-    x[4, 5] = np.nan  # a row that is not finite: False, the caller takes float products
-    assert not block(x, lo, hi, s)
+    # Rows that are not finite: counted, scale -1, the bytes of a zero row (the
+    # padding's: each kernel multiplies them to 0) while the caller takes their
+    # float products; the rows after them still quantized.
+    before_lo, before_hi, before_s = lo.copy(), hi.copy(), s.copy()
+    x[1, 5], x[4, 0] = np.nan, -np.inf
+    assert block(x, lo, hi, s) == 2
+    assert s[1] == s[4] == -1
+    zero_hi = 0 if bf16 else 128  # int8's high byte is offset by 128
+    for r in (1, 4):
+        assert (lo[r] == 0).all() and (hi[r] == zero_hi).all()
+    keep = [0, 2, 3, 5]
+    np.testing.assert_array_equal(lo[keep], before_lo[keep])
+    np.testing.assert_array_equal(hi[keep], before_hi[keep])
+    np.testing.assert_array_equal(s[keep], before_s[keep])
 
 
 @pytest.mark.parametrize("bits", [16, 8])

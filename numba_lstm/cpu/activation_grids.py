@@ -240,20 +240,42 @@ def quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
     """Each row of rows (R, K) on its own int16 grid (quantize_row16), or on
     the 8-bit one (quantize_row8), into lo, hi (R, >= K) and scales (R,), for
     a dot product (bfloat16 pairs: quantize_row_bf16, lo only where not
-    ``eight_bit``); True if every row was finite. False, doing nothing, where
-    dot is None."""
+    ``eight_bit``). Returns how many rows were not finite: each such row gets
+    scale -1 and the bytes of a zero row, so a dot product adds 0 for it, and
+    the caller adds that row's float product: the other rows' numbers do not
+    depend on it. -1, doing nothing, where dot is None."""
 
 
 @overload(quantize_rows, jit_options=_FLAGS)
 def _quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
     if isinstance(dot, types.NoneType):
-        return lambda rows, lo, hi, scales, dot, eight_bit=False: False
+        return lambda rows, lo, hi, scales, dot, eight_bit=False: -1
 
     def impl(rows, lo, hi, scales, dot, eight_bit=False):
         lo_op, hi_op = _row_operands(lo, hi, dot[0])
+        not_finite = 0
         for r in range(rows.shape[0]):
             scales[r] = _quantize_row_at(rows, r, lo_op, hi_op, dot[0], eight_bit)
             if scales[r] < 0:
-                return False
-        return True
+                _zero_row(lo_op, hi_op, r, dot[0])
+                not_finite += 1
+        return not_finite
     return impl
+
+
+def _zero_row(lo_op, hi_op, r, w_dot):
+    """Row r of _row_operands' lo_op, hi_op as a row of zeros: the padding's
+    bytes (int8: lo 0, hi 128, which every int8 kernel reads as 0; bfloat16:
+    0 and 0)."""
+
+
+@overload(_zero_row, inline="always", jit_options=_FLAGS)
+def _zero_row_impl(lo_op, hi_op, r, w_dot):
+    high = 0 if w_dot.dtype == nbtypes.uint8 else 128
+
+    def impl(lo_op, hi_op, r, w_dot):
+        for k in range(lo_op.shape[1]):
+            lo_op[r, k] = 0
+            hi_op[r, k] = high
+    return impl
+

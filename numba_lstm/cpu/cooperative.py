@@ -131,8 +131,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     4U)), nb > 0: packing.team_quantized_projection; None for a float stack),
     by row chunk: each row is quantized to int16 once (activation_grids.quantize_row16;
     to 8 bits, h's grid, with ``eight_bit``: rows are the layer below's h) for
-    every block, and a chunk holding a row that is not finite takes the float
-    panels."""
+    every block, and a row that is not finite takes the float panels alone."""
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
@@ -148,15 +147,20 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
             q_first, q_end = (0, nb) if quantized else (task // n_chunks, task // n_chunks + 1)
             r0 = (task % n_chunks) * PROJECTION_ROWS
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
-            finite = quantized and quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
-                                                 s_rows[:r1 - r0], dot, eight_bit)
+            not_finite = quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
+                                       s_rows[:r1 - r0], dot, eight_bit) if quantized else -1
             for q in range(q_first, q_end):
                 for r in range(r0, r1):
                     copy_row(bias[q], gx[q, r])
                 # (rows, GU) += (rows, K) @ (K, GU): int8 or bfloat16 x the rows' grid, else float
-                if not (finite and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
-                                           s_rows[:r1 - r0], dot, q, False, eight_bit)):
+                if not (not_finite >= 0 and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
+                                                    s_rows[:r1 - r0], dot, q, False, eight_bit)):
                     gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
+                elif not_finite > 0:  # those rows' float products, theirs alone
+                    for r in range(r0, r1):
+                        if s_rows[r - r0] < 0:
+                            gemm_layout_acc(gx[q, r:r + 1], 0, gx.shape[2], rows[r:r + 1],
+                                            w_ih[q])
             fetch_add(done, 0, 1)
     wait_until(done, 0, n_tasks)
 
@@ -231,10 +235,15 @@ def _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q
     # (B, GU) += (B, H) @ (H, GU): int8 x h's 8-bit grid (bfloat16 x h's) where the
     # dot layout covers whole panels and every h is finite, else float32
     dot = recurrence_dot(quantized)
-    use_dot = (dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0
-               and quantize_rows(h_prev, lo, hi, s_rows, dot, True))
-    if not (use_dot and dot_acc(acc, lo, hi, s_rows, dot, q, s % 2 == 1, True)):
-        gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q], s % 2 == 1)
+    reverse = s % 2 == 1
+    not_finite = (quantize_rows(h_prev, lo, hi, s_rows, dot, True)
+                  if dot_blocks(dot) > 0 and acc.shape[1] % DOT_NR == 0 else -1)
+    if not (not_finite >= 0 and dot_acc(acc, lo, hi, s_rows, dot, q, reverse, True)):
+        gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q], reverse)
+    elif not_finite > 0:  # those rows' float products, theirs alone
+        for b in range(B):
+            if s_rows[b] < 0:
+                gemm_panels2_acc(acc[b:b + 1], 0, acc.shape[1], h_prev[b:b + 1], w_hh[q], reverse)
     for b in range(B):
         if s < lengths[b]:
             # The cells here read no parameters: acc stands in for them.

@@ -120,7 +120,7 @@ def _layer(x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, ou
     hh_dot      None, or a quantized layer's W_hh^T in a dot layout (w_dot (D, P, K4,
                 4 * DOT_NR), offset (D, G), scale (D, G): packing.dot_layout): the
                 panel steps then multiply h on a per-row 8-bit grid by vpdpbusd,
-                a step whose h is not all finite on the float panels
+                a row whose h is not finite on the float panels alone
     """
     for task in range(w_rows.shape[0] * n_chunks):
         layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, lengths, out,
@@ -166,11 +166,18 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                 copy_row(bias[d, 1, S:], gates[r, S:])
         if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
             # (nb, G) += (nb, K) @ (K, G), int8 x h's 8-bit grid (or bfloat16 x h's) where it can
-            if not (n_x == 0 and quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True)
-                    and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d, s % 2 == 1, True)):
-                # column int64 0, not a literal: the projection's call
-                # compiles this product for int64 columns already
-                gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], s % 2 == 1)
+            reverse = s % 2 == 1
+            not_finite = quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True) if n_x == 0 else -1
+            # column int64 0, not a literal: the projection's call compiles
+            # this product for int64 columns already
+            if not (not_finite >= 0 and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d, reverse,
+                                                True)):
+                gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], reverse)
+            elif not_finite > 0:  # those rows' float products, theirs alone
+                for r in range(nb):
+                    if h_scales[r] < 0:
+                        gemm_layout_acc(gates[r:r + 1], np.int64(0), G, xh[r:r + 1],
+                                        w_panels[d], reverse)
         else:
             _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
         for r in range(nb):

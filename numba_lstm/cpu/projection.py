@@ -36,8 +36,7 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
     or a quantized layer's W_ih^T in a dot layout (packing.dot_layout): each
     block of rows is then quantized to int16 once for every direction (to 8
     bits, h's grid, with ``eight_bit``: x is the hidden state of the layer
-    below), and a block holding a row that is not finite takes the float
-    panels."""
+    below), and a row that is not finite takes the float panels alone."""
     N = x.shape[0]
     D = w_ih.shape[0]
     G = gx.shape[1] // D
@@ -55,10 +54,16 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
         n = r1 - r0
         for r in range(r0, r1):
             copy_row(bias, gx[r])
-        dot = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot, eight_bit)
+        not_finite = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot,
+                                   eight_bit)
         for d in range(D):  # (rows, G) += (rows, I) @ (I, G)
-            if not (dot and dot_acc(gx[r0:r1, d * G:(d + 1) * G], x_lo[:n], x_hi[:n],
-                                    x_scales[:n], ih_dot, d, False, eight_bit)):
+            if not (not_finite >= 0 and dot_acc(gx[r0:r1, d * G:(d + 1) * G], x_lo[:n],
+                                                x_hi[:n], x_scales[:n], ih_dot, d, False,
+                                                eight_bit)):
                 gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])
+            elif not_finite > 0:  # those rows' float products, theirs alone
+                for r in range(r0, r1):
+                    if x_scales[r - r0] < 0:
+                        gemm_layout_acc(gx[r:r + 1], d * G, G, x[r:r + 1], w_ih[d])
         fetch_add(counters, LINE, 1)
     wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed
