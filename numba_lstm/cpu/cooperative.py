@@ -47,6 +47,12 @@ GATES = SUMMED = 4
 LSTM_ROWS = True
 
 PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
+# What quantizing one value of x for a dot projection costs, in the output
+# columns whose two-byte (or two-part bfloat16) multiply-adds take as long:
+# 54-112 ns a row of 256 against 218 G multiply-adds/s (Zen 5). It prices a
+# projection by row chunks, each quantized once for every block, against one
+# by (block, row chunk), each quantizing its rows again (_by_blocks).
+QUANTIZE_COLUMNS = 64
 # Per layer, done[layer] counts finished tasks, each counter on its own cache
 # line: projection tasks in [0], and the recurrence blocks thread t computed in
 # [LINE * (1 + t)]. One counter per thread, written by that thread only, so that
@@ -124,6 +130,23 @@ def count_block(done, tid):
 
 
 @njit(inline="always", **_FLAGS)
+def _by_blocks(n_rows, nb, columns, n_threads, eight_bit):
+    """Whether a quantized projection goes by (block, row chunk) tasks: where
+    row chunks would leave one thread more rows than the others by more than
+    quantizing every row once per block costs (S3: 200 rows, 128 and 72 on
+    two threads; a short sequence's one chunk on one thread). In units of a
+    block's products of one row, a chunk task costs nb + r a row, a block
+    task 1 + r, r = QUANTIZE_COLUMNS / columns (doubled for 8-bit rows, whose
+    products take one pass instead of two)."""
+    n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
+    most_rows = min(n_rows, (n_chunks + n_threads - 1) // n_threads * PROJECTION_ROWS)
+    r = QUANTIZE_COLUMNS * (2 if eight_bit else 1) / columns
+    # block tasks: nb times the rows, shared out evenly (a task is a chunk at most)
+    block_rows = max(nb * n_rows / n_threads, min(n_rows, PROJECTION_ROWS))
+    return block_rows * (1 + r) < most_rows * (nb + r)
+
+
+@njit(inline="always", **_FLAGS)
 def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit):
     """gx[q, r] = bias[q] + rows[r] @ W_ih^T[:, block q]; w_ih (nb, P, K, NR),
     each block's columns in panels, by (block q, row chunk) tasks. With the
@@ -131,12 +154,15 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     4U)), nb > 0: packing.team_quantized_projection; None for a float stack),
     by row chunk: each row is quantized to int16 once (activation_grids.quantize_row16;
     to 8 bits, h's grid, with ``eight_bit``: rows are the layer below's h) for
-    every block, and a row that is not finite takes the float panels alone."""
+    every block, or by (block, chunk) where too few chunks would leave the
+    threads unevenly loaded (_by_blocks: the same bytes, the same bits); a row
+    that is not finite takes the float panels alone."""
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
     quantized = dot_blocks(dot) > 0
-    n_tasks = n_chunks if quantized else nb * n_chunks
+    by_block = not quantized or _by_blocks(n_rows, nb, gx.shape[2], n_threads, eight_bit)
+    n_tasks = nb * n_chunks if by_block else n_chunks
     k_bytes = dot_k_bytes(dot)
     lo = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
     hi = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
@@ -144,7 +170,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     for i in range(n_tasks):
         task = (tid * n_tasks // n_threads + i) % n_tasks
         if fetch_add(claims, task, 1) == 0:
-            q_first, q_end = (0, nb) if quantized else (task // n_chunks, task // n_chunks + 1)
+            q_first, q_end = (task // n_chunks, task // n_chunks + 1) if by_block else (0, nb)
             r0 = (task % n_chunks) * PROJECTION_ROWS
             r1 = min(r0 + PROJECTION_ROWS, n_rows)
             not_finite = quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
