@@ -263,6 +263,16 @@ def _quantize_rows(rows, lo, hi, scales, dot, eight_bit=False):
     return impl
 
 
+@njit(inline="always", **_FLAGS)
+def float_rows_acc(out, col, N, rows, panels, reverse, scales, gemm):
+    """out[r, col:col+N] += rows[r] @ W by ``gemm`` on W's float panels, for
+    each row quantize_rows found not finite (scales[r] < 0), that row alone:
+    the float products quantize_rows' callers owe those rows."""
+    for r in range(scales.shape[0]):
+        if scales[r] < 0:
+            gemm(out[r:r + 1], col, N, rows[r:r + 1], panels, reverse)
+
+
 def _zero_row(lo_op, hi_op, r, w_dot):
     """Row r of _row_operands' lo_op, hi_op as a row of zeros: the padding's
     bytes (int8: lo 0, hi 128, which every int8 kernel reads as 0; bfloat16:

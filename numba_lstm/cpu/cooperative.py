@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from ..cells import LSTM, Cell, rebind
-from .activation_grids import quantize_rows
+from .activation_grids import float_rows_acc, quantize_rows
 from .aligned import aligned_empty, aligned_zeros
 from .atomics import fetch_add, load_acquire, wait_until
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes
@@ -183,10 +183,8 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
                                                     s_rows[:r1 - r0], dot, q, False, eight_bit)):
                     gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
                 elif not_finite > 0:  # those rows' float products, theirs alone
-                    for r in range(r0, r1):
-                        if s_rows[r - r0] < 0:
-                            gemm_layout_acc(gx[q, r:r + 1], 0, gx.shape[2], rows[r:r + 1],
-                                            w_ih[q])
+                    float_rows_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q], False,
+                                   s_rows[:r1 - r0], gemm_layout_acc)
             fetch_add(done, 0, 1)
     wait_until(done, 0, n_tasks)
 
@@ -267,9 +265,7 @@ def _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q
     if not (not_finite >= 0 and dot_acc(acc, lo, hi, s_rows, dot, q, reverse, True)):
         gemm_panels2_acc(acc, 0, acc.shape[1], h_prev, w_hh[q], reverse)
     elif not_finite > 0:  # those rows' float products, theirs alone
-        for b in range(B):
-            if s_rows[b] < 0:
-                gemm_panels2_acc(acc[b:b + 1], 0, acc.shape[1], h_prev[b:b + 1], w_hh[q], reverse)
+        float_rows_acc(acc, 0, acc.shape[1], h_prev, w_hh[q], reverse, s_rows, gemm_panels2_acc)
     for b in range(B):
         if s < lengths[b]:
             # The cells here read no parameters: acc stands in for them.

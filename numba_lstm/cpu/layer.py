@@ -17,7 +17,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..cells import Cell, bind, rebind
-from .activation_grids import quantize_rows
+from .activation_grids import float_rows_acc, quantize_rows
 from .activations import relu, sigmoid, tanh
 from .dot_gemm import dot_acc, dot_k_bytes
 from .panel_gemm import chunk_start, gemm_layout_acc
@@ -174,10 +174,8 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                                                 True)):
                 gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], reverse)
             elif not_finite > 0:  # those rows' float products, theirs alone
-                for r in range(nb):
-                    if h_scales[r] < 0:
-                        gemm_layout_acc(gates[r:r + 1], np.int64(0), G, xh[r:r + 1],
-                                        w_panels[d], reverse)
+                float_rows_acc(gates, np.int64(0), G, xh, w_panels[d], reverse, h_scales,
+                               gemm_layout_acc)
         else:
             _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
         for r in range(nb):

@@ -14,7 +14,7 @@ once, gx made two round trips to memory: S7's projection took 13 ms).
 import numpy as np
 from numba import njit
 
-from .activation_grids import quantize_rows
+from .activation_grids import float_rows_acc, quantize_rows
 from .atomics import fetch_add, wait_until
 from .dot_gemm import dot_acc, dot_k_bytes
 from .panel_gemm import gemm_layout_acc
@@ -62,8 +62,7 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
                                                 eight_bit)):
                 gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])
             elif not_finite > 0:  # those rows' float products, theirs alone
-                for r in range(r0, r1):
-                    if x_scales[r - r0] < 0:
-                        gemm_layout_acc(gx[r:r + 1], d * G, G, x[r:r + 1], w_ih[d])
+                float_rows_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d], False, x_scales[:n],
+                               gemm_layout_acc)
         fetch_add(counters, LINE, 1)
     wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed
