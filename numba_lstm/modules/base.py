@@ -254,11 +254,20 @@ class Module:
     _derived: tuple[str, ...] = ()
 
     def __getstate__(self):
-        # Weights and config only: derived layouts are rebuilt where it is unpickled.
-        return {k: val for k, val in self.__dict__.items() if k not in self._derived}
+        # Weights and config only: derived layouts are rebuilt where it is unpickled,
+        # and so are a quantized module's float32 matrices (their names stay, as None,
+        # to keep state_dict's order), so that its pickle is as small as its files.
+        state = {k: val for k, val in self.__dict__.items() if k not in self._derived}
+        if self._stored:
+            state["_params"] = {k: None if k in self._stored else p
+                                for k, p in self._params.items()}
+        return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if self._stored:  # the values quantize() and load_state_dict() give, bitwise
+            self._params = {k: quant.values(self._weights, self._stored[k]) if p is None else p
+                            for k, p in self._params.items()}
         self._prepare()
 
     def __repr__(self) -> str:
