@@ -1,6 +1,7 @@
 """Reduced-precision weight formats: how a weight matrix is stored, and the
-float32 values it stands for. Pure NumPy; the modules keep both (the stored
-tensors for state_dict and files, the values for the kernels).
+float32 values it stands for. Pure NumPy; the modules keep the stored
+tensors (state_dict, files, pickles) and make the values when the backend
+packs its layouts.
 
 - ``int8``: per output row (each row of torch's (out, in) weight) a float32
   scale s = max|w_row| / 127 and q = round(w / s) in [-127, 127]; the value

@@ -51,9 +51,10 @@ def _import_backend(device: str):
 class Module:
     """Base class: parameters live in ``self._params`` (name -> array, module dtype).
 
-    A quantized module (``quantize``) also keeps its weight matrices as stored
-    (``self._stored``: name -> numba_lstm.quantization tensors); ``_params``
-    then holds the float32 values they stand for, which the backends run.
+    A quantized module (``quantize``) keeps its weight matrices as stored
+    (``self._stored``: name -> numba_lstm.quantization tensors) and the rest
+    (biases) in ``_params``; the float32 values the matrices stand for are
+    made for the backends when they pack them (``_float_params``), not kept.
     """
 
     _quantizable = False  # LSTM, GRU, RNN, their cells and Linear set it
@@ -88,12 +89,20 @@ class Module:
         matrices are its stored tensors (int8 with ``<name>_scale`` beside, or
         bfloat16 bits as uint16); docs/quantization.md."""
         out = {}
-        for name, p in self._params.items():
-            if name in self._stored:
+        for name in self._param_shapes():
+            if name in self._params:
+                out[name] = self._params[name].copy()
+            elif name in self._stored:
                 out.update(quant.stored_entries(self._weights, name, self._stored[name]))
-            else:
-                out[name] = p.copy()
         return out
+
+    def _float_params(self) -> dict[str, np.ndarray]:
+        """Every parameter's values in the module's dtype, for a backend to pack:
+        a stored matrix's made from its stored form for this call (the same
+        bits each time), the others as they are."""
+        return {name: self._params[name] if name in self._params
+                else quant.values(self._weights, self._stored[name])
+                for name in self._param_shapes() if name in self._params or name in self._stored}
 
     # -- reduced-precision weights ------------------------------------------------------
     @property
@@ -121,10 +130,10 @@ class Module:
         new.__dict__.update(self.__getstate__())
         new._dtype = np.dtype(np.float32)
         new._weights = weights
-        params = {k: p.astype(np.float32) for k, p in self._params.items()}
-        new._stored = {name: quant.store(weights, params[name]) for name in self._matrix_names()}
-        params.update({name: quant.values(weights, s) for name, s in new._stored.items()})
-        new._params = params
+        new._stored = {name: quant.store(weights, self._params[name].astype(np.float32))
+                       for name in self._matrix_names()}
+        new._params = {k: p.astype(np.float32) for k, p in self._params.items()
+                       if k not in new._stored}
         new._prepare()
         return new
 
@@ -179,8 +188,6 @@ class Module:
             if name in self._stored:
                 stored[name], found = quant.read_entries(expected, state_dict, name, shape)
                 problems.extend(found)
-                if not found:
-                    loaded[name] = quant.values(expected, stored[name])
                 continue
             value = v.as_float_array(state_dict[name], self._dtype, f"state_dict[{name!r}]")
             if value.shape != shape:
@@ -193,6 +200,8 @@ class Module:
         self._params.update(loaded)
         if stored:
             self._stored = dict(self._stored, **stored)
+            for name in stored:  # its values are made from the stored form from now on
+                self._params.pop(name, None)
         self._prepare()
         return self
 
@@ -254,20 +263,11 @@ class Module:
     _derived: tuple[str, ...] = ()
 
     def __getstate__(self):
-        # Weights and config only: derived layouts are rebuilt where it is unpickled,
-        # and so are a quantized module's float32 matrices (their names stay, as None,
-        # to keep state_dict's order), so that its pickle is as small as its files.
-        state = {k: val for k, val in self.__dict__.items() if k not in self._derived}
-        if self._stored:
-            state["_params"] = {k: None if k in self._stored else p
-                                for k, p in self._params.items()}
-        return state
+        # Weights and config only: derived layouts are rebuilt where it is unpickled.
+        return {k: val for k, val in self.__dict__.items() if k not in self._derived}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if self._stored:  # the values quantize() and load_state_dict() give, bitwise
-            self._params = {k: quant.values(self._weights, self._stored[k]) if p is None else p
-                            for k, p in self._params.items()}
         self._prepare()
 
     def __repr__(self) -> str:

@@ -64,7 +64,7 @@ class RNNCellBase(Module):
         return shapes
 
     def _prepare(self) -> None:
-        p = self._params
+        p = self._float_params()
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         self._layers = self._backend().pack_stack([[tuple(p.get(n) for n in names)]],
                                                   self._dtype, self._cell)

@@ -16,6 +16,7 @@ class Linear(Module):
     """y = x @ weight^T + bias, as torch.nn.Linear; x (..., in_features)."""
 
     _quantizable = True
+    _derived = ("_weight",)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  dtype="float32", device="cpu"):
@@ -24,6 +25,11 @@ class Linear(Module):
         self.out_features = v.positive_int(out_features, "out_features")
         self.bias = bool(bias)
         self._init_uniform(1.0 / math.sqrt(self.in_features))
+        self._prepare()
+
+    def _prepare(self) -> None:
+        # Each call multiplies by it: a quantized Linear keeps its float32 values.
+        self._weight = self._float_params()["weight"]
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any], *, prefix: str = "",
@@ -47,7 +53,7 @@ class Linear(Module):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise RuntimeError(f"Linear: input must have shape (..., {self.in_features}), "
                                f"got {v.fmt_shape(x.shape)}")
-        y = x @ self._params["weight"].T
+        y = x @ self._weight.T
         if self.bias:
             y += self._params["bias"]
         return y

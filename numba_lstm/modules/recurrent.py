@@ -207,7 +207,7 @@ class RNNBase(Module):
         return shapes
 
     def _prepare(self) -> None:
-        p = self._params
+        p = self._float_params()
         suffixes = ("", "_reverse")[: self.num_directions]
         extra = {}
         if self._stored:  # the stored W_hh and W_ih too: what quantized kernels read
