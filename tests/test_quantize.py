@@ -225,10 +225,11 @@ def test_a_row_that_is_not_finite_leaves_the_other_rows_alone(weights, bad, B, k
                                        ("GRU", dict(num_layers=2, bidirectional=True))])
 def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family, kw,
                                                                  dot_at_any_size):
-    # The layers the team does not run: batch 8 on the panel steps, batch 1 on
-    # the axpy rows, or on the panel steps' dot kernels for int8 with vpdpbusd
-    # (each row of x and h on its own grid: the axpy rows would multiply them
-    # unrounded, 1e-3 apart with h on 8 bits).
+    # Bidirectional layers, which the team does not run: batch 8 on the panel
+    # steps, batch 1 on the axpy rows, or on the panel steps' dot kernels for
+    # int8 with vpdpbusd (each row of x and h on its own grid: the axpy rows
+    # would multiply them unrounded, 1e-3 apart with h on 8 bits). A GRU of one
+    # direction runs on the team where its layers have a dot layout.
     rng = np.random.default_rng(3)
     q = getattr(nl, family)(40, 64, **kw).quantize(weights)
     x = rng.standard_normal((50, 8, 40)).astype(np.float32)
@@ -994,6 +995,33 @@ def test_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streami
     monkeypatch.setattr(packing, "BF16_DOT_BY_DEFAULT", False)
     widened = _module("LSTM", np.random.default_rng(16), I, H, num_layers=2).quantize(weights)
     assert not np.array_equal(widened(x)[0], out)
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("weights", FORMATS)
+def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, weights):
+    # The team's quantized job with the GRU cell bound in: h's products summed
+    # into a scratch row with b_hn, the same dot kernels and grids as the
+    # layer loop's, so the same bits at batch 1 and 3 (I = 13: K4's padding);
+    # a row that is not finite moves no other row.
+    from numba_lstm import cpu
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    rng = np.random.default_rng(18)
+    I, H, T = 13, 2 * _team_hidden_size(DOT_NR), 40  # 3H x H past TEAM_MIN_MACS_PER_STEP
+    q = _module("GRU", rng, I, H, num_layers=2).quantize(weights)
+    for B in (1, 3):
+        assert cpu._team_can_run(q._layers, T, B) and cpu._team_preferred(q._layers, T, B)
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        lengths = np.full(B, T, np.int64)
+        team = cpu.forward(q._layers, x, None, None, lengths, "team")
+        layers = cpu.forward(q._layers, x, None, None, lengths, "layers")
+        for got, want in zip(team, layers, strict=True):
+            np.testing.assert_array_equal(got, want)
+    x[7, 1, 3] = np.nan
+    bad = cpu.forward(q._layers, x, None, None, lengths, "team")[0]
+    assert np.isnan(bad[7:, 1]).all()
+    np.testing.assert_array_equal(np.delete(bad, 1, axis=1), np.delete(team[0], 1, axis=1))
 
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")

@@ -366,13 +366,20 @@ def test_a_gru_stack_through_the_team_matches_the_reference(monkeypatch, per_thr
 
 
 def test_the_team_takes_float32_gru_stacks_only():
-    # Other cells' jobs are compiled for float32 on float weights alone.
+    # Other cells' jobs are compiled for float32, on float weights or on a dot
+    # layout (without one, the team's batch-1 kernels on stored weights are the
+    # LSTM's); none for float64.
     def team_can_run(module):
         return cpu.BY_NAME["team"].can_run(module._layers, 9, 2)
 
     assert team_can_run(nl.GRU(8, 64)) == (cpu.TEAM.size > 1)
     assert not team_can_run(nl.GRU(8, 64, dtype="float64"))
-    assert not team_can_run(nl.GRU(8, 64).quantize("int8"))
+    for weights, H in (("int8", 64), ("bfloat16", 64), ("bfloat16", 128)):
+        q = nl.GRU(8, H).quantize(weights)
+        has_dot = q._layers[0].dot_layout() is not None
+        assert has_dot == (weights == "int8" and cpu.packing.DOT_BY_DEFAULT
+                           or H == 128 and cpu.packing.BF16_DOT_BY_DEFAULT)
+        assert team_can_run(q) == (cpu.TEAM.size > 1 and has_dot)
     assert not team_can_run(nl.GRU(8, 64, bidirectional=True))
     assert not team_can_run(nl.RNN(8, 64))
 

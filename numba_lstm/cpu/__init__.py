@@ -78,9 +78,12 @@ class Strategy:
 
 
 def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
-    # A GRU stack's job is float32 on float weights only (cooperative.CELL_KINDS).
+    # A GRU stack's job is float32 (cooperative.CELL_KINDS): on float weights,
+    # or on a dot layout (without one, the team's batch-1 kernels on stored
+    # weights are the LSTM's).
     layer = layers[0]
-    gru32 = layer.cell is GRU and layer.w_hh.dtype == np.float32 and layer.stored is None
+    gru32 = layer.cell is GRU and layer.w_hh.dtype == np.float32 and (
+        layer.stored is None or layer.dot_layout() is not None)
     return ((layer.cell is LSTM or gru32) and layer.num_directions == 1
             and layer.output_size == layer.hidden_size and TEAM.size > 1
             and _team_blocks_take_the_dot(layer))
@@ -148,7 +151,7 @@ def _run_team(layers: PackedStack, x, h0, c0, lengths):
     kind = job_kind(x.dtype, layers.quantized is not None, layers[0].cell,
                     layers.team_has_pairs(_team_blocks()))
     if layers[0].cell is not LSTM:
-        TEAM.register(*cell_serve(layers[0].cell))
+        TEAM.register(*cell_serve(layers[0].cell, kind))
     ctrl = TEAM.acquire()
     try:
         if lengths is None:

@@ -413,22 +413,23 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantize
 # A bfloat16 stack with the dot layout (vdpbf16ps) has a kind of its own: its
 # dot arrays are bfloat16 pairs (uint8), int8's are int8.
 FLOAT32, FLOAT64, QUANTIZED_FLOAT32, BF16_DOT_FLOAT32 = 1, 2, 3, 5
-# Other cells' stacks: float32 with float weights only, a kind each (one more
-# cold compile of a whole job per dtype would cost the test suite ~30 s).
-CELL_KINDS = {"gru": 4}
+# Other cells' stacks: float32, on float weights or on a dot layout (int8's or
+# bfloat16's), a kind each by (cell, the LSTM's kind it mirrors); no float64
+# (one more cold compile of a whole job would cost the test suite ~30 s).
+CELL_KINDS = {("gru", FLOAT32): 4, ("gru", QUANTIZED_FLOAT32): 6, ("gru", BF16_DOT_FLOAT32): 7}
 
 
 def job_kind(dtype: np.dtype, quantized: bool, cell: Cell = LSTM, pairs: bool = False) -> int:
     """The kind of a stack job: a quantized stack computing in float64 runs on
     its float weights (the kernels on stored weights are float32 ones).
     ``pairs``: the stack's dot layout holds bfloat16 pairs (team_quantized_blocks)."""
-    if cell is not LSTM:
-        return CELL_KINDS[cell.name]
     if dtype == np.float64:
-        return FLOAT64
-    if quantized:
-        return BF16_DOT_FLOAT32 if pairs else QUANTIZED_FLOAT32
-    return FLOAT32
+        kind = FLOAT64
+    elif quantized:
+        kind = BF16_DOT_FLOAT32 if pairs else QUANTIZED_FLOAT32
+    else:
+        kind = FLOAT32
+    return kind if cell is LSTM else CELL_KINDS[cell.name, kind]
 
 
 # Descriptor of a stack job in ctrl[DESC:]: sizes, then array addresses.
@@ -620,13 +621,16 @@ SERVE = {FLOAT32: serve_float32, FLOAT64: serve_float64,
          BF16_DOT_FLOAT32: serve_bf16_dot_float32}  # by job kind; cell_serve adds
 
 
-def cell_serve(cell: Cell) -> tuple[int, object]:
-    """(kind, serve loop) of a float32 stack job of ``cell`` (CELL_KINDS): the
-    LSTM's job with the cell bound in, compiled under names of its own (the
-    on-disk cache is keyed by name); made on first use and added to SERVE."""
-    kind = CELL_KINDS[cell.name]
+def cell_serve(cell: Cell, kind: int) -> tuple[int, object]:
+    """(kind, serve loop) of a stack job of ``cell`` whose job_kind is ``kind``
+    (CELL_KINDS): the LSTM's job on the same weights with the cell bound in,
+    compiled under names of its own (the on-disk cache is keyed by name); made
+    on first use and added to SERVE."""
     if kind not in SERVE:
-        tag = f"__{cell.name}"
+        lstm_kind = next(k for (_, k), v in CELL_KINDS.items() if v == kind)
+        join_name, kind_name, lstm_serve = _LSTM_JOBS[lstm_kind]
+        # The float32 GRU's names as before, so that its cached loop keeps them.
+        tag = f"__{cell.name}" + ("" if lstm_kind == FLOAT32 else f"_{lstm_kind}")
         inline = njit(inline="always", **_FLAGS)
         cell_names = dict(cell_row=row_function(cell), GATES=cell.gates,
                           SUMMED=cell.summed_gates, LSTM_ROWS=False)
@@ -634,7 +638,17 @@ def cell_serve(cell: Cell) -> tuple[int, object]:
         recur = inline(rebind(_recur.py_func, dict(cell_names, _block_step=block_step), tag))
         job = njit(**_FLAGS)(rebind(stack_job.py_func, dict(_recur=recur), tag))
         join = inline(rebind(_join_stack_job.py_func, dict(stack_job=job), tag))
-        join32 = inline(rebind(_join_float32.py_func, dict(_join_stack_job=join), tag))
-        SERVE[kind] = njit(**_FLAGS)(rebind(serve_float32.py_func,
-                                            dict(_join_float32=join32, FLOAT32=kind), tag))
+        join_weights = inline(rebind(globals()[join_name].py_func,
+                                     dict(_join_stack_job=join), tag))
+        SERVE[kind] = njit(**_FLAGS)(rebind(lstm_serve.py_func,
+                                            {join_name: join_weights, kind_name: kind}, tag))
     return kind, SERVE[kind]
+
+
+# The LSTM job a cell's job is made from, by that job's kind: its join's name,
+# the name of its kind's constant (which the serve loop passes on) and the loop.
+_LSTM_JOBS = {FLOAT32: ("_join_float32", "FLOAT32", serve_float32),
+              QUANTIZED_FLOAT32: ("_join_quantized_float32", "QUANTIZED_FLOAT32",
+                                  serve_quantized_float32),
+              BF16_DOT_FLOAT32: ("_join_bf16_dot_float32", "BF16_DOT_FLOAT32",
+                                 serve_bf16_dot_float32)}

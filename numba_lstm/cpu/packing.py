@@ -168,9 +168,10 @@ class PackedStack(list):
     """
 
     step: tuple | None = None
-    # (format, per layer (W_hh^T (H, 4H) as stored, per-column scale (4H,)),
-    # per layer W_ih^T and its scales alike, or None) for a quantized stack the
-    # team and the streaming step run (numba_lstm.quantization), else None.
+    # (format, per layer (W_hh^T (H, G) as stored, per-column scale (G,)), per
+    # layer W_ih^T and its scales alike, or None) for a quantized stack of one
+    # direction without projection (what the team's job and an LSTM's streaming
+    # step read; numba_lstm.quantization), else None.
     quantized: tuple | None = None
 
     def team_blocks(self, n_blocks: int) -> tuple[np.ndarray, ...]:
@@ -221,11 +222,11 @@ class PackedStack(list):
         w_i8 or w_bf16 (L, n_blocks, P, H, NR): the stored W_hh^T cut and packed
         as team_blocks' w_hh (bfloat16 rows interleaved: interleave_bf16), as
         int8 or bfloat16 bits (cpu.row_step's widening kernel), the other
-        (L, 0, 0, 0, 0); scale (L, n_blocks, 4U): each column's scale (ones for
+        (L, 0, 0, 0, 0); scale (L, n_blocks, GU): each column's scale (ones for
         bfloat16). Where dot_default(format, H), a
         quantized stack also gets w_dot (L, n_blocks, P, K4, 4 * DOT_NR), the
         dot kernel's layout (four consecutive int8 k of a column side by side,
-        or two bfloat16), and offset (L, n_blocks, 4U) int32, 128 x each
+        or two bfloat16), and offset (L, n_blocks, GU) int32, 128 x each
         column's weight sum (0 for bfloat16).
         Absent parts are (L, 0, ...); all are for a float stack.
         """
@@ -246,28 +247,28 @@ class PackedStack(list):
         (cpu.cooperative), made on first use: each block's stored W_ih^T in
         the dot layout, layer 0's (n_blocks, P, K4, 4 * DOT_NR) and the other
         layers' (L-1, n_blocks, P, K4, ...), each column's offset (128 x its
-        weight sum) and scale (L, n_blocks, 4U). Each array has 0 blocks
-        unless a quantized stack with its stored W_ih, 4U a multiple of DOT_NR,
+        weight sum) and scale (L, n_blocks, GU), GU = gates x U. Each array has
+        0 blocks unless a quantized stack with its stored W_ih, GU a multiple of DOT_NR,
         every K within dot_fits and dot_default(format, H, ``dot``)."""
         cache = self.__dict__.setdefault("_team_quantized_projection", {})
         key = (n_blocks, dot)
         if key not in cache:
             q, L, H = self.quantized, len(self), self[0].hidden_size
-            U = -(-H // n_blocks)
+            U, gates = -(-H // n_blocks), self[0].cell.gates
             if (q is None or not dot_default(q[0], H, dot) or len(q) < 3 or q[2] is None
-                    or 4 * U % DOT_NR
+                    or gates * U % DOT_NR
                     or not all(dot_fits(w.shape[0]) for w, _ in q[2])):
                 empty = np.zeros((0, 0, 0, 0), np.int8)
                 cache[key] = (empty, np.zeros((max(L - 1, 0), 0, 0, 0, 0), np.int8),
                               np.zeros((L, 0, 0), np.int32), np.zeros((L, 0, 0), np.float32))
             else:
                 dots, offsets, scales = [], [], []
-                for w, scale in q[2]:  # per layer: W_ih^T (K, 4H) int8, (4H,)
-                    blocks = _cut_units(w, n_blocks, U)  # (n_blocks, K, 4U)
+                for w, scale in q[2]:  # per layer: W_ih^T (K, G) int8, (G,)
+                    blocks = _cut_units(w, n_blocks, U, gates)  # (n_blocks, K, gates*U)
                     quads, offset = _dot_blocks(blocks)
                     dots.append(quads)
                     offsets.append(offset)
-                    scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
+                    scales.append(_cut_units(scale[None], n_blocks, U, gates)[:, 0])
                 rest = (np.stack(dots[1:]) if L > 1 else
                         np.zeros((0, n_blocks, dots[0].shape[1], -(-H // _k_per_lane(w)),
                                   4 * DOT_NR), dots[0].dtype))
@@ -308,13 +309,13 @@ class PackedStack(list):
         if self.quantized is None:
             return i8, bf16, np.zeros((L, 0, 0), np.float32), i8, no_offset
         H = self[0].hidden_size
-        U = -(-H // n_blocks)
+        U, gates = -(-H // n_blocks), self[0].cell.gates
         w_q, scales, w_dot, offsets = [], [], [], []
         for w, scale in self.quantized[1]:
-            blocks = _cut_units(w, n_blocks, U)  # (n_blocks, H, 4U)
+            blocks = _cut_units(w, n_blocks, U, gates)  # (n_blocks, H, gates*U)
             panels = np.stack([pack_panels(b, widened_to=np.float32) for b in blocks])
             w_q.append(interleave_bf16(panels) if w.dtype == np.uint16 else panels)
-            scales.append(_cut_units(scale[None], n_blocks, U)[:, 0])
+            scales.append(_cut_units(scale[None], n_blocks, U, gates)[:, 0])
             if dot_default(self.quantized[0], H):
                 quads, offset = _dot_blocks(blocks)
                 w_dot.append(quads)
@@ -415,7 +416,14 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
             [_transposed(weights, s) for s in stored_ih[0][n]] if stored_ih else None))
             for n, layer in enumerate(packed)]
     stack = PackedStack(packed)
-    if cell is not LSTM or packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
+    if packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
+        return stack
+    if quantized is not None:  # what the team's job reads (LSTM or GRU)
+        weights, stored_hh, *stored_ih = quantized
+        stack.quantized = (weights, [_transposed(weights, per_layer[0]) for per_layer in stored_hh],
+                           [_transposed(weights, per_layer[0]) for per_layer in stored_ih[0]]
+                           if stored_ih else None)
+    if cell is not LSTM:
         return stack
     w_ih0 = packed[0].w_ih[None]
     w_ih_rest = aligned_copy(np.stack([k.w_ih for k in packed[1:]]) if len(packed) > 1 else
@@ -427,11 +435,6 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
                             stored=packed[n].stored, input_is_hidden=n > 0)
                 for n in range(len(packed))]
     stack.step = (w_ih0, w_ih_rest, bias, w_hh)
-    if quantized is not None:
-        weights, stored_hh, *stored_ih = quantized
-        stack.quantized = (weights, [_transposed(weights, per_layer[0]) for per_layer in stored_hh],
-                           [_transposed(weights, per_layer[0]) for per_layer in stored_ih[0]]
-                           if stored_ih else None)
     return stack
 
 
