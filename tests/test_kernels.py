@@ -1,5 +1,7 @@
 """CPU kernels against the NumPy reference: no torch needed."""
 
+import functools
+
 import numpy as np
 import pytest
 from conftest import TOL, assert_close
@@ -82,6 +84,12 @@ def test_vector_activations_match_the_scalar_ones():
 def _scalar_row(cell):
     """The cell one unit at a time through its scalar float32 form (the float64
     path's code): what the vector row must reproduce bit for bit."""
+    return _scalar_row_of(cell.name)
+
+
+@functools.cache  # compiled once per cell, not once per case
+def _scalar_row_of(name):
+    cell = CELLS[name]
     unit = bind(cell, _SCALAR, njit(inline="always"), "__test_scalar")
 
     @njit
@@ -124,7 +132,12 @@ def test_float32_rows_match_the_scalar_cell(cell, n):
 
 
 def _vector_row_for(cell):
-    row = row_function(cell)
+    return _vector_row_of(cell.name)
+
+
+@functools.cache
+def _vector_row_of(name):
+    row = row_function(CELLS[name])
 
     @njit
     def run(z, zx, h, c, h_new):

@@ -1,5 +1,6 @@
 """Reduced-precision weights: module.quantize("int8" | "bfloat16")."""
 
+import functools
 import pickle
 
 import numpy as np
@@ -573,25 +574,47 @@ def test_rows_go_to_int16_bytes_on_a_per_row_grid(bits, dtype):
         assert quantize(np.array([0.5, bad, 0.25], dtype), lo[:3], hi[:3]) == -1  # not last
 
 
+@functools.cache
+def _tile_and_rows(weights):
+    """A jitted run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse,
+    split): each row of x put on its grid (int8: h's 8 bits; bfloat16: one
+    part, or two with split), then fast += the rows through gemm_dot_acc's
+    tiles and slow += them a row at a time (row_dot_acc). Compiled once for
+    every R and direction (a test-local function compiled once per case)."""
+    from numba import njit
+
+    from numba_lstm.cpu import activation_grids, dot_gemm
+
+    if weights == "int8":
+        @njit
+        def run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse, split):
+            for r in range(x.shape[0]):
+                s_rows[r] = activation_grids.quantize_row8(x[r], lo[r], hi[r])
+            dot_gemm.gemm_dot_acc(fast, lo, hi, s_rows, w_dot, offset, scale, reverse, True)
+            for r in range(x.shape[0]):
+                dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
+    else:
+        @njit
+        def run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse, split):
+            for r in range(x.shape[0]):
+                s_rows[r] = activation_grids.quantize_row_bf16(x[r], lo[r], hi[r], split)
+            dot_gemm.gemm_dot_acc(fast, lo, hi, s_rows, w_dot, offset, scale, reverse,
+                                  not split)
+            for r in range(x.shape[0]):
+                dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
+    return run
+
+
 @pytest.mark.parametrize("R", [1, 2, 4, 5, 6, 7, 8, 15, 20])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_high_byte_kernel_gives_the_two_byte_kernels_bits(R, reverse):
     # gemm_dot_acc's high_only (8 then 4 rows at a time, the rest as before) on
     # rows quantize_row8 made, against the same rows through the two-byte
     # kernels (row_dot_acc a row at a time), on the host's micro-kernel.
-    from numba import njit
-
-    from numba_lstm.cpu import activation_grids, dot_gemm
+    from numba_lstm.cpu import dot_gemm
     from numba_lstm.cpu.packing import _pack_quads
 
-    @njit
-    def run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse):
-        for r in range(x.shape[0]):
-            s_rows[r] = activation_grids.quantize_row8(x[r], lo[r], hi[r])
-        dot_gemm.gemm_dot_acc(fast, lo, hi, s_rows, w_dot, offset, scale, reverse, True)
-        for r in range(x.shape[0]):
-            dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
-
+    run = _tile_and_rows("int8")
     rng = np.random.default_rng(R)
     # K4's padding, three panels; then six panels of K = 1030: more than one
     # group of panels (dot_gemm.panel_group), the last one partial.
@@ -607,7 +630,7 @@ def test_the_high_byte_kernel_gives_the_two_byte_kernels_bits(R, reverse):
         start = rng.standard_normal((R, N)).astype(np.float32)
         fast, slow = start.copy(), start.copy()
         run(x, w_dot, (128 * w_t.astype(np.int32).sum(axis=0)).astype(np.int32), scale,
-            lo, hi, np.empty(R, np.float32), fast, slow, reverse)
+            lo, hi, np.empty(R, np.float32), fast, slow, reverse, False)
         np.testing.assert_array_equal(fast, slow)
         grid = np.stack([_int8_grid(row) for row in x])
         want = start + grid @ quant.int8_values(q, scale).T.astype(np.float64)
@@ -781,19 +804,10 @@ def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, rev
     # from 0, then its lo chain, then out + (hi + lo), in every kernel. The
     # many-row tiles (8, then 4 rows, on hi alone; 4 rows on hi and lo) against
     # one row at a time (row_dot_acc), bitwise; then against NumPy.
-    from numba import njit
-
-    from numba_lstm.cpu import activation_grids, dot_gemm
+    from numba_lstm.cpu import dot_gemm
     from numba_lstm.cpu.packing import _pack_pairs
 
-    @njit
-    def run(x, w_dot, offset, scale, lo, hi, s_rows, fast, slow, reverse, split):
-        for r in range(x.shape[0]):
-            s_rows[r] = activation_grids.quantize_row_bf16(x[r], lo[r], hi[r], split)
-        dot_gemm.gemm_dot_acc(fast, lo, hi, s_rows, w_dot, offset, scale, reverse, not split)
-        for r in range(x.shape[0]):
-            dot_gemm.row_dot_acc(slow[r], w_dot, offset, scale, s_rows[r], lo[r], hi[r])
-
+    run = _tile_and_rows("bfloat16")
     rng = np.random.default_rng(R)
     # Three panels; then six of K = 1030: more than one group of panels
     # (dot_gemm.panel_group), the last one partial.
