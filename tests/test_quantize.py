@@ -502,20 +502,36 @@ def test_dpbusd_and_its_emulation_compute_the_same_sums():
         np.testing.assert_array_equal(out, want)
 
 
-@pytest.mark.parametrize("grid", ["int16", "int8", "bfloat16 split", "bfloat16"])
-def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
-    # quantize_rows reads a block in place (no row views), quantize_row one row
-    # at a time (batch 1): a row's bytes and scale must not depend on which ran.
+@functools.cache
+def _row_quantizers():
+    """Jitted quantize_rows and quantize_row, eight_bit an argument: compiled
+    once per dot type (int8, bfloat16 pairs), not once per grid."""
     from numba import njit
 
     from numba_lstm.cpu import activation_grids
 
+    return (njit(lambda x, lo, hi, s, dot, eight_bit:
+                 activation_grids.quantize_rows(x, lo, hi, s, dot, eight_bit)),
+            njit(lambda h, lo, hi, w_dot, eight_bit:
+                 activation_grids.quantize_row(h, lo, hi, w_dot, eight_bit)))
+
+
+@pytest.mark.parametrize("grid", ["int16", "int8", "bfloat16 split", "bfloat16"])
+def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
+    # quantize_rows reads a block in place (no row views), quantize_row one row
+    # at a time (batch 1): a row's bytes and scale must not depend on which ran.
     bf16 = grid.startswith("bfloat16")
     eight_bit = grid in ("int8", "bfloat16")
     w_dot = np.zeros((1, 1, 1, 1), np.uint8 if bf16 else np.int8)
     dot = (w_dot, np.zeros((1, 1), np.int32), np.zeros((1, 1), np.float32))
-    block = njit(lambda x, lo, hi, s: activation_grids.quantize_rows(x, lo, hi, s, dot, eight_bit))
-    one = njit(lambda h, lo, hi: activation_grids.quantize_row(h, lo, hi, w_dot[0], eight_bit))
+    rows, row = _row_quantizers()
+
+    def block(x, lo, hi, s):
+        return rows(x, lo, hi, s, dot, eight_bit)
+
+    def one(h, lo, hi):
+        return row(h, lo, hi, w_dot[0], eight_bit)
+
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((6, 37)) * rng.uniform(0.01, 3, (6, 1))).astype(np.float32)
     x[2] = 0
