@@ -418,11 +418,10 @@ def pack_stack(layers: list, dtype, cell: Cell = LSTM, cell_params=None,
     stack = PackedStack(packed)
     if packed[0].num_directions != 1 or packed[0].w_hr.shape[1] != 0:
         return stack
-    if quantized is not None:  # what the team's job reads (LSTM or GRU)
-        weights, stored_hh, *stored_ih = quantized
-        stack.quantized = (weights, [_transposed(weights, per_layer[0]) for per_layer in stored_hh],
-                           [_transposed(weights, per_layer[0]) for per_layer in stored_ih[0]]
-                           if stored_ih else None)
+    if quantized is not None:  # what the team's job reads (LSTM or GRU): the layers' W^T
+        weights, _, ih = packed[0].stored
+        stack.quantized = (weights, [layer.stored[1][0] for layer in packed],
+                           None if ih is None else [layer.stored[2][0] for layer in packed])
     if cell is not LSTM:
         return stack
     w_ih0 = packed[0].w_ih[None]
