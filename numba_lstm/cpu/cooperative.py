@@ -628,7 +628,7 @@ def cell_serve(cell: Cell, kind: int) -> tuple[int, object]:
     on first use and added to SERVE."""
     if kind not in SERVE:
         lstm_kind = next(k for (_, k), v in CELL_KINDS.items() if v == kind)
-        join_name, kind_name, lstm_serve = _LSTM_JOBS[lstm_kind]
+        lstm_join, kind_name, lstm_serve = _LSTM_JOBS[lstm_kind]
         # The float32 GRU's names as before, so that its cached loop keeps them.
         tag = f"__{cell.name}" + ("" if lstm_kind == FLOAT32 else f"_{lstm_kind}")
         inline = njit(inline="always", **_FLAGS)
@@ -638,17 +638,16 @@ def cell_serve(cell: Cell, kind: int) -> tuple[int, object]:
         recur = inline(rebind(_recur.py_func, dict(cell_names, _block_step=block_step), tag))
         job = njit(**_FLAGS)(rebind(stack_job.py_func, dict(_recur=recur), tag))
         join = inline(rebind(_join_stack_job.py_func, dict(stack_job=job), tag))
-        join_weights = inline(rebind(globals()[join_name].py_func,
-                                     dict(_join_stack_job=join), tag))
-        SERVE[kind] = njit(**_FLAGS)(rebind(lstm_serve.py_func,
-                                            {join_name: join_weights, kind_name: kind}, tag))
+        join_weights = inline(rebind(lstm_join.py_func, dict(_join_stack_job=join), tag))
+        SERVE[kind] = njit(**_FLAGS)(rebind(lstm_serve.py_func, {
+            lstm_join.py_func.__name__: join_weights, kind_name: kind}, tag))
     return kind, SERVE[kind]
 
 
-# The LSTM job a cell's job is made from, by that job's kind: its join's name,
-# the name of its kind's constant (which the serve loop passes on) and the loop.
-_LSTM_JOBS = {FLOAT32: ("_join_float32", "FLOAT32", serve_float32),
-              QUANTIZED_FLOAT32: ("_join_quantized_float32", "QUANTIZED_FLOAT32",
+# The LSTM job a cell's job is made from, by that job's kind: its join, the name
+# of its kind's constant (which the serve loop passes on) and the serve loop.
+_LSTM_JOBS = {FLOAT32: (_join_float32, "FLOAT32", serve_float32),
+              QUANTIZED_FLOAT32: (_join_quantized_float32, "QUANTIZED_FLOAT32",
                                   serve_quantized_float32),
-              BF16_DOT_FLOAT32: ("_join_bf16_dot_float32", "BF16_DOT_FLOAT32",
+              BF16_DOT_FLOAT32: (_join_bf16_dot_float32, "BF16_DOT_FLOAT32",
                                  serve_bf16_dot_float32)}
