@@ -213,7 +213,8 @@ for R in range(1, 25):
         assert err <= K * np.finfo(np.float32).eps * 8, (R, K, N, err)
 
 # The int8 dot kernels on int16 pairs (AVX2's micro-kernel): one row of x
-# (row_dot_acc, the batch-1 product) and 1-6 rows (gemm_dot_acc) on their
+# (row_dot_acc, the batch-1 product) and 2-7 rows (gemm_dot_acc: two-row
+# tiles, an odd row alone) on their
 # int16 grids times int8 W, against the same integers in int64; K = 1024,
 # the longest the pairs' int32 sums hold, with both operands at their extremes.
 from numba_lstm.cpu.activation_grids import quantize_row16
@@ -225,7 +226,7 @@ assert PAIRS and DOT_MAX_K == 1024
 quantize = njit(lambda x, lo, hi: quantize_row16(x, lo, hi))
 product = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(out, lo, hi, s, w, offset,
                                                                       scale))
-for R, K in [(1, 37), (1, 1024), (2, 37), (3, 37), (4, 37), (5, 37), (6, 37)]:
+for R, K in [(1, 37), (1, 1024), (2, 37), (3, 37), (3, 1024), (4, 37), (5, 37), (6, 37), (7, 37)]:
     N = 3 * DOT_NR
     x = rng.standard_normal((R, K)).astype(np.float32)
     w = rng.integers(-127, 128, (K, N)).astype(np.int8)

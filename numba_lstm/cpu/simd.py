@@ -313,6 +313,27 @@ def vsplat_row16(typingctx, lo, hi, j):
     return I32(lo, hi, j), codegen
 
 
+@intrinsic
+def vsplat_pairs16(typingctx, arr, i, j):
+    """arr[i, j : j + 4] (int16: a row's values, made once) in every 64-bit
+    lane of an int32 Vec: vsplat_row16's operand in one load and broadcast,
+    for tiles that reuse a row at every panel."""
+    if arr.dtype != types.int16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig, args, 2)
+        word = builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=2)
+        n = I32.lanes // 2
+        wide = ir.VectorType(ir.IntType(64), n)
+        undef = ir.Constant(wide, ir.Undefined)
+        first = builder.insert_element(undef, word, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(first, undef,
+                                       ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        return builder.bitcast(splat, ir.VectorType(ir.IntType(32), I32.lanes))
+    return I32(arr, i, j), codegen
+
+
 def _madd(builder, acc, a, q, half: int):
     """acc + (int16 pairs of a) . (half `half` of q's bytes, sign-extended to
     int16), pair by pair: LLVM selects vpmaddwd for the multiply and the add of
