@@ -287,6 +287,22 @@ def test_small_layers_keep_float_products_below_the_dot_minimum(weights, monkeyp
     assert packing.dot_default(weights, first - DOT_NR, dot=True)  # a caller may force it
 
 
+def test_int8_takes_the_dot_layouts_on_every_cpu():
+    # A model's int8 products are exact integer sums at every batch size or at
+    # none (batch invariance), so the choice cannot follow the batch: int8
+    # takes the dot layouts on every CPU (vpdpbusd with AVX512-VNNI, int16
+    # pairs elsewhere), bfloat16 only where the CPU has vdpbf16ps.
+    from numba_lstm.cpu import packing, simd
+
+    H = packing.first_dot_hidden("int8")
+    q = nl.LSTM(8, H, num_layers=2).quantize("int8")
+    assert all(layer.dot_layout() is not None for layer in q._layers)
+    assert q._layers.quantized_step() is not None
+    H = packing.first_dot_hidden("bfloat16")
+    q = nl.LSTM(8, H).quantize("bfloat16")
+    assert (q._layers[0].dot_layout() is not None) == simd.HAS_BF16
+
+
 def test_the_team_takes_an_int8_stack_only_where_its_blocks_fill_dot_panels(monkeypatch,
                                                                            dot_at_any_size):
     from numba_lstm import cpu

@@ -5,9 +5,9 @@ bfloat16. Three micro-kernels on one layout:
 - AVX512-VNNI's vpdpbusd, four k at a time (64 multiply-adds an instruction,
   against 16 for a float32 FMA), the activation's two bytes in two sums;
 - elsewhere, int16 pairs (vpmaddwd on AVX2: 16 multiply-adds an instruction,
-  and a quarter of float32's bytes), which at batch 1, where a step streams
-  its weights, beats widening them to float32 (cpu.row_step); not used by
-  default (DOT_BY_DEFAULT);
+  and a quarter of float32's bytes): at batch 1, where a step streams its
+  weights, it beats widening them to float32 (cpu.row_step), and two rows a
+  tile it beats float32 FMAs on many rows (DOT_BY_DEFAULT);
 - bfloat16 weights (uint8 arrays of pairs) by AVX512_BF16's vdpbf16ps, two k
   at a time into float32 sums (32 multiply-adds an instruction), or its exact
   emulation (tests).
@@ -85,16 +85,17 @@ PAIRS = not HAS_VNNI
 # products of |v| <= 32767 a lane (a column's two lanes add in float32); with
 # vpdpbusd, K of a byte (<= 255).
 DOT_MAX_K = 1024 if PAIRS else 65792
-# Where the dot layouts are used by default: with vpdpbusd. The pairs kernel
-# (AVX2) beats widening int8 to float32 where one row streams its weights
-# (batch 1: Zen 2, S2 1.66x, S3 1.7x, S8 1.33x) but not float32 FMAs on many
-# rows (S6 0.78x, S9 0.84x: one vpmaddwd pipe against two FMA pipes). Mixing
-# the two by batch size breaks batch invariance: a row's h differs by float32
-# rounding between an exact int32 product and a float32 one, and its int16
-# grid turns that into a step of the grid now and then (2e-6 to 2e-5 on the
-# outputs, measured). So the pairs run only where a caller asks for the dot
-# layout (docs/quantization.md).
-DOT_BY_DEFAULT = HAS_VNNI
+# int8 layers take the dot layouts by default on every CPU: vpdpbusd's with
+# VNNI, else the pairs. On AVX2 the pairs beat widening int8 to float32 where
+# one row streams its weights (batch 1) and, two rows a tile, float32 FMAs on
+# many rows where vpmaddwd has two pipes (Zen 5's AVX2 build, one core: 70
+# against 43-51 G multiply-adds/s; whole models 1.04-1.90x float32 where the
+# widening ran 0.85-1.16x). One kind of product for every batch size, because
+# mixing exact int32 sums with float32 ones breaks batch invariance: a row's h
+# differs by float32 rounding between the two, and its grid turns that into a
+# step of the grid now and then (2e-6 to 2e-5 on the outputs, measured;
+# docs/quantization.md).
+DOT_BY_DEFAULT = True
 # bfloat16 layers take the pairs layout where the CPU has vdpbf16ps; elsewhere
 # they widen their weights at batch 1 and read float32 values above it.
 BF16_DOT_BY_DEFAULT = HAS_BF16

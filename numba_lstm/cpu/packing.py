@@ -28,8 +28,9 @@ DOT_MIN_HIDDEN = {"int8": 64, "bfloat16": 96}
 def dot_default(weights: str | None, hidden: int, dot: bool | None = None) -> bool:
     """Whether a layer of stored ``weights`` and hidden size ``hidden`` takes
     the dot layouts: where dot_hidden(hidden) allows them, ``dot`` where a
-    caller forces it; by default, int8 where the CPU has AVX512-VNNI and
-    bfloat16 where it has AVX512_BF16 (dot_gemm), from DOT_MIN_HIDDEN up. A
+    caller forces it; by default, int8 on every CPU (vpdpbusd with
+    AVX512-VNNI, int16 pairs elsewhere) and bfloat16 where the CPU has
+    AVX512_BF16 (dot_gemm), from DOT_MIN_HIDDEN up. A
     property of the module, never of a call's batch, so that every path gives
     a row the same numbers."""
     if weights not in ("int8", "bfloat16") or not dot_hidden(hidden):

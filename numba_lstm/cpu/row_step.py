@@ -136,10 +136,11 @@ def _scaled_cell(gx_row, scale_q, U, j, s_i, s_f, s_g, s_o, c, h_next, out_row):
 
 def row_block_step_dot(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, h_next, out_row,
                        reverse):
-    """row_block_step for int8 weights on AVX512-VNNI: h_prev quantized to 8
+    """row_block_step for int8 weights in a dot layout: h_prev quantized to 8
     bits per row (quantize_row8, error 0.4% of max|h|, in int16's bytes), dotted with
-    the int8 weights four at a time by vpdpbusd, 64 multiply-adds an
-    instruction against 16 for a float32 FMA. w_dot (P, K4, 4 * DOT_NR) int8:
+    the int8 weights four at a time by vpdpbusd (64 multiply-adds an
+    instruction against 16 for a float32 FMA) with AVX512-VNNI, as int16
+    pairs elsewhere (dot_gemm). w_dot (P, K4, 4 * DOT_NR) int8:
     panel p's row k4 holds, for each of its DOT_NR columns, the weights of
     k = 4*k4 .. 4*k4+3; offset (4U,) int32 128 x each column's weight sum;
     scale_q (4U,) the columns' scales; lo, hi (4 * K4,) uint8 scratch. Returns
