@@ -342,8 +342,7 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
         else:
             _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
         return
-    if PAIRS and R16 == 0 and not is_bf16(w_dot):  # PAIRS, is_bf16: constants per compile
-        _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse)
+    if R16 == 0 and pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
         return
     group = panel_group(w_dot)
     for g0 in range(0, w_dot.shape[0], group):
@@ -352,6 +351,22 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
                                  min(g0 + group, w_dot.shape[0]))
     for r in range(R - (R - R16) % 4, R):
         row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
+
+
+def pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+    """_pairs_dot_acc, returning True, where the int8 kernel is the pairs (no
+    VNNI); else False, a constant: hosts with VNNI never compile the pairs."""
+
+
+@overload(pairs_dot_acc, inline="always", jit_options=_FLAGS)
+def _pairs_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+    if not PAIRS or w_dot.dtype == nbtypes.uint8:
+        return lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse: False
+
+    def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+        _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse)
+        return True
+    return impl
 
 
 @njit(**_FLAGS)
