@@ -93,8 +93,8 @@ def _team_blocks_take_the_dot(layer: PackedLayer) -> bool:
     """Whether the team's unit blocks fill whole dot panels where the layer's
     steps take the dot kernels (int8; bfloat16 with AVX512_BF16): else the
     team would multiply unrounded h where the other paths put it on its grid,
-    and a sequence's
-    numbers would depend on its batch size (docs/quantization.md)."""
+    and a sequence's numbers would depend on its batch size
+    (docs/quantization.md)."""
     U = -(-layer.hidden_size // _team_blocks())
     return layer.dot_layout() is None or layer.cell.gates * U % DOT_NR == 0
 

@@ -302,15 +302,18 @@ def vsplat_row16(typingctx, lo, hi, j):
         # (hi << 8 | lo) is v + 32768 modulo 2^16: flipping the top bit gives v.
         word = builder.or_(builder.shl(halves[1], ir.Constant(int16, [8] * 4)), halves[0])
         value = builder.xor(word, ir.Constant(int16, [-32768] * 4))
-        n = I32.lanes // 2
-        wide = ir.VectorType(ir.IntType(64), n)
-        undef = ir.Constant(wide, ir.Undefined)
-        first = builder.insert_element(undef, builder.bitcast(value, ir.IntType(64)),
-                                       ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(first, undef,
-                                       ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
-        return builder.bitcast(splat, ir.VectorType(ir.IntType(32), I32.lanes))
+        return _splat64(builder, builder.bitcast(value, ir.IntType(64)))
     return I32(lo, hi, j), codegen
+
+
+def _splat64(builder, word):
+    """The i64 ``word`` (four int16 values) in every 64-bit lane, as an int32 Vec."""
+    n = I32.lanes // 2
+    undef = ir.Constant(ir.VectorType(ir.IntType(64), n), ir.Undefined)
+    first = builder.insert_element(undef, word, ir.Constant(ir.IntType(32), 0))
+    splat = builder.shuffle_vector(first, undef,
+                                   ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+    return builder.bitcast(splat, ir.VectorType(ir.IntType(32), I32.lanes))
 
 
 @intrinsic
@@ -324,13 +327,7 @@ def vsplat_pairs16(typingctx, arr, i, j):
     def codegen(context, builder, sig, args):
         ptr = _element_pointer(context, builder, sig, args, 2)
         word = builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=2)
-        n = I32.lanes // 2
-        wide = ir.VectorType(ir.IntType(64), n)
-        undef = ir.Constant(wide, ir.Undefined)
-        first = builder.insert_element(undef, word, ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(first, undef,
-                                       ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
-        return builder.bitcast(splat, ir.VectorType(ir.IntType(32), I32.lanes))
+        return _splat64(builder, word)
     return I32(arr, i, j), codegen
 
 
