@@ -1,22 +1,26 @@
-"""The int8 dot product on AMX tiles (cpu.amx, dot_gemm's tile kernel): the
+"""The dot products on AMX tiles (cpu.amx, dot_gemm's tile kernel): the
 kernel with its tile operations emulated on every CPU, the instructions where
-the host has them, both against the exact integers and against the VNNI rows."""
+the host has them; int8 against the exact integers and the VNNI rows,
+bfloat16 against NumPy and, on the instruction, against its emulation within
+float32 rounding."""
 
 import numpy as np
 import pytest
 from numba import njit
 
+from numba_lstm import quantization as quant
 from numba_lstm._config import without_amx
-from numba_lstm.cpu.activation_grids import quantize_row8, quantize_row16
-from numba_lstm.cpu.amx import HAS_AMX
+from numba_lstm.cpu.activation_grids import quantize_row8, quantize_row16, quantize_row_bf16
+from numba_lstm.cpu.amx import HAS_AMX, HAS_AMX_BF16
 from numba_lstm.cpu.dot_gemm import (
     DOT_NR,
     PAIRS,
     emulated_tiles_dot_acc,
+    every_row_on_tiles,
     gemm_dot_acc,
     tile_rows,
 )
-from numba_lstm.cpu.packing import _pack_quads
+from numba_lstm.cpu.packing import _pack_pairs, _pack_quads
 
 quantize = njit(lambda x, lo, hi: quantize_row16(x, lo, hi))
 quantize8 = njit(lambda x, lo, hi: quantize_row8(x, lo, hi))
@@ -102,6 +106,62 @@ def test_the_tile_instructions_match_their_emulation(R, K):
     emulated_tiles_dot_acc(emulated, lo, hi, s8, w_dot, offset, scale)
     assert high_product(out, lo, hi, s8, w_dot, offset, scale)
     np.testing.assert_array_equal(out[:R16], emulated[:R16])
+
+
+quantize_bf16 = njit(lambda x, lo, hi, split: quantize_row_bf16(x, lo, hi, split))
+
+
+def _bf16_operands(rng, R, K, N, split):
+    """Rows of x rounded to bfloat16 (two parts with split) and bfloat16 W
+    in the pairs layout; the values each stands for (float64)."""
+    x = rng.standard_normal((R, K)).astype(np.float32)
+    bits = quant.bfloat16_bits((rng.standard_normal((K, N)) * 0.1).astype(np.float32))
+    lo, hi = np.empty((R, 2 * K), np.uint8), np.empty((R, 2 * K), np.uint8)
+    s = np.array([quantize_bf16(x[r], lo[r], hi[r], split) for r in range(R)], np.float32)
+    value = lambda b: quant.bfloat16_values(b.view(np.uint16)).astype(np.float64)  # noqa: E731
+    return lo, hi, s, _pack_pairs(bits), value(hi) + value(lo), value(bits)
+
+
+@pytest.mark.parametrize("R, K", [(1, 64), (5, 64), (16, 128), (35, 512), (20, 40)])
+@pytest.mark.parametrize("split", [False, True])
+def test_the_emulated_bfloat16_tile_kernel_matches_numpy(R, K, split):
+    # Every row on tiles where K fills them (K2 a multiple of 16): whole tiles,
+    # then one of fewer rows; none where K does not.
+    rng = np.random.default_rng(R + K)
+    N = 3 * DOT_NR
+    lo, hi, s, w_dot, x, w = _bf16_operands(rng, R, K, N, split)
+    zeros, ones = np.zeros(N, np.int32), np.ones(N, np.float32)
+    out = np.full((R, N), 0.25, np.float32)
+    taken = emulated_tiles_dot_acc(out, lo, hi, s, w_dot, zeros, ones, high_only=not split)
+    assert taken == (R if K % 32 == 0 else 0)
+    if taken == 0:
+        assert np.all(out == np.float32(0.25))
+        return
+    np.testing.assert_allclose(out, 0.25 + x @ w, rtol=0, atol=1e-5)
+    backwards = np.full((R, N), 0.25, np.float32)
+    emulated_tiles_dot_acc(backwards, lo, hi, s, w_dot, zeros, ones, reverse=True,
+                           high_only=not split)
+    np.testing.assert_array_equal(backwards, out)
+
+
+@pytest.mark.skipif(not HAS_AMX_BF16, reason="the CPU has no AMX-BF16 (or Linux did not grant it)")
+@pytest.mark.parametrize("R, K", [(1, 64), (21, 512)])
+def test_the_bfloat16_tile_instruction_matches_its_emulation_within_rounding(R, K):
+    # tdpbf16ps rounds its running sums otherwise than one float32 add at a
+    # time (measured: the bits differ in ~40% of sums), so the instruction is
+    # held to the emulation by the rounding bound of K float32 adds.
+    rng = np.random.default_rng(R * K)
+    N = 2 * DOT_NR
+    for split in (False, True):
+        lo, hi, s, w_dot, x, w = _bf16_operands(rng, R, K, N, split)
+        assert every_row_on_tiles(w_dot)
+        zeros, ones = np.zeros(N, np.int32), np.ones(N, np.float32)
+        emulated, out = np.zeros((R, N), np.float32), np.zeros((R, N), np.float32)
+        emulated_tiles_dot_acc(emulated, lo, hi, s, w_dot, zeros, ones, high_only=not split)
+        assert product(out, lo, hi, s, w_dot, zeros, ones)
+        bound = 2 * (K + 2) * 2.0 ** -24 * (np.abs(x) @ np.abs(w))
+        assert (np.abs(out - emulated) <= bound).all()
+        assert np.abs(out - x @ w).max() <= 1e-5
 
 
 def test_amx_is_left_out_of_the_compile_target_without_the_grant():

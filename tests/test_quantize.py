@@ -11,6 +11,7 @@ import numba_lstm as nl
 from numba_lstm import quantization as quant
 from numba_lstm import reference
 from numba_lstm.bench.shapes import BY_ID, SHAPES
+from numba_lstm.cpu.amx import HAS_AMX_BF16
 
 FORMATS = ("int8", "bfloat16")
 BOUND = {"int8": 5e-3, "bfloat16": 2.5e-3}  # max|Δ| against the float32 module
@@ -835,19 +836,22 @@ def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, rev
     # Batch invariance rests on this: a column's sum is its hi chain over k
     # from 0, then its lo chain, then out + (hi + lo), in every kernel. The
     # many-row tiles (8, then 4 rows, on hi alone; 4 rows on hi and lo) against
-    # one row at a time (row_dot_acc), bitwise; then against NumPy.
+    # one row at a time (row_dot_acc), bitwise; then against NumPy. Where the
+    # CPU has AMX-BF16 and K fills whole tiles (K = 512), every row takes the
+    # tiles: many rows a tile against one-row tiles.
     from numba_lstm.cpu import dot_gemm
     from numba_lstm.cpu.packing import _pack_pairs
 
     run = _tile_and_rows("bfloat16")
     rng = np.random.default_rng(R)
     # Three panels; then six of K = 1030: more than one group of panels
-    # (dot_gemm.panel_group), the last one partial.
-    for K, P in ((70, 3), (1030, 6)):
+    # (dot_gemm.panel_group), the last one partial; then K = 512.
+    for K, P in ((70, 3), (1030, 6), (512, 2)):
         N = P * dot_gemm.DOT_NR
         bits, w = _bf16_pairs(rng, (K, N), 0.1)
         w_dot = _pack_pairs(bits)
-        assert (P > dot_gemm.panel_group(w_dot)) == (K > 70)
+        assert (P > dot_gemm.panel_group(w_dot)) == (K == 1030)
+        assert dot_gemm.every_row_on_tiles(w_dot) == (K == 512 and HAS_AMX_BF16)
         x = rng.standard_normal((R, K)).astype(np.float32)
         for split, grid in ((False, _bf16), (True, _bf16_split)):
             lo, hi = np.empty((R, 2 * K), np.uint8), np.empty((R, 2 * K), np.uint8)

@@ -1,11 +1,15 @@
-"""AMX tiles for the int8 dot product at batch >= 16 (cpu.dot_gemm).
+"""AMX tiles for the dot products of quantized weights (cpu.dot_gemm).
 
 An AMX core holds eight tile registers of up to 16 rows x 64 bytes; tdpbusd
 adds a 16 x 64 u8 tile times a 16 x 64 s8 tile (16 rows of k4, each 16
 columns x 4 bytes: exactly a panel of the int8 dot layout) into a 16 x 16
 int32 tile: 16,384 multiply-adds an instruction, 256 times vpdpbusd's. The
 sums are the same exact int32s as vpdpbusd's, so results are bitwise those
-of the VNNI kernel.
+of the VNNI kernel. tdpbf16ps does the same for bfloat16 pairs (16 rows of
+k2, each 16 columns x 2 bfloat16: a panel of the bfloat16 dot layout) into
+float32 sums, 8,192 multiply-adds an instruction; its sums round otherwise
+than vdpbf16ps's chains, so where the CPU has it every bfloat16 row takes
+the tiles (cpu.dot_gemm).
 
 Numba has no names for these instructions; each is an LLVM intrinsic taking
 its tile registers as immediates (literal ints here). A tile instruction
@@ -13,8 +17,9 @@ faults unless the tile configuration is loaded (ldtilecfg) on that thread
 and the process was granted the tile state (_config.request_amx).
 
 Tests run the same kernel on any CPU with the tile operations emulated
-(EMULATED): plain loops over a (8, 16, 64) byte array standing in for the
-registers, which the intrinsics ignore.
+(EMULATED): plain loops over a (9, 16, 64) byte array standing in for the
+registers (the ninth holds the rows each tile was configured with), which
+the intrinsics ignore.
 """
 
 import numpy as np
@@ -30,6 +35,7 @@ from .simd import _has_feature
 # Tile instructions compile only for a target with them, which _config leaves
 # out where Linux did not grant the tile state.
 HAS_AMX = AMX_GRANTED and _has_feature("amx-tile") and _has_feature("amx-int8")
+HAS_AMX_BF16 = HAS_AMX and _has_feature("amx-bf16")
 AMX_ROWS = 16  # rows of a tile (not panel_gemm's 8-row register tiles)
 AMX_ROW_BYTES = 64  # bytes in a row of a tile
 _I8, _I64 = ir.IntType(8), ir.IntType(64)
@@ -109,10 +115,26 @@ def _tile_dpbusd(typingctx, tiles, c, a, b):
     return types.none(tiles, c, a, b), codegen
 
 
-# -- the emulation: the registers are tiles (8, 16, 64) uint8 --------------------------
+@intrinsic
+def _tile_dpbf16ps(typingctx, tiles, c, a, b):
+    """Tile c (float32) += tile a (bfloat16 pairs) @ tile b (rows of k2)."""
+    if not _literal_tiles(c, a, b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        if HAS_AMX_BF16:  # else never reached (dot_gemm), and not an instruction of the target
+            _call(builder, "llvm.x86.tdpbf16ps", [_I8, _I8, _I8],
+                  [ir.Constant(_I8, v.literal_value) for v in (c, a, b)])
+        return context.get_dummy_value()
+    return types.none(tiles, c, a, b), codegen
+
+
+# -- the emulation: the registers are tiles[:8] (8, 16, 64) uint8; tiles[8, 0, t]
+# the rows tile t was configured with ------------------------------------------------
 @njit(**_FLAGS)
 def _emulated_config(tiles, cfg):
-    pass
+    for t in range(8):
+        tiles[8, 0, t] = cfg[48 + t]
 
 
 @njit(**_FLAGS)
@@ -128,22 +150,43 @@ def _emulated_zero(tiles, t):
 @njit(**_FLAGS)
 def _emulated_load(tiles, t, arr, offset, stride):
     data = arr.reshape(-1).view(np.uint8)
-    for r in range(AMX_ROWS):
+    for r in range(tiles[8, 0, t]):
         tiles[t, r] = data[offset + r * stride:offset + r * stride + AMX_ROW_BYTES]
 
 
 @njit(**_FLAGS)
 def _emulated_store(tiles, t, arr, offset, stride):
     data = arr.reshape(-1).view(np.uint8)
-    for r in range(AMX_ROWS):
+    for r in range(tiles[8, 0, t]):
         data[offset + r * stride:offset + r * stride + AMX_ROW_BYTES] = tiles[t, r]
+
+
+@njit(**_FLAGS)
+def _emulated_dpbf16ps(tiles, c, a, b):
+    """Each pair's products added in k order, even then odd, each rounded to
+    float32 (Intel's definition; the instruction itself rounds otherwise, so
+    tests compare it with tolerance, docs/quantization.md)."""
+    sums = tiles[c].view(np.float32)  # (16, 16)
+    rows = np.empty((AMX_ROWS, AMX_ROW_BYTES // 2), np.uint32)  # (16, 32) a's bfloat16
+    rows[:] = tiles[a].view(np.uint16)
+    weights = np.empty((AMX_ROWS, AMX_ROW_BYTES // 2), np.uint32)  # (16 k2, 16 x 2) b's
+    weights[:] = tiles[b].view(np.uint16)
+    shift = np.uint32(16)  # a uint32 shift: an int64 one would widen the arrays
+    rows_f, weights_f = (rows << shift).view(np.float32), (weights << shift).view(np.float32)
+    for m in range(tiles[8, 0, c]):
+        for n in range(AMX_ROW_BYTES // 4):
+            total = sums[m, n]
+            for k2 in range(AMX_ROWS):
+                total += rows_f[m, 2 * k2] * weights_f[k2, 2 * n]
+                total += rows_f[m, 2 * k2 + 1] * weights_f[k2, 2 * n + 1]
+            sums[m, n] = total
 
 
 @njit(**_FLAGS)
 def _emulated_dpbusd(tiles, c, a, b):
     sums = tiles[c].view(np.int32)  # (16, 16)
     weights = tiles[b].view(np.int8)  # (16 k4, 64)
-    for m in range(AMX_ROWS):
+    for m in range(tiles[8, 0, c]):
         for n in range(AMX_ROW_BYTES // 4):
             total = np.int64(sums[m, n])
             for k4 in range(AMX_ROWS):
@@ -155,17 +198,21 @@ def _emulated_dpbusd(tiles, c, a, b):
 # The names a tile kernel is written in (dot_gemm), and their emulation.
 tile_config, tile_release, tile_zero = _tile_config, _tile_release, _tile_zero
 tile_load, tile_store, tile_dpbusd = _tile_load, _tile_store, _tile_dpbusd
+tile_dpbf16ps = _tile_dpbf16ps
 EMULATED = dict(tile_config=_emulated_config, tile_release=_emulated_release,
                 tile_zero=_emulated_zero, tile_load=_emulated_load, tile_store=_emulated_store,
-                tile_dpbusd=_emulated_dpbusd)
+                tile_dpbusd=_emulated_dpbusd, tile_dpbf16ps=_emulated_dpbf16ps)
+EMULATED_TILES = 9  # the emulation's registers, its configured rows last
 
 
 @njit(inline="always", **_FLAGS)
-def tile_config_bytes():
-    """ldtilecfg's 64 bytes: palette 1, all eight tiles 16 rows x 64 bytes."""
+def tile_config_bytes(rows):
+    """ldtilecfg's 64 bytes: palette 1, eight tiles of 64-byte rows; the
+    sums (0-3) and the rows' tiles (4, 5) ``rows`` rows, the weights' (6, 7)
+    16 (rows of k4, or k2)."""
     cfg = np.zeros(64, np.uint8)
     cfg[0] = 1
     for t in range(8):
         cfg[16 + 2 * t] = AMX_ROW_BYTES  # bytes per row, little-endian uint16
-        cfg[48 + t] = AMX_ROWS
+        cfg[48 + t] = AMX_ROWS if t >= 6 else rows
     return cfg

@@ -41,9 +41,12 @@ from .amx import (
     AMX_ROW_BYTES,
     AMX_ROWS,
     EMULATED,
+    EMULATED_TILES,
     HAS_AMX,
+    HAS_AMX_BF16,
     tile_config,
     tile_config_bytes,
+    tile_dpbf16ps,
     tile_dpbusd,
     tile_load,
     tile_release,
@@ -269,7 +272,10 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
     with scale s_x; W int8 in the dot layout (P, K4, 4 * DOT_NR), N = P *
     DOT_NR, offset (N,) 128 x each column's weight sum, scale_q (N,) the
     columns' scales. Two panels at a time where there are two, so that eight
-    vpdpbusd chains cover the instruction's latency."""
+    vpdpbusd chains cover the instruction's latency. bfloat16 rows go through
+    the tiles where gemm_dot_acc's do (every_row_on_tiles)."""
+    if row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, False):
+        return
     Q = 4 * DOT_LANES
     P = w_dot.shape[0]
     zero = dot_zero(w_dot)
@@ -325,13 +331,18 @@ def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=Fals
 @njit(**_FLAGS)
 def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only):
     """Sixteen int8 rows at a time on AMX tiles where the CPU has them (4.3-4.7x
-    vpdpbusd at 16-64 rows, K = 512, one core; the same int32 sums); then
+    vpdpbusd at 16-64 rows, K = 512, one core; the same int32 sums), every
+    bfloat16 row where it has AMX-BF16 (every_row_on_tiles); then
     rows whose lo bytes are all 0 on their high bytes alone (_high_dot_acc);
     int16 pairs (no VNNI) two rows a tile (_pairs_dot_acc); else four rows at
     a time share each weight load (a row at a time is
     load-bound: 64 bytes per two vpdpbusd); the last R % 4 through
     row_dot_acc."""
     R = out.shape[0]
+    if every_row_on_tiles(w_dot):
+        _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R, reverse, _NO_TILES,
+                     high_only)
+        return
     R16 = tile_rows(R, w_dot) if HAS_AMX and not is_bf16(w_dot) else 0
     if R16 > 0:
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES,
@@ -631,22 +642,67 @@ def panel_group(w_dot):
 
 @njit(inline="always", **_FLAGS)
 def tile_rows(R, w_dot):
-    """Rows the tile kernel takes: whole tiles of 16 rows where K4 fills whole
-    tiles (16 k4 rows); else 0."""
+    """Rows the int8 tile kernel takes: whole tiles of 16 rows where K4 fills
+    whole tiles (16 k4 rows); else 0."""
     return R - R % AMX_ROWS if w_dot.shape[1] % AMX_ROWS == 0 else 0
+
+
+@njit(inline="always", **_FLAGS)
+def every_row_on_tiles(w_dot):
+    """Whether every row of a product on w_dot, one row or many, takes the
+    tiles: bfloat16 where the CPU has AMX-BF16 and K2 fills whole tiles (a
+    property of the matrix, not of the batch). tdpbf16ps rounds its sums
+    otherwise than vdpbf16ps, and a row's h rounded to bfloat16 would turn
+    that last bit into a step of its grid now and then; so one kernel for
+    every batch size, as int8 has one kind of sum."""
+    return HAS_AMX_BF16 and is_bf16(w_dot) and w_dot.shape[1] % AMX_ROWS == 0
+
+
+def row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
+    """row_dot_acc on a one-row tile, returning True, where every_row_on_tiles;
+    else False, a constant for int8 and on CPUs without AMX-BF16."""
+
+
+@overload(row_tiles_acc, inline="always", jit_options=_FLAGS)
+def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
+    if not HAS_AMX_BF16 or w_dot.dtype != nbtypes.uint8:
+        return lambda out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only: False
+
+    def impl(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
+        if not every_row_on_tiles(w_dot):
+            return False
+        _amx_dot_acc(out_row[np.newaxis, :], lo[np.newaxis, :], hi[np.newaxis, :],
+                     np.full(1, s_x, np.float32), w_dot, offset, scale_q, 1, False, _NO_TILES,
+                     high_only)
+        return True
+    return impl
+
+
+def tile_sums(w_dot):
+    """The tiles' sums for w_dot: int32 for int8, float32 for bfloat16 pairs."""
+
+
+@overload(tile_sums, inline="always", jit_options=_FLAGS)
+def _tile_sums(w_dot):
+    dtype = np.float32 if w_dot.dtype == nbtypes.uint8 else np.int32
+    return lambda w_dot: np.empty((4, AMX_ROWS, AMX_ROWS), dtype)
 
 
 def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles, high_only):
     """Rows 0..R16-1 of gemm_dot_acc on tiles, 16 rows x 16 columns x 64
-    k a tdpbusd: per panel, tiles 0-3 sum the low and high bytes' products of
-    its one or two 16-column halves, 4 and 5 hold 16 rows of lo and hi, 6 and
-    7 the halves' weights (16 k4 rows each, the layout's own rows); with
-    high_only (lo all 0) tiles 0-1 stay 0. Compiled with amx's instructions,
-    and with their emulation for tests."""
+    bytes of k a tdpbusd (tdpbf16ps for bfloat16 pairs): per panel, tiles 0-3
+    sum the low and high parts' products of its one or two 16-column halves,
+    4 and 5 hold 16 rows of lo and hi, 6 and 7 the halves' weights (16 k4 or
+    k2 rows each, the layout's own rows); with high_only (lo all 0) tiles
+    0-1 stay 0. A last tile of fewer rows is configured with fewer rows.
+    Compiled with amx's instructions, and with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
-    sums = np.empty((4, AMX_ROWS, AMX_ROWS), np.int32)
-    tile_config(tiles, tile_config_bytes())
+    sums = tile_sums(w_dot)  # (4, 16, 16)
+    bf16 = is_bf16(w_dot)
     for r0 in range(0, R16, AMX_ROWS):
+        rows = min(AMX_ROWS, R16 - r0)
+        if r0 == 0 or rows < AMX_ROWS:
+            tile_config(tiles, tile_config_bytes(rows))
         a_lo = r0 * lo.strides[0]
         a_hi = r0 * hi.strides[0]
         for i in range(P):
@@ -662,30 +718,52 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
                 tile_load(tiles, 6, w_dot, w, w_dot.strides[1])
-                if not high_only:
-                    tile_dpbusd(tiles, 0, 4, 6)
-                tile_dpbusd(tiles, 2, 5, 6)
+                if bf16:
+                    if not high_only:
+                        tile_dpbf16ps(tiles, 0, 4, 6)
+                    tile_dpbf16ps(tiles, 2, 5, 6)
+                else:
+                    if not high_only:
+                        tile_dpbusd(tiles, 0, 4, 6)
+                    tile_dpbusd(tiles, 2, 5, 6)
                 if DOT_NR == 2 * AMX_ROWS:
                     tile_load(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
-                    if not high_only:
-                        tile_dpbusd(tiles, 1, 4, 7)
-                    tile_dpbusd(tiles, 3, 5, 7)
+                    if bf16:
+                        if not high_only:
+                            tile_dpbf16ps(tiles, 1, 4, 7)
+                        tile_dpbf16ps(tiles, 3, 5, 7)
+                    else:
+                        if not high_only:
+                            tile_dpbusd(tiles, 1, 4, 7)
+                        tile_dpbusd(tiles, 3, 5, 7)
             tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)  # sums[t]: tile t
             tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             if DOT_NR == 2 * AMX_ROWS:
                 tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
                 tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
-            # _sum_bytes, not dot_sum: tile sums are vpdpbusd's (bytes, offset
-            # by 128) on every CPU, the emulated kernel's on AVX2 too.
-            for r in range(AMX_ROWS):
+            for r in range(rows):
                 row = out[r0 + r]
                 for half in range(DOT_NR // AMX_ROWS):
                     for j in range(0, AMX_ROWS, DOT_LANES):
                         col = p * DOT_NR + half * AMX_ROWS + j
-                        vstore1(row, col, vadd(vload1(row, col), _sum_bytes(
+                        vstore1(row, col, vadd(vload1(row, col), tile_sum(
                             vload1(sums[half, r], j), vload1(sums[2 + half, r], j), offset,
                             scale_q, s_rows[r0 + r], col)))
     tile_release(tiles)
+
+
+def tile_sum(low, high, offset, scale_q, s_h, j):
+    """dot_sum for the tiles' sums: int8's are vpdpbusd's (bytes, offset by
+    128) on every CPU, the emulated kernel's without VNNI too."""
+
+
+@overload(tile_sum, inline="always", jit_options=_FLAGS)
+def _tile_sum(low, high, offset, scale_q, s_h, j):
+    if low.dtype == nbtypes.float32:
+        return lambda low, high, offset, scale_q, s_h, j: _sum_bf16(
+            low, high, offset, scale_q, s_h, j)
+    return lambda low, high, offset, scale_q, s_h, j: _sum_bytes(
+        low, high, offset, scale_q, s_h, j)
 
 
 _NO_TILES = np.empty((0, 0, 0), np.uint8)  # the instructions' registers are their own
@@ -702,12 +780,17 @@ _EMULATED: list = []
 def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
                            high_only=False):
     """The tile kernel with its tile operations emulated (tests, on any
-    CPU): rows 0..R16-1 of gemm_dot_acc, R16 = tile_rows(R, w_dot). Returns R16."""
+    CPU): rows 0..R16-1 of gemm_dot_acc, R16 = tile_rows(R, w_dot) for int8,
+    every row for bfloat16 pairs (K2 filling whole tiles, else none). Returns R16."""
     if not _EMULATED:
         _EMULATED.append(njit(**_FLAGS)(rebind(_tiles_dot_acc, EMULATED, "_emulated")))
-    R16 = tile_rows(out.shape[0], w_dot)
+    R = out.shape[0]
+    if w_dot.dtype == np.uint8:
+        R16 = R if w_dot.shape[1] % AMX_ROWS == 0 else 0
+    else:
+        R16 = tile_rows(R, w_dot)
     _EMULATED[0](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
-                 np.zeros((8, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only)
+                 np.zeros((EMULATED_TILES, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only)
     return R16
 
 

@@ -27,6 +27,8 @@ from .dot_gemm import (
     dot_row,
     dot_sum,
     dot_zero,
+    every_row_on_tiles,
+    row_tiles_acc,
     takes_high_kernel,
     vdot,
 )
@@ -171,6 +173,8 @@ def _row_block_step_dot_impl(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, 
 @njit(inline="always", **_FLAGS)
 def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
                           reverse):
+    if _row_block_step_tiles(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row):
+        return
     if takes_high_kernel(w_dot):  # h on its 8-bit grid, or bfloat16: the low sums are 0
         _row_block_step_high32(gx_row, w_dot, offset, scale_q, s_h, hi, c, h_next, out_row,
                                reverse)
@@ -200,6 +204,25 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
                   c, h_next, out_row)
         _dot_cell(gx_row, U, j + DOT_LANES, li1, hi1, lf1, hf1, lg1, hg1, lo1, ho1, offset,
                   scale_q, s_h, c, h_next, out_row)
+
+
+@njit(inline="always", **_FLAGS)
+def _row_block_step_tiles(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row):
+    """Where bfloat16 rows take AMX tiles (dot_gemm.every_row_on_tiles): the
+    gates summed on a one-row tile into a copy of gx_row, as the many-row
+    steps sum them, then the cell; returns True. Else False, doing nothing."""
+    if not every_row_on_tiles(w_dot):
+        return False
+    gates = gx_row.copy()  # (4U,) gx, then + h @ W
+    row_tiles_acc(gates, w_dot, offset, scale_q, s_h, lo, hi, True)
+    U = gx_row.shape[0] // 4
+    for j in range(0, U, DOT_LANES):
+        c_new, h = lstm_update(vload1(gates, j), vload1(gates, U + j),
+                               vload1(gates, 2 * U + j), vload1(gates, 3 * U + j), vload1(c, j))
+        vstore1(c, j, c_new)
+        vstore1(h_next, j, h)
+        vstore1(out_row, j, h)
+    return True
 
 
 @njit(inline="always", **_FLAGS)
