@@ -679,13 +679,13 @@ def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
 
 
 def tile_sums(w_dot):
-    """The tiles' sums for w_dot: int32 for int8, float32 for bfloat16 pairs."""
+    """The tiles' sums for w_dot, zero: int32 for int8, float32 for bfloat16 pairs."""
 
 
 @overload(tile_sums, inline="always", jit_options=_FLAGS)
 def _tile_sums(w_dot):
     dtype = np.float32 if w_dot.dtype == nbtypes.uint8 else np.int32
-    return lambda w_dot: np.empty((4, AMX_ROWS, AMX_ROWS), dtype)
+    return lambda w_dot: np.zeros((4, AMX_ROWS, AMX_ROWS), dtype)
 
 
 def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles, high_only):
@@ -694,10 +694,12 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     sum the low and high parts' products of its one or two 16-column halves,
     4 and 5 hold 16 rows of lo and hi, 6 and 7 the halves' weights (16 k4 or
     k2 rows each, the layout's own rows); with high_only (lo all 0) tiles
-    0-1 stay 0. A last tile of fewer rows is configured with fewer rows.
-    Compiled with amx's instructions, and with their emulation for tests."""
+    0-1 are left out and their sums stay the zeros they start as. A last tile
+    of fewer rows is configured with fewer rows. Compiled with amx's
+    instructions, and with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
-    sums = tile_sums(w_dot)  # (4, 16, 16)
+    sums = tile_sums(w_dot)  # (4, 16, 16): tile t's sums
+
     bf16 = is_bf16(w_dot)
     for r0 in range(0, R16, AMX_ROWS):
         rows = min(AMX_ROWS, R16 - r0)
@@ -707,10 +709,12 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
         a_hi = r0 * hi.strides[0]
         for i in range(P):
             p = P - 1 - i if reverse else i
-            tile_zero(tiles, 0)
+            if not high_only:
+                tile_zero(tiles, 0)
             tile_zero(tiles, 2)
             if DOT_NR == 2 * AMX_ROWS:
-                tile_zero(tiles, 1)
+                if not high_only:
+                    tile_zero(tiles, 1)
                 tile_zero(tiles, 3)
             for k4 in range(0, K4, AMX_ROWS):
                 if not high_only:
@@ -736,10 +740,12 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                         if not high_only:
                             tile_dpbusd(tiles, 1, 4, 7)
                         tile_dpbusd(tiles, 3, 5, 7)
-            tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)  # sums[t]: tile t
+            if not high_only:
+                tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
             tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             if DOT_NR == 2 * AMX_ROWS:
-                tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                if not high_only:
+                    tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
                 tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             for r in range(rows):
                 row = out[r0 + r]
