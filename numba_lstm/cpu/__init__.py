@@ -126,11 +126,21 @@ def team_splits_units(layers: PackedStack, batch: int) -> bool:
     UNIT_SPLIT_MAX_TILES tiles a thread the batch split's wait no longer pays
     for the team's per-step handover (docs/performance.md, stop 20). Where
     every layer's fused step streams its weights from L3 instead
-    (_fused_from_l3), the batch split wins (Zen 5, S6: 1.12x)."""
+    (_fused_from_l3), the batch split wins (Zen 5, S6: 1.12x). W_hh stays in
+    a thread's L2 only with its rows' gx and h beside it, so those count
+    too: a bfloat16 H = 512 W_hh is exactly a 2 MB L2, and the team ran its
+    S6 1.10x (stop 30)."""
     l2 = l2_bytes()
-    return (TEAM.size > 1 and l2 > 0 and _hh_bytes_read(layers[0]) > l2
+    return (TEAM.size > 1 and l2 > 0
+            and _split_step_bytes(layers[0], -(-batch // TEAM.size)) > l2
             and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size
             and not all(_steps_fused_from_l3(layer, batch) for layer in layers))
+
+
+def _split_step_bytes(layer: PackedLayer, rows: int) -> int:
+    """The bytes a step of a batch split reads in a thread with ``rows`` rows:
+    W_hh (_hh_bytes_read) and its rows' gx and h, float32."""
+    return _hh_bytes_read(layer) + rows * (layer.cell.gates + 1) * layer.hidden_size * 4
 
 
 def _hh_bytes_read(layer: PackedLayer) -> int:
