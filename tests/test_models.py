@@ -127,9 +127,10 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
                                                                              monkeypatch,
                                                                              dot_at_any_size):
     # From batch 16 a stack's batch is split across threads, unless W_hh, as
-    # the steps read it, is past one core's L2 (faked here) and the batch
-    # leaves each thread fewer than UNIT_SPLIT_MAX_TILES row tiles: then the
-    # team splits the units. Either way the numbers are the batch split's.
+    # the steps read it, with a thread's rows' gx and h beside it, is past one
+    # core's L2 (faked here) and the batch leaves each thread fewer than
+    # UNIT_SPLIT_MAX_TILES row tiles: then the team splits the units. Either
+    # way the numbers are the batch split's.
     rng = np.random.default_rng(12)
     lstm = nl.LSTM(6, 32, num_layers=2)  # H = 32: int8 gets its dot layout where it can
     if weights != "float32":
@@ -140,8 +141,15 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
     bound = cpu.UNIT_SPLIT_MAX_TILES * cpu.TILE_ROWS * cpu.TEAM.size
     team = "team" if cpu.TEAM.size > 1 else "layers"  # NUMBA_NUM_THREADS=1: no team
     monkeypatch.setattr(cpu, "l3_feeds_each_core_fast", lambda: False)  # no fused steps from L3
-    for l2, B, expected in ((read, 16, "layers"), (read - 1, 16, team), (0, 16, "layers"),
-                            (read - 1, bound - 1, team), (read - 1, bound, "layers")):
+    def split(B):  # the bytes a batch-split thread's step reads: W_hh, its rows' gx and h
+        rows = -(-B // cpu.TEAM.size)
+        return read + rows * (layer.cell.gates + 1) * layer.hidden_size * 4
+
+    assert cpu._split_step_bytes(layer, -(-16 // cpu.TEAM.size)) == split(16)
+    for l2, B, expected in ((split(16), 16, "layers"), (split(16) - 1, 16, team),
+                            (read, 16, team), (0, 16, "layers"),
+                            (split(bound - 1) - 1, bound - 1, team),
+                            (split(bound) - 1, bound, "layers")):
         monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
         assert cpu._pick("stack", None, lstm._layers, 9, B).name == expected, (l2, B)
         x = rng.standard_normal((9, B, 6)).astype(np.float32)
