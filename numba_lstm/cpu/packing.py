@@ -8,6 +8,7 @@ import numpy as np
 
 from ..cells import LSTM, Cell
 from .aligned import aligned_copy
+from .amx import AMX_ROWS, HAS_AMX_BF16
 from .dot_gemm import BF16_DOT_BY_DEFAULT, DOT_BY_DEFAULT, DOT_NR, dot_fits
 from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
 
@@ -345,10 +346,22 @@ def _dot_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     kernels subtract for the high activation byte's +128. bfloat16 blocks
     (uint16 bits) -> (n, P, K2, 4 * DOT_NR) uint8 pairs, and zero offsets."""
     if blocks.dtype == np.uint16:
-        return (np.stack([_pack_pairs(b) for b in blocks]),
+        return (np.stack([_pack_pairs(b) for b in _k_filling_tiles(blocks)]),
                 np.zeros(blocks.shape[::2], np.int32))
     return (np.stack([_pack_quads(b) for b in blocks]),
             128 * blocks.astype(np.int32).sum(axis=1, dtype=np.int32))
+
+
+def _k_filling_tiles(blocks: np.ndarray) -> np.ndarray:
+    """bfloat16 blocks (n, K, N) with zero rows past K up to a multiple of an
+    AMX-BF16 tile's 32 k where the CPU has AMX-BF16, so that every product
+    takes the tiles (dot_gemm.every_row_on_tiles), an input projection of
+    any I included; the rows' activations are zero there too
+    (activation_grids pads them)."""
+    K, fill = blocks.shape[1], 2 * AMX_ROWS
+    if not HAS_AMX_BF16 or K % fill == 0:
+        return blocks
+    return np.pad(blocks, ((0, 0), (0, -K % fill), (0, 0)))
 
 
 def _k_per_lane(w: np.ndarray) -> int:
