@@ -43,15 +43,17 @@ def _operands(rng, R, K, N):
     return lo, hi, s, _pack_quads(w), offset, scale, w
 
 
-@pytest.mark.parametrize("R, K", [(16, 64), (35, 128), (48, 512), (20, 40)])
+@pytest.mark.parametrize("R, K", [(16, 64), (35, 128), (48, 512), (20, 40), (28, 128)])
 def test_the_emulated_tile_kernel_computes_the_integers(R, K):
     rng = np.random.default_rng(R + K)
     N = 3 * DOT_NR
     lo, hi, s, w_dot, offset, scale, w = _operands(rng, R, K, N)
     out = np.full((R, N), 0.25, np.float32)
     R16 = emulated_tiles_dot_acc(out, lo, hi, s, w_dot, offset, scale)
-    # Whole 16-row tiles where K fills whole 64-byte tile rows; none otherwise.
-    assert R16 == (R - R % 16 if K % 64 == 0 else 0) == tile_rows(R, w_dot)
+    # Where K fills whole 64-byte tile rows: whole 16-row tiles, and a last
+    # tile of fewer rows where they are half a tile or more; none otherwise.
+    whole = R - R % 16
+    assert R16 == ((R if R % 16 >= 8 else whole) if K % 64 == 0 else 0) == tile_rows(R, w_dot)
     v = (hi.astype(np.int64) - 128) * 256 + lo
     expected = 0.25 + (v[:, :K] @ w.astype(np.int64)) * s[:, None].astype(np.float64) * scale
     err = np.abs(out[:R16] - expected[:R16]).max(initial=0) / np.abs(expected).max()
@@ -77,6 +79,14 @@ def test_tile_rows_are_bitwise_the_rows_one_at_a_time():
         one = np.zeros((1, N), np.float32)
         assert product(one, lo[r:r + 1], hi[r:r + 1], s[r:r + 1], w_dot, offset, scale)
         np.testing.assert_array_equal(tiles[r], one[0])
+    # 28 rows: a last tile of 12 rows (the instructions where the host has
+    # AMX, vpdpbusd elsewhere) against the rows one at a time.
+    many = np.zeros((28, N), np.float32)
+    assert product(many, lo[:28], hi[:28], s[:28], w_dot, offset, scale)
+    for r in range(28):
+        one = np.zeros((1, N), np.float32)
+        assert product(one, lo[r:r + 1], hi[r:r + 1], s[r:r + 1], w_dot, offset, scale)
+        np.testing.assert_array_equal(many[r], one[0])
     # Rows on h's 8-bit grid (lo all 0): the tiles of the high bytes alone give
     # the bits of both bytes' tiles.
     x = rng.uniform(-1, 1, (R, K)).astype(np.float32)

@@ -642,9 +642,14 @@ def panel_group(w_dot):
 
 @njit(inline="always", **_FLAGS)
 def tile_rows(R, w_dot):
-    """Rows the int8 tile kernel takes: whole tiles of 16 rows where K4 fills
-    whole tiles (16 k4 rows); else 0."""
-    return R - R % AMX_ROWS if w_dot.shape[1] % AMX_ROWS == 0 else 0
+    """Rows the int8 tile kernel takes where K4 fills whole tiles (16 k4
+    rows): every row where the last tile would hold half a tile or more,
+    else the whole tiles; 0 where K4 does not fill them. A tile costs about
+    the same for 1-16 rows (one core, K = 512, N = 2048: 8 rows as fast as
+    vpdpbusd's, 12 rows 1.45x, 4 rows 0.85x); the sums are the same."""
+    if w_dot.shape[1] % AMX_ROWS != 0:
+        return 0
+    return R if R % AMX_ROWS >= AMX_ROWS // 2 else R - R % AMX_ROWS
 
 
 @njit(inline="always", **_FLAGS)
