@@ -26,7 +26,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .._config import AMX_GRANTED
 from .recurrence import _FLAGS
@@ -103,30 +103,22 @@ _tile_store = _tile_memory("llvm.x86.tilestored64")
 
 
 @intrinsic
-def _tile_dpbusd(typingctx, tiles, c, a, b):
-    """Tile c (int32) += tile a (u8) @ tile b (s8, rows of k4)."""
+def _tile_dot(typingctx, tiles, c, a, b, weights):
+    """Tile c += tile a @ tile b, by the stored weights' kind: int8 (weights
+    int8) by tdpbusd, c int32, a u8, b s8 rows of k4; bfloat16 pairs (weights
+    uint8) by tdpbf16ps, c float32, b rows of k2."""
     if not _literal_tiles(c, a, b):
         return None
+    bf16 = weights.dtype == types.uint8
 
     def codegen(context, builder, sig, args):
-        _call(builder, "llvm.x86.tdpbusd", [_I8, _I8, _I8],
-              [ir.Constant(_I8, v.literal_value) for v in (c, a, b)])
+        # bfloat16 without AMX-BF16: never reached (dot_gemm), and not an
+        # instruction of the target
+        if not bf16 or HAS_AMX_BF16:
+            _call(builder, "llvm.x86.tdpbf16ps" if bf16 else "llvm.x86.tdpbusd",
+                  [_I8, _I8, _I8], [ir.Constant(_I8, v.literal_value) for v in (c, a, b)])
         return context.get_dummy_value()
-    return types.none(tiles, c, a, b), codegen
-
-
-@intrinsic
-def _tile_dpbf16ps(typingctx, tiles, c, a, b):
-    """Tile c (float32) += tile a (bfloat16 pairs) @ tile b (rows of k2)."""
-    if not _literal_tiles(c, a, b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        if HAS_AMX_BF16:  # else never reached (dot_gemm), and not an instruction of the target
-            _call(builder, "llvm.x86.tdpbf16ps", [_I8, _I8, _I8],
-                  [ir.Constant(_I8, v.literal_value) for v in (c, a, b)])
-        return context.get_dummy_value()
-    return types.none(tiles, c, a, b), codegen
+    return types.none(tiles, c, a, b, weights), codegen
 
 
 # -- the emulation: the registers are tiles[:8] (8, 16, 64) uint8; tiles[8, 0, t]
@@ -182,6 +174,17 @@ def _emulated_dpbf16ps(tiles, c, a, b):
             sums[m, n] = total
 
 
+def _emulated_dot(tiles, c, a, b, weights):
+    """_tile_dot's emulation: _emulated_dpbf16ps or _emulated_dpbusd by the weights' kind."""
+
+
+@overload(_emulated_dot, jit_options=_FLAGS)
+def _emulated_dot_impl(tiles, c, a, b, weights):
+    if weights.dtype == types.uint8:
+        return lambda tiles, c, a, b, weights: _emulated_dpbf16ps(tiles, c, a, b)
+    return lambda tiles, c, a, b, weights: _emulated_dpbusd(tiles, c, a, b)
+
+
 @njit(**_FLAGS)
 def _emulated_dpbusd(tiles, c, a, b):
     sums = tiles[c].view(np.int32)  # (16, 16)
@@ -197,11 +200,10 @@ def _emulated_dpbusd(tiles, c, a, b):
 
 # The names a tile kernel is written in (dot_gemm), and their emulation.
 tile_config, tile_release, tile_zero = _tile_config, _tile_release, _tile_zero
-tile_load, tile_store, tile_dpbusd = _tile_load, _tile_store, _tile_dpbusd
-tile_dpbf16ps = _tile_dpbf16ps
+tile_load, tile_store, tile_dot = _tile_load, _tile_store, _tile_dot
 EMULATED = dict(tile_config=_emulated_config, tile_release=_emulated_release,
                 tile_zero=_emulated_zero, tile_load=_emulated_load, tile_store=_emulated_store,
-                tile_dpbusd=_emulated_dpbusd, tile_dpbf16ps=_emulated_dpbf16ps)
+                tile_dot=_emulated_dot)
 EMULATED_TILES = 9  # the emulation's registers, its configured rows last
 
 

@@ -46,8 +46,7 @@ from .amx import (
     HAS_AMX_BF16,
     tile_config,
     tile_config_bytes,
-    tile_dpbf16ps,
-    tile_dpbusd,
+    tile_dot,
     tile_load,
     tile_release,
     tile_store,
@@ -695,7 +694,7 @@ def _tile_sums(w_dot):
 
 def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles, high_only):
     """Rows 0..R16-1 of gemm_dot_acc on tiles, 16 rows x 16 columns x 64
-    bytes of k a tdpbusd (tdpbf16ps for bfloat16 pairs): per panel, tiles 0-3
+    bytes of k a tile_dot (tdpbusd; tdpbf16ps for bfloat16 pairs): per panel, tiles 0-3
     sum the low and high parts' products of its one or two 16-column halves,
     4 and 5 hold 16 rows of lo and hi, 6 and 7 the halves' weights (16 k4 or
     k2 rows each, the layout's own rows); with high_only (lo all 0) tiles
@@ -704,8 +703,6 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     instructions, and with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
     sums = tile_sums(w_dot)  # (4, 16, 16): tile t's sums
-
-    bf16 = is_bf16(w_dot)
     for r0 in range(0, R16, AMX_ROWS):
         rows = min(AMX_ROWS, R16 - r0)
         if r0 == 0 or rows < AMX_ROWS:
@@ -727,24 +724,14 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
                 tile_load(tiles, 6, w_dot, w, w_dot.strides[1])
-                if bf16:
-                    if not high_only:
-                        tile_dpbf16ps(tiles, 0, 4, 6)
-                    tile_dpbf16ps(tiles, 2, 5, 6)
-                else:
-                    if not high_only:
-                        tile_dpbusd(tiles, 0, 4, 6)
-                    tile_dpbusd(tiles, 2, 5, 6)
+                if not high_only:
+                    tile_dot(tiles, 0, 4, 6, w_dot)
+                tile_dot(tiles, 2, 5, 6, w_dot)
                 if DOT_NR == 2 * AMX_ROWS:
                     tile_load(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
-                    if bf16:
-                        if not high_only:
-                            tile_dpbf16ps(tiles, 1, 4, 7)
-                        tile_dpbf16ps(tiles, 3, 5, 7)
-                    else:
-                        if not high_only:
-                            tile_dpbusd(tiles, 1, 4, 7)
-                        tile_dpbusd(tiles, 3, 5, 7)
+                    if not high_only:
+                        tile_dot(tiles, 1, 4, 7, w_dot)
+                    tile_dot(tiles, 3, 5, 7, w_dot)
             if not high_only:
                 tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
             tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
