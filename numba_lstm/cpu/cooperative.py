@@ -26,7 +26,7 @@ from .atomics import fetch_add, load_acquire, wait_until
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes
 from .layer import row_function
 from .panel_gemm import gemm_layout_acc, gemm_panels2_acc
-from .recurrence import _FLAGS, copy_row
+from .recurrence import _FLAGS, copy_row, keep_alive, unowned
 from .row_step import row_block_step
 from .simd import prefetch
 from .team import DESC, KIND, serve, view
@@ -164,9 +164,10 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     by_block = not quantized or _by_blocks(n_rows, nb, gx.shape[2], n_threads, eight_bit)
     n_tasks = nb * n_chunks if by_block else n_chunks
     k_bytes = dot_k_bytes(dot)
-    lo = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
-    hi = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
-    s_rows = np.empty(PROJECTION_ROWS, np.float32)
+    lo_mem = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
+    hi_mem = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
+    s_rows_mem = np.empty(PROJECTION_ROWS, np.float32)
+    lo, hi, s_rows = unowned(lo_mem), unowned(hi_mem), unowned(s_rows_mem)
     for i in range(n_tasks):
         task = (tid * n_tasks // n_threads + i) % n_tasks
         if fetch_add(claims, task, 1) == 0:
@@ -187,6 +188,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
                                    s_rows[:r1 - r0], gemm_layout_acc)
             fetch_add(done, 0, 1)
     wait_until(done, 0, n_tasks)
+    keep_alive(lo_mem, hi_mem, s_rows_mem)
 
 
 @njit(inline="always", **_FLAGS)
@@ -315,10 +317,13 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
     in_place = h_in_out(lengths, steps)
     k_bytes = dot_k_bytes(recurrence_dot(quantized))  # a dot kernel's h bytes, or 0
     B = c.shape[0]
-    lo, hi = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
-    s_rows = np.empty(B, np.float32)
-    sums = np.empty((B if GATES != SUMMED else 0, gx.shape[2]), gx.dtype)  # (B, GU)
-    won = np.zeros(SOLO_STEPS * nb, np.bool_)  # the pre-claims this thread won
+    lo_mem, hi_mem = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
+    s_rows_mem = np.empty(B, np.float32)
+    sums_mem = np.empty((B if GATES != SUMMED else 0, gx.shape[2]), gx.dtype)
+    won_mem = np.zeros(SOLO_STEPS * nb, np.bool_)
+    lo, hi, s_rows = unowned(lo_mem), unowned(hi_mem), unowned(s_rows_mem)
+    sums = unowned(sums_mem)  # (B, GU)
+    won = unowned(won_mem)  # the pre-claims this thread won
     block_macs = B * gx.shape[2] * h_buf.shape[2]  # (B, H) @ (H, GU)
     stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS)
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
@@ -356,6 +361,7 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
                             hi, s_rows, sums, in_place)
                 count_block(done, tid)
     _wait_for_steps(done, n_threads, steps * nb, 1 << 62)
+    keep_alive(lo_mem, hi_mem, s_rows_mem, sums_mem, won_mem)
 
 
 @njit(**_FLAGS)

@@ -52,7 +52,7 @@ from .amx import (
     tile_store,
     tile_zero,
 )
-from .recurrence import _FLAGS
+from .recurrence import _FLAGS, keep_alive, unowned
 from .simd import (
     HAS_BF16,
     HAS_VNNI,
@@ -702,7 +702,8 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     of fewer rows is configured with fewer rows. Compiled with amx's
     instructions, and with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
-    sums = tile_sums(w_dot)  # (4, 16, 16): tile t's sums
+    sums_mem = tile_sums(w_dot)
+    sums = unowned(sums_mem)  # (4, 16, 16): tile t's sums
     for r0 in range(0, R16, AMX_ROWS):
         rows = min(AMX_ROWS, R16 - r0)
         if r0 == 0 or rows < AMX_ROWS:
@@ -748,6 +749,7 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                             vload1(sums[half, r], j), vload1(sums[2 + half, r], j), offset,
                             scale_q, s_rows[r0 + r], col)))
     tile_release(tiles)
+    keep_alive(sums_mem)
 
 
 def tile_sum(low, high, offset, scale_q, s_h, j):

@@ -21,7 +21,7 @@ from .activation_grids import float_rows_acc, quantize_rows
 from .activations import relu, sigmoid, tanh
 from .dot_gemm import dot_acc, dot_k_bytes
 from .panel_gemm import chunk_start, gemm_layout_acc
-from .recurrence import _FLAGS, _rows_matmul_acc, copy_row
+from .recurrence import _FLAGS, _rows_matmul_acc, copy_row, keep_alive, unowned
 from .simd import VECTOR_BYTES, fma, vload1, vload1_first, vstore1, vstore1_first
 
 # Bound per cell by layer_kernels(); these placeholders are never called.
@@ -144,14 +144,21 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
     b_lo = chunk_start(chunk, n_chunks, B)
     b_hi = chunk_start(chunk + 1, n_chunks, B)
     nb = b_hi - b_lo
-    gates = np.empty((nb, G), x.dtype)  # (nb, G)
-    xh = np.empty((nb, n_x + H_out), x.dtype)  # (nb, [I +] H_out) the operand, h last
-    c = np.empty((nb, c0.shape[2]), x.dtype)
-    h_cell = np.empty((nb, H), x.dtype)  # the cell's h, before any projection
-    h_proj = np.empty((nb, H_out), x.dtype)
+    gates_mem = np.empty((nb, G), x.dtype)
+    xh_mem = np.empty((nb, n_x + H_out), x.dtype)
+    c_mem = np.empty((nb, c0.shape[2]), x.dtype)
+    h_cell_mem = np.empty((nb, H), x.dtype)
+    h_proj_mem = np.empty((nb, H_out), x.dtype)
     k_bytes = dot_k_bytes(hh_dot)
-    h_lo, h_hi = np.empty((nb, k_bytes), np.uint8), np.empty((nb, k_bytes), np.uint8)
-    h_scales = np.empty(nb, np.float32)
+    h_lo_mem, h_hi_mem = np.empty((nb, k_bytes), np.uint8), np.empty((nb, k_bytes), np.uint8)
+    h_scales_mem = np.empty(nb, np.float32)
+    gates = unowned(gates_mem)  # (nb, G)
+    xh = unowned(xh_mem)  # (nb, [I +] H_out) the operand, h last
+    c = unowned(c_mem)
+    h_cell = unowned(h_cell_mem)  # the cell's h, before any projection
+    h_proj = unowned(h_proj_mem)
+    h_lo, h_hi = unowned(h_lo_mem), unowned(h_hi_mem)
+    h_scales = unowned(h_scales_mem)
     for r in range(nb):
         copy_row(h0[d, b_lo + r], xh[r, n_x:])
         copy_row(c0[d, b_lo + r], c[r])
@@ -201,6 +208,8 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
     for r in range(nb):
         copy_row(xh[r, n_x:], h_n[d, b_lo + r])
         copy_row(c[r], c_n[d, b_lo + r])
+    keep_alive(gates_mem, xh_mem, c_mem, h_cell_mem, h_proj_mem, h_lo_mem, h_hi_mem,
+               h_scales_mem)
 
 
 def cell_math(cell: Cell):

@@ -6,15 +6,29 @@ validates and prepares them.
 """
 
 
-from numba import njit
+from numba import carray, njit
 
 from .._config import CACHE
+from .atomics import address_as_voidptr
 from .simd import fma
 
 # No fastmath, not even contraction: multiply-adds are explicit fma() calls
 # (cpu.simd), so a kernel computes the same bits whether it was compiled in
 # this process or loaded from the on-disk cache, and NaN/Inf propagate as in torch.
 _FLAGS = dict(cache=CACHE, nogil=True, error_model="numpy")
+
+
+@njit(inline="always", **_FLAGS)
+def unowned(a):
+    """a's elements through a view that owns no memory: slicing it in a loop
+    costs no atomic reference counting. The caller keeps ``a`` alive (uses it
+    after the view's last use)."""
+    return carray(address_as_voidptr(a.ctypes.data), a.shape, a.dtype)
+
+
+@njit(**_FLAGS)
+def keep_alive(*arrays):
+    """Nothing: a use of ``arrays`` that keeps their memory alive to here."""
 
 
 @njit(inline="always", **_FLAGS)
