@@ -98,6 +98,44 @@ def test_tile_rows_are_bitwise_the_rows_one_at_a_time():
     np.testing.assert_array_equal(high, both)
 
 
+based_product = njit(lambda out, lo, hi, s, w, offset, scale, high, base: gemm_dot_acc(
+    out, lo, hi, s, w, offset, scale, False, high, base))
+
+
+@pytest.mark.parametrize("kind", ["int8", "bfloat16"])
+@pytest.mark.parametrize("R", [1, 5, 20, 35])
+def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R):
+    # out = base + x @ W (a step's gx rows, a projection's bias: the tiles'
+    # epilogue reads them, the other kernels get them copied first): the bits
+    # of copying base into out and adding, whichever kernels the rows take.
+    rng = np.random.default_rng(R)
+    K, N = 128, 3 * DOT_NR
+    if kind == "int8":
+        lo, hi, s, w_dot, offset, scale, _ = _operands(rng, R, K, N)
+    else:
+        lo, hi, s, w_dot, _, _ = _bf16_operands(rng, R, K, N, True)
+        offset, scale = np.zeros(N, np.int32), np.ones(N, np.float32)
+    for base in (rng.standard_normal((R, N)).astype(np.float32),
+                 rng.standard_normal((1, N)).astype(np.float32)):  # one row for every row
+        for high in (False, True):
+            expected = np.broadcast_to(base, (R, N)).copy()
+            assert based_product(expected, lo, hi, s, w_dot, offset, scale, high, expected)
+            out = np.full((R, N), np.nan, np.float32)
+            assert based_product(out, lo, hi, s, w_dot, offset, scale, high, base)
+            np.testing.assert_array_equal(out, expected)
+            assert not np.array_equal(out, np.broadcast_to(base, (R, N)))
+            # the emulated tile kernel (every CPU) reads base as it would read out
+            copied = np.broadcast_to(base, (R, N)).copy()
+            R16 = emulated_tiles_dot_acc(copied, lo, hi, s, w_dot, offset, scale,
+                                         high_only=high)
+            emulated = np.full((R, N), np.nan, np.float32)
+            assert emulated_tiles_dot_acc(emulated, lo, hi, s, w_dot, offset, scale,
+                                          high_only=high, base=base) == R16
+            np.testing.assert_array_equal(emulated[:R16], copied[:R16])
+            if kind == "int8":  # int8 tiles sum exactly: the instructions' bits too
+                np.testing.assert_array_equal(emulated[:R16], expected[:R16])
+
+
 @pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
 @pytest.mark.parametrize("R, K", [(16, 64), (35, 128), (64, 512)])
 def test_the_tile_instructions_match_their_emulation(R, K):

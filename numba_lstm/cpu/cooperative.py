@@ -177,11 +177,13 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
             not_finite = quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                        s_rows[:r1 - r0], dot, eight_bit) if quantized else -1
             for q in range(q_first, q_end):
-                for r in range(r0, r1):
-                    copy_row(bias[q], gx[q, r])
-                # (rows, GU) += (rows, K) @ (K, GU): int8 or bfloat16 x the rows' grid, else float
+                # (rows, GU) = bias + (rows, K) @ (K, GU): int8 or bfloat16 x the rows'
+                # grid (the bias read by the kernel's epilogue), else float
                 if not (not_finite >= 0 and dot_acc(gx[q, r0:r1], lo[:r1 - r0], hi[:r1 - r0],
-                                                    s_rows[:r1 - r0], dot, q, False, eight_bit)):
+                                                    s_rows[:r1 - r0], dot, q, False, eight_bit,
+                                                    bias[q:q + 1])):
+                    for r in range(r0, r1):
+                        copy_row(bias[q], gx[q, r])
                     gemm_layout_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q])
                 elif not_finite > 0:  # those rows' float products, theirs alone
                     float_rows_acc(gx[q, r0:r1], 0, gx.shape[2], rows[r0:r1], w_ih[q], False,

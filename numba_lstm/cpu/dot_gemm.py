@@ -52,7 +52,7 @@ from .amx import (
     tile_store,
     tile_zero,
 )
-from .recurrence import _FLAGS, keep_alive, unowned
+from .recurrence import _FLAGS, copy_row, keep_alive, unowned
 from .simd import (
     HAS_BF16,
     HAS_VNNI,
@@ -304,31 +304,44 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
         _dot_add(out_row, j + DOT_LANES, l1, h1, offset, scale_q, s_x)
 
 
-def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False):
+def gemm_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False,
+                 base=None):
     """out (R, N) += x @ W for rows x that quantize_row16 has put in lo, hi
     (R, 4 * K4) with scales s_rows (R,); W as in row_dot_acc (or bfloat16
     pairs, the rows quantize_row_bf16's). ``reverse``: the tiles take the
     panels last to first (a recurrence alternates it, as the float panels'
     steps do). ``high_only``: the rows are quantize_row8's, every lo byte 0
     (or bfloat16 rows without lo), so the kernels sum the high parts alone
-    (half the instructions; the same bits). Returns True; False, having done
-    nothing, where out is not float32. For jitted code."""
+    (half the instructions; the same bits). ``base`` (R, N), or (1, N) for
+    every row: out = base + x @ W instead, the same bits as copying base into
+    out first (the tiles' epilogue reads base where it would read out: a
+    step's gx rows or a projection's bias, without a pass of their own).
+    Returns True; False, having done nothing, where out is not float32. For
+    jitted code."""
 
 
 @overload(gemm_dot_acc, inline="always", jit_options=_FLAGS)  # a wrapper: no call of its own
 def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
-                       high_only=False):
-    if out.dtype == nbtypes.float32:
-        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False):
-            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only)
+                       high_only=False, base=None):
+    if out.dtype != nbtypes.float32:
+        return (lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
+                high_only=False, base=None: False)
+    if base is None or isinstance(base, types.NoneType):
+        def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False,
+                 base=None):
+            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only, out)
             return True
         return impl
-    return (lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
-            high_only=False: False)
+
+    def impl_base(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False,
+                  base=None):
+        _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only, base)
+        return True
+    return impl_base
 
 
 @njit(**_FLAGS)
-def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only):
+def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only, base):
     """Sixteen int8 rows at a time on AMX tiles where the CPU has them (4.3-4.7x
     vpdpbusd at 16-64 rows, K = 512, one core; the same int32 sums), every
     bfloat16 row where it has AMX-BF16 (every_row_on_tiles); then
@@ -336,16 +349,19 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
     int16 pairs (no VNNI) two rows a tile (_pairs_dot_acc); else four rows at
     a time share each weight load (a row at a time is
     load-bound: 64 bytes per two vpdpbusd); the last R % 4 through
-    row_dot_acc."""
+    row_dot_acc. ``base``: gemm_dot_acc's, or out itself."""
     R = out.shape[0]
     if every_row_on_tiles(w_dot):
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R, reverse, _NO_TILES,
-                     high_only)
+                     high_only, base)
         return
     R16 = tile_rows(R, w_dot) if HAS_AMX and not is_bf16(w_dot) else 0
     if R16 > 0:
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES,
-                     high_only)
+                     high_only, base)
+    if base.ctypes.data != out.ctypes.data:  # the other kernels add to out: base first
+        for r in range(R16, R):
+            copy_row(base[r if base.shape[0] > 1 else 0], out[r])
     if high_only and takes_high_kernel(w_dot):
         if R16 == 0:  # no views: at small layers their counts are a share of the call
             _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse)
@@ -675,9 +691,9 @@ def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
     def impl(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
         if not every_row_on_tiles(w_dot):
             return False
-        _amx_dot_acc(out_row[np.newaxis, :], lo[np.newaxis, :], hi[np.newaxis, :],
-                     np.full(1, s_x, np.float32), w_dot, offset, scale_q, 1, False, _NO_TILES,
-                     high_only)
+        out = out_row[np.newaxis, :]
+        _amx_dot_acc(out, lo[np.newaxis, :], hi[np.newaxis, :], np.full(1, s_x, np.float32),
+                     w_dot, offset, scale_q, 1, False, _NO_TILES, high_only, out)
         return True
     return impl
 
@@ -692,15 +708,17 @@ def _tile_sums(w_dot):
     return lambda w_dot: np.zeros((4, AMX_ROWS, AMX_ROWS), dtype)
 
 
-def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles, high_only):
+def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles, high_only,
+                   base):
     """Rows 0..R16-1 of gemm_dot_acc on tiles, 16 rows x 16 columns x 64
     bytes of k a tile_dot (tdpbusd; tdpbf16ps for bfloat16 pairs): per panel, tiles 0-3
     sum the low and high parts' products of its one or two 16-column halves,
     4 and 5 hold 16 rows of lo and hi, 6 and 7 the halves' weights (16 k4 or
     k2 rows each, the layout's own rows); with high_only (lo all 0) tiles
     0-1 are left out and their sums stay the zeros they start as. A last tile
-    of fewer rows is configured with fewer rows. Compiled with amx's
-    instructions, and with their emulation for tests."""
+    of fewer rows is configured with fewer rows. out = base + the sums (base
+    is out itself, or gemm_dot_acc's). Compiled with amx's instructions, and
+    with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
     sums_mem = tile_sums(w_dot)
     sums = unowned(sums_mem)  # (4, 16, 16): tile t's sums
@@ -742,10 +760,11 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             for r in range(rows):
                 row = out[r0 + r]
+                base_row = base[r0 + r if base.shape[0] > 1 else 0]
                 for half in range(DOT_NR // AMX_ROWS):
                     for j in range(0, AMX_ROWS, DOT_LANES):
                         col = p * DOT_NR + half * AMX_ROWS + j
-                        vstore1(row, col, vadd(vload1(row, col), tile_sum(
+                        vstore1(row, col, vadd(vload1(base_row, col), tile_sum(
                             vload1(sums[half, r], j), vload1(sums[2 + half, r], j), offset,
                             scale_q, s_rows[r0 + r], col)))
     tile_release(tiles)
@@ -772,13 +791,13 @@ if HAS_AMX:
 else:  # tile instructions do not compile for a target without them
     @njit(**_FLAGS)
     def _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles,
-                     high_only):
+                     high_only, base):
         pass
 _EMULATED: list = []
 
 
 def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
-                           high_only=False):
+                           high_only=False, base=None):
     """The tile kernel with its tile operations emulated (tests, on any
     CPU): rows 0..R16-1 of gemm_dot_acc, R16 = tile_rows(R, w_dot) for int8,
     every row for bfloat16 pairs (K2 filling whole tiles, else none). Returns R16."""
@@ -790,7 +809,8 @@ def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=
     else:
         R16 = tile_rows(R, w_dot)
     _EMULATED[0](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
-                 np.zeros((EMULATED_TILES, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only)
+                 np.zeros((EMULATED_TILES, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only,
+                 out if base is None else base)
     return R16
 
 
@@ -821,13 +841,14 @@ def _dot_k_bytes(dot):
     return lambda dot: 4 * dot[0].shape[2]
 
 
-def dot_acc(out, lo, hi, s_rows, dot, q, reverse=False, high_only=False):
+def dot_acc(out, lo, hi, s_rows, dot, q, reverse=False, high_only=False, base=None):
     """gemm_dot_acc on block q of dot; False, doing nothing, without one."""
 
 
 @overload(dot_acc, inline="always", jit_options=_FLAGS)
-def _dot_acc(out, lo, hi, s_rows, dot, q, reverse=False, high_only=False):
+def _dot_acc(out, lo, hi, s_rows, dot, q, reverse=False, high_only=False, base=None):
     if isinstance(dot, types.NoneType):
-        return lambda out, lo, hi, s_rows, dot, q, reverse=False, high_only=False: False
-    return lambda out, lo, hi, s_rows, dot, q, reverse=False, high_only=False: gemm_dot_acc(
-        out, lo, hi, s_rows, dot[0][q], dot[1][q], dot[2][q], reverse, high_only)
+        return lambda out, lo, hi, s_rows, dot, q, reverse=False, high_only=False, base=None: False
+    return (lambda out, lo, hi, s_rows, dot, q, reverse=False, high_only=False, base=None:
+            gemm_dot_acc(out, lo, hi, s_rows, dot[0][q], dot[1][q], dot[2][q], reverse,
+                         high_only, base))

@@ -45,6 +45,7 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
     x_lo = np.empty((ROW_BLOCK, k_bytes), np.uint8)
     x_hi = np.empty((ROW_BLOCK, k_bytes), np.uint8)
     x_scales = np.empty(ROW_BLOCK, np.float32)
+    bias_row = bias.reshape((1, bias.shape[0]))  # (1, D*G): every row's
     while True:
         block = fetch_add(counters, 0, 1)
         if block >= n_blocks:
@@ -52,14 +53,15 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
         r0 = block * ROW_BLOCK
         r1 = min(r0 + ROW_BLOCK, N)
         n = r1 - r0
-        for r in range(r0, r1):
-            copy_row(bias, gx[r])
         not_finite = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot,
                                    eight_bit)
-        for d in range(D):  # (rows, G) += (rows, I) @ (I, G)
+        for d in range(D):  # (rows, G) = bias + (rows, I) @ (I, G)
+            # a dot kernel reads the bias in its epilogue: no pass of its own over gx
             if not (not_finite >= 0 and dot_acc(gx[r0:r1, d * G:(d + 1) * G], x_lo[:n],
                                                 x_hi[:n], x_scales[:n], ih_dot, d, False,
-                                                eight_bit)):
+                                                eight_bit, bias_row[:, d * G:(d + 1) * G])):
+                for r in range(r0, r1):
+                    copy_row(bias[d * G:(d + 1) * G], gx[r, d * G:(d + 1) * G])
                 gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])
             elif not_finite > 0:  # those rows' float products, theirs alone
                 float_rows_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d], False, x_scales[:n],
