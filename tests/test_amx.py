@@ -136,6 +136,61 @@ def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R):
                 np.testing.assert_array_equal(emulated[:R16], expected[:R16])
 
 
+@pytest.mark.parametrize("kind", ["int8", "bfloat16"])
+@pytest.mark.parametrize("R", [32, 35, 64, 80])
+def test_two_row_tiles_a_weight_tile_give_the_bits_of_one(kind, R):
+    # High parts two row tiles at a time (W past L2) against one at a time,
+    # both emulated (every CPU): the same sums in the same order, so the same
+    # bits; a last odd or partial row tile goes alone.
+    rng = np.random.default_rng(R)
+    K, N = 128, 3 * DOT_NR
+    if kind == "int8":
+        x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
+        lo, hi = np.empty((R, K), np.uint8), np.empty((R, K), np.uint8)
+        s = np.array([quantize8(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
+        _, _, _, w_dot, offset, scale, _ = _operands(rng, R, K, N)
+    else:
+        lo, hi, s, w_dot, _, _ = _bf16_operands(rng, R, K, N, False)
+        offset, scale = np.zeros(N, np.int32), np.ones(N, np.float32)
+    for reverse in (False, True):
+        one, two = np.zeros((R, N), np.float32), np.zeros((R, N), np.float32)
+        R16 = emulated_tiles_dot_acc(one, lo, hi, s, w_dot, offset, scale, reverse, True,
+                                     pairs=False)
+        assert emulated_tiles_dot_acc(two, lo, hi, s, w_dot, offset, scale, reverse, True,
+                                      pairs=True) == R16 >= 32
+        assert np.abs(one[:R16]).min() > 0
+        np.testing.assert_array_equal(two, one)
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
+@pytest.mark.parametrize("kind", ["int8", "bfloat16"])
+def test_two_row_tiles_on_the_instructions_give_a_row_its_own_bits(kind):
+    # W past L2 (2 MB): 40 rows' high parts go two row tiles at a time, then a
+    # partial one; each row's numbers are those it gets alone (batch invariance).
+    if kind == "bfloat16" and not HAS_AMX_BF16:
+        pytest.skip("the CPU has no AMX-BF16 (or Linux did not grant it)")
+    rng = np.random.default_rng(2)
+    R, K, N = 40, 512, 64 * DOT_NR
+    if kind == "int8":
+        K = 1024  # 1024 x 2048 int8: 2 MB
+        x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
+        lo, hi = np.empty((R, K), np.uint8), np.empty((R, K), np.uint8)
+        s = np.array([quantize8(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
+        w = rng.integers(-127, 128, (K, N)).astype(np.int8)
+        w_dot, offset = _pack_quads(w), (128 * w.astype(np.int32).sum(axis=0)).astype(np.int32)
+        scale = rng.uniform(0.5, 2, N).astype(np.float32)
+    else:
+        lo, hi, s, w_dot, _, _ = _bf16_operands(rng, R, K, N, False)
+        offset, scale = np.zeros(N, np.int32), np.ones(N, np.float32)
+    assert w_dot.nbytes >= 2 << 20
+    many = np.zeros((R, N), np.float32)
+    assert high_product(many, lo, hi, s, w_dot, offset, scale)
+    for r in (0, 17, 31, 32, 39):
+        one = np.zeros((1, N), np.float32)
+        assert high_product(one, lo[r:r + 1], hi[r:r + 1], s[r:r + 1], w_dot, offset, scale)
+        np.testing.assert_array_equal(many[r], one[0])
+
+
 @pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
 @pytest.mark.parametrize("R, K", [(16, 64), (35, 128), (64, 512)])
 def test_the_tile_instructions_match_their_emulation(R, K):

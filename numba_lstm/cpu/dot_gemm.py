@@ -698,6 +698,21 @@ def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
     return impl
 
 
+# Two row tiles share each weight tile where W is past L2 (2 MB on every AMX
+# CPU so far), so that each pass over it from L3 serves 32 rows. Within L2
+# the rows' tiles, 32 of them, crowd W's lines out of L1 instead: one core,
+# 32 rows' high parts, one row tile at a time against pairs: int8 K = 1024, N
+# = 4096 (4 MB) 1.56x, N = 2048 1.31x; bfloat16 K = 1024 1.72x, K = 512, N =
+# 2048 (2 MB) 1.09x; within L2 0.94-1.06x, bfloat16 K = 512, N = 1024 0.78x.
+TILE_PAIR_W_BYTES = 2 * 1024 * 1024
+
+
+@njit(inline="always", **_FLAGS)
+def tile_pairs_pay(w_dot):
+    """Whether _tiles_dot_acc runs high parts two row tiles at a time on w_dot."""
+    return w_dot.shape[0] * w_dot.shape[1] * w_dot.shape[2] >= TILE_PAIR_W_BYTES
+
+
 def tile_sums(w_dot):
     """The tiles' sums for w_dot, zero: int32 for int8, float32 for bfloat16 pairs."""
 
@@ -722,7 +737,50 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     P, K4 = w_dot.shape[0], w_dot.shape[1]
     sums_mem = tile_sums(w_dot)
     sums = unowned(sums_mem)  # (4, 16, 16): tile t's sums
-    for r0 in range(0, R16, AMX_ROWS):
+    zero = dot_zero(w_dot)
+    # High parts alone, two whole row tiles at a time: tiles 4 and 5 hold their
+    # rows, 0-1 and 2-3 their sums, and each weight tile serves both (a tile
+    # load costs about two products' time: 4 loads for 4 products, not 6).
+    pairs_end = R16 - R16 % (2 * AMX_ROWS) if high_only and tile_pairs_pay(w_dot) else 0
+    if pairs_end > 0:
+        tile_config(tiles, tile_config_bytes(AMX_ROWS))
+    for r0 in range(0, pairs_end, 2 * AMX_ROWS):
+        a_hi = r0 * hi.strides[0]
+        b_hi = a_hi + AMX_ROWS * hi.strides[0]
+        for i in range(P):
+            p = P - 1 - i if reverse else i
+            tile_zero(tiles, 0)
+            tile_zero(tiles, 2)
+            if DOT_NR == 2 * AMX_ROWS:
+                tile_zero(tiles, 1)
+                tile_zero(tiles, 3)
+            for k4 in range(0, K4, AMX_ROWS):
+                tile_load(tiles, 4, hi, a_hi + 4 * k4, hi.strides[0])
+                tile_load(tiles, 5, hi, b_hi + 4 * k4, hi.strides[0])
+                w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
+                tile_load(tiles, 6, w_dot, w, w_dot.strides[1])
+                tile_dot(tiles, 0, 4, 6, w_dot)
+                tile_dot(tiles, 2, 5, 6, w_dot)
+                if DOT_NR == 2 * AMX_ROWS:
+                    tile_load(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
+                    tile_dot(tiles, 1, 4, 7, w_dot)
+                    tile_dot(tiles, 3, 5, 7, w_dot)
+            tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
+            tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+            if DOT_NR == 2 * AMX_ROWS:
+                tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+            for r in range(2 * AMX_ROWS):
+                row = out[r0 + r]
+                base_row = base[r0 + r if base.shape[0] > 1 else 0]
+                tile = 2 * (r // AMX_ROWS)  # its sums: tiles 0-1 or 2-3
+                for half in range(DOT_NR // AMX_ROWS):
+                    for j in range(0, AMX_ROWS, DOT_LANES):
+                        col = p * DOT_NR + half * AMX_ROWS + j
+                        vstore1(row, col, vadd(vload1(base_row, col), tile_sum(
+                            zero, vload1(sums[tile + half, r % AMX_ROWS], j), offset,
+                            scale_q, s_rows[r0 + r], col)))
+    for r0 in range(pairs_end, R16, AMX_ROWS):
         rows = min(AMX_ROWS, R16 - r0)
         if r0 == 0 or rows < AMX_ROWS:
             tile_config(tiles, tile_config_bytes(rows))
@@ -764,9 +822,10 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 for half in range(DOT_NR // AMX_ROWS):
                     for j in range(0, AMX_ROWS, DOT_LANES):
                         col = p * DOT_NR + half * AMX_ROWS + j
+                        low = zero if high_only else vload1(sums[half, r], j)
                         vstore1(row, col, vadd(vload1(base_row, col), tile_sum(
-                            vload1(sums[half, r], j), vload1(sums[2 + half, r], j), offset,
-                            scale_q, s_rows[r0 + r], col)))
+                            low, vload1(sums[2 + half, r], j), offset, scale_q,
+                            s_rows[r0 + r], col)))
     tile_release(tiles)
     keep_alive(sums_mem)
 
@@ -793,24 +852,30 @@ else:  # tile instructions do not compile for a target without them
     def _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles,
                      high_only, base):
         pass
-_EMULATED: list = []
+_EMULATED: dict = {}
+_PAIRS_AS = {None: tile_pairs_pay, True: njit(inline="always")(lambda w_dot: True),
+             False: njit(inline="always")(lambda w_dot: False)}
 
 
 def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
-                           high_only=False, base=None):
+                           high_only=False, base=None, pairs=None):
     """The tile kernel with its tile operations emulated (tests, on any
     CPU): rows 0..R16-1 of gemm_dot_acc, R16 = tile_rows(R, w_dot) for int8,
-    every row for bfloat16 pairs (K2 filling whole tiles, else none). Returns R16."""
-    if not _EMULATED:
-        _EMULATED.append(njit(**_FLAGS)(rebind(_tiles_dot_acc, EMULATED, "_emulated")))
+    every row for bfloat16 pairs (K2 filling whole tiles, else none).
+    ``pairs``: True or False forces two row tiles at a time on or off (None:
+    tile_pairs_pay). Returns R16."""
+    if pairs not in _EMULATED:
+        names = dict(EMULATED, tile_pairs_pay=_PAIRS_AS[pairs])
+        tag = "_emulated" if pairs is None else f"_emulated_{'pairs' if pairs else 'single'}"
+        _EMULATED[pairs] = njit(**_FLAGS)(rebind(_tiles_dot_acc, names, tag))
     R = out.shape[0]
     if w_dot.dtype == np.uint8:
         R16 = R if w_dot.shape[1] % AMX_ROWS == 0 else 0
     else:
         R16 = tile_rows(R, w_dot)
-    _EMULATED[0](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
-                 np.zeros((EMULATED_TILES, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only,
-                 out if base is None else base)
+    _EMULATED[pairs](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
+                     np.zeros((EMULATED_TILES, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only,
+                     out if base is None else base)
     return R16
 
 
