@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from ..cells import GRU, LSTM
+from . import scratch
 from .caches import l2_bytes, l3_bytes, l3_feeds_each_core_fast
 from .cooperative import SERVE, cell_serve, job_kind, stack_job_buffers, stack_team
 from .dot_gemm import DOT_NR
@@ -333,7 +334,7 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
         return out
     kind, loop = layer_serve(layer.cell, dtype, dot_kind(hh_dot), dot_kind(ih_dot))
     TEAM.register(kind, loop)
-    gx = np.empty((T if project else 0, B, D * G), dtype)
+    gx = scratch.take((T if project else 0, B, D * G), dtype)
     w_ih = layer.panels()[0] if project else np.empty((D, 0, 0, 0), dtype)
     counters = np.zeros(2 * PROJECTION_LINE + D * n_chunks, np.int64)  # projection's, tasks'
     # 2: the projection puts x on h's 8-bit grid (team_layer.describe_layer_job)
@@ -352,6 +353,7 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     finally:
         if threads > 1:
             TEAM.release(ctrl, kind)
+        scratch.give(gx)
     return out
 
 
@@ -505,9 +507,12 @@ def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps:
         c0 = np.zeros((L, B, H), dtype)
     h_buf, c_n, out, mid, _, claims, done = stack_job_buffers(L, B, H, T, steps, n_blocks,
                                                              TEAM.size, dtype, h0, c0)
-    stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, *quantized, lengths,
-               np.empty((n_blocks, steps * B, G), dtype), h_buf, c_n, out, mid, claims,
-               done, steps, TEAM.size)
+    gx = scratch.take((n_blocks, steps * B, G), dtype)
+    try:
+        stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, *quantized, lengths,
+                   gx, h_buf, c_n, out, mid, claims, done, steps, TEAM.size)
+    finally:
+        scratch.give(gx)
     if not has_c:
         c_n = np.empty((L, B, 0), dtype)
     return out, np.ascontiguousarray(h_buf[:, steps % 2]), c_n
