@@ -132,7 +132,7 @@ def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R):
             assert emulated_tiles_dot_acc(emulated, lo, hi, s, w_dot, offset, scale,
                                           high_only=high, base=base) == R16
             np.testing.assert_array_equal(emulated[:R16], copied[:R16])
-            if kind == "int8":  # int8 tiles sum exactly: the instructions' bits too
+            if kind == "int8" and not PAIRS:  # exact int32 sums, turned into gates alike
                 np.testing.assert_array_equal(emulated[:R16], expected[:R16])
 
 
