@@ -183,7 +183,7 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                 copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                 copy_row(bias[d, 1, S:], gates[r, S:])
         if summed:
-            pass
+            pass  # the gates are complete
         elif WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
             # (nb, G) += (nb, K) @ (K, G), int8 x h's 8-bit grid (or bfloat16 x h's) where it can
             not_finite = quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True) if n_x == 0 else -1
