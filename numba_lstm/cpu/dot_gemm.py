@@ -731,7 +731,8 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     4 and 5 hold 16 rows of lo and hi, 6 and 7 the halves' weights (16 k4 or
     k2 rows each, the layout's own rows); with high_only (lo all 0) tiles
     0-1 are left out and their sums stay the zeros they start as. A last tile
-    of fewer rows is configured with fewer rows. out = base + the sums (base
+    of fewer rows is configured with fewer rows. High parts go two whole row
+    tiles at a time first where tile_pairs_pay. out = base + the sums (base
     is out itself, or gemm_dot_acc's). Compiled with amx's instructions, and
     with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
