@@ -165,16 +165,16 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
     for s in range(T):
         t = T - 1 - s if d == 1 else s
         reverse = s % 2 == 1
+        not_finite = -1
         summed = False  # whether gates hold gx's rows plus h's product already
-        if WITH_PANELS and panels and not fused and SUMMED == GATES:  # constants per compile
-            # (nb, G) = gx's rows + (nb, H) @ (H, G) on a dot kernel, gx read by its
-            # epilogue instead of copied into the gates first
-            not_finite = quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True)
-            summed = not_finite >= 0 and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d,
-                                                 reverse, True, gx[t, b_lo:b_hi, d * G:(d + 1) * G])
-            if summed and not_finite > 0:  # those rows' float products, theirs alone
-                float_rows_acc(gates, np.int64(0), G, xh, w_panels[d], reverse, h_scales,
-                               gemm_layout_acc)
+        if WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
+            not_finite = quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True) if n_x == 0 else -1
+            if not fused and SUMMED == GATES:
+                # (nb, G) = gx's rows + (nb, H) @ (H, G) on a dot kernel, gx read
+                # by its epilogue instead of copied into the gates first
+                summed = not_finite >= 0 and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d,
+                                                     reverse, True,
+                                                     gx[t, b_lo:b_hi, d * G:(d + 1) * G])
         for r in range(nb if not summed else 0):
             if fused:
                 copy_row(bias[d, 0], gates[r])
@@ -182,15 +182,12 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
             else:
                 copy_row(gx[t, b_lo + r, d * G:d * G + S], gates[r, :S])
                 copy_row(bias[d, 1, S:], gates[r, S:])
-        if summed:
-            pass  # the gates are complete
-        elif WITH_PANELS and panels:  # WITH_PANELS: a constant per compile
+        if WITH_PANELS and panels:
             # (nb, G) += (nb, K) @ (K, G), int8 x h's 8-bit grid (or bfloat16 x h's) where it can
-            not_finite = quantize_rows(xh, h_lo, h_hi, h_scales, hh_dot, True) if n_x == 0 else -1
             # column int64 0, not a literal: the projection's call compiles
             # this product for int64 columns already
-            if not (not_finite >= 0 and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot, d, reverse,
-                                                True)):
+            if not (summed or (not_finite >= 0 and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot,
+                                                           d, reverse, True))):
                 gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], reverse)
             elif not_finite > 0:  # those rows' float products, theirs alone
                 float_rows_acc(gates, np.int64(0), G, xh, w_panels[d], reverse, h_scales,
