@@ -110,11 +110,7 @@ def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R):
     # of copying base into out and adding, whichever kernels the rows take.
     rng = np.random.default_rng(R)
     K, N = 128, 3 * DOT_NR
-    if kind == "int8":
-        lo, hi, s, w_dot, offset, scale, _ = _operands(rng, R, K, N)
-    else:
-        lo, hi, s, w_dot, _, _ = _bf16_operands(rng, R, K, N, True)
-        offset, scale = np.zeros(N, np.int32), np.ones(N, np.float32)
+    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, False)
     for base in (rng.standard_normal((R, N)).astype(np.float32),
                  rng.standard_normal((1, N)).astype(np.float32)):  # one row for every row
         for high in (False, True):
@@ -144,14 +140,7 @@ def test_two_row_tiles_a_weight_tile_give_the_bits_of_one(kind, R):
     # bits; a last odd or partial row tile goes alone.
     rng = np.random.default_rng(R)
     K, N = 128, 3 * DOT_NR
-    if kind == "int8":
-        x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
-        lo, hi = np.empty((R, K), np.uint8), np.empty((R, K), np.uint8)
-        s = np.array([quantize8(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
-        _, _, _, w_dot, offset, scale, _ = _operands(rng, R, K, N)
-    else:
-        lo, hi, s, w_dot, _, _ = _bf16_operands(rng, R, K, N, False)
-        offset, scale = np.zeros(N, np.int32), np.ones(N, np.float32)
+    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, True)
     for reverse in (False, True):
         one, two = np.zeros((R, N), np.float32), np.zeros((R, N), np.float32)
         R16 = emulated_tiles_dot_acc(one, lo, hi, s, w_dot, offset, scale, reverse, True,
@@ -170,18 +159,9 @@ def test_two_row_tiles_on_the_instructions_give_a_row_its_own_bits(kind):
     if kind == "bfloat16" and not HAS_AMX_BF16:
         pytest.skip("the CPU has no AMX-BF16 (or Linux did not grant it)")
     rng = np.random.default_rng(2)
-    R, K, N = 40, 512, 64 * DOT_NR
-    if kind == "int8":
-        K = 1024  # 1024 x 2048 int8: 2 MB
-        x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
-        lo, hi = np.empty((R, K), np.uint8), np.empty((R, K), np.uint8)
-        s = np.array([quantize8(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
-        w = rng.integers(-127, 128, (K, N)).astype(np.int8)
-        w_dot, offset = _pack_quads(w), (128 * w.astype(np.int32).sum(axis=0)).astype(np.int32)
-        scale = rng.uniform(0.5, 2, N).astype(np.float32)
-    else:
-        lo, hi, s, w_dot, _, _ = _bf16_operands(rng, R, K, N, False)
-        offset, scale = np.zeros(N, np.int32), np.ones(N, np.float32)
+    R, N = 40, 64 * DOT_NR
+    K = 1024 if kind == "int8" else 512  # 1024 x 2048 int8, 512 x 2048 bfloat16: 2 MB
+    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, True)
     assert w_dot.nbytes >= 2 << 20
     many = np.zeros((R, N), np.float32)
     assert high_product(many, lo, hi, s, w_dot, offset, scale)
@@ -223,6 +203,19 @@ def _bf16_operands(rng, R, K, N, split):
     s = np.array([quantize_bf16(x[r], lo[r], hi[r], split) for r in range(R)], np.float32)
     value = lambda b: quant.bfloat16_values(b.view(np.uint16)).astype(np.float64)  # noqa: E731
     return lo, hi, s, _pack_pairs(bits), value(hi) + value(lo), value(bits)
+
+
+def _kind_operands(rng, kind, R, K, N, eight_bit):
+    """(lo, hi, s, w_dot, offset, scale) for int8 or bfloat16 weights: rows on
+    h's grid (8 bits; bfloat16 without lo) with ``eight_bit``, else on x's."""
+    if kind == "bfloat16":
+        lo, hi, s, w_dot, _, _ = _bf16_operands(rng, R, K, N, not eight_bit)
+        return lo, hi, s, w_dot, np.zeros(N, np.int32), np.ones(N, np.float32)
+    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, R, K, N)
+    if eight_bit:
+        x = rng.uniform(-1, 1, (R, K)).astype(np.float32)
+        s = np.array([quantize8(x[r], lo[r], hi[r]) for r in range(R)], np.float32)
+    return lo, hi, s, w_dot, offset, scale
 
 
 @pytest.mark.parametrize("R, K", [(1, 64), (5, 64), (16, 128), (35, 512), (20, 40)])
