@@ -135,7 +135,7 @@ def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R):
 @pytest.mark.parametrize("kind", ["int8", "bfloat16"])
 @pytest.mark.parametrize("R", [32, 35, 64, 80])
 def test_two_row_tiles_a_weight_tile_give_the_bits_of_one(kind, R):
-    # High parts two row tiles at a time (W past L2) against one at a time,
+    # High parts two row tiles at a time against one at a time,
     # both emulated (every CPU): the same sums in the same order, so the same
     # bits; a last odd or partial row tile goes alone.
     rng = np.random.default_rng(R)
@@ -154,8 +154,8 @@ def test_two_row_tiles_a_weight_tile_give_the_bits_of_one(kind, R):
 @pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
 @pytest.mark.parametrize("kind", ["int8", "bfloat16"])
 def test_two_row_tiles_on_the_instructions_give_a_row_its_own_bits(kind):
-    # W past L2 (2 MB): 40 rows' high parts go two row tiles at a time, then a
-    # partial one; each row's numbers are those it gets alone (batch invariance).
+    # 40 rows' high parts go two row tiles at a time, then a partial one, on
+    # weights past L2; each row's numbers are those it gets alone (batch invariance).
     if kind == "bfloat16" and not HAS_AMX_BF16:
         pytest.skip("the CPU has no AMX-BF16 (or Linux did not grant it)")
     rng = np.random.default_rng(2)

@@ -99,6 +99,10 @@ def _tile_memory(name):
 
 
 _tile_load = _tile_memory("llvm.x86.tileloadd64")
+# tileloaddt1: the same load, hinting that the lines need not stay in L1. For
+# weights streamed once a step: the rows' tiles, reloaded for every panel,
+# keep L1 (docs/performance.md: 1.2-1.5x a bfloat16 step).
+_tile_load_once = _tile_memory("llvm.x86.tileloaddt164")
 _tile_store = _tile_memory("llvm.x86.tilestored64")
 
 
@@ -201,8 +205,10 @@ def _emulated_dpbusd(tiles, c, a, b):
 # The names a tile kernel is written in (dot_gemm), and their emulation.
 tile_config, tile_release, tile_zero = _tile_config, _tile_release, _tile_zero
 tile_load, tile_store, tile_dot = _tile_load, _tile_store, _tile_dot
+tile_load_once = _tile_load_once
 EMULATED = dict(tile_config=_emulated_config, tile_release=_emulated_release,
-                tile_zero=_emulated_zero, tile_load=_emulated_load, tile_store=_emulated_store,
+                tile_zero=_emulated_zero, tile_load=_emulated_load,
+                tile_load_once=_emulated_load, tile_store=_emulated_store,
                 tile_dot=_emulated_dot)
 EMULATED_TILES = 9  # the emulation's registers, its configured rows last
 

@@ -48,6 +48,7 @@ from .amx import (
     tile_config_bytes,
     tile_dot,
     tile_load,
+    tile_load_once,
     tile_release,
     tile_store,
     tile_zero,
@@ -698,19 +699,17 @@ def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
     return impl
 
 
-# Two row tiles share each weight tile where W is past L2 (2 MB on every AMX
-# CPU so far), so that each pass over it from L3 serves 32 rows. Within L2
-# the rows' tiles, 32 of them, crowd W's lines out of L1 instead: one core,
-# 32 rows' high parts, one row tile at a time against pairs: int8 K = 1024, N
-# = 4096 (4 MB) 1.56x, N = 2048 1.31x; bfloat16 K = 1024 1.72x, K = 512, N =
-# 2048 (2 MB) 1.09x; within L2 0.94-1.06x, bfloat16 K = 512, N = 1024 0.78x.
-TILE_PAIR_W_BYTES = 2 * 1024 * 1024
-
-
+# High parts go two row tiles a weight tile: a tile load costs about three
+# products' time here, and each weight tile then serves 32 rows. The weights
+# are loaded with tileloaddt1, so the 32 rows' tiles keep L1 (without it they
+# crowded W out and pairs lost within L2). One core, 32 rows' high parts,
+# pairs against one row tile at a time: bfloat16 K = 512, N = 1024 (1 MB)
+# 1.2x, N = 2048 1.4x; int8 within L2 the same, 4 MB 1.6x (docs/performance.md).
+# A function, so that tests can force either (emulated_tiles_dot_acc).
 @njit(inline="always", **_FLAGS)
 def tile_pairs_pay(w_dot):
     """Whether _tiles_dot_acc runs high parts two row tiles at a time on w_dot."""
-    return w_dot.shape[0] * w_dot.shape[1] * w_dot.shape[2] >= TILE_PAIR_W_BYTES
+    return True
 
 
 def tile_sums(w_dot):
@@ -732,7 +731,8 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     k2 rows each, the layout's own rows); with high_only (lo all 0) tiles
     0-1 are left out and their sums stay the zeros they start as. A last tile
     of fewer rows is configured with fewer rows. High parts go two whole row
-    tiles at a time first where tile_pairs_pay. out = base + the sums (base
+    tiles at a time first (tile_pairs_pay). Weight tiles are loaded once a
+    pass (tile_load_once), the rows' with plain loads. out = base + the sums (base
     is out itself, or gemm_dot_acc's). Compiled with amx's instructions, and
     with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
@@ -759,11 +759,11 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 tile_load(tiles, 4, hi, a_hi + 4 * k4, hi.strides[0])
                 tile_load(tiles, 5, hi, b_hi + 4 * k4, hi.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
-                tile_load(tiles, 6, w_dot, w, w_dot.strides[1])
+                tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
                 tile_dot(tiles, 0, 4, 6, w_dot)
                 tile_dot(tiles, 2, 5, 6, w_dot)
                 if DOT_NR == 2 * AMX_ROWS:
-                    tile_load(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
+                    tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
                     tile_dot(tiles, 1, 4, 7, w_dot)
                     tile_dot(tiles, 3, 5, 7, w_dot)
             tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
@@ -801,12 +801,12 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                     tile_load(tiles, 4, lo, a_lo + 4 * k4, lo.strides[0])
                 tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
-                tile_load(tiles, 6, w_dot, w, w_dot.strides[1])
+                tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
                 if not high_only:
                     tile_dot(tiles, 0, 4, 6, w_dot)
                 tile_dot(tiles, 2, 5, 6, w_dot)
                 if DOT_NR == 2 * AMX_ROWS:
-                    tile_load(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
+                    tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
                     if not high_only:
                         tile_dot(tiles, 1, 4, 7, w_dot)
                     tile_dot(tiles, 3, 5, 7, w_dot)
