@@ -67,6 +67,16 @@ def _dot_blocks(dot):
     return lambda dot: dot[0].shape[0]
 
 
+def dot_is_bf16(dot):
+    """Whether a dot holds bfloat16 pairs (False for int8, and where there is none)."""
+
+
+@overload(dot_is_bf16, **_INLINE)
+def _dot_is_bf16(dot):
+    is_bf16 = not isinstance(dot, types.NoneType) and dot[0].dtype == types.uint8
+    return lambda dot: is_bf16
+
+
 def quantized_row_step(recurrence, q, gx_row, h_prev, lo, hi, c, h_next, out_row, reverse):
     """Block q's batch-1 step on the stored weights: a dot kernel where it
     has the layout and h_prev is finite, else the widening one (row_step); False,
