@@ -132,42 +132,48 @@ def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R):
                 np.testing.assert_array_equal(emulated[:R16], expected[:R16])
 
 
-@pytest.mark.parametrize("kind", ["int8", "bfloat16"])
+@pytest.mark.parametrize("kind, high_only", [("int8", True), ("bfloat16", True),
+                                             ("bfloat16", False)])
 @pytest.mark.parametrize("R", [32, 35, 64, 80])
-def test_two_row_tiles_a_weight_tile_give_the_bits_of_one(kind, R):
-    # High parts two row tiles at a time against one at a time,
-    # both emulated (every CPU): the same sums in the same order, so the same
-    # bits; a last odd or partial row tile goes alone.
+def test_two_row_tiles_a_weight_tile_give_the_bits_of_one(kind, high_only, R):
+    # Rows with one sum a column (high parts; bfloat16's lo and hi, summed
+    # together) two row tiles at a time against one at a time, both emulated
+    # (every CPU): the same sums in the same order, so the same bits; a last
+    # odd or partial row tile goes alone.
     rng = np.random.default_rng(R)
     K, N = 128, 3 * DOT_NR
-    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, True)
+    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, high_only)
+    assert high_only or np.any(lo)
     for reverse in (False, True):
         one, two = np.zeros((R, N), np.float32), np.zeros((R, N), np.float32)
-        R16 = emulated_tiles_dot_acc(one, lo, hi, s, w_dot, offset, scale, reverse, True,
+        R16 = emulated_tiles_dot_acc(one, lo, hi, s, w_dot, offset, scale, reverse, high_only,
                                      pairs=False)
-        assert emulated_tiles_dot_acc(two, lo, hi, s, w_dot, offset, scale, reverse, True,
+        assert emulated_tiles_dot_acc(two, lo, hi, s, w_dot, offset, scale, reverse, high_only,
                                       pairs=True) == R16 >= 32
         assert np.abs(one[:R16]).min() > 0
         np.testing.assert_array_equal(two, one)
 
 
 @pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
-@pytest.mark.parametrize("kind", ["int8", "bfloat16"])
-def test_two_row_tiles_on_the_instructions_give_a_row_its_own_bits(kind):
-    # 40 rows' high parts go two row tiles at a time, then a partial one, on
-    # weights past L2; each row's numbers are those it gets alone (batch invariance).
+@pytest.mark.parametrize("kind, high_only", [("int8", True), ("bfloat16", True),
+                                             ("bfloat16", False)])
+def test_two_row_tiles_on_the_instructions_give_a_row_its_own_bits(kind, high_only):
+    # 40 rows with one sum a column (high parts; bfloat16's lo and hi) go two
+    # row tiles at a time, then a partial one, on weights past L2; each row's
+    # numbers are those it gets alone (batch invariance).
     if kind == "bfloat16" and not HAS_AMX_BF16:
         pytest.skip("the CPU has no AMX-BF16 (or Linux did not grant it)")
     rng = np.random.default_rng(2)
     R, N = 40, 64 * DOT_NR
     K = 1024 if kind == "int8" else 512  # 1024 x 2048 int8, 512 x 2048 bfloat16: 2 MB
-    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, True)
+    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, high_only)
     assert w_dot.nbytes >= 2 << 20
+    run = high_product if high_only else product
     many = np.zeros((R, N), np.float32)
-    assert high_product(many, lo, hi, s, w_dot, offset, scale)
+    assert run(many, lo, hi, s, w_dot, offset, scale)
     for r in (0, 17, 31, 32, 39):
         one = np.zeros((1, N), np.float32)
-        assert high_product(one, lo[r:r + 1], hi[r:r + 1], s[r:r + 1], w_dot, offset, scale)
+        assert run(one, lo[r:r + 1], hi[r:r + 1], s[r:r + 1], w_dot, offset, scale)
         np.testing.assert_array_equal(many[r], one[0])
 
 

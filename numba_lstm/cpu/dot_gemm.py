@@ -729,23 +729,34 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     sum the low and high parts' products of its one or two 16-column halves,
     4 and 5 hold 16 rows of lo and hi, 6 and 7 the halves' weights (16 k4 or
     k2 rows each, the layout's own rows); with high_only (lo all 0) tiles
-    0-1 are left out and their sums stay the zeros they start as. A last tile
-    of fewer rows is configured with fewer rows. High parts go two whole row
-    tiles at a time first (tile_pairs_pay). Weight tiles are loaded once a
+    0-1 are left out and their sums stay the zeros they start as, and so
+    for bfloat16, whose lo products go into hi's sums, first at each k step.
+    A last tile of fewer rows is configured with fewer rows. Where a column
+    has one sum (high parts, bfloat16) rows go two whole row tiles at a time
+    first (tile_pairs_pay). Weight tiles are loaded once a
     pass (tile_load_once), the rows' with plain loads. out = base + the sums (base
     is out itself, or gemm_dot_acc's). Compiled with amx's instructions, and
     with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
     sums_mem = tile_sums(w_dot)
-    sums = unowned(sums_mem)  # (4, 16, 16): tile t's sums
+    sums = unowned(sums_mem.reshape((4 * AMX_ROWS, AMX_ROWS)))  # tile t's sums: rows 16t..16t+15
     zero = dot_zero(w_dot)
-    # High parts alone, two whole row tiles at a time: tiles 4 and 5 hold their
-    # rows, 0-1 and 2-3 their sums, and each weight tile serves both (a tile
-    # load costs about two products' time: 4 loads for 4 products, not 6).
-    pairs_end = R16 - R16 % (2 * AMX_ROWS) if high_only and tile_pairs_pay(w_dot) else 0
+    # bfloat16 rows with lo add its products into the sums of hi's, first at
+    # each k step: one sum a column, as for high parts alone. int8's lo and hi
+    # sums stay apart (exact int32s, scaled 1 and 256).
+    lo_in_sums = not high_only and is_bf16(w_dot)
+    lo_apart = not high_only and not lo_in_sums
+    # Two whole row tiles at a time where each column has one sum: tiles 4 and
+    # 5 hold their rows, 0-1 and 2-3 their sums, and each weight tile serves
+    # both (a tile load costs about two products' time: 4 loads for 4
+    # products, not 6; with lo, 6 loads for 8 products, not 8).
+    pairs_end = R16 - R16 % (2 * AMX_ROWS) if not lo_apart and tile_pairs_pay(w_dot) else 0
     if pairs_end > 0:
         tile_config(tiles, tile_config_bytes(AMX_ROWS))
+    first = lo if lo_in_sums else hi  # the rows multiplied first at each k step
     for r0 in range(0, pairs_end, 2 * AMX_ROWS):
+        a_first = r0 * first.strides[0]
+        b_first = a_first + AMX_ROWS * first.strides[0]
         a_hi = r0 * hi.strides[0]
         b_hi = a_hi + AMX_ROWS * hi.strides[0]
         for i in range(P):
@@ -756,8 +767,8 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 tile_zero(tiles, 1)
                 tile_zero(tiles, 3)
             for k4 in range(0, K4, AMX_ROWS):
-                tile_load(tiles, 4, hi, a_hi + 4 * k4, hi.strides[0])
-                tile_load(tiles, 5, hi, b_hi + 4 * k4, hi.strides[0])
+                tile_load(tiles, 4, first, a_first + 4 * k4, first.strides[0])
+                tile_load(tiles, 5, first, b_first + 4 * k4, first.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
                 tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
                 tile_dot(tiles, 0, 4, 6, w_dot)
@@ -766,21 +777,28 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                     tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
                     tile_dot(tiles, 1, 4, 7, w_dot)
                     tile_dot(tiles, 3, 5, 7, w_dot)
+                if lo_in_sums:  # then hi's rows, on the weight tiles already loaded
+                    tile_load(tiles, 4, hi, a_hi + 4 * k4, hi.strides[0])
+                    tile_load(tiles, 5, hi, b_hi + 4 * k4, hi.strides[0])
+                    tile_dot(tiles, 0, 4, 6, w_dot)
+                    tile_dot(tiles, 2, 5, 6, w_dot)
+                    if DOT_NR == 2 * AMX_ROWS:
+                        tile_dot(tiles, 1, 4, 7, w_dot)
+                        tile_dot(tiles, 3, 5, 7, w_dot)
             tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
             tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             if DOT_NR == 2 * AMX_ROWS:
                 tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
                 tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             for r in range(2 * AMX_ROWS):
-                row = out[r0 + r]
-                base_row = base[r0 + r if base.shape[0] > 1 else 0]
-                tile = 2 * (r // AMX_ROWS)  # its sums: tiles 0-1 or 2-3
+                b = r0 + r if base.shape[0] > 1 else 0
+                t = 2 * (r // AMX_ROWS) * AMX_ROWS + r % AMX_ROWS  # its sums: tiles 0-1 or 2-3
                 for half in range(DOT_NR // AMX_ROWS):
                     for j in range(0, AMX_ROWS, DOT_LANES):
                         col = p * DOT_NR + half * AMX_ROWS + j
-                        vstore1(row, col, vadd(vload1(base_row, col), tile_sum(
-                            zero, vload1(sums[tile + half, r % AMX_ROWS], j), offset,
-                            scale_q, s_rows[r0 + r], col)))
+                        vstore(out, r0 + r, col, vadd(vload(base, b, col), one_sum(
+                            zero, vload(sums, t + half * AMX_ROWS, j), offset, scale_q,
+                            s_rows[r0 + r], col)))
     for r0 in range(pairs_end, R16, AMX_ROWS):
         rows = min(AMX_ROWS, R16 - r0)
         if r0 == 0 or rows < AMX_ROWS:
@@ -789,11 +807,11 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
         a_hi = r0 * hi.strides[0]
         for i in range(P):
             p = P - 1 - i if reverse else i
-            if not high_only:
+            if lo_apart:
                 tile_zero(tiles, 0)
             tile_zero(tiles, 2)
             if DOT_NR == 2 * AMX_ROWS:
-                if not high_only:
+                if lo_apart:
                     tile_zero(tiles, 1)
                 tile_zero(tiles, 3)
             for k4 in range(0, K4, AMX_ROWS):
@@ -802,33 +820,50 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
                 tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
                 w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
                 tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
-                if not high_only:
+                if lo_in_sums:
+                    tile_dot(tiles, 2, 4, 6, w_dot)
+                elif lo_apart:
                     tile_dot(tiles, 0, 4, 6, w_dot)
                 tile_dot(tiles, 2, 5, 6, w_dot)
                 if DOT_NR == 2 * AMX_ROWS:
                     tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
-                    if not high_only:
+                    if lo_in_sums:
+                        tile_dot(tiles, 3, 4, 7, w_dot)
+                    elif lo_apart:
                         tile_dot(tiles, 1, 4, 7, w_dot)
                     tile_dot(tiles, 3, 5, 7, w_dot)
-            if not high_only:
+            if lo_apart:
                 tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
             tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             if DOT_NR == 2 * AMX_ROWS:
-                if not high_only:
+                if lo_apart:
                     tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
                 tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
             for r in range(rows):
-                row = out[r0 + r]
-                base_row = base[r0 + r if base.shape[0] > 1 else 0]
+                b = r0 + r if base.shape[0] > 1 else 0
                 for half in range(DOT_NR // AMX_ROWS):
                     for j in range(0, AMX_ROWS, DOT_LANES):
                         col = p * DOT_NR + half * AMX_ROWS + j
-                        low = zero if high_only else vload1(sums[half, r], j)
-                        vstore1(row, col, vadd(vload1(base_row, col), tile_sum(
-                            low, vload1(sums[2 + half, r], j), offset, scale_q,
-                            s_rows[r0 + r], col)))
+                        high = vload(sums, (2 + half) * AMX_ROWS + r, j)
+                        total = (tile_sum(vload(sums, half * AMX_ROWS + r, j), high, offset,
+                                          scale_q, s_rows[r0 + r], col) if lo_apart else
+                                 one_sum(zero, high, offset, scale_q, s_rows[r0 + r], col))
+                        vstore(out, r0 + r, col, vadd(vload(base, b, col), total))
     tile_release(tiles)
     keep_alive(sums_mem)
+
+
+def one_sum(zero, high, offset, scale_q, s_h, j):
+    """tile_sum of a column with one sum (high parts, or bfloat16's): the
+    float32 sum itself, int8's with zero low parts."""
+
+
+@overload(one_sum, inline="always", jit_options=_FLAGS)
+def _one_sum(zero, high, offset, scale_q, s_h, j):
+    if high.dtype == nbtypes.float32:
+        return lambda zero, high, offset, scale_q, s_h, j: high
+    return lambda zero, high, offset, scale_q, s_h, j: _sum_bytes(
+        zero, high, offset, scale_q, s_h, j)
 
 
 def tile_sum(low, high, offset, scale_q, s_h, j):
