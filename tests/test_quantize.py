@@ -1171,17 +1171,19 @@ def test_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, f
 def test_the_team_projects_few_rows_by_block():
     # The team's quantized projection goes by (block, row chunk) where row
     # chunks would load one thread more than quantizing each row again per
-    # block costs: the int8 cases measured (docs/performance.md, stop 27), two
-    # threads and two blocks; bfloat16 rows always. Either way a row gets the
-    # same bytes and sums.
-    from numba_lstm.cpu.cooperative import _by_blocks
+    # block costs: the cases measured (docs/performance.md, stop 27), two
+    # threads and two blocks, W_ih small; and wherever W_ih is past the
+    # smallest L2 (stop 32). Either way a row gets the same bytes and sums.
+    from numba_lstm.cpu.cooperative import PROJECTION_W_BYTES, _by_blocks
 
     by_blocks = _by_blocks.py_func
-    assert by_blocks(200, 2, 1024, 2, False, False)  # S3: chunks would be 128 and 72 rows
-    assert by_blocks(64, 2, 1024, 2, False, False)  # one chunk: one thread
-    assert not by_blocks(128, 2, 1024, 2, False, False)  # two chunks, one a thread already
-    assert not by_blocks(1200, 2, 320, 2, False, False)  # S9: 640 and 560 rows; I = 40
-    assert not by_blocks(2400, 2, 256, 2, False, False)  # B = 12, T = 200, H = 128
-    assert not by_blocks(1000, 2, 512, 2, True, False)  # S2's second layer
-    for case in [(128, 2, 1024, 2, False), (3200, 2, 1024, 2, True), (1000, 2, 512, 2, True)]:
-        assert by_blocks(*case, True)  # bfloat16: each thread keeps one block's W_ih
+    small = 64 * 1024
+    assert by_blocks(200, 2, 1024, 2, False, small)  # S3: chunks would be 128 and 72 rows
+    assert by_blocks(64, 2, 1024, 2, False, small)  # one chunk: one thread
+    assert not by_blocks(128, 2, 1024, 2, False, small)  # two chunks, one a thread already
+    assert not by_blocks(1200, 2, 320, 2, False, small)  # S9: 640 and 560 rows; I = 40
+    assert not by_blocks(2400, 2, 256, 2, False, small)  # B = 12, T = 200, H = 128
+    assert not by_blocks(1000, 2, 512, 2, True, small)  # S2's second layer, int8
+    assert by_blocks(3200, 2, 1024, 2, True, 2 << 20)  # S6's upper layer, bfloat16
+    assert by_blocks(1000, 2, 512, 2, True, PROJECTION_W_BYTES)
+    assert not by_blocks(1000, 2, 512, 2, True, PROJECTION_W_BYTES - 1)

@@ -32,7 +32,7 @@ from .simd import prefetch
 from .team import DESC, KIND, serve, view
 from .team_quantized import (
     dot_blocks,
-    dot_is_bf16,
+    dot_bytes,
     layer_projection,
     layer_recurrence,
     quantized_row_step,
@@ -54,6 +54,11 @@ PROJECTION_ROWS = 64  # (time step, batch row) pairs per input-projection task
 # projection by row chunks, each quantized once for every block, against one
 # by (block, row chunk), each quantizing its rows again (_by_blocks).
 QUANTIZE_COLUMNS = 64
+# The smallest L2 among the CPUs we run on (Zen 2 and 3; a quarter of the
+# Xeons'): a projection whose W_ih is this large goes by block (_by_blocks).
+# Below it, on Zen 5, by block measured 0.93-0.96x (bfloat16 S9, int8 B=12
+# H=128: each row quantized again per block costs more than it saves).
+PROJECTION_W_BYTES = 512 * 1024
 # Per layer, done[layer] counts finished tasks, each counter on its own cache
 # line: projection tasks in [0], and the recurrence blocks thread t computed in
 # [LINE * (1 + t)]. One counter per thread, written by that thread only, so that
@@ -131,19 +136,18 @@ def count_block(done, tid):
 
 
 @njit(inline="always", **_FLAGS)
-def _by_blocks(n_rows, nb, columns, n_threads, eight_bit, bf16):
-    """Whether a quantized projection goes by (block, row chunk) tasks.
-    Always for bfloat16 rows, whose rounding costs little: a thread's tasks
-    then run on one block, whose W_ih stays in its L2, where a row chunk's
-    task would stream every block's (S6's upper layer: 2 MB a task; S6 1.13x,
-    S3 1.1x, S9 1.1x). For int8, where row chunks would leave one thread
-    more rows than the others by more than quantizing every row once per
-    block costs (S3: 200 rows, 128 and 72 on two threads; a short sequence's
-    one chunk on one thread); by chunk and by block measured alike
-    otherwise. In units of a block's products of one row, a chunk task
-    costs nb + r a row, a block task 1 + r, r = QUANTIZE_COLUMNS / columns
-    (doubled for 8-bit rows, whose products take one pass instead of two)."""
-    if bf16:
+def _by_blocks(n_rows, nb, columns, n_threads, eight_bit, w_bytes):
+    """Whether a quantized projection goes by (block, row chunk) tasks: where a
+    row chunk's task would stream W_ih's every block (w_bytes in all) past
+    PROJECTION_W_BYTES, which a thread's tasks on one block keep in its L2
+    (bfloat16 S6 on the AMX Xeon: 2 MB a task; 1.13x); or where row chunks
+    would leave one thread more rows than the others by more than quantizing
+    every row once per block costs (S3: 200 rows, 128 and 72 on two threads;
+    a short sequence's one chunk on one thread). In units of a block's
+    products of one row, a chunk task costs nb + r a row, a block task 1 +
+    r, r = QUANTIZE_COLUMNS / columns (doubled for 8-bit rows, whose
+    products take one pass instead of two)."""
+    if w_bytes >= PROJECTION_W_BYTES:
         return True
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
     most_rows = min(n_rows, (n_chunks + n_threads - 1) // n_threads * PROJECTION_ROWS)
@@ -169,7 +173,7 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
     quantized = dot_blocks(dot) > 0
     by_block = not quantized or _by_blocks(n_rows, nb, gx.shape[2], n_threads, eight_bit,
-                                           dot_is_bf16(dot))
+                                           dot_bytes(dot))
     n_tasks = nb * n_chunks if by_block else n_chunks
     k_bytes = dot_k_bytes(dot)
     lo_mem = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)

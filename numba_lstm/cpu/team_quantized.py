@@ -67,14 +67,15 @@ def _dot_blocks(dot):
     return lambda dot: dot[0].shape[0]
 
 
-def dot_is_bf16(dot):
-    """Whether a dot holds bfloat16 pairs (False for int8, and where there is none)."""
+def dot_bytes(dot):
+    """Bytes of a dot's weights, every block's (0 where there is none)."""
 
 
-@overload(dot_is_bf16, **_INLINE)
-def _dot_is_bf16(dot):
-    is_bf16 = not isinstance(dot, types.NoneType) and dot[0].dtype == types.uint8
-    return lambda dot: is_bf16
+@overload(dot_bytes, **_INLINE)
+def _dot_bytes(dot):
+    if isinstance(dot, types.NoneType):
+        return lambda dot: 0
+    return lambda dot: dot[0].size * dot[0].itemsize
 
 
 def quantized_row_step(recurrence, q, gx_row, h_prev, lo, hi, c, h_next, out_row, reverse):
