@@ -154,6 +154,23 @@ def test_two_row_tiles_a_weight_tile_give_the_bits_of_one(kind, high_only, R):
         np.testing.assert_array_equal(two, one)
 
 
+@pytest.mark.parametrize("kind, high_only", [("int8", True), ("int8", False),
+                                             ("bfloat16", True), ("bfloat16", False)])
+def test_panel_groups_give_the_bits_of_one_pass(kind, high_only):
+    # Every row tile over a group of panels before the next group (W past L2)
+    # against the whole of W a row tile, emulated: each sum in the same order.
+    rng = np.random.default_rng(7)
+    R, K, N = 35, 128, 3 * DOT_NR
+    lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, high_only)
+    for reverse in (False, True):
+        whole, grouped = np.zeros((R, N), np.float32), np.zeros((R, N), np.float32)
+        R16 = emulated_tiles_dot_acc(whole, lo, hi, s, w_dot, offset, scale, reverse, high_only)
+        assert R16 > 16 and np.abs(whole[:R16]).min() > 0
+        assert emulated_tiles_dot_acc(grouped, lo, hi, s, w_dot, offset, scale, reverse,
+                                      high_only, one_panel_groups=True) == R16
+        np.testing.assert_array_equal(grouped, whole)
+
+
 @pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
 @pytest.mark.parametrize("kind, high_only", [("int8", True), ("bfloat16", True),
                                              ("bfloat16", False)])

@@ -1075,6 +1075,31 @@ def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, w
 
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("weights, I", [("int8", 2048), ("bfloat16", 1024)])
+def test_the_team_projects_w_ih_past_l2_in_larger_tasks_with_the_same_bits(weights, I):
+    # A unit block's W_ih of 2 MB: the projection's tasks take 256 rows (here
+    # 288: two of them, the second short), each row the same bytes and sums,
+    # so the team gives the layer loop's bits.
+    from numba_lstm import cpu
+    from numba_lstm.cpu.cooperative import BLOCK_W_PAST_L2_BYTES, PROJECTION_ROWS_PAST_L2
+
+    rng = np.random.default_rng(19)
+    H, T, B = 512, 9, 32
+    q = _module("LSTM", rng, I, H, num_layers=1).quantize(weights)
+    ih = q._layers.team_quantized_projection(cpu._team_blocks())[0]
+    if ih.shape[0] == 0:
+        pytest.skip("no dot layout for this W_ih on this CPU (K past the pairs' limit, or no BF16)")
+    assert ih.nbytes // ih.shape[0] >= BLOCK_W_PAST_L2_BYTES
+    assert PROJECTION_ROWS_PAST_L2 < T * B < 2 * PROJECTION_ROWS_PAST_L2
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = np.full(B, T, np.int64)
+    team = cpu.forward(q._layers, x, None, None, lengths, "team")
+    layers = cpu.forward(q._layers, x, None, None, lengths, "layers")
+    for got, want in zip(team, layers, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
 def test_compile_runs_the_quantized_team_job():
     # A quantized stack's team job is a kernel of its own (the float job carries
     # none of the int8 and bfloat16 kernels), so `compile --weights` must run it.

@@ -59,6 +59,11 @@ QUANTIZE_COLUMNS = 64
 # Below it, on Zen 5, by block measured 0.93-0.96x (bfloat16 S9, int8 B=12
 # H=128: each row quantized again per block costs more than it saves).
 PROJECTION_W_BYTES = 512 * 1024
+# Where one block's W_ih is past a 2 MB L2, every task reads it from L3: such
+# projections take tasks of PROJECTION_ROWS_PAST_L2 rows, four times fewer
+# passes over it (bfloat16 H = 1024: each 4 MB block).
+PROJECTION_ROWS_PAST_L2 = 4 * PROJECTION_ROWS
+BLOCK_W_PAST_L2_BYTES = 2 * 1024 * 1024
 # Per layer, done[layer] counts finished tasks, each counter on its own cache
 # line: projection tasks in [0], and the recurrence blocks thread t computed in
 # [LINE * (1 + t)]. One counter per thread, written by that thread only, so that
@@ -170,22 +175,24 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     that is not finite takes the float panels alone."""
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
-    n_chunks = (n_rows + PROJECTION_ROWS - 1) // PROJECTION_ROWS
     quantized = dot_blocks(dot) > 0
+    chunk = (PROJECTION_ROWS_PAST_L2 if quantized and dot_bytes(dot) // nb >= BLOCK_W_PAST_L2_BYTES
+             else PROJECTION_ROWS)
+    n_chunks = (n_rows + chunk - 1) // chunk
     by_block = not quantized or _by_blocks(n_rows, nb, gx.shape[2], n_threads, eight_bit,
                                            dot_bytes(dot))
     n_tasks = nb * n_chunks if by_block else n_chunks
     k_bytes = dot_k_bytes(dot)
-    lo_mem = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
-    hi_mem = np.empty((PROJECTION_ROWS, k_bytes), np.uint8)
-    s_rows_mem = np.empty(PROJECTION_ROWS, np.float32)
+    lo_mem = np.empty((chunk, k_bytes), np.uint8)
+    hi_mem = np.empty((chunk, k_bytes), np.uint8)
+    s_rows_mem = np.empty(chunk, np.float32)
     lo, hi, s_rows = unowned(lo_mem), unowned(hi_mem), unowned(s_rows_mem)
     for i in range(n_tasks):
         task = (tid * n_tasks // n_threads + i) % n_tasks
         if fetch_add(claims, task, 1) == 0:
             q_first, q_end = (task // n_chunks, task // n_chunks + 1) if by_block else (0, nb)
-            r0 = (task % n_chunks) * PROJECTION_ROWS
-            r1 = min(r0 + PROJECTION_ROWS, n_rows)
+            r0 = (task % n_chunks) * chunk
+            r1 = min(r0 + chunk, n_rows)
             not_finite = quantize_rows(rows[r0:r1], lo[:r1 - r0], hi[:r1 - r0],
                                        s_rows[:r1 - r0], dot, eight_bit) if quantized else -1
             for q in range(q_first, q_end):

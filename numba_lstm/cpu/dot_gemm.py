@@ -712,6 +712,18 @@ def tile_pairs_pay(w_dot):
     return True
 
 
+# Bytes of weights a tile group holds (_tiles_dot_acc): a quarter of the 2 MB
+# L2 of every AMX CPU so far, so the group stays there beside the rows' tiles.
+TILE_GROUP_BYTES = 512 * 1024
+
+
+@njit(inline="always", **_FLAGS)
+def tile_panel_group(w_dot):
+    """Panels a group of the tile kernel holds (at least one)."""
+    panel_bytes = w_dot.shape[1] * w_dot.shape[2] * w_dot.itemsize
+    return max(1, TILE_GROUP_BYTES // panel_bytes)
+
+
 def tile_sums(w_dot):
     """The tiles' sums for w_dot, zero: int32 for int8, float32 for bfloat16 pairs."""
 
@@ -751,104 +763,109 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     # both (a tile load costs about two products' time: 4 loads for 4
     # products, not 6; with lo, 6 loads for 8 products, not 8).
     pairs_end = R16 - R16 % (2 * AMX_ROWS) if not lo_apart and tile_pairs_pay(w_dot) else 0
-    if pairs_end > 0:
-        tile_config(tiles, tile_config_bytes(AMX_ROWS))
     first = lo if lo_in_sums else hi  # the rows multiplied first at each k step
-    for r0 in range(0, pairs_end, 2 * AMX_ROWS):
-        a_first = r0 * first.strides[0]
-        b_first = a_first + AMX_ROWS * first.strides[0]
-        a_hi = r0 * hi.strides[0]
-        b_hi = a_hi + AMX_ROWS * hi.strides[0]
-        for i in range(P):
-            p = P - 1 - i if reverse else i
-            tile_zero(tiles, 0)
-            tile_zero(tiles, 2)
-            if DOT_NR == 2 * AMX_ROWS:
-                tile_zero(tiles, 1)
-                tile_zero(tiles, 3)
-            for k4 in range(0, K4, AMX_ROWS):
-                tile_load(tiles, 4, first, a_first + 4 * k4, first.strides[0])
-                tile_load(tiles, 5, first, b_first + 4 * k4, first.strides[0])
-                w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
-                tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
-                tile_dot(tiles, 0, 4, 6, w_dot)
-                tile_dot(tiles, 2, 5, 6, w_dot)
+    # Every row tile runs over a group of panels before the next group: where
+    # W is past L2, each pass over it then comes from L3 once, not once for
+    # every 16 or 32 rows.
+    group = tile_panel_group(w_dot)
+    for g0 in range(0, P, group):
+        if pairs_end > 0:
+            tile_config(tiles, tile_config_bytes(AMX_ROWS))
+        for r0 in range(0, pairs_end, 2 * AMX_ROWS):
+            a_first = r0 * first.strides[0]
+            b_first = a_first + AMX_ROWS * first.strides[0]
+            a_hi = r0 * hi.strides[0]
+            b_hi = a_hi + AMX_ROWS * hi.strides[0]
+            for i in range(g0, min(g0 + group, P)):
+                p = P - 1 - i if reverse else i
+                tile_zero(tiles, 0)
+                tile_zero(tiles, 2)
                 if DOT_NR == 2 * AMX_ROWS:
-                    tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
-                    tile_dot(tiles, 1, 4, 7, w_dot)
-                    tile_dot(tiles, 3, 5, 7, w_dot)
-                if lo_in_sums:  # then hi's rows, on the weight tiles already loaded
-                    tile_load(tiles, 4, hi, a_hi + 4 * k4, hi.strides[0])
-                    tile_load(tiles, 5, hi, b_hi + 4 * k4, hi.strides[0])
+                    tile_zero(tiles, 1)
+                    tile_zero(tiles, 3)
+                for k4 in range(0, K4, AMX_ROWS):
+                    tile_load(tiles, 4, first, a_first + 4 * k4, first.strides[0])
+                    tile_load(tiles, 5, first, b_first + 4 * k4, first.strides[0])
+                    w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
+                    tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
                     tile_dot(tiles, 0, 4, 6, w_dot)
                     tile_dot(tiles, 2, 5, 6, w_dot)
                     if DOT_NR == 2 * AMX_ROWS:
+                        tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
                         tile_dot(tiles, 1, 4, 7, w_dot)
                         tile_dot(tiles, 3, 5, 7, w_dot)
-            tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
-            tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
-            if DOT_NR == 2 * AMX_ROWS:
-                tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
-                tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
-            for r in range(2 * AMX_ROWS):
-                b = r0 + r if base.shape[0] > 1 else 0
-                t = 2 * (r // AMX_ROWS) * AMX_ROWS + r % AMX_ROWS  # its sums: tiles 0-1 or 2-3
-                for half in range(DOT_NR // AMX_ROWS):
-                    for j in range(0, AMX_ROWS, DOT_LANES):
-                        col = p * DOT_NR + half * AMX_ROWS + j
-                        vstore(out, r0 + r, col, vadd(vload(base, b, col), one_sum(
-                            zero, vload(sums, t + half * AMX_ROWS, j), offset, scale_q,
-                            s_rows[r0 + r], col)))
-    for r0 in range(pairs_end, R16, AMX_ROWS):
-        rows = min(AMX_ROWS, R16 - r0)
-        if r0 == 0 or rows < AMX_ROWS:
-            tile_config(tiles, tile_config_bytes(rows))
-        a_lo = r0 * lo.strides[0]
-        a_hi = r0 * hi.strides[0]
-        for i in range(P):
-            p = P - 1 - i if reverse else i
-            if lo_apart:
-                tile_zero(tiles, 0)
-            tile_zero(tiles, 2)
-            if DOT_NR == 2 * AMX_ROWS:
-                if lo_apart:
-                    tile_zero(tiles, 1)
-                tile_zero(tiles, 3)
-            for k4 in range(0, K4, AMX_ROWS):
-                if not high_only:
-                    tile_load(tiles, 4, lo, a_lo + 4 * k4, lo.strides[0])
-                tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
-                w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
-                tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
-                if lo_in_sums:
-                    tile_dot(tiles, 2, 4, 6, w_dot)
-                elif lo_apart:
-                    tile_dot(tiles, 0, 4, 6, w_dot)
-                tile_dot(tiles, 2, 5, 6, w_dot)
-                if DOT_NR == 2 * AMX_ROWS:
-                    tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
-                    if lo_in_sums:
-                        tile_dot(tiles, 3, 4, 7, w_dot)
-                    elif lo_apart:
-                        tile_dot(tiles, 1, 4, 7, w_dot)
-                    tile_dot(tiles, 3, 5, 7, w_dot)
-            if lo_apart:
+                    if lo_in_sums:  # then hi's rows, on the weight tiles already loaded
+                        tile_load(tiles, 4, hi, a_hi + 4 * k4, hi.strides[0])
+                        tile_load(tiles, 5, hi, b_hi + 4 * k4, hi.strides[0])
+                        tile_dot(tiles, 0, 4, 6, w_dot)
+                        tile_dot(tiles, 2, 5, 6, w_dot)
+                        if DOT_NR == 2 * AMX_ROWS:
+                            tile_dot(tiles, 1, 4, 7, w_dot)
+                            tile_dot(tiles, 3, 5, 7, w_dot)
                 tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
-            tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
-            if DOT_NR == 2 * AMX_ROWS:
-                if lo_apart:
+                tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                if DOT_NR == 2 * AMX_ROWS:
                     tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
-                tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
-            for r in range(rows):
-                b = r0 + r if base.shape[0] > 1 else 0
-                for half in range(DOT_NR // AMX_ROWS):
-                    for j in range(0, AMX_ROWS, DOT_LANES):
-                        col = p * DOT_NR + half * AMX_ROWS + j
-                        high = vload(sums, (2 + half) * AMX_ROWS + r, j)
-                        total = (tile_sum(vload(sums, half * AMX_ROWS + r, j), high, offset,
-                                          scale_q, s_rows[r0 + r], col) if lo_apart else
-                                 one_sum(zero, high, offset, scale_q, s_rows[r0 + r], col))
-                        vstore(out, r0 + r, col, vadd(vload(base, b, col), total))
+                    tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                for r in range(2 * AMX_ROWS):
+                    b = r0 + r if base.shape[0] > 1 else 0
+                    t = 2 * (r // AMX_ROWS) * AMX_ROWS + r % AMX_ROWS  # its sums: tiles 0-1 or 2-3
+                    for half in range(DOT_NR // AMX_ROWS):
+                        for j in range(0, AMX_ROWS, DOT_LANES):
+                            col = p * DOT_NR + half * AMX_ROWS + j
+                            vstore(out, r0 + r, col, vadd(vload(base, b, col), one_sum(
+                                zero, vload(sums, t + half * AMX_ROWS, j), offset, scale_q,
+                                s_rows[r0 + r], col)))
+        for r0 in range(pairs_end, R16, AMX_ROWS):
+            rows = min(AMX_ROWS, R16 - r0)
+            if r0 == pairs_end or rows < AMX_ROWS:
+                tile_config(tiles, tile_config_bytes(rows))
+            a_lo = r0 * lo.strides[0]
+            a_hi = r0 * hi.strides[0]
+            for i in range(g0, min(g0 + group, P)):
+                p = P - 1 - i if reverse else i
+                if lo_apart:
+                    tile_zero(tiles, 0)
+                tile_zero(tiles, 2)
+                if DOT_NR == 2 * AMX_ROWS:
+                    if lo_apart:
+                        tile_zero(tiles, 1)
+                    tile_zero(tiles, 3)
+                for k4 in range(0, K4, AMX_ROWS):
+                    if not high_only:
+                        tile_load(tiles, 4, lo, a_lo + 4 * k4, lo.strides[0])
+                    tile_load(tiles, 5, hi, a_hi + 4 * k4, hi.strides[0])
+                    w = p * w_dot.strides[0] + k4 * w_dot.strides[1]
+                    tile_load_once(tiles, 6, w_dot, w, w_dot.strides[1])
+                    if lo_in_sums:
+                        tile_dot(tiles, 2, 4, 6, w_dot)
+                    elif lo_apart:
+                        tile_dot(tiles, 0, 4, 6, w_dot)
+                    tile_dot(tiles, 2, 5, 6, w_dot)
+                    if DOT_NR == 2 * AMX_ROWS:
+                        tile_load_once(tiles, 7, w_dot, w + AMX_ROW_BYTES, w_dot.strides[1])
+                        if lo_in_sums:
+                            tile_dot(tiles, 3, 4, 7, w_dot)
+                        elif lo_apart:
+                            tile_dot(tiles, 1, 4, 7, w_dot)
+                        tile_dot(tiles, 3, 5, 7, w_dot)
+                if lo_apart:
+                    tile_store(tiles, 0, sums, 0, AMX_ROW_BYTES)
+                tile_store(tiles, 2, sums, 2 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                if DOT_NR == 2 * AMX_ROWS:
+                    if lo_apart:
+                        tile_store(tiles, 1, sums, AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                    tile_store(tiles, 3, sums, 3 * AMX_ROWS * AMX_ROW_BYTES, AMX_ROW_BYTES)
+                for r in range(rows):
+                    b = r0 + r if base.shape[0] > 1 else 0
+                    for half in range(DOT_NR // AMX_ROWS):
+                        for j in range(0, AMX_ROWS, DOT_LANES):
+                            col = p * DOT_NR + half * AMX_ROWS + j
+                            high = vload(sums, (2 + half) * AMX_ROWS + r, j)
+                            total = (tile_sum(vload(sums, half * AMX_ROWS + r, j), high, offset,
+                                              scale_q, s_rows[r0 + r], col) if lo_apart else
+                                     one_sum(zero, high, offset, scale_q, s_rows[r0 + r], col))
+                            vstore(out, r0 + r, col, vadd(vload(base, b, col), total))
     tile_release(tiles)
     keep_alive(sums_mem)
 
@@ -891,25 +908,31 @@ else:  # tile instructions do not compile for a target without them
 _EMULATED: dict = {}
 _PAIRS_AS = {None: tile_pairs_pay, True: njit(inline="always")(lambda w_dot: True),
              False: njit(inline="always")(lambda w_dot: False)}
+_ONE_PANEL = njit(inline="always")(lambda w_dot: 1)
 
 
 def emulated_tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
-                           high_only=False, base=None, pairs=None):
+                           high_only=False, base=None, pairs=None, one_panel_groups=False):
     """The tile kernel with its tile operations emulated (tests, on any
     CPU): rows 0..R16-1 of gemm_dot_acc, R16 = tile_rows(R, w_dot) for int8,
     every row for bfloat16 pairs (K2 filling whole tiles, else none).
     ``pairs``: True or False forces two row tiles at a time on or off (None:
-    tile_pairs_pay). Returns R16."""
-    if pairs not in _EMULATED:
+    tile_pairs_pay); ``one_panel_groups``: groups of one panel each (as W
+    far past L2 would have). Returns R16."""
+    key = (pairs, one_panel_groups)
+    if key not in _EMULATED:
         names = dict(EMULATED, tile_pairs_pay=_PAIRS_AS[pairs])
         tag = "_emulated" if pairs is None else f"_emulated_{'pairs' if pairs else 'single'}"
-        _EMULATED[pairs] = njit(**_FLAGS)(rebind(_tiles_dot_acc, names, tag))
+        if one_panel_groups:
+            names["tile_panel_group"] = _ONE_PANEL
+            tag += "_groups"
+        _EMULATED[key] = njit(**_FLAGS)(rebind(_tiles_dot_acc, names, tag))
     R = out.shape[0]
     if w_dot.dtype == np.uint8:
         R16 = R if w_dot.shape[1] % AMX_ROWS == 0 else 0
     else:
         R16 = tile_rows(R, w_dot)
-    _EMULATED[pairs](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
+    _EMULATED[key](out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse,
                      np.zeros((EMULATED_TILES, AMX_ROWS, AMX_ROW_BYTES), np.uint8), high_only,
                      out if base is None else base)
     return R16
