@@ -712,8 +712,11 @@ def tile_pairs_pay(w_dot):
     return True
 
 
-# Bytes of weights a tile group holds (_tiles_dot_acc): a quarter of the 2 MB
-# L2 of every AMX CPU so far, so the group stays there beside the rows' tiles.
+# Where W is past half the 2 MB L2 of every AMX CPU so far, the tile kernel
+# takes it in groups of a quarter of that, which stay in L2 beside the rows'
+# tiles (_tiles_dot_acc). Within it, one group: there groups would only
+# read the rows again.
+TILE_W_IN_L2_BYTES = 1024 * 1024
 TILE_GROUP_BYTES = 512 * 1024
 
 
@@ -721,6 +724,8 @@ TILE_GROUP_BYTES = 512 * 1024
 def tile_panel_group(w_dot):
     """Panels a group of the tile kernel holds (at least one)."""
     panel_bytes = w_dot.shape[1] * w_dot.shape[2] * w_dot.itemsize
+    if w_dot.shape[0] * panel_bytes <= TILE_W_IN_L2_BYTES:
+        return w_dot.shape[0]
     return max(1, TILE_GROUP_BYTES // panel_bytes)
 
 
