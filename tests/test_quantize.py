@@ -1063,13 +1063,9 @@ def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, w
     for B in (1, 3):
         assert cpu._team_can_run(q._layers, T, B) and cpu._team_preferred(q._layers, T, B)
         x = rng.standard_normal((T, B, I)).astype(np.float32)
-        lengths = np.full(B, T, np.int64)
-        team = cpu.forward(q._layers, x, None, None, lengths, "team")
-        layers = cpu.forward(q._layers, x, None, None, lengths, "layers")
-        for got, want in zip(team, layers, strict=True):
-            np.testing.assert_array_equal(got, want)
+        team = _team_gives_the_layer_loops_bits(q._layers, x)
     x[7, 1, 3] = np.nan
-    bad = cpu.forward(q._layers, x, None, None, lengths, "team")[0]
+    bad = cpu.forward(q._layers, x, None, None, np.full(B, T, np.int64), "team")[0]
     assert np.isnan(bad[7:, 1]).all()
     np.testing.assert_array_equal(np.delete(bad, 1, axis=1), np.delete(team[0], 1, axis=1))
 
@@ -1091,12 +1087,20 @@ def test_the_team_projects_w_ih_past_l2_in_larger_tasks_with_the_same_bits(weigh
         pytest.skip("no dot layout for this W_ih on this CPU (K past the pairs' limit, or no BF16)")
     assert ih.nbytes // ih.shape[0] >= BLOCK_W_PAST_L2_BYTES
     assert PROJECTION_ROWS_PAST_L2 < T * B < 2 * PROJECTION_ROWS_PAST_L2
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    lengths = np.full(B, T, np.int64)
-    team = cpu.forward(q._layers, x, None, None, lengths, "team")
-    layers = cpu.forward(q._layers, x, None, None, lengths, "layers")
-    for got, want in zip(team, layers, strict=True):
+    _team_gives_the_layer_loops_bits(q._layers, rng.standard_normal((T, B, I)).astype(np.float32))
+
+
+def _team_gives_the_layer_loops_bits(layers, x):
+    """The team's outputs for x (every row its full length), asserted equal,
+    bit for bit, to the layer loop's."""
+    from numba_lstm import cpu
+
+    lengths = np.full(x.shape[1], x.shape[0], np.int64)
+    team = cpu.forward(layers, x, None, None, lengths, "team")
+    for got, want in zip(team, cpu.forward(layers, x, None, None, lengths, "layers"),
+                         strict=True):
         np.testing.assert_array_equal(got, want)
+    return team
 
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")

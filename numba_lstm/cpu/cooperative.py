@@ -176,11 +176,12 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     nb = w_ih.shape[0]
     n_rows = gx.shape[1]
     quantized = dot_blocks(dot) > 0
-    chunk = (PROJECTION_ROWS_PAST_L2 if quantized and dot_bytes(dot) // nb >= BLOCK_W_PAST_L2_BYTES
+    w_bytes = dot_bytes(dot)  # every block's W_ih in the dot layout
+    chunk = (PROJECTION_ROWS_PAST_L2 if quantized and w_bytes // nb >= BLOCK_W_PAST_L2_BYTES
              else PROJECTION_ROWS)
     n_chunks = (n_rows + chunk - 1) // chunk
     by_block = not quantized or _by_blocks(n_rows, nb, gx.shape[2], n_threads, eight_bit,
-                                           dot_bytes(dot))
+                                           w_bytes)
     n_tasks = nb * n_chunks if by_block else n_chunks
     k_bytes = dot_k_bytes(dot)
     lo_mem = np.empty((chunk, k_bytes), np.uint8)

@@ -765,7 +765,7 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     lo_apart = not high_only and not lo_in_sums
     # Two whole row tiles at a time where each column has one sum: tiles 4 and
     # 5 hold their rows, 0-1 and 2-3 their sums, and each weight tile serves
-    # both (a tile load costs about two products' time: 4 loads for 4
+    # both (a tile load costs about three products' time: 4 loads for 4
     # products, not 6; with lo, 6 loads for 8 products, not 8).
     pairs_end = R16 - R16 % (2 * AMX_ROWS) if not lo_apart and tile_pairs_pay(w_dot) else 0
     first = lo if lo_in_sums else hi  # the rows multiplied first at each k step
