@@ -3,11 +3,18 @@ kernels stream starting on one."""
 
 import numpy as np
 import pytest
+from numba import njit
 from test_kernels import random_layer
 from test_models import random_layernorm_params
 
 import numba_lstm as nl
-from numba_lstm.cpu.aligned import CACHE_LINE, aligned_copy, aligned_empty, aligned_zeros
+from numba_lstm.cpu.aligned import (
+    CACHE_LINE,
+    aligned_copy,
+    aligned_empty,
+    aligned_zeros,
+    empty_on_lines,
+)
 from numba_lstm.cpu.packing import pack_stack
 
 
@@ -26,6 +33,29 @@ def test_aligned_arrays_start_on_a_line_with_the_asked_shape(shape, dtype):
             assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
             assert _on_a_line(a) or a.size == 0
         assert not zeros.any()
+
+
+@njit
+def _jitted_buffers(rows, cols):
+    """Buffers as the kernels allocate them, with Numba's own np.empty between
+    them (its data lands 0 or 32 bytes past a line, by size)."""
+    out = []
+    for n in range(1, rows + 1):
+        spacer = np.empty(n * 24 + 8, np.uint8)
+        a = empty_on_lines(n, cols, np.uint8)
+        b = empty_on_lines(n, cols + 3, np.float32)
+        c = empty_on_lines(0, cols, np.int16)
+        a[...] = n
+        b[...] = n
+        out.append((spacer.size, a.ctypes.data % 64, b.ctypes.data % 64, a.shape[0],
+                    a.shape[1], b.shape[1], c.shape[0], a.sum() == n * n * cols))
+    return out
+
+
+def test_jitted_buffers_start_on_a_line_with_the_asked_shape():
+    for _, a_off, b_off, rows, cols, b_cols, c_rows, filled in _jitted_buffers(40, 96):
+        assert (a_off, b_off) == (0, 0)
+        assert (cols, b_cols, c_rows) == (96, 99, 0) and rows > 0 and filled
 
 
 def test_aligned_copy_is_an_equal_independent_c_array():

@@ -7,6 +7,9 @@ weights 16 bytes off a line against on one: cpu.row_step's loop (weights in
 L2) 10.7 against 7.0 ns a k-step; the 8 x 48 GEMM tile at S7's step 63
 against 71 GFLOP/s. Where NumPy's allocations happen to fall changes from one
 array to the next, so misaligned weights also made a process's speed a lottery.
+The kernels' own buffers (a row's bytes for the tiles, sums) are allocated
+inside jitted code, where Numba puts data 0 or 32 bytes past a line by size:
+empty_on_lines is np.empty for them.
 """
 
 import math
@@ -22,6 +25,16 @@ CACHE_LINE = 64
 @njit(cache=CACHE)
 def _address(a):
     return a.ctypes.data  # ~0.5 µs through Numba, against ~2.3 for ndarray.ctypes.data
+
+
+@njit(inline="always")
+def empty_on_lines(rows, cols, dtype):
+    """np.empty((rows, cols), dtype) in jitted code, its data on a cache line
+    (the buffer has CACHE_LINE items to spare: at least a line's bytes)."""
+    n = rows * cols
+    buf = np.empty(n + CACHE_LINE, dtype)
+    skip = -buf.ctypes.data % CACHE_LINE // buf.itemsize
+    return buf[skip:skip + n].reshape((rows, cols))
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:

@@ -21,7 +21,7 @@ from numba import njit
 
 from ..cells import LSTM, Cell, rebind
 from .activation_grids import float_rows_acc, quantize_rows
-from .aligned import aligned_empty, aligned_zeros
+from .aligned import aligned_empty, aligned_zeros, empty_on_lines
 from .atomics import fetch_add, load_acquire, wait_until
 from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes
 from .layer import row_function
@@ -184,8 +184,8 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
                                            w_bytes)
     n_tasks = nb * n_chunks if by_block else n_chunks
     k_bytes = dot_k_bytes(dot)
-    lo_mem = np.empty((chunk, k_bytes), np.uint8)
-    hi_mem = np.empty((chunk, k_bytes), np.uint8)
+    lo_mem = empty_on_lines(chunk, k_bytes, np.uint8)
+    hi_mem = empty_on_lines(chunk, k_bytes, np.uint8)
     s_rows_mem = np.empty(chunk, np.float32)
     lo, hi, s_rows = unowned(lo_mem), unowned(hi_mem), unowned(s_rows_mem)
     for i in range(n_tasks):
@@ -339,9 +339,9 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
     in_place = h_in_out(lengths, steps)
     k_bytes = dot_k_bytes(recurrence_dot(quantized))  # a dot kernel's h bytes, or 0
     B = c.shape[0]
-    lo_mem, hi_mem = np.empty((B, k_bytes), np.uint8), np.empty((B, k_bytes), np.uint8)
+    lo_mem, hi_mem = empty_on_lines(B, k_bytes, np.uint8), empty_on_lines(B, k_bytes, np.uint8)
     s_rows_mem = np.empty(B, np.float32)
-    sums_mem = np.empty((B if GATES != SUMMED else 0, gx.shape[2]), gx.dtype)
+    sums_mem = empty_on_lines(B if GATES != SUMMED else 0, gx.shape[2], gx.dtype)
     won_mem = np.zeros(SOLO_STEPS * nb, np.bool_)
     lo, hi, s_rows = unowned(lo_mem), unowned(hi_mem), unowned(s_rows_mem)
     sums = unowned(sums_mem)  # (B, GU)

@@ -37,6 +37,7 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from ..cells import rebind
+from .aligned import empty_on_lines
 from .amx import (
     AMX_ROW_BYTES,
     AMX_ROWS,
@@ -406,7 +407,7 @@ def _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
     through row_dot_acc. The same exact int32 sums, so the same bits."""
     R = out.shape[0]
     K = 4 * w_dot.shape[1]
-    pairs = np.empty((R - R % 2, K), np.int16)  # (R', K) the rows' int16 values
+    pairs = empty_on_lines(R - R % 2, K, np.int16)  # (R', K) the rows' int16 values
     for r in range(R - R % 2):
         for k in range(K):
             # (hi << 8 | lo) is v + 32768 (quantize_row16's bytes)
@@ -736,7 +737,12 @@ def tile_sums(w_dot):
 @overload(tile_sums, inline="always", jit_options=_FLAGS)
 def _tile_sums(w_dot):
     dtype = np.float32 if w_dot.dtype == nbtypes.uint8 else np.int32
-    return lambda w_dot: np.zeros((4, AMX_ROWS, AMX_ROWS), dtype)
+
+    def impl(w_dot):
+        sums = empty_on_lines(4 * AMX_ROWS, AMX_ROWS, dtype)  # tile stores split no line
+        sums[...] = 0
+        return sums
+    return impl
 
 
 def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, tiles, high_only,
@@ -756,7 +762,7 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     with their emulation for tests."""
     P, K4 = w_dot.shape[0], w_dot.shape[1]
     sums_mem = tile_sums(w_dot)
-    sums = unowned(sums_mem.reshape((4 * AMX_ROWS, AMX_ROWS)))  # tile t's sums: rows 16t..16t+15
+    sums = unowned(sums_mem)  # tile t's sums: rows 16t..16t+15
     zero = dot_zero(w_dot)
     # bfloat16 rows with lo add its products into the sums of hi's, first at
     # each k step: one sum a column, as for high parts alone. int8's lo and hi

@@ -19,6 +19,7 @@ from numba.extending import overload
 from ..cells import Cell, bind, rebind
 from .activation_grids import float_rows_acc, quantize_rows
 from .activations import relu, sigmoid, tanh
+from .aligned import empty_on_lines
 from .dot_gemm import dot_acc, dot_k_bytes
 from .panel_gemm import chunk_start, gemm_layout_acc
 from .recurrence import _FLAGS, _rows_matmul_acc, copy_row, keep_alive, unowned
@@ -144,13 +145,14 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
     b_lo = chunk_start(chunk, n_chunks, B)
     b_hi = chunk_start(chunk + 1, n_chunks, B)
     nb = b_hi - b_lo
-    gates_mem = np.empty((nb, G), x.dtype)
-    xh_mem = np.empty((nb, n_x + H_out), x.dtype)
-    c_mem = np.empty((nb, c0.shape[2]), x.dtype)
-    h_cell_mem = np.empty((nb, H), x.dtype)
-    h_proj_mem = np.empty((nb, H_out), x.dtype)
+    gates_mem = empty_on_lines(nb, G, x.dtype)
+    xh_mem = empty_on_lines(nb, n_x + H_out, x.dtype)
+    c_mem = empty_on_lines(nb, c0.shape[2], x.dtype)
+    h_cell_mem = empty_on_lines(nb, H, x.dtype)
+    h_proj_mem = empty_on_lines(nb, H_out, x.dtype)
     k_bytes = dot_k_bytes(hh_dot)
-    h_lo_mem, h_hi_mem = np.empty((nb, k_bytes), np.uint8), np.empty((nb, k_bytes), np.uint8)
+    h_lo_mem = empty_on_lines(nb, k_bytes, np.uint8)
+    h_hi_mem = empty_on_lines(nb, k_bytes, np.uint8)
     h_scales_mem = np.empty(nb, np.float32)
     gates = unowned(gates_mem)  # (nb, G)
     xh = unowned(xh_mem)  # (nb, [I +] H_out) the operand, h last

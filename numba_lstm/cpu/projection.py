@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from .activation_grids import float_rows_acc, quantize_rows
+from .aligned import empty_on_lines
 from .atomics import fetch_add, wait_until
 from .dot_gemm import dot_acc, dot_k_bytes
 from .panel_gemm import gemm_layout_acc
@@ -42,8 +43,8 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
     G = gx.shape[1] // D
     n_blocks = (N + ROW_BLOCK - 1) // ROW_BLOCK
     k_bytes = dot_k_bytes(ih_dot)
-    x_lo = np.empty((ROW_BLOCK, k_bytes), np.uint8)
-    x_hi = np.empty((ROW_BLOCK, k_bytes), np.uint8)
+    x_lo = empty_on_lines(ROW_BLOCK, k_bytes, np.uint8)
+    x_hi = empty_on_lines(ROW_BLOCK, k_bytes, np.uint8)
     x_scales = np.empty(ROW_BLOCK, np.float32)
     bias_row = bias.reshape((1, bias.shape[0]))  # (1, D*G): every row's
     while True:

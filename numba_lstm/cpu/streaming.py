@@ -15,6 +15,7 @@ from numba import njit
 
 from ..cells import LSTM
 from .activation_grids import quantize_row
+from .aligned import aligned_empty
 from .cooperative import SERVE, describe_stack_job, job_kind, stack_job_buffers
 from .dot_gemm import row_dot_acc
 from .layer import row_function
@@ -99,7 +100,7 @@ def lstm_stack_step_dot(x, ih0, ih_rest, bias, hh, state, new_state, out, lo, hi
 def _dot_scratch(layers: PackedStack, dot: tuple, dtype):
     """lo, hi and gates for lstm_stack_step_dot on ``dot`` (quantized_step)."""
     k_bytes = 4 * max(dot[0][0].shape[1], dot[2][0].shape[2])  # a row's bytes, widest input
-    return (np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8),
+    return (aligned_empty(k_bytes, np.uint8), aligned_empty(k_bytes, np.uint8),
             np.empty(4 * layers[0].hidden_size, dtype))
 
 
