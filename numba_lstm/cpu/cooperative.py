@@ -78,10 +78,6 @@ LINE = 8  # int64 per 64-byte cache line
 STALL_SPINS = 1 << 15
 STALL_MACS = 8 * 256 * 512
 SOLO_STEPS = 32
-# From this batch a block step asks for its gate rows before the product (S6
-# through the team 1.03x); below it, where a step's rows are few and its
-# product short, the same prefetch measured 0.97-0.98x (S4, S9).
-PREFETCH_GATES_MIN_BATCH = 16
 # How long (~2-4 µs of loads) a thread that has finished its own blocks waits
 # for another thread's before taking them itself.
 STEAL_SPINS = 1 << 11
@@ -266,12 +262,6 @@ def _block_step(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, s, steps, q
         for k in range(0, H, 64 // h_prev.itemsize):
             prefetch(h_prev, b, k)
     rows = gx[q, s * B:(s + 1) * B]  # (B, GU)
-    # Those rows were written by the projection long ago (L3 or memory): asked
-    # for now, they do not stall each tile's stores one line at a time.
-    if B >= PREFETCH_GATES_MIN_BATCH:
-        for b in range(B):
-            for j in range(0, rows.shape[1], 64 // rows.itemsize):
-                prefetch(rows, b, j)
     if GATES == SUMMED:  # a constant per compile
         acc = rows  # the block's gates summed in gx's own rows (each read once): no copy
     else:
