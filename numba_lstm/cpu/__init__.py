@@ -10,6 +10,7 @@ import numpy as np
 
 from ..cells import GRU, LSTM
 from . import scratch
+from .aligned import aligned_empty
 from .caches import l2_bytes, l3_bytes, l3_feeds_each_core_fast
 from .cooperative import SERVE, cell_serve, job_kind, stack_job_buffers, stack_team
 from .dot_gemm import DOT_NR
@@ -325,7 +326,7 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     dtype = layer.w_hh.dtype
     threads = _threads(layer, B)
     n_chunks = _n_chunks(layer, B, threads)
-    out = np.empty((T, B, D * layer.output_size), dtype)
+    out = aligned_empty((T, B, D * layer.output_size), dtype)
     if not panels and _one_task(layer, n_chunks):
         gx = _one_thread_projection(x, layer) if project else np.empty((0, B, D * G), dtype)
         layer_kernels(layer.cell).serial(x, gx, layer.w_hh, w_panels, layer.w_hr,
@@ -364,7 +365,7 @@ def _one_thread_projection(x, layer: PackedLayer):
     15 ms a call in sets where the panels took 0.23-0.25 ms)."""
     T, B, I = x.shape
     DG = layer.w_ih.shape[1]
-    gx = np.empty((T * B, DG), x.dtype)  # (T*B, D*G)
+    gx = aligned_empty((T * B, DG), x.dtype)  # (T*B, D*G)
     input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx, None,
                      np.zeros(2 * PROJECTION_LINE, np.int64))
     return gx.reshape(T, B, DG)  # explicit sizes: B may be 0
