@@ -8,6 +8,7 @@ import numba_lstm as nl
 import numba_lstm.cpu as cpu
 from numba_lstm import reference
 from numba_lstm.cpu import StackStepper, TeamStepper
+from numba_lstm.cpu.amx import HAS_AMX_BF16
 from numba_lstm.cpu.caches import cache_bytes, cpu_vendor
 
 
@@ -129,8 +130,9 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
     # From batch 16 a stack's batch is split across threads, unless W_hh, as
     # the steps read it, with a thread's rows' gx and h beside it, is past one
     # core's L2 (faked here) and the batch leaves each thread fewer than
-    # UNIT_SPLIT_MAX_TILES row tiles: then the team splits the units. Either
-    # way the numbers are the batch split's.
+    # UNIT_SPLIT_MAX_TILES row tiles (pairs of AMX tiles where bfloat16 steps
+    # take them): then the team splits the units. Either way the numbers are
+    # the batch split's.
     rng = np.random.default_rng(12)
     lstm = nl.LSTM(6, 32, num_layers=2)  # H = 32: int8 gets its dot layout where it can
     if weights != "float32":
@@ -138,7 +140,9 @@ def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(wei
     layer = lstm._layers[0]
     dot = layer.dot_layout()
     read = layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
-    bound = cpu.UNIT_SPLIT_MAX_TILES * cpu.TILE_ROWS * cpu.TEAM.size
+    bound = cpu.UNIT_SPLIT_MAX_TILES * cpu.unit_split_tile_rows(layer) * cpu.TEAM.size
+    if weights == "bfloat16" and HAS_AMX_BF16:
+        assert bound == cpu.UNIT_SPLIT_MAX_TILES * 32 * cpu.TEAM.size
     team = "team" if cpu.TEAM.size > 1 else "layers"  # NUMBA_NUM_THREADS=1: no team
     monkeypatch.setattr(cpu, "l3_feeds_each_core_fast", lambda: False)  # no fused steps from L3
     def split(B):  # the bytes a batch-split thread's step reads: W_hh, its rows' gx and h

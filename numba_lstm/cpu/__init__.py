@@ -11,6 +11,7 @@ import numpy as np
 from ..cells import GRU, LSTM
 from . import scratch
 from .aligned import aligned_empty
+from .amx import AMX_ROWS, HAS_AMX_BF16
 from .caches import l2_bytes, l3_bytes, l3_feeds_each_core_fast
 from .cooperative import SERVE, cell_serve, job_kind, stack_job_buffers, stack_team
 from .dot_gemm import DOT_NR
@@ -48,7 +49,8 @@ TEAM = Team(SERVE)
 # wins where W_hh is past L2 (team_splits_units): measured on a 2 MB L2 Xeon
 # at H = 512 and 1024, the team 1.03-1.06x at batch 32-48 (2-3 tiles a
 # thread), 0.88-0.94x at 64 (4 tiles); on 1 MB L2 Zen 5, 1.07-1.09x at batch
-# 16-48, 0.99x at 64.
+# 16-48, 0.99x at 64. bfloat16 on AMX tiles (tiles of 32 rows, a pair), the
+# Xeon: 1.14x at batch 64, 1.07x at 128, 1.08x at 224 (H = 512).
 UNIT_SPLIT_MAX_TILES = 4
 
 # Below this many multiply-adds per step (B * H * 4H), one thread beats the
@@ -131,12 +133,26 @@ def team_splits_units(layers: PackedStack, batch: int) -> bool:
     (_fused_from_l3), the batch split wins (Zen 5, S6: 1.12x). W_hh stays in
     a thread's L2 only with its rows' gx and h beside it, so those count
     too: a bfloat16 H = 512 W_hh is exactly a 2 MB L2, and the team ran its
-    S6 1.10x (stop 30)."""
+    S6 1.10x (stop 30). Steps on AMX-BF16 tiles count the pairs of 16-row
+    tiles that share each weight tile: a batch split's thread loads every
+    weight tile of its group from L3 for its first pair, the team's
+    threads load half of them from L2."""
     l2 = l2_bytes()
     return (TEAM.size > 1 and l2 > 0
             and _split_step_bytes(layers[0], -(-batch // TEAM.size)) > l2
-            and batch < UNIT_SPLIT_MAX_TILES * TILE_ROWS * TEAM.size
+            and batch < UNIT_SPLIT_MAX_TILES * unit_split_tile_rows(layers[0]) * TEAM.size
             and not all(_steps_fused_from_l3(layer, batch) for layer in layers))
+
+
+def unit_split_tile_rows(layer: PackedLayer) -> int:
+    """The rows of a row tile in team_splits_units' count: a pair of AMX
+    tiles where the layer's steps multiply bfloat16 W_hh on AMX-BF16
+    (dot_gemm.every_row_on_tiles: K2 fills whole tiles), else the panel
+    GEMM's tile."""
+    dot = layer.dot_layout()
+    bf16_tiles = (HAS_AMX_BF16 and dot is not None and dot[0][0].dtype == np.uint8
+                  and dot[0][0].shape[2] % AMX_ROWS == 0)
+    return 2 * AMX_ROWS if bf16_tiles else TILE_ROWS
 
 
 def _split_step_bytes(layer: PackedLayer, rows: int) -> int:
