@@ -47,7 +47,7 @@ def _jitted_buffers(rows, cols):
         c = empty_on_lines(0, cols, np.int16)
         a[...] = n
         b[...] = n
-        out.append((spacer.size, a.ctypes.data % 64, b.ctypes.data % 64, a.shape[0],
+        out.append((spacer.size, a.ctypes.data % CACHE_LINE, b.ctypes.data % CACHE_LINE, a.shape[0],
                     a.shape[1], b.shape[1], c.shape[0], a.sum() == n * n * cols))
     return out
 

@@ -18,6 +18,7 @@ from numba_lstm.cpu.dot_gemm import (
     emulated_tiles_dot_acc,
     every_row_on_tiles,
     gemm_dot_acc,
+    rows_on_tiles,
     tile_rows,
 )
 from numba_lstm.cpu.packing import _pack_pairs, _pack_quads
@@ -261,6 +262,19 @@ def test_the_emulated_bfloat16_tile_kernel_matches_numpy(R, K, split):
     emulated_tiles_dot_acc(backwards, lo, hi, s, w_dot, zeros, ones, reverse=True,
                            high_only=not split)
     np.testing.assert_array_equal(backwards, out)
+
+
+@pytest.mark.parametrize("K", [40, 64, 96, 512])
+def test_the_dispatch_tables_tile_test_is_the_kernels(K):
+    # rows_on_tiles (Python, the dispatch table) answers as every_row_on_tiles
+    # (jitted, the kernels) for bfloat16 pairs and int8 quads, on every CPU.
+    rng = np.random.default_rng(K)
+    pairs = _pack_pairs(rng.integers(0, 1 << 16, (K, 2 * DOT_NR)).astype(np.uint16))
+    quads = _pack_quads(rng.integers(-127, 128, (K, 2 * DOT_NR)).astype(np.int8))
+    for w_dot in (pairs, quads):
+        assert rows_on_tiles(w_dot) == every_row_on_tiles(w_dot)
+    assert rows_on_tiles(pairs) == (HAS_AMX_BF16 and K % 32 == 0)
+    assert not rows_on_tiles(quads)
 
 
 @pytest.mark.skipif(not HAS_AMX_BF16, reason="the CPU has no AMX-BF16 (or Linux did not grant it)")

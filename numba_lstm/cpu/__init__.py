@@ -11,10 +11,10 @@ import numpy as np
 from ..cells import GRU, LSTM
 from . import scratch
 from .aligned import aligned_empty
-from .amx import AMX_ROWS, HAS_AMX_BF16
+from .amx import AMX_ROWS
 from .caches import l2_bytes, l3_bytes, l3_feeds_each_core_fast
 from .cooperative import SERVE, cell_serve, job_kind, stack_job_buffers, stack_team
-from .dot_gemm import DOT_NR
+from .dot_gemm import DOT_NR, rows_on_tiles
 from .layer import layer_kernels
 from .numpy_path import numpy_forward
 from .packing import PackedLayer, PackedStack, pack_layer, pack_stack
@@ -147,12 +147,10 @@ def team_splits_units(layers: PackedStack, batch: int) -> bool:
 def unit_split_tile_rows(layer: PackedLayer) -> int:
     """The rows of a row tile in team_splits_units' count: a pair of AMX
     tiles where the layer's steps multiply bfloat16 W_hh on AMX-BF16
-    (dot_gemm.every_row_on_tiles: K2 fills whole tiles), else the panel
-    GEMM's tile."""
+    (dot_gemm.rows_on_tiles), else the panel GEMM's tile."""
     dot = layer.dot_layout()
-    bf16_tiles = (HAS_AMX_BF16 and dot is not None and dot[0][0].dtype == np.uint8
-                  and dot[0][0].shape[2] % AMX_ROWS == 0)
-    return 2 * AMX_ROWS if bf16_tiles else TILE_ROWS
+    hh_w_dot = None if dot is None else dot[0][0]  # (D, P, K2, 4 * DOT_NR)
+    return 2 * AMX_ROWS if hh_w_dot is not None and rows_on_tiles(hh_w_dot[0]) else TILE_ROWS
 
 
 def _split_step_bytes(layer: PackedLayer, rows: int) -> int:

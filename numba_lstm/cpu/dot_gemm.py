@@ -680,6 +680,12 @@ def every_row_on_tiles(w_dot):
     return HAS_AMX_BF16 and is_bf16(w_dot) and w_dot.shape[1] % AMX_ROWS == 0
 
 
+def rows_on_tiles(w_dot: np.ndarray) -> bool:
+    """every_row_on_tiles for Python (the dispatch table): w_dot one block's
+    dot layout (P, K2 or K4, 4 * DOT_NR), bfloat16 pairs stored as uint8."""
+    return HAS_AMX_BF16 and w_dot.dtype == np.uint8 and w_dot.shape[1] % AMX_ROWS == 0
+
+
 def row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
     """row_dot_acc on a one-row tile, returning True, where every_row_on_tiles;
     else False, a constant for int8 and on CPUs without AMX-BF16."""
