@@ -99,6 +99,14 @@ def test_the_quantized_bench_holds_an_unseen_shape_to_the_floor():
     table = quantized.format_table(report)
     assert table.splitlines()[2].startswith("| U0 | ")
     assert "U0: LSTM B=2 T=3 I=8 H=16 L=1 (unseen, seed 0)." in table
+    # torch's bfloat16 LSTM beside a bfloat16 run: timed, its error taken, no target
+    head, rule, line = table.splitlines()[:3]
+    assert head.count("|") == rule.count("|") == line.count("|")
+    assert "| torch bf16 |" in head and "torch_bf16" not in row["targets"]
+    if "torch_bf16" in row["seconds"]:
+        assert 0 < row["error_vs_float32"]["torch_bf16"] <= 2e-2
+    else:
+        assert "torch_bf16" in row["unavailable"]
 
 
 def test_unseen_shapes_are_the_floors_regime_and_the_same_for_a_seed():

@@ -85,12 +85,30 @@ class OnnxRuntimeQInt8(OnnxRuntime):
             self.session = ort.InferenceSession(dst, providers=["CPUExecutionProvider"])
 
 
+class TorchBFloat16(Torch):
+    """The same nn.LSTM with its weights, input and state in bfloat16 (oneDNN's
+    kernels, AMX-BF16 where the CPU has it): reported beside our bfloat16
+    module as the like-for-like format, not a target."""
+
+    name = "torch_bf16"
+
+    def __init__(self, shape: Shape, state_dict: dict, x: np.ndarray):
+        super().__init__(shape, state_dict, x)
+        self.lstm = self.lstm.to(self.torch.bfloat16)
+        self.x = self.x.to(self.torch.bfloat16)
+
+    def output(self) -> np.ndarray:
+        return self.y.float().numpy()
+
+
 def _runners(shape: Shape, weights: str, state_dict, x) -> tuple[dict, dict]:
     makers = {OURS: lambda: NumbaQuantized(shape, state_dict, x, weights),
               "numba_lstm_float32": lambda: NumbaLSTM(shape, state_dict, x),
               "torch_qint8": lambda: TorchQInt8(shape, state_dict, x),
               "onnxruntime_qint8": lambda: OnnxRuntimeQInt8(shape, state_dict, x),
               "onnxruntime": lambda: OnnxRuntime(shape, state_dict, x)}
+    if weights == "bfloat16":
+        makers["torch_bf16"] = lambda: TorchBFloat16(shape, state_dict, x)
     runners, unavailable = {}, {}
     for name, make in makers.items():
         try:
@@ -133,22 +151,28 @@ def run(weights: str, shapes=None, rounds: int = 7, min_seconds: float = 0.05,
 
 
 PEER_COLUMNS = ("numba_lstm_float32", "torch_qint8", "onnxruntime_qint8", "onnxruntime")
+_HEADS = {"numba_lstm_float32": "float32", "torch_qint8": "torch qint8",
+          "onnxruntime_qint8": "ORT int8", "onnxruntime": "ORT float32",
+          "torch_bf16": "torch bf16"}
 
 
 def format_table(report: dict) -> str:
     w = report["weights"]
-    head = (f"| shape | ours ({w}) | ours float32 | torch qint8 | ORT int8 | ORT float32 "
-            "| float32/ours | torch qint8/ours | ORT int8/ours | ORT float32/ours "
-            f"| error: ours {w} | torch qint8 | ORT int8 | targets |")
-    lines = [head, "|" + "---|" * 14]
+    # torch's bfloat16 LSTM sits beside a bfloat16 run, as the same format's peer
+    peers = PEER_COLUMNS + (("torch_bf16",) if w == "bfloat16" else ())
+    erred = (OURS, "torch_qint8", "onnxruntime_qint8") + peers[len(PEER_COLUMNS):]
+    head = (f"| shape | ours ({w}) | ours float32 | "
+            + " | ".join(_HEADS[p] for p in peers[1:]) + " | "
+            + " | ".join(f"{_HEADS[p]}/ours" for p in peers)
+            + f" | error: ours {w} | " + " | ".join(_HEADS[p] for p in erred[1:]) + " | targets |")
+    lines = [head, "|" + "---|" * (3 + 2 * len(peers) + len(erred))]
     for r in report["results"]:
         s, e, t = r["seconds"], r["error_vs_float32"], r["targets"]
-        times = " | ".join(_fmt(s.get(p)) for p in (OURS,) + PEER_COLUMNS)
+        times = " | ".join(_fmt(s.get(p)) for p in (OURS,) + peers)
         ratios = " | ".join("-" if p not in r["ratios"] else
                             f"{r['ratios'][p]:.2f}×" + (f" (≥{t[p]:g})" if p in t else "")
-                            for p in PEER_COLUMNS)
-        errors = " | ".join("-" if p not in e else f"{e[p]:.1e}"
-                            for p in (OURS, "torch_qint8", "onnxruntime_qint8"))
+                            for p in peers)
+        errors = " | ".join("-" if p not in e else f"{e[p]:.1e}" for p in erred)
         met = r["targets_met"]
         verdict = "met" if met and all(met.values()) else "MISSED " + ", ".join(
             p for p, ok in met.items() if not ok)
