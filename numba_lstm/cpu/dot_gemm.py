@@ -706,8 +706,9 @@ def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
     return impl
 
 
-# High parts go two row tiles a weight tile: a tile load costs about three
-# products' time here, and each weight tile then serves 32 rows. The weights
+# High parts go two row tiles a weight tile: each weight tile then serves 32
+# rows, a third fewer tile loads (with them the 2 x 2 loop runs at the
+# instruction's own rate on aligned data, docs/performance.md). The weights
 # are loaded with tileloaddt1, so the 32 rows' tiles keep L1 (without it they
 # crowded W out and pairs lost within L2). One core, 32 rows' high parts,
 # pairs against one row tile at a time: bfloat16 K = 512, N = 1024 (1 MB)
@@ -777,8 +778,7 @@ def _tiles_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, ti
     lo_apart = not high_only and not lo_in_sums
     # Two whole row tiles at a time where each column has one sum: tiles 4 and
     # 5 hold their rows, 0-1 and 2-3 their sums, and each weight tile serves
-    # both (a tile load costs about three products' time: 4 loads for 4
-    # products, not 6; with lo, 6 loads for 8 products, not 8).
+    # both (4 loads for 4 products, not 6; with lo, 6 loads for 8, not 8).
     pairs_end = R16 - R16 % (2 * AMX_ROWS) if not lo_apart and tile_pairs_pay(w_dot) else 0
     first = lo if lo_in_sums else hi  # the rows multiplied first at each k step
     # Every row tile runs over a group of panels before the next group: where
