@@ -17,8 +17,10 @@ WEIGHTS = ("float32", "int8", "bfloat16")  # how weight matrices are stored
 
 # A case per dispatch strategy: (T, B, directions, projection), as small as
 # reaches it; the kernels' signatures depend on neither the sizes nor the
-# number of directions, so one direction serves every family.
-_CASES = {"team": (3, 2, 1, 0), "stream_step": (1, 1, 1, 0), "panels_fused": (3, 4, 1, 0),
+# number of directions, so one direction serves every family (but
+# team_directions, which only a two-direction layer can run).
+_CASES = {"team": (3, 2, 1, 0), "team_directions": (3, 2, 2, 0), "stream_step": (1, 1, 1, 0),
+          "panels_fused": (3, 4, 1, 0),
           "panels": (3, 4, 1, 0), "axpy": (3, 1, 1, 0), "axpy threaded": (3, 2, 1, 0),
           "axpy projection": (3, 2, 1, 2)}
 # The strategies a quantized layer on the dot kernels can be given (cpu.STRATEGIES'
@@ -123,7 +125,8 @@ def compile(dtypes: Iterable[str] = ("float32",), families: Iterable[str] = FAMI
                     if progress:
                         progress(f"{family:<9} {dtype:<7} {stored:<8} {strategy:<16} "
                                  f"{seconds:6.2f} s")
-            if "team" in compiled:  # before its marker: the helpers' entry point is a kernel too
+            if compiled & {"team", "team_directions"}:  # before its marker: the helpers'
+                # entry point is a kernel too
                 cpu.TEAM.wait_ready()
             for strategy in compiled if CACHE else ():
                 mark_ready((strategy, family, dtype, stored))

@@ -322,7 +322,8 @@ def _random_stack(rng, cell, I, H, L, D, bias, proj):
 
 
 # A case each strategy can run: (T, B, D, projection); LSTM-only ones say so.
-_STRATEGY_CASES = {"team": (6, 3, 1, 0), "stream_step": (1, 1, 1, 0), "layers": (5, 4, 2, 3),
+_STRATEGY_CASES = {"team": (6, 3, 1, 0), "team_directions": (6, 3, 2, 0),
+                   "stream_step": (1, 1, 1, 0), "layers": (5, 4, 2, 3),
                    "panels_fused": (5, 19, 2, 0), "panels": (5, 11, 2, 0), "axpy": (5, 5, 2, 3),
                    "numpy": (5, 4, 2, 3)}
 
@@ -353,7 +354,8 @@ def test_every_strategy_runs_every_cell_as_the_reference(strategy, cell, dtype):
     lengths = rng.integers(1, T + 1, B).astype(np.int64) if B > 1 else None
     if not cpu.BY_NAME[strategy].can_run(stack if cpu.BY_NAME[strategy].scope == "stack"
                                          else stack[0], T, B):
-        assert cell is not LSTM or strategy == "team"  # the team needs two threads
+        # the team needs two threads
+        assert cell is not LSTM or strategy in ("team", "team_directions")
         with pytest.raises(ValueError, match="cannot run"):
             cpu.forward(stack, x, h0, c0, lengths, strategy)
         return

@@ -203,6 +203,43 @@ def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, mon
         assert_close(c_n, want_c, np.float32, "c_n")
 
 
+@pytest.mark.parametrize("cls", [nl.LSTM, nl.GRU])
+def test_small_batches_run_each_direction_on_the_team_where_its_w_hh_passes_l2(cls,
+                                                                            monkeypatch):
+    # Below batch 16, a two-direction layer whose one direction's W_hh passes
+    # one core's L2 (faked here) runs its directions one after the other on
+    # the team, split by units, the reverse one on each sequence reversed
+    # within its length; the numbers are the reference's, lengths and hx too.
+    rng = np.random.default_rng(15)
+    module = cls(6, 32, num_layers=2, bidirectional=True)
+    layer = module._layers[0]
+    w = layer.w_hh[0].nbytes
+    team = cpu.TEAM.size > 1
+    for l2, B, on_team in ((w - 1, 3, team), (w - 1, 1, team), (w, 3, False), (0, 3, False),
+                           (w - 1, 16, False)):
+        monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
+        picked = cpu._pick("layer", None, layer, 9, B).name
+        assert (picked == "team_directions") == on_team, (l2, B, picked)
+    monkeypatch.setattr(cpu, "l2_bytes", lambda: w - 1)
+    B = 5
+    x = rng.standard_normal((9, B, 6)).astype(np.float32)
+    lengths = np.array([9, 4, 1, 7, 9])
+    h0 = rng.standard_normal((4, B, 32)).astype(np.float32)
+    c0 = rng.standard_normal((4, B, 32)).astype(np.float32)
+    hx = (h0, c0) if cls is nl.LSTM else h0
+    out, state = module(x, hx, lengths=lengths)
+    as64 = {k: np.asarray(v, np.float64) for k, v in module.state_dict().items()}
+    hx64 = (h0.astype(np.float64), c0.astype(np.float64)) if cls is nl.LSTM else h0.astype(
+        np.float64)
+    cell = {nl.LSTM: "lstm", nl.GRU: "gru"}[cls]
+    want, want_state = reference.recurrent(cell, x.astype(np.float64), as64, 2, True, hx64,
+                                           lengths)
+    assert_close(out, want, np.float32, "out")
+    states = (state, want_state) if cls is nl.LSTM else ((state,), (want_state,))
+    for got, ref, name in zip(*states, ("h_n", "c_n")[:len(states[0])], strict=True):
+        assert_close(got, ref, np.float32, name)
+
+
 @pytest.mark.parametrize("weights", ["float32", "int8"])
 def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fast(
         weights, monkeypatch, dot_at_any_size):

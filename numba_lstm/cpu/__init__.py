@@ -304,6 +304,49 @@ def _fused_from_l3(layer: PackedLayer, rows: int) -> bool:
             and layer.w_ih.nbytes + layer.w_hh.nbytes <= l3 // 2 and l3_feeds_each_core_fast())
 
 
+def _directions_on_team_can_run(layer: PackedLayer, T: int, B: int) -> bool:
+    return (layer.num_directions == 2 and layer.stored is None
+            and _team_can_run(layer.direction_stacks()[0], T, B))
+
+
+def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
+    """Whether a two-direction layer at a small batch runs its directions one
+    after the other on the team, each split by units, instead of a direction
+    a thread (the layer loop's tasks): where one direction's W_hh passes one
+    core's L2, a thread on its own direction reads all of it from L3 every
+    step, a thread of the team its share, from L2 where the share fits. On
+    the AMX Xeon (2 MB L2), LSTMs at batch 1-12: H = 384-512 1.03-2.7x, H =
+    768-1024 1.00-1.24x; H = 256 (in L2) at batch 8 0.86x, so not there
+    (docs/performance.md)."""
+    l2 = l2_bytes()
+    return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < layer.w_hh[0].nbytes
+
+
+def _in_reverse(a, lengths, T: int):
+    """a (T, B, F) with each sequence's first lengths[b] steps in reverse
+    order and its padded steps 0: what the reverse direction reads as its
+    input, and, applied to that direction's output, its output in time order."""
+    if (lengths == T).all():
+        return np.ascontiguousarray(a[::-1])
+    t = lengths[None, :] - 1 - np.arange(T)[:, None]  # (T, B) the source step
+    out = a[np.maximum(t, 0), np.arange(a.shape[1])[None, :]]
+    out[t < 0] = 0
+    return out
+
+
+def _run_directions_on_team(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n):
+    T, B = x.shape[:2]
+    H = layer.hidden_size
+    out = np.empty((T, B, 2 * H), x.dtype)
+    for d, stack in enumerate(layer.direction_stacks()):
+        x_d = x if d == 0 else _in_reverse(x, lengths, T)
+        out_d, h_d, c_d = _run_team(stack, x_d, h0[d:d + 1], c0[d:d + 1], lengths)
+        out[:, :, d * H:(d + 1) * H] = out_d if d == 0 else _in_reverse(out_d, lengths, T)
+        h_n[d] = h_d[0]
+        c_n[d] = c_d[0]
+    return out
+
+
 def _run_panels(x, layer: PackedLayer, h0, c0, lengths, h_n, c_n, fused: bool = False):
     dot = layer.dot_layout()  # (hh, ih) on a dot kernel (int8 or bfloat16), or None
     if fused:
@@ -402,6 +445,8 @@ STRATEGIES = (
     # not ready (cpu.warm), never picked for speed.
     Strategy("numpy", "stack", _always, _never, numpy_forward),
     # One layer at a time (the "layers" strategy).
+    Strategy("team_directions", "layer", _directions_on_team_can_run,
+             _directions_on_team_preferred, _run_directions_on_team),
     Strategy("panels_fused", "layer", _fused_can_run, _fused_preferred, _run_fused),
     Strategy("panels", "layer", _panels_can_run, _panels_preferred, _run_panels),
     Strategy("axpy", "layer", _always, _always, _run_axpy),

@@ -150,6 +150,20 @@ class PackedLayer:
     def output_size(self) -> int:
         return self.w_hh.shape[1]
 
+    def direction_stacks(self) -> tuple[PackedStack, ...]:
+        """Each direction of this float layer as a stack of one layer and one
+        direction (what the team's job runs: cpu.cooperative), made on first
+        use; the arrays are copies, so each direction's are contiguous."""
+        if "_direction_stacks" not in self.__dict__:
+            G = self.w_hh.shape[2]
+            self.__dict__["_direction_stacks"] = tuple(PackedStack([PackedLayer(*(
+                aligned_copy(a) for a in (self.w_ih[:, d * G:(d + 1) * G],
+                                          self.bias[d * G:(d + 1) * G], self.w_hh[d:d + 1],
+                                          self.w_hr[d:d + 1], self.step_bias[d:d + 1],
+                                          self.cell_params[d:d + 1])), self.cell)])
+                for d in range(self.num_directions))
+        return self.__dict__["_direction_stacks"]
+
 
 def pack_layer(directions, dtype, cell: Cell = LSTM, cell_params=None) -> PackedLayer:
     """directions: one (w_ih, w_hh, b_ih, b_hh, w_hr) tuple per direction, torch layout;
