@@ -82,15 +82,18 @@ class Strategy:
 
 
 def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
-    # A GRU stack's job is float32 (cooperative.CELL_KINDS): on float weights,
-    # or on a dot layout (without one, the team's batch-1 kernels on stored
-    # weights are the LSTM's).
-    layer = layers[0]
+    return layers[0].num_directions == 1 and _team_runs_each_direction(layers[0])
+
+
+def _team_runs_each_direction(layer: PackedLayer) -> bool:
+    """Whether the team's job could run each direction of ``layer`` as a
+    stack of one direction. A GRU stack's job is float32
+    (cooperative.CELL_KINDS): on float weights, or on a dot layout (without
+    one, the team's batch-1 kernels on stored weights are the LSTM's)."""
     gru32 = layer.cell is GRU and layer.w_hh.dtype == np.float32 and (
         layer.stored is None or layer.dot_layout() is not None)
-    return ((layer.cell is LSTM or gru32) and layer.num_directions == 1
-            and layer.output_size == layer.hidden_size and TEAM.size > 1
-            and _team_blocks_take_the_dot(layer))
+    return ((layer.cell is LSTM or gru32) and layer.output_size == layer.hidden_size
+            and TEAM.size > 1 and _team_blocks_take_the_dot(layer))
 
 
 def _team_blocks_take_the_dot(layer: PackedLayer) -> bool:
@@ -305,8 +308,10 @@ def _fused_from_l3(layer: PackedLayer, rows: int) -> bool:
 
 
 def _directions_on_team_can_run(layer: PackedLayer, T: int, B: int) -> bool:
+    # Asked of every two-direction layer the dispatch sees: judged on the layer
+    # itself, so that only a layer that takes this path copies its directions.
     return (layer.num_directions == 2 and layer.stored is None
-            and _team_can_run(layer.direction_stacks()[0], T, B))
+            and _team_runs_each_direction(layer))
 
 
 def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:

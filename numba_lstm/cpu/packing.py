@@ -157,7 +157,7 @@ class PackedLayer:
         if "_direction_stacks" not in self.__dict__:
             G = self.w_hh.shape[2]
             self.__dict__["_direction_stacks"] = tuple(PackedStack([PackedLayer(*(
-                aligned_copy(a) for a in (self.w_ih[:, d * G:(d + 1) * G],
+                aligned_copy(a) for a in (self._w_ih_of(d),
                                           self.bias[d * G:(d + 1) * G], self.w_hh[d:d + 1],
                                           self.w_hr[d:d + 1], self.step_bias[d:d + 1],
                                           self.cell_params[d:d + 1])), self.cell)])
