@@ -26,7 +26,7 @@ _CASES = {"team": (3, 2, 1, 0), "team_directions": (3, 2, 2, 0), "stream_step": 
 # The strategies a quantized layer on the dot kernels can be given (cpu.STRATEGIES'
 # prefer): its layouts only exist from packing.first_dot_hidden up, so these
 # cases run a second, larger module.
-_DOT_STRATEGIES = ("team", "stream_step", "panels")
+_DOT_STRATEGIES = ("team", "team_directions", "stream_step", "panels")
 
 
 def _modules(family: str, dtype: str, directions: int, proj: int, hidden: int = 16):

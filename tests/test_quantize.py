@@ -227,11 +227,12 @@ def test_a_row_that_is_not_finite_leaves_the_other_rows_alone(weights, bad, B, k
                                        ("GRU", dict(num_layers=2, bidirectional=True))])
 def test_a_sequence_does_not_depend_on_its_batch_in_other_layers(weights, family, kw,
                                                                  dot_at_any_size):
-    # Bidirectional layers, which the team does not run: batch 8 on the panel
-    # steps, batch 1 on the axpy rows, or on the panel steps' dot kernels for
-    # int8 with vpdpbusd (each row of x and h on its own grid: the axpy rows
-    # would multiply them unrounded, 1e-3 apart with h on 8 bits). A GRU of one
-    # direction runs on the team where its layers have a dot layout.
+    # Bidirectional layers, each direction's W_hh within L2 (so not on the
+    # team): batch 8 on the panel steps, batch 1 on the axpy rows, or on the
+    # panel steps' dot kernels for int8 with vpdpbusd (each row of x and h on
+    # its own grid: the axpy rows would multiply them unrounded, 1e-3 apart
+    # with h on 8 bits). A GRU of one direction runs on the team where its
+    # layers have a dot layout.
     rng = np.random.default_rng(3)
     q = getattr(nl, family)(40, 64, **kw).quantize(weights)
     x = rng.standard_normal((50, 8, 40)).astype(np.float32)
@@ -1068,6 +1069,38 @@ def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, w
     bad = cpu.forward(q._layers, x, None, None, np.full(B, T, np.int64), "team")[0]
     assert np.isnan(bad[7:, 1]).all()
     np.testing.assert_array_equal(np.delete(bad, 1, axis=1), np.delete(team[0], 1, axis=1))
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("weights", FORMATS)
+@pytest.mark.parametrize("family", ["LSTM", "GRU"])
+def test_quantized_two_direction_layers_on_the_team_give_the_layer_loops_bits(
+        family, weights, dot_streaming, monkeypatch):
+    # Where one direction's stored W_hh passes one core's L2 (faked here) and
+    # the team's share of it fits, each direction runs on the team as a stack
+    # of its own. The second layer's input is the first's h: on h's grid, as
+    # the layer loop puts it (on x's, rows moved by 1e-4 with the batch size),
+    # so the bits are the layer loop's, lengths and hx too.
+    from numba_lstm import cpu
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    rng = np.random.default_rng(20)
+    I, H, T = 13, cpu.TEAM.size * DOT_NR, 9
+    q = _module(family, rng, I, H, num_layers=2, bidirectional=True).quantize(weights)
+    layer = q._layers[1]
+    w = layer.stored[1][0][0].nbytes
+    for l2, on_team in ((w - 1, True), (w, False), (-(-w // cpu.TEAM.size) - 1, False)):
+        monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
+        assert (cpu._pick("layer", None, layer, T, 3).name == "team_directions") == on_team, l2
+    for B, lengths in ((1, None), (3, np.array([9, 4, 7]))):
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        h0 = rng.standard_normal((4, B, H)).astype(np.float32)
+        hx = (h0, rng.standard_normal((4, B, H)).astype(np.float32)) if family == "LSTM" else h0
+        monkeypatch.setattr(cpu, "l2_bytes", lambda: w - 1)
+        team = _arrays(q(x, hx, lengths=lengths))
+        monkeypatch.setattr(cpu, "l2_bytes", lambda: 0)
+        for got, want in zip(team, _arrays(q(x, hx, lengths=lengths)), strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")

@@ -310,8 +310,7 @@ def _fused_from_l3(layer: PackedLayer, rows: int) -> bool:
 def _directions_on_team_can_run(layer: PackedLayer, T: int, B: int) -> bool:
     # Asked of every two-direction layer the dispatch sees: judged on the layer
     # itself, so that only a layer that takes this path copies its directions.
-    return (layer.num_directions == 2 and layer.stored is None
-            and _team_runs_each_direction(layer))
+    return layer.num_directions == 2 and _team_runs_each_direction(layer)
 
 
 def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
@@ -321,10 +320,25 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     core's L2, a thread on its own direction reads all of it from L3 every
     step, a thread of the team its share, from L2 where the share fits. On
     the AMX Xeon (2 MB L2), LSTMs at batch 1-12: H = 384-512 1.03-2.7x, H =
-    768-1024 1.00-1.24x; H = 256 (in L2) at batch 8 0.86x, so not there
-    (docs/performance.md)."""
+    768-1024 1.00-1.24x; H = 256 (in L2) at batch 8 0.86x, so not there.
+    A quantized layer's steps read its stored W_hh (half or a quarter of the
+    bytes), and only where a thread's share fits L2: int8 H = 768-1024 and
+    bfloat16 H = 640 at batch 1-12 1.08-1.74x; bfloat16 shares past L2 (H =
+    768-1024 at batch 1) 0.67-0.79x (docs/performance.md)."""
     l2 = l2_bytes()
-    return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < layer.w_hh[0].nbytes
+    w_hh = _step_w_hh_bytes(layer)
+    if layer.dot_layout() is not None and w_hh > TEAM.size * l2:
+        return False
+    return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < w_hh
+
+
+def _step_w_hh_bytes(layer: PackedLayer) -> int:
+    """The bytes of one direction's W_hh that the team's steps read at any
+    batch: its stored form (int8 or bfloat16) where the layer has the dot
+    layouts, else its values (without them, batches past 1 read float32)."""
+    if layer.dot_layout() is None:
+        return layer.w_hh[0].nbytes
+    return layer.stored[1][0][0].nbytes
 
 
 def _in_reverse(a, lengths, T: int):
@@ -575,7 +589,8 @@ def _team_stack(ctrl, kind: int, layers: PackedStack, x, h0, c0, lengths, steps:
     gx = scratch.take((n_blocks, steps * B, G), dtype)
     try:
         stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, *quantized, lengths,
-                   gx, h_buf, c_n, out, mid, claims, done, steps, TEAM.size)
+                   gx, h_buf, c_n, out, mid, claims, done, steps, TEAM.size,
+                   layers[0].input_is_hidden)
     finally:
         scratch.give(gx)
     if not has_c:

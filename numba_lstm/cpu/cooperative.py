@@ -390,7 +390,7 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
 
 @njit(**_FLAGS)
 def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantized, lengths, gx,
-              h_buf, c, out, mid, claims, done, steps, tid, n_threads):
+              h_buf, c, out, mid, claims, done, steps, tid, n_threads, x_is_hidden):
     """Steps 0..steps-1 of a stack of L layers, one direction, no projection;
     the share of thread tid of n_threads.
 
@@ -412,7 +412,10 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantize
     place;  out and mid (T, B, H): the last layer writes out, the one below it
     mid, and so on alternately; rows 0..steps-1 are written;  claims (L *
     claim_count,) and done (L, done_size(n_threads)) int64, zero before the
-    first thread (for a cell without c, c is scratch it never reads).
+    first thread (for a cell without c, c is scratch it never reads);
+    x_is_hidden: x is the h of a layer below (a two-direction layer's
+    direction run as a stack), so a quantized projection puts it on h's
+    grid, as the layer loop does, not on x's.
 
     Returns once every task is done.
     """
@@ -427,7 +430,7 @@ def stack_job(x, w_ih0, w_ih_rest, bias, w_hh, bias_h, hh_quantized, ih_quantize
         dot = layer_projection(ih_quantized, layer)
         if layer == 0:
             _project(x.reshape((x.shape[0] * B, x.shape[2]))[:steps * B], w_ih0, dot, bias[0],
-                     gx, layer_claims, done[0], tid, n_threads, False)
+                     gx, layer_claims, done[0], tid, n_threads, x_is_hidden)
         else:  # the input is the layer below's h: its 8-bit grid
             _project(src.reshape((src.shape[0] * B, src.shape[2]))[:steps * B],
                      w_ih_rest[layer - 1], dot, bias[layer], gx, layer_claims, done[layer], tid,
@@ -469,7 +472,7 @@ def job_kind(dtype: np.dtype, quantized: bool, cell: Cell = LSTM, pairs: bool = 
 (_X, _W_IH0, _W_IH_REST, _BIAS, _W_HH, _W_I8, _W_BF16, _SCALE, _W_DOT, _OFFSET, _IH_DOT0,
  _IH_DOT_REST, _IH_OFFSET, _IH_SCALE, _LENGTHS, _GX, _H_BUF, _C, _OUT, _MID, _CLAIMS,
  _DONE) = range(DESC + 25, DESC + 47)
-_G_H, _BIAS_H = DESC + 47, DESC + 48
+_G_H, _BIAS_H, _X_IS_HIDDEN = DESC + 47, DESC + 48, DESC + 49
 
 
 @njit(inline="always", **_FLAGS)
@@ -524,13 +527,13 @@ def _join_stack_job(ctrl, dtype, quantized_weights, tid):
               view(ctrl, _OUT, (T, B, H), dtype), view(ctrl, _MID, (T, B, H), dtype),
               view(ctrl, _CLAIMS, (n_claims,), np.int64),
               view(ctrl, _DONE, (L, LINE * (1 + ctrl[_THREADS])), np.int64), steps, tid,
-              ctrl[_THREADS])
+              ctrl[_THREADS], ctrl[_X_IS_HIDDEN] != 0)
 
 
 @njit(**_FLAGS)
 def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8, w_bf16, scale,
                        w_dot, offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx,
-                       h_buf, c, out, mid, claims, done, steps, n_threads):
+                       h_buf, c, out, mid, claims, done, steps, n_threads, x_is_hidden=False):
     """Write a stack job's descriptor (kind, sizes, array addresses) on ctrl."""
     T, B, I = x.shape
     ctrl[KIND] = kind
@@ -540,6 +543,7 @@ def describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8
     ctrl[_P_X], ctrl[_NR_X] = w_ih0.shape[1], w_ih0.shape[3]
     ctrl[_THREADS] = n_threads
     ctrl[_G_H] = bias_h.shape[2]
+    ctrl[_X_IS_HIDDEN] = x_is_hidden
     ctrl[_NB_I8], ctrl[_NB_BF16], ctrl[_NB_SCALE] = w_i8.shape[1], w_bf16.shape[1], scale.shape[1]
     ctrl[_NB_DOT], ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]
     ctrl[_NB_IH], ctrl[_P_IH], ctrl[_K4_I] = ih_dot0.shape[:3]
@@ -590,7 +594,7 @@ def stack_job_buffers(L, B, H, T, steps, n_blocks, n_threads, dtype, h0=None, c0
 
 def stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8, w_bf16, scale, w_dot,
                offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx, h_buf, c, out,
-               mid, claims, done, steps, n_threads):
+               mid, claims, done, steps, n_threads, x_is_hidden=False):
     """The caller's side of a stack job of ``kind`` (job_kind; the arrays as
     stack_job's, the quantized ones (L, 0, ...) for a float stack): describe
     it on ctrl, then run it as thread 0 through the same compiled loop as the
@@ -599,7 +603,7 @@ def stack_team(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8, w_bf16
     once. The caller holds the arrays until this returns."""
     describe_stack_job(ctrl, kind, x, w_ih0, w_ih_rest, bias, w_hh, bias_h, w_i8, w_bf16, scale,
                        w_dot, offset, ih_dot0, ih_dot_rest, ih_offset, ih_scale, lengths, gx,
-                       h_buf, c, out, mid, claims, done, steps, n_threads)
+                       h_buf, c, out, mid, claims, done, steps, n_threads, x_is_hidden)
     SERVE[kind](ctrl, 0, 0)
 
 

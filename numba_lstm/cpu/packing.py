@@ -151,18 +151,30 @@ class PackedLayer:
         return self.w_hh.shape[1]
 
     def direction_stacks(self) -> tuple[PackedStack, ...]:
-        """Each direction of this float layer as a stack of one layer and one
+        """Each direction of this layer as a stack of one layer and one
         direction (what the team's job runs: cpu.cooperative), made on first
-        use; the arrays are copies, so each direction's are contiguous."""
+        use; the arrays are copies, so each direction's are contiguous. A
+        quantized layer's stacks carry that direction's stored weights, and
+        whether the input is the layer below's h (its grid, not x's)."""
         if "_direction_stacks" not in self.__dict__:
-            G = self.w_hh.shape[2]
-            self.__dict__["_direction_stacks"] = tuple(PackedStack([PackedLayer(*(
-                aligned_copy(a) for a in (self._w_ih_of(d),
-                                          self.bias[d * G:(d + 1) * G], self.w_hh[d:d + 1],
-                                          self.w_hr[d:d + 1], self.step_bias[d:d + 1],
-                                          self.cell_params[d:d + 1])), self.cell)])
-                for d in range(self.num_directions))
+            self.__dict__["_direction_stacks"] = tuple(
+                self._direction_stack(d) for d in range(self.num_directions))
         return self.__dict__["_direction_stacks"]
+
+    def _direction_stack(self, d: int) -> PackedStack:
+        G = self.w_hh.shape[2]
+        stored = None
+        if self.stored is not None:
+            weights, hh, ih = self.stored
+            stored = (weights, [hh[d]], None if ih is None else [ih[d]])
+        stack = PackedStack([PackedLayer(*(
+            aligned_copy(a) for a in (self._w_ih_of(d), self.bias[d * G:(d + 1) * G],
+                                      self.w_hh[d:d + 1], self.w_hr[d:d + 1],
+                                      self.step_bias[d:d + 1], self.cell_params[d:d + 1])),
+            self.cell, stored, self.input_is_hidden)])
+        if stored is not None:  # what the team's job reads (PackedStack.quantized)
+            stack.quantized = stored
+        return stack
 
 
 def pack_layer(directions, dtype, cell: Cell = LSTM, cell_params=None) -> PackedLayer:
