@@ -316,24 +316,24 @@ def _directions_on_team_can_run(layer: PackedLayer, T: int, B: int) -> bool:
 def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     """Whether a two-direction layer at a small batch runs its directions one
     after the other on the team, each split by units, instead of a direction
-    a thread (the layer loop's tasks): where one direction's W_hh passes one
-    core's L2, a thread on its own direction reads all of it from L3 every
-    step, a thread of the team its share, from L2 where the share fits. On
-    the AMX Xeon (2 MB L2), LSTMs at batch 1-6: H = 384-512 1.03-2.7x, H =
-    768-1024 1.00-1.24x; H = 256 (in L2) at batch 8 0.86x, so not there.
-    From TILE_ROWS rows up a thread on its own direction runs whole register
-    tiles, and float layers lost there (LSTM and GRU, H = 512-1024, batch 8
-    0.60-1.0x, batch 12 0.62-1.0x). A quantized layer's steps read its
-    stored W_hh (half or a quarter of the bytes) on its dot kernels, and
-    only where a thread's share fits L2: int8 H = 768-1024 and bfloat16 H =
-    640 at batch 1-12 1.0-2.2x; bfloat16 shares past L2 (H = 768-1024 at
-    batch 1) 0.67-0.79x (docs/performance.md)."""
+    a thread (the layer loop's tasks): where one direction's W_hh, as the
+    steps read it (a quantized layer's stored bytes on its dot kernels),
+    passes one core's L2 and a thread's share of it fits: a thread on its
+    own direction then reads all of it from L3 every step, a thread of the
+    team its share from L2. Measured on the AMX Xeon (2 MB L2), each way in
+    processes of its own: float LSTM and GRU at H = 512 batch 1-6 1.13-2.7x
+    the panel steps; shares past L2 (H = 768-1024) 0.66-1.1x the panel steps
+    at batch 2-4, but 1.0-1.2x the float rows at batch 1; from TILE_ROWS
+    rows up, where a thread on its own direction runs whole register tiles,
+    0.60-1.0x (batch 8-12). Quantized layers on their dot kernels: int8 H =
+    768-1024 and bfloat16 H = 640 1.0-2.2x at batch 1-12; bfloat16 shares
+    past L2 (H = 768-1024, batch 1) 0.67-0.79x (docs/performance.md)."""
     l2 = l2_bytes()
     w_hh = _step_w_hh_bytes(layer)
-    if layer.dot_layout() is None:
-        if B >= TILE_ROWS:
-            return False
-    elif w_hh > TEAM.size * l2:
+    dot = layer.dot_layout() is not None
+    if not dot and B >= TILE_ROWS:
+        return False
+    if w_hh > TEAM.size * l2 and (dot or B > 1):
         return False
     return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < w_hh
 
