@@ -81,7 +81,7 @@ H_BUF, C, OUT, CLAIMS, DONE, STEPS = 10, 11, 12, 14, 15, 16
 
 
 def _job(rng, L, T, B, I, H, n_blocks, dtype, lengths, scale=0.5):
-    """stack_job's arguments (without tid, n_threads) and the reference result."""
+    """stack_job's arguments (without tid, n_threads, x_is_hidden) and the reference result."""
     stack, params = _stack(rng, L, I, H, dtype, scale=scale)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     h0 = rng.standard_normal((L, B, H)).astype(dtype)
@@ -117,7 +117,7 @@ def test_a_lone_caller_computes_every_block(n_blocks, B, L):
     rng = np.random.default_rng(n_blocks + 10 * B + 100 * L)
     lengths = rng.integers(1, 91, B) if B > 1 else np.array([87])
     args, expected = _job(rng, L, 90, B, 6, 10, n_blocks, np.float64, lengths.astype(np.int64))
-    stack_job(*args, 0, 2)
+    stack_job(*args, 0, 2, False)
     _check(args, expected, np.float64)
     for b, n in enumerate(lengths):
         assert np.all(args[OUT][n:args[STEPS], b] == 0)
@@ -126,10 +126,10 @@ def test_a_lone_caller_computes_every_block(n_blocks, B, L):
 def test_a_late_thread_changes_nothing():
     rng = np.random.default_rng(7)
     args, expected = _job(rng, 2, 12, 2, 4, 8, 2, np.float64, np.array([12, 9]))
-    stack_job(*args, 0, 2)
+    stack_job(*args, 0, 2, False)
     data = [a for a in args[:CLAIMS] if isinstance(a, np.ndarray)]
     snapshot = [a.copy() for a in data]
-    stack_job(*args, 1, 2)  # a helper arriving after the work is done
+    stack_job(*args, 1, 2, False)  # a helper arriving after the work is done
     assert all(np.array_equal(a, b) for a, b in zip(data, snapshot, strict=True))
     _check(args, expected, np.float64)
 
@@ -144,10 +144,10 @@ def test_a_caller_arriving_after_a_helper_did_everything_changes_nothing(T, L):
     rng = np.random.default_rng(T + 10 * L)
     args, expected = _job(rng, L, T, 2, 4, 8, 3, np.float64, np.full(2, T, np.int64))
     assert h_in_out(args[8], T)
-    stack_job(*args, 1, 2)  # the helper computes every task
+    stack_job(*args, 1, 2, False)  # the helper computes every task
     data = [a for a in args[:CLAIMS] if isinstance(a, np.ndarray)]
     snapshot = [a.copy() for a in data]
-    stack_job(*args, 0, 2)
+    stack_job(*args, 0, 2, False)
     assert all(np.array_equal(a, b) for a, b in zip(data, snapshot, strict=True))
     _check(args, expected, np.float64)
 
@@ -157,9 +157,9 @@ def test_threads_sharing_one_job_match_the_reference(dtype):
     for seed in range(4):
         rng = np.random.default_rng(seed)
         args, expected = _job(rng, 2, 150, 3, 6, 16, 4, dtype, np.array([150, 7, 99]))
-        helper = threading.Thread(target=stack_job, args=(*args, 1, 2))
+        helper = threading.Thread(target=stack_job, args=(*args, 1, 2, False))
         helper.start()
-        stack_job(*args, 0, 2)
+        stack_job(*args, 0, 2, False)
         helper.join()
         _check(args, expected, dtype)
 
@@ -225,10 +225,11 @@ def test_batch_1_jobs_with_whole_panel_blocks_match_the_reference(H, n_blocks, t
     rng = np.random.default_rng(H + threads)
     args, expected = _job(rng, 2, 50, 1, 6, H, n_blocks, np.float32, np.array([50]),
                           scale=H ** -0.5)
-    helpers = [threading.Thread(target=stack_job, args=(*args, 1, 2)) for _ in range(threads - 1)]
+    helpers = [threading.Thread(target=stack_job, args=(*args, 1, 2, False))
+               for _ in range(threads - 1)]
     for helper in helpers:
         helper.start()
-    stack_job(*args, 0, 2)
+    stack_job(*args, 0, 2, False)
     for helper in helpers:
         helper.join()
     _check(args, expected, np.float32)
@@ -272,7 +273,7 @@ def test_a_block_held_by_a_stalled_thread_is_waited_for(lengths):
     _compile_here(_late_block, tuple(args), 1, 1)
     thread = threading.Thread(target=stalled)
     thread.start()
-    stack_job(*args, 0, 2)
+    stack_job(*args, 0, 2, False)
     thread.join()
     _check(args, expected, np.float64)
 
@@ -306,7 +307,7 @@ def test_blocks_a_helper_claimed_first_are_not_recomputed_after_a_stall():
     _compile_here(_block_after, tuple(args), 3, 0)
     thread = threading.Thread(target=stalled)
     thread.start()
-    stack_job(*args, 0, 2)
+    stack_job(*args, 0, 2, False)
     thread.join()
     assert steps_done(args[DONE][0], 2) == 60 * 2  # every block counted once
     _check(args, expected, np.float64)
