@@ -1077,10 +1077,11 @@ def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, w
 def test_quantized_two_direction_layers_on_the_team_give_the_layer_loops_bits(
         family, weights, dot_streaming, monkeypatch):
     # Where one direction's stored W_hh passes one core's L2 (faked here) and
-    # the team's share of it fits, each direction runs on the team as a stack
-    # of its own. The second layer's input is the first's h: on h's grid, as
-    # the layer loop puts it (on x's, rows moved by 1e-4 with the batch size),
-    # so the bits are the layer loop's, lengths and hx too.
+    # the team's share of it fits (past batch 1, fitting or not), each
+    # direction runs on the team as a stack of its own. The second layer's
+    # input is the first's h: on h's grid, as the layer loop puts it (on x's,
+    # rows moved by 1e-4 with the batch size), so the bits are the layer
+    # loop's, lengths and hx too.
     from numba_lstm import cpu
     from numba_lstm.cpu.row_step import DOT_NR
 
@@ -1089,9 +1090,11 @@ def test_quantized_two_direction_layers_on_the_team_give_the_layer_loops_bits(
     q = _module(family, rng, I, H, num_layers=2, bidirectional=True).quantize(weights)
     layer = q._layers[1]
     w = layer.stored[1][0][0].nbytes
-    for l2, on_team in ((w - 1, True), (w, False), (-(-w // cpu.TEAM.size) - 1, False)):
+    share = -(-w // cpu.TEAM.size)
+    for l2, B, on_team in ((w - 1, 3, True), (w - 1, 1, True), (w, 3, False),
+                           (share - 1, 3, True), (share - 1, 1, False)):
         monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
-        assert (cpu._pick("layer", None, layer, T, 3).name == "team_directions") == on_team, l2
+        assert (cpu._pick("layer", None, layer, T, B).name == "team_directions") == on_team, l2
     for B, lengths in ((1, None), (3, np.array([9, 4, 7]))):
         x = rng.standard_normal((T, B, I)).astype(np.float32)
         h0 = rng.standard_normal((4, B, H)).astype(np.float32)

@@ -327,15 +327,15 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     rows up, where a thread on its own direction runs whole register tiles,
     0.60-1.0x (batch 8-12). Quantized layers on their dot kernels: int8 H =
     768-1024 and bfloat16 H = 640 1.0-2.2x at batch 1-12; bfloat16 shares
-    past L2 at batch 1 0.86-0.98x (H = 768) and 0.68x (H = 1024), though
-    1.2-1.7x at batch 4, H = 768: one shape, not yet a rule
+    past L2 the other way round: at batch 1 0.86-0.98x (H = 768) and 0.68x
+    (H = 1024), at batch 2-8 1.13-1.7x (H = 768-1024)
     (docs/performance.md, docs/quantization.md)."""
     l2 = l2_bytes()
     w_hh = _step_w_hh_bytes(layer)
     dot = layer.dot_layout() is not None
     if not dot and B >= TILE_ROWS:
         return False
-    if w_hh > TEAM.size * l2 and (dot or B > 1):
+    if w_hh > TEAM.size * l2 and (B == 1) == dot:
         return False
     return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < w_hh
 
