@@ -331,22 +331,17 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     (H = 1024), at batch 2-8 1.13-1.7x (H = 768-1024)
     (docs/performance.md, docs/quantization.md)."""
     l2 = l2_bytes()
-    w_hh = _step_w_hh_bytes(layer)
     dot = layer.dot_layout() is not None
+    # The bytes the team's steps read at every batch: the stored form on the
+    # dot kernels, else float values (without them, batches past 1 read float32).
+    w_hh = layer.stored[1][0][0].nbytes if dot else layer.w_hh[0].nbytes
     if not dot and B >= TILE_ROWS:
         return False
+    # A share past L2 paid only on float rows at batch 1, and only on the dot
+    # kernels past batch 1 (measured both ways, above).
     if w_hh > TEAM.size * l2 and (B == 1) == dot:
         return False
     return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < w_hh
-
-
-def _step_w_hh_bytes(layer: PackedLayer) -> int:
-    """The bytes of one direction's W_hh that the team's steps read at any
-    batch: its stored form (int8 or bfloat16) where the layer has the dot
-    layouts, else its values (without them, batches past 1 read float32)."""
-    if layer.dot_layout() is None:
-        return layer.w_hh[0].nbytes
-    return layer.stored[1][0][0].nbytes
 
 
 def _in_reverse(a, lengths, T: int):
