@@ -37,6 +37,7 @@ from numba_lstm.cpu.layer import row_function
 from numba_lstm.cpu.packing import pack_stack
 from numba_lstm.cpu.panel_gemm import gemm_panels_acc
 from numba_lstm.cpu.row_step import row_block_step
+from numba_lstm.cpu.team import CTRL_SIZE, DESC, KIND, MIN_SPIN_US, Team, serve
 
 
 @njit(nogil=True)
@@ -417,6 +418,54 @@ def test_helpers_start_after_the_first_team_job():
     first = lstm(x)[0]
     assert len(helpers()) == cpu.TEAM.size - 1
     np.testing.assert_array_equal(lstm(x)[0], first)  # alone or shared: the same numbers
+
+
+_COUNT_KIND = 99
+_JOINED, _WAIT_SPINS = DESC + 8, DESC + 16
+
+
+@njit(nogil=True)
+def _join_count(ctrl, tid):
+    """A job that only counts the helpers joining it; its caller waits up to
+    ctrl[_WAIT_SPINS] loads for the first."""
+    if tid > 0:
+        fetch_add(ctrl, _JOINED, 1)
+        return
+    for _ in range(ctrl[_WAIT_SPINS]):
+        if load_acquire(ctrl, _JOINED) > 0:
+            return
+
+
+@njit(nogil=True)
+def _serve_count(ctrl, spin_limit, tid):
+    return serve(ctrl, spin_limit, tid, _COUNT_KIND, _join_count)
+
+
+def _run_count_job(ctrl, wait_spins):
+    ctrl[KIND], ctrl[_JOINED], ctrl[_WAIT_SPINS] = _COUNT_KIND, 0, wait_spins
+    _serve_count(ctrl, 0, 0)
+    return ctrl[_JOINED]
+
+
+@pytest.mark.skipif(cpu.TEAM.size < 2, reason="one thread: no helpers")
+def test_a_helper_whose_spin_ends_after_acquire_still_joins_the_job():
+    # acquire() wakes only helpers that are asleep. One whose spin runs out
+    # between acquire() and the job's opening (a caller's Python before its
+    # job, here a sleep) must not go to sleep then: nothing would wake it for
+    # that job, which would run on the caller alone (two-direction calls did,
+    # one direction in three).
+    team = Team({_COUNT_KIND: _serve_count}, spin_us=MIN_SPIN_US)
+    _run_count_job(np.zeros(CTRL_SIZE, np.int64), 0)  # compiled here, not in a helper
+    team.release(team.acquire(), _COUNT_KIND)  # the first job starts the helpers
+    assert team.wait_ready()
+    for _ in range(3):
+        time.sleep(0.02)  # every helper's spin has run out: asleep
+        ctrl = team.acquire()
+        try:
+            time.sleep(0.02)  # and has run out again, after the wake
+            assert _run_count_job(ctrl, 1 << 26) > 0  # ~1-5 s of loads at most
+        finally:
+            team.release(ctrl, _COUNT_KIND)
 
 
 def _outputs_in_threads(calls):
