@@ -206,21 +206,23 @@ def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, mon
 @pytest.mark.parametrize("cls", [nl.LSTM, nl.GRU])
 def test_small_batches_run_each_direction_on_the_team_where_its_w_hh_passes_l2(cls,
                                                                             monkeypatch):
-    # Below a register tile's rows, a two-direction layer whose one
-    # direction's W_hh passes one core's L2 (faked here) and whose team share
-    # of it fits (at batch 1, fitting or not) runs its directions one after
-    # the other on the team, split by units, the reverse one on each
-    # sequence reversed within its length; the numbers are the reference's,
-    # lengths and hx too.
+    # Below batch 16, a two-direction layer whose one direction's W_hh passes
+    # one core's L2 (faked here) runs its directions one after the other on
+    # the team, split by units, the reverse one on each sequence reversed
+    # within its length; where a thread's share passes L2 too, only below a
+    # register tile's rows. The numbers are the reference's, lengths and hx
+    # too.
     rng = np.random.default_rng(15)
     module = cls(6, 32, num_layers=2, bidirectional=True)
     layer = module._layers[0]
     w = layer.w_hh[0].nbytes
     team = cpu.TEAM.size > 1
     share = -(-w // cpu.TEAM.size)  # a thread's part of one direction's W_hh
-    for l2, B, on_team in ((w - 1, 3, team), (w - 1, 1, team), (w - 1, cpu.TILE_ROWS - 1, team),
-                           (w, 3, False), (0, 3, False), (w - 1, cpu.TILE_ROWS, False),
-                           (w - 1, 16, False), (share - 1, 3, False), (share - 1, 1, team)):
+    for l2, B, on_team in ((w - 1, 3, team), (w - 1, 1, team), (w - 1, cpu.TILE_ROWS, team),
+                           (w - 1, 15, team), (w, 3, False), (0, 3, False), (w - 1, 16, False),
+                           (share - 1, 3, team), (share - 1, 1, team),
+                           (share - 1, cpu.TILE_ROWS - 1, team),
+                           (share - 1, cpu.TILE_ROWS, False)):
         monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
         picked = cpu._pick("layer", None, layer, 9, B).name
         assert (picked == "team_directions") == on_team, (l2, B, picked)

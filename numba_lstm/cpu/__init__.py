@@ -318,28 +318,26 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     after the other on the team, each split by units, instead of a direction
     a thread (the layer loop's tasks): where one direction's W_hh, as the
     steps read it (a quantized layer's stored bytes on its dot kernels),
-    passes one core's L2 and a thread's share of it fits: a thread on its
-    own direction then reads all of it from L3 every step, a thread of the
-    team its share from L2. Measured on the AMX Xeon (2 MB L2), each way in
-    processes of its own: float LSTM and GRU at H = 512 batch 1-6 1.13-2.7x
-    the panel steps; shares past L2 (H = 768-1024) 0.66-1.1x the panel steps
-    at batch 2-4, but 1.0-1.2x the float rows at batch 1; from TILE_ROWS
-    rows up, where a thread on its own direction runs whole register tiles,
-    0.60-1.0x (batch 8-12). Quantized layers on their dot kernels: int8 H =
-    768-1024 and bfloat16 H = 640 1.0-2.2x at batch 1-12; bfloat16 shares
-    past L2 the other way round: at batch 1 0.86-0.98x (H = 768) and 0.68x
-    (H = 1024), at batch 2-8 1.13-1.7x (H = 768-1024)
+    passes one core's L2: a thread on its own direction then reads all of it
+    from L3 every step, a thread of the team its share, from L2 where the
+    share fits. Measured on the AMX Xeon (2 MB L2), each way in processes of
+    its own: float LSTM and GRU at H = 384-512 (shares that fit) 1.0-1.17x
+    the panel steps at batch 8-15 and 1.13-2.7x below; shares past L2 (H =
+    768-1024) 1.07-1.20x at batch 2-6 and 1.0-1.2x the float rows at batch
+    1, but 0.85-1.05x from TILE_ROWS rows, where a thread on its own
+    direction runs whole register tiles. Quantized layers on their dot
+    kernels: int8 H = 768-1024 and bfloat16 H = 640-1024 1.0-2.2x at batch
+    2-15; at batch 1 bfloat16 shares past L2 0.7-0.9x (H = 768-1024)
     (docs/performance.md, docs/quantization.md)."""
     l2 = l2_bytes()
     dot = layer.dot_layout() is not None
     # The bytes the team's steps read at every batch: the stored form on the
     # dot kernels, else float values (without them, batches past 1 read float32).
     w_hh = layer.stored[1][0][0].nbytes if dot else layer.w_hh[0].nbytes
-    if not dot and B >= TILE_ROWS:
-        return False
-    # A share past L2 paid only on float rows at batch 1, and only on the dot
-    # kernels past batch 1 (measured both ways, above).
-    if w_hh > TEAM.size * l2 and (B == 1) == dot:
+    # A share past L2 streams from L3 as a thread on its own direction does: float
+    # panels then win from a register tile's rows, the dot kernels at batch 1
+    # (measured both ways, above).
+    if w_hh > TEAM.size * l2 and (B == 1 if dot else B >= TILE_ROWS):
         return False
     return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < w_hh
 
