@@ -68,8 +68,8 @@ def test_pack_panels_layout(dtype, vectors):
     (13, 11, 96),   # 8 + 5 (three whole two-vector panels: an odd one)
     (14, 7, 150),   # 8 + 6, through the scratch tile for the partial pair
     (12, 17, 250),  # 8 + 4 rows (a partial last panel)
-    (12, 17, 96),   # 8 + 4 rows over whole panels, or 6 + 6
-    (20, 9, 64),    # 16 + 4, or 18 + 2
+    (12, 17, 96),   # whole two-vector panels: one 12-row tile (AVX-512), or 6 + 6
+    (20, 9, 64),    # 8 + 12, or 18 + 2
     (15, 8, 170),   # 8 + 4 + 3 rows
     # With 16 registers (AVX2) the main tile has 6 rows, and rows past it go
     # 5 at a time where they can: 6 + 4 rows as 5 + 5.
@@ -96,9 +96,9 @@ def test_gemm_panels_acc_matches_numpy(dtype, vectors, R, K, N):
 @pytest.mark.parametrize("vectors", [2, 3])
 @pytest.mark.parametrize("N", [64, 96, 100])
 def test_a_row_gets_the_same_bits_from_every_tile(vectors, N):
-    # A row's sums run k in order whichever tile holds it (the 8-row tile,
-    # the 1-6-row tiles over panel pairs), so a sequence's numbers do not
-    # depend on how many rows share its step.
+    # A row's sums run k in order whichever tile holds it (8 rows, 12, the
+    # 1-6-row tiles over panel pairs), so a sequence's numbers do not depend
+    # on how many rows share its step.
     rng = np.random.default_rng(N + vectors)
     K = 29
     w = rng.standard_normal((K, N)).astype(np.float32)

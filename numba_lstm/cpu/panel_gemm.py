@@ -31,6 +31,7 @@ from .simd import (
     VECTOR_BYTES,
     VECTOR_REGISTERS,
     prefetch,
+    schedule_barrier,
     vadd,
     vadd_store,
     vfma,
@@ -324,6 +325,64 @@ def _tile8x3_first(dst, r_dst, c_dst, a, r, panel, width):
     _store_row3_first(dst[r_dst + 5], c_dst, L, width, s5[0], s5[1], s5[2])
     _store_row3_first(dst[r_dst + 6], c_dst, L, width, s6[0], s6[1], s6[2])
     _store_row3_first(dst[r_dst + 7], c_dst, L, width, s7[0], s7[1], s7[2])
+
+
+@njit(**_FLAGS)
+def _tile12(dst, r_dst, c_dst, a, r, panel):
+    """dst[r_dst:r_dst+12, c_dst:c_dst+NR] += a[r:r+12] @ panel (K, NR), two-vector
+    panels: 24 sums. Where W streams from L3 (a team step's share past L2), 12
+    rows in one pass keep the panel's stream going; as 8 rows and then 4 over
+    the panels again from L2, it stands still during the 4. The barriers keep
+    each k step to 4 live broadcasts: 24 sums + 2 weights + 4 of 32 registers."""
+    L = panel.shape[1] // 2
+    z = vsplat(dst.dtype.type(0))
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = z
+    c60 = c61 = c70 = c71 = c80 = c81 = c90 = c91 = ca0 = ca1 = cb0 = cb1 = z
+    a0, a1, a2, a3, a4, a5 = a[r], a[r + 1], a[r + 2], a[r + 3], a[r + 4], a[r + 5]
+    a6, a7, a8, a9, aa, ab = a[r + 6], a[r + 7], a[r + 8], a[r + 9], a[r + 10], a[r + 11]
+    ahead = _rows_ahead(panel)
+    for k in range(panel.shape[0]):
+        _prefetch_row(panel, k + ahead, L)
+        w0 = vload(panel, k, 0)
+        w1 = vload(panel, k, L)
+        s = vsplat(a0[k])
+        c00, c01 = vfma(s, w0, c00), vfma(s, w1, c01)
+        s = vsplat(a1[k])
+        c10, c11 = vfma(s, w0, c10), vfma(s, w1, c11)
+        s = vsplat(a2[k])
+        c20, c21 = vfma(s, w0, c20), vfma(s, w1, c21)
+        s = vsplat(a3[k])
+        c30, c31 = vfma(s, w0, c30), vfma(s, w1, c31)
+        schedule_barrier()
+        s = vsplat(a4[k])
+        c40, c41 = vfma(s, w0, c40), vfma(s, w1, c41)
+        s = vsplat(a5[k])
+        c50, c51 = vfma(s, w0, c50), vfma(s, w1, c51)
+        s = vsplat(a6[k])
+        c60, c61 = vfma(s, w0, c60), vfma(s, w1, c61)
+        s = vsplat(a7[k])
+        c70, c71 = vfma(s, w0, c70), vfma(s, w1, c71)
+        schedule_barrier()
+        s = vsplat(a8[k])
+        c80, c81 = vfma(s, w0, c80), vfma(s, w1, c81)
+        s = vsplat(a9[k])
+        c90, c91 = vfma(s, w0, c90), vfma(s, w1, c91)
+        s = vsplat(aa[k])
+        ca0, ca1 = vfma(s, w0, ca0), vfma(s, w1, ca1)
+        s = vsplat(ab[k])
+        cb0, cb1 = vfma(s, w0, cb0), vfma(s, w1, cb1)
+    _store_row(dst, r_dst, c_dst, L, c00, c01)
+    _store_row(dst, r_dst + 1, c_dst, L, c10, c11)
+    _store_row(dst, r_dst + 2, c_dst, L, c20, c21)
+    _store_row(dst, r_dst + 3, c_dst, L, c30, c31)
+    _store_row(dst, r_dst + 4, c_dst, L, c40, c41)
+    _store_row(dst, r_dst + 5, c_dst, L, c50, c51)
+    _store_row(dst, r_dst + 6, c_dst, L, c60, c61)
+    _store_row(dst, r_dst + 7, c_dst, L, c70, c71)
+    _store_row(dst, r_dst + 8, c_dst, L, c80, c81)
+    _store_row(dst, r_dst + 9, c_dst, L, c90, c91)
+    _store_row(dst, r_dst + 10, c_dst, L, ca0, ca1)
+    _store_row(dst, r_dst + 11, c_dst, L, cb0, cb1)
 
 
 # Tiles of 1-4 rows over two panels at once: twice the columns, so twice the
@@ -671,7 +730,7 @@ def gemm_panels2_acc(out, col, N, a, panels, reverse=False):
     step, so that each step starts on the weights the last one read last,
     still in L2, when W is larger than L2."""
     _gemm(out, col, N, a, panels, reverse, _MAIN2_ROWS, _MAIN2, None, _FIVES_2, _TILE5_2,
-          _TILE4_2, _TILE3_2, _tile2x4, _tile1x4, _TILE6_PAIR, _TILE5_PAIR)
+          _TILE4_2, _TILE3_2, _tile2x4, _tile1x4, _TILE6_PAIR, _TILE5_PAIR, _TILE12_2)
 
 
 @njit(**_FLAGS)
@@ -679,7 +738,7 @@ def gemm_panels3_acc(out, col, N, a, panels, reverse=False):
     """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
     16 registers its tiles spill, slow but exact)."""
     _gemm(out, col, N, a, panels, reverse, TILE_ROWS, _tile8x3, _tile8x3_first, False, _tile4x6,
-          _tile4x6, _tile3x6, _tile2x6, _tile1x6, None, None)
+          _tile4x6, _tile3x6, _tile2x6, _tile1x6, None, None, None)
 
 
 def _fits(rows: int, vectors: int) -> bool:
@@ -709,6 +768,9 @@ _TILE5_2 = _tile5_twice if _FIVES_2 else _TILE4_2
 _TAIL_PAIRS = _fits(6, 4) and not _FIVES_2  # both tiles or neither
 _TILE6_PAIR = _tile6x4 if _TAIL_PAIRS else None
 _TILE5_PAIR = _tile5x4 if _TAIL_PAIRS else None
+# A last 8-row tile and the 4 rows past it as one 12-row tile where its sums
+# fit (AVX-512): 12, 20, 28 rows of a team step (_tile12).
+_TILE12_2 = _tile12 if _fits(12, 2) and _MAIN2_ROWS == TILE_ROWS else None
 
 # Panel width, in vectors, of the large-batch layout (packing.PackedLayer's
 # panels): three where there are 32 vector registers (AVX-512) to hold the
@@ -719,12 +781,15 @@ gemm_layout_acc = gemm_panels3_acc if GEMM_PANEL_VECTORS == 3 else gemm_panels2_
 
 @njit(inline="always", **_FLAGS)
 def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, tile5, tile4,
-          tile3, tile2, tile1, tile6_pair, tile5_pair):
+          tile3, tile2, tile1, tile6_pair, tile5_pair, tile12):
     R = a.shape[0]
     P, NR = panels.shape[0], panels.shape[2]
     R8 = R - R % main_rows  # rows in main tiles
     if fives and R8 > 0 and R - R8 == 4:
         R8 -= main_rows
+    # 8 + 4 rows as one 12-row tile, over whole panels only (it has no partial-panel form)
+    twelve = tile12 is not None and R8 >= main_rows and R - R8 == 4 and N % NR == 0
+    R_main = R8 - main_rows if twelve else R8  # rows in the main tiles' loop
     R5 = R8 + (R - R8) // 5 * 5 if fives else R8
     R4 = R5 + (R - R5) // 4 * 4
     rest = R - R4  # 0-3 rows: one more tile, one more pass over each pair of panels
@@ -739,8 +804,10 @@ def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, t
         for q in range(p, min(p + 2, P)):
             n = q * NR
             if n + NR <= N:
-                for r in range(0, R8, main_rows):
+                for r in range(0, R_main, main_rows):
                     main(out, r, col + n, a, r, panels[q])
+                if twelve:
+                    tile12(out, R_main, col + n, a, R_main, panels[q])
             elif main_first is not None:  # the last, partial panel: masked stores
                 for r in range(0, R8, main_rows):
                     main_first(out, r, col + n, a, r, panels[q], N - n)
@@ -749,7 +816,7 @@ def _gemm(out, col, N, a, panels, reverse, main_rows, main, main_first, fives, t
                 for r in range(0, R8, main_rows):
                     main(tile, origin, origin, a, r, panels[q])
                     _drain(tile, main_rows, out, r, col + n, N - n)
-        if R8 == R:
+        if R8 == R or twelve:
             continue
         # The 1-7 rows past the main tiles, over panels p and p + 1 at once;
         # an odd last panel is paired with itself, its copy's sums dropped.

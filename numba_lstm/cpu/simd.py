@@ -488,6 +488,20 @@ def vstore1(typingctx, arr, j, v):
 
 
 @intrinsic
+def schedule_barrier(typingctx):
+    """An empty asm statement that clobbers memory: no instruction, but the
+    compiler moves no load or store across it. A tile with more sums than
+    registers to spare (12 rows x 2 vectors) otherwise has its rows'
+    broadcasts hoisted to the top of the k step, and spills its sums."""
+    def codegen(context, builder, sig, args):
+        asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "", "~{memory}",
+                           side_effect=True)
+        builder.call(asm, [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
 def prefetch(typingctx, arr, i, j):
     """Ask for the cache line of arr[i, j] in L1 ahead of its use (x86
     prefetcht0); a hint only: it never faults, so i may run past the array."""
