@@ -175,7 +175,6 @@ class Team:
         self._pid: int | None = None
         self._wake: list[threading.Event] = []
         self._asleep: list[bool] = []
-        self._posting = False  # between acquire() and release(): a job is posted or about to be
         self._sleep_lock = threading.Lock()  # a helper's going to sleep against acquire()'s check
         self._ready: list[threading.Event] = []
         self._spin_limit = 0
@@ -198,7 +197,6 @@ class Team:
             self.ctrl = np.zeros(CTRL_SIZE, np.int64)
             self._lock = threading.Lock()  # a fork may have copied it held
             self._sleep_lock = threading.Lock()
-            self._posting = False
             self._wake = [threading.Event() for _ in range(self.size - 1)]
             self._ready = [threading.Event() for _ in range(self.size - 1)]
             self._asleep = [False] * (self.size - 1)
@@ -215,12 +213,13 @@ class Team:
             if other:  # compiled by the caller that posted it (see the class docstring)
                 kind = other
                 continue
-            # A helper whose spin ran out while a caller was between acquire() and
-            # release() was seen awake and not woken: it serves on instead of
-            # missing that job (LSTM B = 12 two-direction calls ran a direction in
-            # three on the caller alone: a ~1 ms gap between calls, the spin's length).
+            # A helper whose spin ran out while a caller holds the team (between
+            # acquire() and release()) was seen awake and not woken: it serves on
+            # instead of missing that job (LSTM B = 12 two-direction calls ran a
+            # direction in three on the caller alone: a ~1 ms gap between calls,
+            # the spin's length).
             with self._sleep_lock:
-                if self._posting:
+                if self._lock.locked():
                     continue
                 self._asleep[i] = True
             self._wake[i].wait()
@@ -238,7 +237,6 @@ class Team:
         if self._pid != os.getpid() or not self._lock.acquire(blocking=False):
             return np.zeros(CTRL_SIZE, np.int64)
         with self._sleep_lock:
-            self._posting = True
             for i, asleep in enumerate(self._asleep):
                 if asleep:
                     self._asleep[i] = False
@@ -247,7 +245,6 @@ class Team:
 
     def release(self, ctrl: np.ndarray, kind: int) -> None:
         if ctrl is self.ctrl:
-            self._posting = False
             self._lock.release()
         elif self._pid != os.getpid():
             self._start(kind)
