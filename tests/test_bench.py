@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from numba_lstm.bench import BY_ID, format_table, unseen_shapes
-from numba_lstm.bench.cores import _LANES, _fma_chains, _fma_chains_each, fma_rates
+from numba_lstm.bench.cores import (
+    _CHAINS,
+    _LANES,
+    DOT_OPERANDS,
+    _dot_chains,
+    _dot_chains_each,
+    _fma_chains,
+    _fma_chains_each,
+    dot_rates,
+    fma_rates,
+)
 from numba_lstm.bench.shapes import (
     FLOOR,
     UNSEEN_BATCHES,
@@ -49,6 +59,36 @@ def test_fma_rates_count_every_threads_flops(monkeypatch):
     assert rates["all_threads_gflops"] == rates["threads"] * rates["one_thread_gflops"] > 0
 
 
+@pytest.mark.parametrize("weights", ["int8", "bfloat16"])
+def test_dot_chains_add_their_products(weights):
+    # Operands of 1: each round adds a lane's multiply-adds (4 for int8's bytes,
+    # 2 for bfloat16's pairs) to each of the 12 chains, emulated where the CPU
+    # lacks the instruction.
+    w, b, sums, per_lane = DOT_OPERANDS[weights]
+    out = np.zeros((_CHAINS, _LANES), sums)
+    _dot_chains(3, w, b, out)
+    assert np.all(out == 3 * per_lane)
+    rows = np.zeros((2, _CHAINS, _LANES), sums)
+    _dot_chains_each(5, w, b, rows)
+    assert np.all(rows == 5 * per_lane)
+
+
+@pytest.mark.parametrize("weights,flag", [("int8", "HAS_VNNI"), ("bfloat16", "HAS_BF16")])
+def test_dot_rates_name_the_instruction_or_say_there_is_none(weights, flag, monkeypatch):
+    from numba_lstm.bench import cores
+
+    name, present = cores.DOT_INSTRUCTIONS[weights]
+    rates = dot_rates(weights, seconds=0.005, rounds=1)
+    assert (rates is None) == (not present) == (not getattr(cores, flag))
+    monkeypatch.setitem(cores.DOT_INSTRUCTIONS, weights, (name, True))
+    ticks = iter(range(1000))
+    monkeypatch.setattr(cores, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    rates = dot_rates(weights, seconds=0.005, rounds=2)
+    # every timed run lasts one tick: the rates count the work alone
+    assert rates["instruction"] == name
+    assert rates["all_threads_gmacs"] == rates["threads"] * rates["one_thread_gmacs"] > 0
+
+
 def _report(**extra):
     result = {"shape": {"id": "S1"}, "seconds": {"numba_lstm": 1e-3, "torch": 2e-3},
               "ratios": {"torch": 2.0}, "gflops": {"numba_lstm": 20.0, "torch": 10.0},
@@ -74,8 +114,9 @@ def test_table_notes_the_fma_rates_when_measured(with_fma):
 def test_the_quantized_bench_times_and_checks_every_runner_it_can():
     from numba_lstm.bench import quantized
 
-    report = quantized.run("int8", ["S8"], rounds=1, min_seconds=0.001)
+    report = quantized.run("int8", ["S8"], rounds=1, min_seconds=0.001, probe_seconds=0.005)
     row = report["results"][0]
+    assert row["multiply_adds"] == BY_ID["S8"].flops() // 2
     assert {"numba_lstm", "numba_lstm_float32"} <= set(row["seconds"])
     assert row["targets"] == quantized.TARGETS["S8"] and row["described"] is None
     assert set(row["ratios"]) == set(row["seconds"]) - {"numba_lstm"}
@@ -87,12 +128,32 @@ def test_the_quantized_bench_times_and_checks_every_runner_it_can():
     assert "Errors: max|Δ| against our float32 module" in table
 
 
+@pytest.mark.parametrize("with_dot", [True, False])
+def test_the_quantized_table_reads_our_rate_against_the_instruction(with_dot):
+    from numba_lstm.bench import quantized
+
+    row = {"shape": "S6", "seconds": {"numba_lstm": 0.02}, "ratios": {}, "targets": {},
+           "targets_met": {}, "error_vs_float32": {}, "unavailable": {},
+           "multiply_adds": 12_000_000_000, "described": None}
+    dot = {"instruction": "vpdpbusd", "threads": 2, "one_thread_gmacs": 500.0,
+           "all_threads_gmacs": 1000.0}
+    table = quantized.format_table({"weights": "int8", "results": [row],
+                                    "dot": dot if with_dot else None})
+    cells = table.splitlines()[2].split(" | ")
+    # 12e9 multiply-adds in 20 ms: 600 G a second, 60% of the two threads' 1000
+    assert cells[-2] == ("600 (60%)" if with_dot else "600")
+    notes = [x for x in table.splitlines() if x.startswith("Register-only vpdpbusd")]
+    assert notes == (["Register-only vpdpbusd rate in this run: one thread 500 G "
+                      "multiply-adds/s, 2 threads at once 1000 (2.00×)."] if with_dot else [])
+
+
 def test_the_quantized_bench_holds_an_unseen_shape_to_the_floor():
     from numba_lstm.bench import quantized
     from numba_lstm.bench.shapes import Shape
 
     shape = Shape("U0", 2, 3, 8, 16, 1, False, "unseen, seed 0")
-    report = quantized.run("bfloat16", [shape], rounds=1, min_seconds=0.001)
+    report = quantized.run("bfloat16", [shape], rounds=1, min_seconds=0.001,
+                           probe_seconds=0.005)
     row = report["results"][0]
     assert row["shape"] == "U0" and row["targets"] == quantized.FLOOR
     assert 0 < row["error_vs_float32"]["numba_lstm"] <= 2.5e-3

@@ -1,4 +1,6 @@
-"""How much arithmetic the machine's threads have together, measured in the run.
+"""How much arithmetic the machine's threads have together, measured in the run:
+float32 FMAs, and the quantized kernels' dot instructions (vpdpbusd for int8,
+vdpbf16ps for bfloat16) where the CPU has them.
 
 A cloud VM's vCPUs are threads on the host. Its scheduler may run two of them on
 one physical core's hyperthreads, which then share that core's FMA units, and it
@@ -17,7 +19,18 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import CACHE, configure_threading
-from ..cpu.simd import VECTOR_BYTES, vadd, vfma, vsplat, vstore1
+from ..cpu.dot_gemm import dot_zero, vdot
+from ..cpu.simd import (
+    HAS_BF16,
+    HAS_VNNI,
+    VECTOR_BYTES,
+    vadd,
+    vfma,
+    vload_quads,
+    vsplat,
+    vsplat_quad,
+    vstore1,
+)
 
 configure_threading()  # this module's prange loops: workers that sleep, not spin
 _LANES = VECTOR_BYTES // 4
@@ -46,29 +59,84 @@ def _fma_chains_each(n, out):
         _fma_chains(n, out[t])
 
 
+@njit(cache=CACHE, nogil=True)
+def _dot_chains(n, w, b, out):
+    """n rounds of 12 independent dot-instruction chains, all in registers:
+    vpdpbusd where w is int8, vdpbf16ps where it holds bfloat16 pairs
+    (uint8), each lane adding w's four bytes a lane against b's (uint8, 4);
+    chain i's sums go to out[i] (12, lanes), int32 or float32."""
+    q = vload_quads(w, 0, 0)
+    a = vsplat_quad(b, 0)
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = dot_zero(w)
+    for _ in range(n):
+        c0, c1, c2, c3 = vdot(c0, a, q), vdot(c1, a, q), vdot(c2, a, q), vdot(c3, a, q)
+        c4, c5, c6, c7 = vdot(c4, a, q), vdot(c5, a, q), vdot(c6, a, q), vdot(c7, a, q)
+        c8, c9, c10, c11 = vdot(c8, a, q), vdot(c9, a, q), vdot(c10, a, q), vdot(c11, a, q)
+    for i, c in enumerate((c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11)):
+        vstore1(out[i], 0, c)
+
+
+@njit(cache=CACHE, parallel=True)
+def _dot_chains_each(n, w, b, out):
+    """_dot_chains on every out[t] (threads, 12, lanes) at once, one per thread."""
+    for t in prange(out.shape[0]):
+        _dot_chains(n, w, b, out[t])
+
+
+# Each dot instruction's operands (w's bytes, a row's splat), the sums' dtype, and
+# the multiply-adds a lane does an instruction, which with operands of 1 is also
+# what each lane adds a round. int8: bytes of 1; bfloat16: pairs of 1.0 (0x3f80).
+DOT_OPERANDS = {
+    "int8": (np.ones((1, VECTOR_BYTES), np.int8), np.ones(4, np.uint8), np.int32, 4),
+    "bfloat16": (np.tile(np.array([0x80, 0x3F], np.uint8), (1, VECTOR_BYTES // 2)),
+                 np.array([0x80, 0x3F, 0x80, 0x3F], np.uint8), np.float32, 2),
+}
+DOT_INSTRUCTIONS = {"int8": ("vpdpbusd", HAS_VNNI), "bfloat16": ("vdpbf16ps", HAS_BF16)}
+
+
+def _best_rates(one_thread, every_thread, threads: int, work_per_round: int, seconds: float,
+                rounds: int) -> tuple[float, float]:
+    """(one thread, every thread at once), 1e9 x work_per_round a second: the
+    best of ``rounds`` runs, each ~``seconds`` long."""
+    def rate(run, n, copies):
+        start = time.perf_counter()
+        run(n)
+        return copies * n * work_per_round / (time.perf_counter() - start) / 1e9
+
+    one_thread(1)  # compile or load both before timing
+    every_thread(1)
+    n = 1 << 16
+    while rate(one_thread, n, 1) * 1e9 * seconds > n * work_per_round * 2:
+        n *= 2  # until one run lasts about `seconds`
+    one = max(rate(one_thread, n, 1) for _ in range(rounds))
+    together = max(rate(every_thread, n, threads) for _ in range(rounds))
+    return one, together
+
+
 def fma_rates(seconds: float = 0.2, rounds: int = 3) -> dict[str, float | int]:
     """GFLOP/s of register-only float32 FMAs: one thread, and all of Numba's
     threads running at once (best of ``rounds``, each ~``seconds`` long)."""
     threads = numba.get_num_threads()
     out = np.zeros((threads, _LANES), np.float32)
-    flops_per_round = _CHAINS * _LANES * 2
-
-    def rate(run, n, copies):
-        start = time.perf_counter()
-        run(n)
-        return copies * n * flops_per_round / (time.perf_counter() - start) / 1e9
-
-    def one_thread(k):
-        _fma_chains(k, out[0])
-
-    def every_thread(k):
-        _fma_chains_each(k, out)
-
-    one_thread(1)  # compile or load both before timing
-    every_thread(1)
-    n = 1 << 16
-    while rate(one_thread, n, 1) * 1e9 * seconds > n * flops_per_round * 2:
-        n *= 2  # until one run lasts about `seconds`
-    one = max(rate(one_thread, n, 1) for _ in range(rounds))
-    together = max(rate(every_thread, n, threads) for _ in range(rounds))
+    one, together = _best_rates(lambda k: _fma_chains(k, out[0]),
+                                lambda k: _fma_chains_each(k, out), threads,
+                                _CHAINS * _LANES * 2, seconds, rounds)
     return {"threads": threads, "one_thread_gflops": one, "all_threads_gflops": together}
+
+
+def dot_rates(weights: str, seconds: float = 0.2, rounds: int = 3) -> dict | None:
+    """G multiply-adds/s of the register-only dot instruction the ``weights``
+    format's kernels run (int8: vpdpbusd, bfloat16: vdpbf16ps): one thread,
+    and all of Numba's threads at once; None where the CPU has no such
+    instruction (the kernels then run int16 pairs or float32 FMAs)."""
+    instruction, present = DOT_INSTRUCTIONS[weights]
+    if not present:
+        return None
+    w, b, sums, per_lane = DOT_OPERANDS[weights]
+    threads = numba.get_num_threads()
+    out = np.zeros((threads, _CHAINS, _LANES), sums)
+    one, together = _best_rates(lambda k: _dot_chains(k, w, b, out[0]),
+                                lambda k: _dot_chains_each(k, w, b, out), threads,
+                                _CHAINS * _LANES * per_lane, seconds, rounds)
+    return {"instruction": instruction, "threads": threads, "one_thread_gmacs": one,
+            "all_threads_gmacs": together}

@@ -130,6 +130,7 @@ def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> di
     ratios = {n: s / seconds[OURS] for n, s in seconds.items() if n != OURS}
     targets = TARGETS.get(shape.id, {}) if shape.id in BY_ID else FLOOR
     return {"shape": shape.id, "weights": weights, "seconds": seconds, "ratios": ratios,
+            "multiply_adds": shape.flops() // 2,
             "described": None if shape.id in BY_ID else describe(asdict(shape)),
             "error_vs_float32": errors, "targets": targets,
             "targets_met": {p: ratios[p] >= t for p, t in targets.items() if p in ratios},
@@ -137,17 +138,22 @@ def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> di
 
 
 def run(weights: str, shapes=None, rounds: int = 7, min_seconds: float = 0.05,
-        progress=None) -> dict:
-    """The quantized rows, or ``shapes``: bench ids or Shape objects (unseen ones)."""
+        progress=None, probe_seconds: float = 0.2) -> dict:
+    """The quantized rows, or ``shapes``: bench ids or Shape objects (unseen ones).
+    The register-only rate of the format's dot instruction is measured first
+    (cores.dot_rates, runs of ``probe_seconds``), the ceiling the rows' rates are
+    read against."""
     from . import machine_info
+    from .cores import dot_rates
 
+    dot = dot_rates(weights, seconds=probe_seconds)
     results = []
     for shape in shapes or ROWS:
         shape = BY_ID[shape] if isinstance(shape, str) else shape
         if progress:
             progress(shape.id)
         results.append(bench_row(shape, weights, rounds, min_seconds))
-    return {"machine": machine_info(), "weights": weights, "results": results}
+    return {"machine": machine_info(), "weights": weights, "dot": dot, "results": results}
 
 
 PEER_COLUMNS = ("numba_lstm_float32", "torch_qint8", "onnxruntime_qint8", "onnxruntime")
@@ -164,8 +170,10 @@ def format_table(report: dict) -> str:
     head = (f"| shape | ours ({w}) | ours float32 | "
             + " | ".join(_HEADS[p] for p in peers[1:]) + " | "
             + " | ".join(f"{_HEADS[p]}/ours" for p in peers)
-            + f" | error: ours {w} | " + " | ".join(_HEADS[p] for p in erred[1:]) + " | targets |")
-    lines = [head, "|" + "---|" * (3 + 2 * len(peers) + len(erred))]
+            + f" | error: ours {w} | " + " | ".join(_HEADS[p] for p in erred[1:])
+            + " | ours G MAC/s | targets |")
+    lines = [head, "|" + "---|" * (4 + 2 * len(peers) + len(erred))]
+    dot = report.get("dot")
     for r in report["results"]:
         s, e, t = r["seconds"], r["error_vs_float32"], r["targets"]
         times = " | ".join(_fmt(s.get(p)) for p in (OURS,) + peers)
@@ -176,11 +184,24 @@ def format_table(report: dict) -> str:
         met = r["targets_met"]
         verdict = "met" if met and all(met.values()) else "MISSED " + ", ".join(
             p for p, ok in met.items() if not ok)
-        lines.append(f"| {r['shape']} | {times} | {ratios} | {errors} | {verdict} |")
+        rate = r["multiply_adds"] / s[OURS] / 1e9
+        if dot:
+            rate_cell = f"{rate:.0f} ({rate / dot['all_threads_gmacs']:.0%})"
+        else:
+            rate_cell = f"{rate:.0f}"
+        lines.append(f"| {r['shape']} | {times} | {ratios} | {errors} | {rate_cell} | {verdict} |")
     machine = report.get("machine", {})
     notes = [f"CPU: {machine.get('cpu', '?')}, LLVM name {machine.get('llvm_cpu', '?')}; "
              f"kernels built for {machine.get('build', '?')}. Errors: max|Δ| against our "
-             "float32 module on the same weights and input."]
+             "float32 module on the same weights and input. G MAC/s: the matmuls' "
+             "multiply-adds a second (a first layer's second pass, over x's low part, not counted)"
+             + (f", and their share of the register-only {dot['instruction']} rate "
+                f"of {dot['threads']} threads at once." if dot else ".")]
+    if dot:
+        notes.append(f"Register-only {dot['instruction']} rate in this run: one thread "
+                     f"{dot['one_thread_gmacs']:.0f} G multiply-adds/s, {dot['threads']} "
+                     f"threads at once {dot['all_threads_gmacs']:.0f} "
+                     f"({dot['all_threads_gmacs'] / dot['one_thread_gmacs']:.2f}×).")
     notes += [r["described"] for r in report["results"] if r.get("described")]
     for r in report["results"]:
         for peer, why in r["unavailable"].items():
