@@ -9,7 +9,7 @@ import pytest
 
 from numba_lstm.bench import BY_ID, format_table, unseen_shapes
 from numba_lstm.bench.cores import (
-    _CHAINS,
+    _DOT_CHAINS,
     _LANES,
     DOT_OPERANDS,
     _dot_chains,
@@ -62,13 +62,13 @@ def test_fma_rates_count_every_threads_flops(monkeypatch):
 @pytest.mark.parametrize("weights", ["int8", "bfloat16"])
 def test_dot_chains_add_their_products(weights):
     # Operands of 1: each round adds a lane's multiply-adds (4 for int8's bytes,
-    # 2 for bfloat16's pairs) to each of the 12 chains, emulated where the CPU
+    # 2 for bfloat16's pairs) to each of the 16 chains, emulated where the CPU
     # lacks the instruction.
     w, b, sums, per_lane = DOT_OPERANDS[weights]
-    out = np.zeros((_CHAINS, _LANES), sums)
+    out = np.zeros((_DOT_CHAINS, _LANES), sums)
     _dot_chains(3, w, b, out)
     assert np.all(out == 3 * per_lane)
-    rows = np.zeros((2, _CHAINS, _LANES), sums)
+    rows = np.zeros((2, _DOT_CHAINS, _LANES), sums)
     _dot_chains_each(5, w, b, rows)
     assert np.all(rows == 5 * per_lane)
 
