@@ -184,8 +184,10 @@ def format_table(report: dict) -> str:
         met = r["targets_met"]
         verdict = "met" if met and all(met.values()) else "MISSED " + ", ".join(
             p for p, ok in met.items() if not ok)
-        rate = r["multiply_adds"] / s[OURS] / 1e9
-        if dot:
+        rate = r["multiply_adds"] / s[OURS] / 1e9 if "multiply_adds" in r else None
+        if rate is None:  # a report saved before the column existed
+            rate_cell = "-"
+        elif dot:
             rate_cell = f"{rate:.0f} ({rate / dot['all_threads_gmacs']:.0%})"
         else:
             rate_cell = f"{rate:.0f}"
