@@ -104,13 +104,16 @@ based_product = njit(lambda out, lo, hi, s, w, offset, scale, high, base: gemm_d
 
 
 @pytest.mark.parametrize("kind", ["int8", "bfloat16"])
-@pytest.mark.parametrize("R", [1, 5, 20, 35])
-def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R):
-    # out = base + x @ W (a step's gx rows, a projection's bias: the tiles'
-    # epilogue reads them, the other kernels get them copied first): the bits
-    # of copying base into out and adding, whichever kernels the rows take.
+@pytest.mark.parametrize("R, K, panels", [(1, 128, 3), (5, 128, 3), (20, 128, 3), (35, 128, 3),
+                                          (1, 1024, 6), (9, 1024, 6), (11, 1024, 6)])
+def test_a_base_gives_the_bits_of_copying_it_into_out_first(kind, R, K, panels):
+    # out = base + x @ W (a step's gx rows, a projection's bias: every tile's
+    # epilogue reads them, a row computed alone gets them copied first): the
+    # bits of copying base into out and adding, whichever kernels the rows
+    # take. K = 1024 cuts six panels into groups (dot_gemm.panel_group) and
+    # leaves rows to the one-row kernels, group by group.
     rng = np.random.default_rng(R)
-    K, N = 128, 3 * DOT_NR
+    N = panels * DOT_NR
     lo, hi, s, w_dot, offset, scale = _kind_operands(rng, kind, R, K, N, False)
     for base in (rng.standard_normal((R, N)).astype(np.float32),
                  rng.standard_normal((1, N)).astype(np.float32)):  # one row for every row

@@ -249,6 +249,8 @@ assert PAIRS and DOT_MAX_K == 1024
 quantize = njit(lambda x, lo, hi: quantize_row16(x, lo, hi))
 product = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(out, lo, hi, s, w, offset,
                                                                       scale))
+based = njit(lambda out, lo, hi, s, w, offset, scale, base: gemm_dot_acc(
+    out, lo, hi, s, w, offset, scale, False, False, base))
 for R, K in [(1, 37), (1, 1024), (2, 37), (3, 37), (3, 1024), (4, 37), (5, 37), (6, 37), (7, 37)]:
     N = 3 * DOT_NR
     x = rng.standard_normal((R, K)).astype(np.float32)
@@ -266,6 +268,13 @@ for R, K in [(1, 37), (1, 1024), (2, 37), (3, 37), (3, 1024), (4, 37), (5, 37), 
         row_dot_acc(out[0], _pack_quads(w), offset, scale, s[0], lo[0], hi[0])
     else:
         assert product(out, lo, hi, s, _pack_quads(w), offset, scale)
+        # out = base + x @ W, base read by the tiles' epilogue or copied for a
+        # row alone: the bits of adding the product to base
+        for base in (rng.standard_normal((R, N)).astype(np.float32),
+                     rng.standard_normal((1, N)).astype(np.float32)):
+            on_base = np.full((R, N), np.nan, np.float32)
+            assert based(on_base, lo, hi, s, _pack_quads(w), offset, scale, base)
+            np.testing.assert_array_equal(on_base, base + out)
     v = (hi.astype(np.int64) - 128) * 256 + lo
     expected = (v[:, :K] @ w.astype(np.int64)) * s[:, None].astype(np.float64) * scale
     err = np.abs(out - expected).max() / np.abs(expected).max()

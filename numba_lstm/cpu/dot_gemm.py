@@ -54,7 +54,7 @@ from .amx import (
     tile_store,
     tile_zero,
 )
-from .recurrence import _FLAGS, copy_row, keep_alive, unowned
+from .recurrence import _FLAGS, keep_alive, unowned
 from .simd import (
     HAS_BF16,
     HAS_VNNI,
@@ -351,7 +351,9 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
     int16 pairs (no VNNI) two rows a tile (_pairs_dot_acc); else four rows at
     a time share each weight load (a row at a time is
     load-bound: 64 bytes per two vpdpbusd); the last R % 4 through
-    row_dot_acc. ``base``: gemm_dot_acc's, or out itself."""
+    row_dot_acc. ``base``: gemm_dot_acc's, or out itself; the tiles' epilogues
+    read it where they would read out (a pass copying it into out first cost
+    S9's projection 13% of its time on Zen 5), the single rows get a copy."""
     R = out.shape[0]
     if every_row_on_tiles(w_dot):
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R, reverse, _NO_TILES,
@@ -361,44 +363,53 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
     if R16 > 0:
         _amx_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, R16, reverse, _NO_TILES,
                      high_only, base)
-    if base.ctypes.data != out.ctypes.data:  # the other kernels add to out: base first
-        for r in range(R16, R):
-            copy_row(base[r if base.shape[0] > 1 else 0], out[r])
     if high_only and takes_high_kernel(w_dot):
         if R16 == 0:  # no views: at small layers their counts are a share of the call
-            _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse)
+            _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse, base)
         else:
-            _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse)
+            _high_dot_acc(out[R16:], hi[R16:], s_rows[R16:], w_dot, offset, scale_q, reverse,
+                          base[R16:] if base.shape[0] > 1 else base)
         return
-    if R16 == 0 and pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+    if R16 == 0 and pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base):
         return
     group = panel_group(w_dot)
     for g0 in range(0, w_dot.shape[0], group):
         for r in range(R16, R - (R - R16) % 4, 4):
             _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, g0,
-                                 min(g0 + group, w_dot.shape[0]))
+                                 min(g0 + group, w_dot.shape[0]), base)
     for r in range(R - (R - R16) % 4, R):
+        _copy_base_row(base, out, r, 0, out.shape[1])
         row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
 
 
-def pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+@njit(inline="always", **_FLAGS)
+def _copy_base_row(base, out, r, j0, j1):
+    """out[r, j0:j1] = base's row for r (base (R, N), or (1, N) for every row),
+    where base is not out itself: a row that a one-row kernel then adds to."""
+    if base.ctypes.data != out.ctypes.data:
+        rb = r if base.shape[0] > 1 else 0
+        for j in range(j0, j1):
+            out[r, j] = base[rb, j]
+
+
+def pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base):
     """_pairs_dot_acc, returning True, where the int8 kernel is the pairs (no
     VNNI); else False, a constant: hosts with VNNI never compile the pairs."""
 
 
 @overload(pairs_dot_acc, inline="always", jit_options=_FLAGS)
-def _pairs_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+def _pairs_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base):
     if not PAIRS or w_dot.dtype == nbtypes.uint8:
-        return lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse: False
+        return lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base: False
 
-    def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
-        _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse)
+    def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base):
+        _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base)
         return True
     return impl
 
 
 @njit(**_FLAGS)
-def _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
+def _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base):
     """gemm_dot_acc on int16 pairs: each row's int16 values made once
     (vsplat_row16's, there made at every k4 of every panel), then two rows a
     tile, whose eight sums, two weight vectors, their widened halves and two
@@ -419,14 +430,17 @@ def _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse):
         p0 = P - min(g + group, P) if reverse else g
         for r in range(0, R - 1, 2):
             _two_rows_pairs(out, pairs, s_rows, w_dot, offset, scale_q, r, p0,
-                            p0 + min(group, P - g))
+                            p0 + min(group, P - g), base)
     if R % 2 == 1:
+        _copy_base_row(base, out, R - 1, 0, out.shape[1])
         row_dot_acc(out[R - 1], w_dot, offset, scale_q, s_rows[R - 1], lo[R - 1], hi[R - 1])
 
 
 @njit(inline="always", **_FLAGS)
-def _two_rows_pairs(out, pairs, s_rows, w_dot, offset, scale_q, r, p0, p1):
-    """Rows r, r+1 of int16 ``pairs`` (R, 4 * K4) over panels p0..p1-1."""
+def _two_rows_pairs(out, pairs, s_rows, w_dot, offset, scale_q, r, p0, p1, base):
+    """Rows r, r+1 of int16 ``pairs`` (R, 4 * K4) over panels p0..p1-1, added
+    to base's rows (_gemm_dot_acc32's)."""
+    one = base.shape[0] == 1
     Q = 4 * DOT_LANES
     zero = vsplat(np.int32(0))
     for p in range(p0, p1):
@@ -439,13 +453,17 @@ def _two_rows_pairs(out, pairs, s_rows, w_dot, offset, scale_q, r, p0, p1):
             a = vsplat_pairs16(pairs, r + 1, 4 * k)
             l10, h10, l11, h11 = _quads_pairs(a, a, q0, q1, l10, h10, l11, h11)
         j = p * DOT_NR
-        _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
-        _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
+        _dot_add2_rows(out, r, base, 0 if one else r, j, l00, h00, l01, h01, offset, scale_q,
+                       s_rows[r])
+        _dot_add2_rows(out, r + 1, base, 0 if one else r + 1, j, l10, h10, l11, h11, offset,
+                       scale_q, s_rows[r + 1])
 
 
 @njit(inline="always", **_FLAGS)
-def _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, p0, p1):
-    """Rows r..r+3 over panels p0..p1-1, both bytes (or both bfloat16 parts)."""
+def _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, p0, p1, base):
+    """Rows r..r+3 over panels p0..p1-1, both bytes (or both bfloat16 parts),
+    added to base's rows (_gemm_dot_acc32's)."""
+    one = base.shape[0] == 1
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     lo0, lo1, lo2, lo3 = lo[r], lo[r + 1], lo[r + 2], lo[r + 3]
@@ -465,14 +483,18 @@ def _four_rows_two_parts(out, lo, hi, s_rows, w_dot, offset, scale_q, r, p0, p1)
             a, b = dot_row(lo3, hi3, k, zero)
             l30, h30, l31, h31 = dot_quads(a, b, q0, q1, l30, h30, l31, h31)
         j = p * DOT_NR
-        _dot_add2(out[r], j, l00, h00, l01, h01, offset, scale_q, s_rows[r])
-        _dot_add2(out[r + 1], j, l10, h10, l11, h11, offset, scale_q, s_rows[r + 1])
-        _dot_add2(out[r + 2], j, l20, h20, l21, h21, offset, scale_q, s_rows[r + 2])
-        _dot_add2(out[r + 3], j, l30, h30, l31, h31, offset, scale_q, s_rows[r + 3])
+        _dot_add2_rows(out, r, base, 0 if one else r, j, l00, h00, l01, h01, offset, scale_q,
+                       s_rows[r])
+        _dot_add2_rows(out, r + 1, base, 0 if one else r + 1, j, l10, h10, l11, h11, offset,
+                       scale_q, s_rows[r + 1])
+        _dot_add2_rows(out, r + 2, base, 0 if one else r + 2, j, l20, h20, l21, h21, offset,
+                       scale_q, s_rows[r + 2])
+        _dot_add2_rows(out, r + 3, base, 0 if one else r + 3, j, l30, h30, l31, h31, offset,
+                       scale_q, s_rows[r + 3])
 
 
 @njit(inline="always", **_FLAGS)  # its one caller's: a call costs ~100 ns at small layers
-def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
+def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse, base):
     """gemm_dot_acc's rows from their high bytes alone (lo all 0): eight rows
     at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two weight loads and
     eight splats (1.9x the two-byte four-row loop on Zen 5, one core, K =
@@ -487,13 +509,13 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse):
         # reverse: the groups last to first too, so the panels read last are read first
         p0 = P - min(g + group, P) if reverse else g
         _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0,
-                        p0 + min(group, P - g))
+                        p0 + min(group, P - g), base)
     return out.shape[0]
 
 
 @njit(inline="always", **_FLAGS)
-def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1):
-    """_high_dot_acc over panels p0..p1-1."""
+def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, base):
+    """_high_dot_acc over panels p0..p1-1, added to base's rows."""
     R = out.shape[0]
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
@@ -520,20 +542,21 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1):
                 s70, s71 = _high_quads(h7, k, q0, q1, s70, s71)
             j = p * DOT_NR
             _high_add4(out, r, 4, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset,
-                       scale_q, s_rows)
+                       scale_q, s_rows, base)
             _high_add4(out, r + 4, n - 4, j, s40, s41, s50, s51, s60, s61, s70, s71, zero,
-                       offset, scale_q, s_rows)
+                       offset, scale_q, s_rows, base)
         r += n
     while R - r >= 2:  # four rows, then two or three as four (the missing rows' sums dropped)
         n = min(4, R - r)
-        _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1)
+        _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base)
         r += n
     if R - r == 1:
+        _copy_base_row(base, out, r, p0 * DOT_NR, p1 * DOT_NR)  # this group's columns
         _high_row_acc(out[r], hi[r], s_rows[r], w_dot, offset, scale_q, reverse, p0, p1)
 
 
 @njit(**_FLAGS)
-def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1):
+def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base):
     """Rows r..r+n-1 (n = 2-4) of hi into out over panels p0..p1-1, as a tile
     of four (a missing row repeats the last, its sums dropped), two panels at
     a time: sixteen chains, as the eight-row tile has. The caller passes whole
@@ -561,9 +584,9 @@ def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1):
             s30, s31 = _high_quads(h3, k, qa0, qa1, s30, s31)
             t30, t31 = _high_quads(h3, k, qb0, qb1, t30, t31)
         _high_add4(out, r, n, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
-                   offset, scale_q, s_rows)
+                   offset, scale_q, s_rows, base)
         _high_add4(out, r, n, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
-                   offset, scale_q, s_rows)
+                   offset, scale_q, s_rows, base)
     if P % 2 == 1:
         p = p0 if reverse else p1 - 1
         w = w_dot[p]
@@ -575,32 +598,35 @@ def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1):
             s20, s21 = _high_quads(h2, k, q0, q1, s20, s21)
             s30, s31 = _high_quads(h3, k, q0, q1, s30, s31)
         _high_add4(out, r, n, p * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
-                   offset, scale_q, s_rows)
+                   offset, scale_q, s_rows, base)
 
 
 @njit(inline="always", **_FLAGS)
 def _high_add4(out, r, n, j, s00, s01, s10, s11, s20, s21, s30, s31, zero, offset, scale_q,
-               s_rows):
+               s_rows, base):
     """Rows r..r+n-1 (n = 1-4) of two vectors of high sums (row, vector) into
     columns j.. of out. A row past n stores its row's value back unchanged
     (the last row, already updated): a branch on n here cost the two- and
     three-row tiles a third of their speed (docs/performance.md)."""
     last = r + n - 1
-    _dot_add2_at(out, r, j, s00, s01, True, zero, offset, scale_q, s_rows)
-    _dot_add2_at(out, min(r + 1, last), j, s10, s11, n > 1, zero, offset, scale_q, s_rows)
-    _dot_add2_at(out, min(r + 2, last), j, s20, s21, n > 2, zero, offset, scale_q, s_rows)
-    _dot_add2_at(out, min(r + 3, last), j, s30, s31, n > 3, zero, offset, scale_q, s_rows)
+    _dot_add2_at(out, r, j, s00, s01, True, zero, offset, scale_q, s_rows, base)
+    _dot_add2_at(out, min(r + 1, last), j, s10, s11, n > 1, zero, offset, scale_q, s_rows, base)
+    _dot_add2_at(out, min(r + 2, last), j, s20, s21, n > 2, zero, offset, scale_q, s_rows, base)
+    _dot_add2_at(out, min(r + 3, last), j, s30, s31, n > 3, zero, offset, scale_q, s_rows, base)
 
 
 @njit(inline="always", **_FLAGS)
-def _dot_add2_at(out, r, j, high0, high1, live, zero, offset, scale_q, s_rows):
-    """_dot_add2 of high sums alone into out[r, j : j + DOT_NR] where ``live``,
-    else out's row as it is; through 2-D loads and stores, no row view."""
+def _dot_add2_at(out, r, j, high0, high1, live, zero, offset, scale_q, s_rows, base):
+    """out[r, j : j + DOT_NR] = base's row + high sums alone where ``live``,
+    else out's row as it is (a row past a tile's rows is its last, already
+    written); through 2-D loads and stores, no row view."""
     s_x = s_rows[r]
     j1 = j + DOT_LANES
+    rb = r if base.shape[0] > 1 else 0
     v0, v1 = vload(out, r, j), vload(out, r, j1)
-    vstore(out, r, j, vselect(live, vadd(v0, dot_sum(zero, high0, offset, scale_q, s_x, j)), v0))
-    vstore(out, r, j1, vselect(live, vadd(v1, dot_sum(zero, high1, offset, scale_q, s_x, j1)),
+    b0, b1 = vload(base, rb, j), vload(base, rb, j1)
+    vstore(out, r, j, vselect(live, vadd(b0, dot_sum(zero, high0, offset, scale_q, s_x, j)), v0))
+    vstore(out, r, j1, vselect(live, vadd(b1, dot_sum(zero, high1, offset, scale_q, s_x, j1)),
                                v1))
 
 
@@ -960,6 +986,15 @@ def _dot_add2(out_row, j, low0, high0, low1, high1, offset, scale_q, s_x):
     """A panel's two vectors of sums into out_row[j : j + DOT_NR]."""
     _dot_add(out_row, j, low0, high0, offset, scale_q, s_x)
     _dot_add(out_row, j + DOT_LANES, low1, high1, offset, scale_q, s_x)
+
+
+@njit(inline="always", **_FLAGS)
+def _dot_add2_rows(out, r, base, rb, j, low0, high0, low1, high1, offset, scale_q, s_x):
+    """out[r, j : j + DOT_NR] = base[rb, same] + a panel's two vectors of sums
+    (base may be out itself, rb = r); 2-D loads and stores, no row views."""
+    j1 = j + DOT_LANES
+    vstore(out, r, j, vadd(vload(base, rb, j), dot_sum(low0, high0, offset, scale_q, s_x, j)))
+    vstore(out, r, j1, vadd(vload(base, rb, j1), dot_sum(low1, high1, offset, scale_q, s_x, j1)))
 
 
 @njit(inline="always", **_FLAGS)
