@@ -240,7 +240,7 @@ for R in range(1, 25):
 # tiles, an odd row alone) on their
 # int16 grids times int8 W, against the same integers in int64; K = 1024,
 # the longest the pairs' int32 sums hold, with both operands at their extremes.
-from numba_lstm.cpu.activation_grids import quantize_row16
+from numba_lstm.cpu.activation_grids import quantize_row16, quantize_rows
 from numba_lstm.cpu.dot_gemm import DOT_MAX_K, DOT_NR, PAIRS, gemm_dot_acc
 from numba_lstm.cpu.dot_gemm import row_dot_acc
 from numba_lstm.cpu.packing import _pack_quads
@@ -279,6 +279,15 @@ for R, K in [(1, 37), (1, 1024), (2, 37), (3, 37), (3, 1024), (4, 37), (5, 37), 
     expected = (v[:, :K] @ w.astype(np.int64)) * s[:, None].astype(np.float64) * scale
     err = np.abs(out - expected).max() / np.abs(expected).max()
     assert err <= 3e-7, (R, K, err)
+# A block's rows quantized in 8-lane vectors (quantize_rows): each row's own bytes.
+block = njit(lambda x, lo, hi, s, w: quantize_rows(x, lo, hi, s, (w,), False))
+x = rng.standard_normal((3, 37)).astype(np.float32)
+lo, hi, s = np.empty((3, 44), np.uint8), np.empty((3, 44), np.uint8), np.empty(3, np.float32)
+assert block(x, lo, hi, s, np.zeros((1, 1, 1, 1), np.int8)) == 0
+for r in range(3):
+    lo1, hi1 = np.empty(44, np.uint8), np.empty(44, np.uint8)
+    assert quantize(x[r], lo1, hi1) == s[r]
+    assert (lo1 == lo[r]).all() and (hi1 == hi[r]).all()
 print("ok")
 """
 

@@ -534,10 +534,13 @@ def _row_quantizers():
                  activation_grids.quantize_row(h, lo, hi, w_dot, eight_bit)))
 
 
+@pytest.mark.parametrize("n", [5, 16, 37, 160])
 @pytest.mark.parametrize("grid", ["int16", "int8", "bfloat16 split", "bfloat16"])
-def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
-    # quantize_rows reads a block in place (no row views), quantize_row one row
-    # at a time (batch 1): a row's bytes and scale must not depend on which ran.
+def test_a_block_of_rows_gets_each_rows_own_bytes(grid, n):
+    # quantize_rows reads a block in place (no row views; int8's grids in
+    # explicit vectors, the last one masked), quantize_row one row at a time
+    # (batch 1, compiled loops): a row's bytes and scale must not depend on
+    # which ran. n: a tail alone, whole vectors, both.
     bf16 = grid.startswith("bfloat16")
     eight_bit = grid in ("int8", "bfloat16")
     w_dot = np.zeros((1, 1, 1, 1), np.uint8 if bf16 else np.int8)
@@ -551,9 +554,9 @@ def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
         return row(h, lo, hi, w_dot[0], eight_bit)
 
     rng = np.random.default_rng(11)
-    x = (rng.standard_normal((6, 37)) * rng.uniform(0.01, 3, (6, 1))).astype(np.float32)
+    x = (rng.standard_normal((6, n)) * rng.uniform(0.01, 3, (6, 1))).astype(np.float32)
     x[2] = 0
-    width = 80 if bf16 else 40  # bytes: a bfloat16 takes two a value
+    width = (-(-n // 4) * 4 + 4) * (2 if bf16 else 1)  # padded; a bfloat16 takes two bytes
     lo, hi = np.full((6, width), 7, np.uint8), np.full((6, width), 7, np.uint8)
     s = np.zeros(6, np.float32)
     assert block(x, lo, hi, s) == 0  # every row finite
@@ -566,7 +569,7 @@ def test_a_block_of_rows_gets_each_rows_own_bytes(grid):
     # padding's: each kernel multiplies them to 0) while the caller takes their
     # float products; the rows after them still quantized.
     before_lo, before_hi, before_s = lo.copy(), hi.copy(), s.copy()
-    x[1, 5], x[4, 0] = np.nan, -np.inf
+    x[1, n // 2], x[4, n - 1] = np.nan, -np.inf
     assert block(x, lo, hi, s) == 2
     assert s[1] == s[4] == -1
     zero_hi = 0 if bf16 else 128  # int8's high byte is offset by 128

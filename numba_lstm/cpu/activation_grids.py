@@ -18,7 +18,23 @@ from numba import types as nbtypes
 from numba.extending import overload
 
 from .recurrence import _FLAGS
-from .simd import float32_bits, float32_from_bits
+from .simd import (
+    F32,
+    float32_bits,
+    float32_from_bits,
+    vabs_bits_max,
+    vadd,
+    vint,
+    vload,
+    vload_first,
+    vmax_lane,
+    vmul,
+    vmuli,
+    vsplat,
+    vstore_int16_bytes,
+    vstore_int16_bytes_first,
+    vsub,
+)
 
 
 def quantize_row16(h, lo, hi):
@@ -41,6 +57,7 @@ def quantize_row8(h, lo, hi):
 # 1.5 x 2^23: x + ROUND - ROUND is x rounded to the nearest integer, ties to
 # even (as np.rint), for |x| < 2^22, in two adds the compiler vectorises.
 _ROUND = np.float32(1.5 * 2**23)
+_LANES = F32.lanes  # float32 values a vector
 
 
 @overload(quantize_row16, inline="always", jit_options=_FLAGS)
@@ -111,6 +128,46 @@ def _quantize_row_float32(h, r, lo, hi, levels, step):
         _put(lo, r, k, np.uint8(0))
         _put(hi, r, k, np.uint8(128))
     return amax / np.float32(levels * step)
+
+
+@njit(inline="always", **_FLAGS)
+def _quantize_row_vectors(h, r, lo, hi, levels, step):
+    """_quantize_row_float32 on row r of a block (h, lo, hi 2-D, rows
+    contiguous) in explicit vectors, the last one masked: the same bits
+    without the compiled loops' set-up (their remainder loops and overlap
+    checks), which cost ~18 ns a row, more than a row of 160 values took."""
+    n, width = h.shape[1], lo.shape[1]
+    lanes = _LANES
+    whole = n - n % lanes
+    top = vsplat(np.int32(0))
+    for k in range(0, whole, lanes):
+        top = vabs_bits_max(top, vload(h, r, k))
+    if whole < n:
+        top = vabs_bits_max(top, vload_first(h, r, whole, n - whole))
+    largest = vmax_lane(top)
+    if largest >= np.int32(0x7F800000):  # Inf or NaN
+        return np.float32(-1)
+    amax = float32_from_bits(largest)
+    inv = vsplat(np.float32(levels) / amax if amax > 0 else np.float32(0))
+    rounding, steps = vsplat(_ROUND), vsplat(np.int32(step))
+    for k in range(0, whole, lanes):
+        v = vint(vsub(vadd(vmul(vload(h, r, k), inv), rounding), rounding))
+        vstore_int16_bytes(lo, hi, r, k, vmuli(v, steps))
+    if whole < n:
+        v = vint(vsub(vadd(vmul(vload_first(h, r, whole, n - whole), inv), rounding), rounding))
+        vstore_int16_bytes_first(lo, hi, r, whole, vmuli(v, steps), n - whole)
+    for k in range(n, width):
+        lo[r, k] = np.uint8(0)
+        hi[r, k] = np.uint8(128)
+    return amax / np.float32(levels * step)
+
+
+@njit(inline="always", **_FLAGS)
+def _quantize_block_row(h, r, lo, hi, levels, step):
+    """Row r of a float32 block: in vectors where its values sit side by side."""
+    if h.strides[1] == 4:
+        return _quantize_row_vectors(h, r, lo, hi, levels, step)
+    return _quantize_row_float32(h, r, lo, hi, levels, step)
 
 
 @njit(inline="always", **_FLAGS)
@@ -232,7 +289,10 @@ def _quantize_row_at_impl(h, r, lo_op, hi_op, w_dot, eight_bit):
             return lambda h, r, lo_op, hi_op, w_dot, eight_bit: h.dtype.type(-1)
         return lambda h, r, lo_op, hi_op, w_dot, eight_bit: _quantize_row_bf16(
             h, r, lo_op, hi_op, not eight_bit)
-    row = _quantize_row_float32 if h.dtype == nbtypes.float32 else _quantize_row_scalar
+    if h.dtype != nbtypes.float32:
+        row = _quantize_row_scalar
+    else:
+        row = _quantize_block_row if h.ndim == 2 else _quantize_row_float32
 
     def impl(h, r, lo_op, hi_op, w_dot, eight_bit):
         # The grid's constants chosen outside the row function: its loops stay one

@@ -456,6 +456,116 @@ def vstore1_first(typingctx, arr, j, v, n):
 
 
 @intrinsic
+def vload_first(typingctx, arr, i, j, n):
+    """arr[i, j : j + n] in a Vec's first n lanes (n < lanes), zeros after: a
+    masked load of a 2-D row's tail (vload1_first's for a row of a block)."""
+    vec_type = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        vec = context.get_value_type(vec_type)
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32),
+                                                  ir.VectorType(ir.IntType(1), vec.count), vec]),
+            _masked_name("load", vec))
+        return builder.call(load, [ptr, ir.Constant(ir.IntType(32), align),
+                                   _first_lanes(builder, vec.count, args[3]),
+                                   ir.Constant(vec, None)])
+    return vec_type(arr, i, j, n), codegen
+
+
+@intrinsic
+def vabs_bits_max(typingctx, acc, x):
+    """max(acc, the int32 bits of x without their sign) lane by lane (acc int32,
+    x float32): |x|'s order for finite values, with Inf above them and NaN
+    above Inf."""
+    if not (isinstance(acc, Vec) and isinstance(x, Vec) and acc.dtype == types.int32
+            and x.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc, x = args
+        mask = ir.Constant(acc.type, [0x7FFFFFFF] * acc.type.count)
+        bits = builder.and_(builder.bitcast(x, acc.type), mask)
+        return builder.select(builder.icmp_signed(">", bits, acc), bits, acc)
+    return acc(acc, x), codegen
+
+
+@intrinsic
+def vmax_lane(typingctx, v):
+    """The largest lane of an int32 Vec."""
+    def codegen(context, builder, sig, args):
+        vec = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec.element, [vec]),
+            f"llvm.vector.reduce.smax.v{vec.count}i32")
+        return builder.call(fn, args)
+    return types.int32(v), codegen
+
+
+@intrinsic
+def vint(typingctx, x):
+    """A float32 Vec as int32 lane by lane, toward zero (as np.int32 of a float32)."""
+    def codegen(context, builder, sig, args):
+        return builder.fptosi(args[0], ir.VectorType(ir.IntType(32), I32.lanes))
+    return I32(x), codegen
+
+
+@intrinsic
+def vmuli(typingctx, a, b):
+    """a * b for int32 Vecs (wrapping)."""
+    def codegen(context, builder, sig, args):
+        return builder.mul(*args)
+    return a(a, b), codegen
+
+
+def _int16_bytes(builder, v):
+    """v's int32 lanes (int16 values) as vpdpbusd's two bytes: v & 255 and (v >> 8) + 128."""
+    byte = ir.VectorType(ir.IntType(8), v.type.count)
+    high = builder.add(builder.ashr(v, ir.Constant(v.type, [8] * v.type.count)),
+                       ir.Constant(v.type, [128] * v.type.count))
+    return builder.trunc(v, byte), builder.trunc(high, byte)
+
+
+@intrinsic
+def vstore_int16_bytes(typingctx, lo, hi, i, j, v):
+    """lo[i, j + l] = v[l] & 255 and hi[i, j + l] = (v[l] >> 8) + 128 for every
+    lane l of the int32 Vec v (uint8 arrays): an int16 value's bytes as
+    vpdpbusd reads them (activation_grids.quantize_row16)."""
+    def codegen(context, builder, sig, args):
+        low, high = _int16_bytes(builder, args[4])
+        for arr_type, arr, part in ((sig.args[0], args[0], low), (sig.args[1], args[1], high)):
+            ptr = cgutils.get_item_pointer(
+                context, builder, arr_type, context.make_array(arr_type)(context, builder, arr),
+                [context.cast(builder, args[k], sig.args[k], types.intp) for k in (2, 3)],
+                wraparound=False)
+            builder.store(part, builder.bitcast(ptr, part.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+    return types.none(lo, hi, i, j, v), codegen
+
+
+@intrinsic
+def vstore_int16_bytes_first(typingctx, lo, hi, i, j, v, n):
+    """vstore_int16_bytes for lanes l < n alone (masked stores: n < lanes)."""
+    def codegen(context, builder, sig, args):
+        low, high = _int16_bytes(builder, args[4])
+        mask = _first_lanes(builder, low.type.count, args[5])
+        for arr_type, arr, part in ((sig.args[0], args[0], low), (sig.args[1], args[1], high)):
+            ptr = cgutils.get_item_pointer(
+                context, builder, arr_type, context.make_array(arr_type)(context, builder, arr),
+                [context.cast(builder, args[k], sig.args[k], types.intp) for k in (2, 3)],
+                wraparound=False)
+            ptr = builder.bitcast(ptr, part.type.as_pointer())
+            store = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [part.type, ptr.type,
+                                                                ir.IntType(32), mask.type]),
+                _masked_name("store", part.type))
+            builder.call(store, [part, ptr, ir.Constant(ir.IntType(32), 1), mask])
+        return context.get_dummy_value()
+    return types.none(lo, hi, i, j, v, n), codegen
+
+
+@intrinsic
 def vstore(typingctx, arr, i, j, v):
     """arr[i, j : j + lanes] = v (arr 2-D, its last axis contiguous)."""
     def codegen(context, builder, sig, args):
