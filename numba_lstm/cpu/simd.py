@@ -527,19 +527,26 @@ def _int16_bytes(builder, v):
     return builder.trunc(v, byte), builder.trunc(high, byte)
 
 
+def _bytes_at(context, builder, sig, args, v):
+    """(pointer, bytes) for lo[i, j:] and hi[i, j:] (args: lo, hi, i, j, ...):
+    the int32 Vec v's int16 values as vpdpbusd's two bytes (_int16_bytes)."""
+    index = [context.cast(builder, args[k], sig.args[k], types.intp) for k in (2, 3)]
+    for arr_type, arr, part in zip(sig.args[:2], args[:2], _int16_bytes(builder, v),
+                                   strict=True):
+        ptr = cgutils.get_item_pointer(context, builder, arr_type,
+                                       context.make_array(arr_type)(context, builder, arr),
+                                       index, wraparound=False)
+        yield builder.bitcast(ptr, part.type.as_pointer()), part
+
+
 @intrinsic
 def vstore_int16_bytes(typingctx, lo, hi, i, j, v):
     """lo[i, j + l] = v[l] & 255 and hi[i, j + l] = (v[l] >> 8) + 128 for every
     lane l of the int32 Vec v (uint8 arrays): an int16 value's bytes as
     vpdpbusd reads them (activation_grids.quantize_row16)."""
     def codegen(context, builder, sig, args):
-        low, high = _int16_bytes(builder, args[4])
-        for arr_type, arr, part in ((sig.args[0], args[0], low), (sig.args[1], args[1], high)):
-            ptr = cgutils.get_item_pointer(
-                context, builder, arr_type, context.make_array(arr_type)(context, builder, arr),
-                [context.cast(builder, args[k], sig.args[k], types.intp) for k in (2, 3)],
-                wraparound=False)
-            builder.store(part, builder.bitcast(ptr, part.type.as_pointer()), align=1)
+        for ptr, part in _bytes_at(context, builder, sig, args, args[4]):
+            builder.store(part, ptr, align=1)
         return context.get_dummy_value()
     return types.none(lo, hi, i, j, v), codegen
 
@@ -548,14 +555,8 @@ def vstore_int16_bytes(typingctx, lo, hi, i, j, v):
 def vstore_int16_bytes_first(typingctx, lo, hi, i, j, v, n):
     """vstore_int16_bytes for lanes l < n alone (masked stores: n < lanes)."""
     def codegen(context, builder, sig, args):
-        low, high = _int16_bytes(builder, args[4])
-        mask = _first_lanes(builder, low.type.count, args[5])
-        for arr_type, arr, part in ((sig.args[0], args[0], low), (sig.args[1], args[1], high)):
-            ptr = cgutils.get_item_pointer(
-                context, builder, arr_type, context.make_array(arr_type)(context, builder, arr),
-                [context.cast(builder, args[k], sig.args[k], types.intp) for k in (2, 3)],
-                wraparound=False)
-            ptr = builder.bitcast(ptr, part.type.as_pointer())
+        mask = _first_lanes(builder, args[4].type.count, args[5])
+        for ptr, part in _bytes_at(context, builder, sig, args, args[4]):
             store = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [part.type, ptr.type,
                                                                 ir.IntType(32), mask.type]),
