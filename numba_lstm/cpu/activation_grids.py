@@ -137,10 +137,9 @@ def _quantize_row_vectors(h, r, lo, hi, levels, step):
     without the compiled loops' set-up (their remainder loops and overlap
     checks), which cost ~18 ns a row, more than a row of 160 values took."""
     n, width = h.shape[1], lo.shape[1]
-    lanes = _LANES
-    whole = n - n % lanes
+    whole = n - n % _LANES
     top = vsplat(np.int32(0))
-    for k in range(0, whole, lanes):
+    for k in range(0, whole, _LANES):
         top = vabs_bits_max(top, vload(h, r, k))
     if whole < n:
         top = vabs_bits_max(top, vload_first(h, r, whole, n - whole))
@@ -150,16 +149,21 @@ def _quantize_row_vectors(h, r, lo, hi, levels, step):
     amax = float32_from_bits(largest)
     inv = vsplat(np.float32(levels) / amax if amax > 0 else np.float32(0))
     rounding, steps = vsplat(_ROUND), vsplat(np.int32(step))
-    for k in range(0, whole, lanes):
-        v = vint(vsub(vadd(vmul(vload(h, r, k), inv), rounding), rounding))
-        vstore_int16_bytes(lo, hi, r, k, vmuli(v, steps))
+    for k in range(0, whole, _LANES):
+        vstore_int16_bytes(lo, hi, r, k, _on_grid(vload(h, r, k), inv, rounding, steps))
     if whole < n:
-        v = vint(vsub(vadd(vmul(vload_first(h, r, whole, n - whole), inv), rounding), rounding))
-        vstore_int16_bytes_first(lo, hi, r, whole, vmuli(v, steps), n - whole)
+        vstore_int16_bytes_first(lo, hi, r, whole, _on_grid(vload_first(h, r, whole, n - whole),
+                                                            inv, rounding, steps), n - whole)
     for k in range(n, width):
         lo[r, k] = np.uint8(0)
         hi[r, k] = np.uint8(128)
     return amax / np.float32(levels * step)
+
+
+@njit(inline="always", **_FLAGS)
+def _on_grid(x, inv, rounding, steps):
+    """int32 step * round(x * inv), lane by lane: _quantize_row_float32's values."""
+    return vmuli(vint(vsub(vadd(vmul(x, inv), rounding), rounding)), steps)
 
 
 @njit(inline="always", **_FLAGS)

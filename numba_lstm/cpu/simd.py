@@ -411,6 +411,31 @@ def _first_lanes(builder, lanes: int, count):
     return builder.icmp_signed("<", ir.Constant(index, list(range(lanes))), limit)
 
 
+def _masked_load(vec_type):
+    """Codegen of a masked load of a Vec of vec_type at the array element the
+    index arguments name, its first n lanes (n the last argument), zeros after."""
+    def codegen(context, builder, sig, args):
+        ptr, align = _vector_pointer(context, builder, sig, args)
+        vec = context.get_value_type(vec_type)
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32),
+                                                  ir.VectorType(ir.IntType(1), vec.count), vec]),
+            _masked_name("load", vec))
+        return builder.call(load, [ptr, ir.Constant(ir.IntType(32), align),
+                                   _first_lanes(builder, vec.count, args[-1]),
+                                   ir.Constant(vec, None)])
+    return codegen
+
+
+def _store_masked(builder, value, ptr, align: int, mask):
+    """llvm.masked.store of the vector ``value`` at ``ptr``, the lanes ``mask`` sets."""
+    store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [value.type, ptr.type, ir.IntType(32),
+                                                        mask.type]),
+        _masked_name("store", value.type))
+    builder.call(store, [value, ptr, ir.Constant(ir.IntType(32), align), mask])
+
+
 def _masked_name(op: str, vec) -> str:
     # The pointer part of the mangled name: "p0" where pointers are opaque (LLVM
     # 17 on, as llvmlite 0.50 uses), "p0v16f32" where they are typed (older).
@@ -424,18 +449,7 @@ def vload1_first(typingctx, arr, j, n):
     """arr[j : j + n] in a Vec's first n lanes (n < lanes), zeros after: a
     masked load, so nothing past arr[j + n - 1] is touched."""
     vec_type = Vec(arr.dtype)
-
-    def codegen(context, builder, sig, args):
-        ptr, align = _vector_pointer(context, builder, sig, args)
-        vec = context.get_value_type(vec_type)
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32),
-                                                  ir.VectorType(ir.IntType(1), vec.count), vec]),
-            _masked_name("load", vec))
-        return builder.call(load, [ptr, ir.Constant(ir.IntType(32), align),
-                                   _first_lanes(builder, vec.count, args[2]),
-                                   ir.Constant(vec, None)])
-    return vec_type(arr, j, n), codegen
+    return vec_type(arr, j, n), _masked_load(vec_type)
 
 
 @intrinsic
@@ -443,14 +457,8 @@ def vstore1_first(typingctx, arr, j, v, n):
     """arr[j : j + n] = v's first n lanes (n < lanes): a masked store."""
     def codegen(context, builder, sig, args):
         ptr, align = _vector_pointer(context, builder, sig, args)
-        vec = args[2].type
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vec, ptr.type, ir.IntType(32),
-                                                           ir.VectorType(ir.IntType(1),
-                                                                         vec.count)]),
-            _masked_name("store", vec))
-        builder.call(store, [args[2], ptr, ir.Constant(ir.IntType(32), align),
-                             _first_lanes(builder, vec.count, args[3])])
+        _store_masked(builder, args[2], ptr, align,
+                      _first_lanes(builder, args[2].type.count, args[3]))
         return context.get_dummy_value()
     return types.none(arr, j, v, n), codegen
 
@@ -460,18 +468,7 @@ def vload_first(typingctx, arr, i, j, n):
     """arr[i, j : j + n] in a Vec's first n lanes (n < lanes), zeros after: a
     masked load of a 2-D row's tail (vload1_first's for a row of a block)."""
     vec_type = Vec(arr.dtype)
-
-    def codegen(context, builder, sig, args):
-        ptr, align = _vector_pointer(context, builder, sig, args)
-        vec = context.get_value_type(vec_type)
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [ptr.type, ir.IntType(32),
-                                                  ir.VectorType(ir.IntType(1), vec.count), vec]),
-            _masked_name("load", vec))
-        return builder.call(load, [ptr, ir.Constant(ir.IntType(32), align),
-                                   _first_lanes(builder, vec.count, args[3]),
-                                   ir.Constant(vec, None)])
-    return vec_type(arr, i, j, n), codegen
+    return vec_type(arr, i, j, n), _masked_load(vec_type)
 
 
 @intrinsic
@@ -557,11 +554,7 @@ def vstore_int16_bytes_first(typingctx, lo, hi, i, j, v, n):
     def codegen(context, builder, sig, args):
         mask = _first_lanes(builder, args[4].type.count, args[5])
         for ptr, part in _bytes_at(context, builder, sig, args, args[4]):
-            store = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [part.type, ptr.type,
-                                                                ir.IntType(32), mask.type]),
-                _masked_name("store", part.type))
-            builder.call(store, [part, ptr, ir.Constant(ir.IntType(32), 1), mask])
+            _store_masked(builder, part, ptr, 1, mask)
         return context.get_dummy_value()
     return types.none(lo, hi, i, j, v, n), codegen
 
