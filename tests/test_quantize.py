@@ -642,7 +642,7 @@ def _tile_and_rows(weights):
     return run
 
 
-@pytest.mark.parametrize("R", [1, 2, 4, 5, 6, 7, 8, 15, 20])
+@pytest.mark.parametrize("R", [1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_high_byte_kernel_gives_the_two_byte_kernels_bits(R, reverse):
     # gemm_dot_acc's high_only (8 then 4 rows at a time, the rest as before) on
@@ -834,7 +834,7 @@ def test_rows_go_to_bfloat16_pairs(split):
         assert quantize(np.array([0.5, bad, 0.25], np.float32), lo[:6], hi[:6], split) == -1
 
 
-@pytest.mark.parametrize("R", [1, 2, 4, 5, 6, 7, 8, 15, 20])
+@pytest.mark.parametrize("R", [1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 20])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, reverse):
     # Batch invariance rests on this: a column's sum is its hi chain over k
