@@ -1027,9 +1027,11 @@ def test_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streami
                                                                      monkeypatch, weights):
     # Batch > 1: each block step quantizes every row's h on its own grid and
     # runs gemm_dot_acc (3 rows: the 1-row rest); a row's numbers are those it
-    # gets alone, so the oracle runs row by row.
+    # gets alone, so the oracle runs row by row. (Layouts this small take the
+    # batch split by default: the team here as on larger ones.)
     from numba_lstm.cpu.row_step import DOT_NR
 
+    monkeypatch.setattr(nl.cpu, "batch_split_preferred", lambda layers, batch: False)
     rng = np.random.default_rng(16)
     I, H, T, B = 9, _team_hidden_size(DOT_NR), 30, 3
     q = _module("LSTM", rng, I, H, num_layers=2).quantize(weights)
@@ -1053,7 +1055,37 @@ def test_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streami
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
 @pytest.mark.parametrize("weights", FORMATS)
-def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, weights):
+def test_small_dot_layouts_split_the_batch_below_16_with_the_teams_bits(dot_streaming,
+                                                                       monkeypatch, weights):
+    # Below batch 16 a stack whose every W_hh dot layout is at most a sixth of
+    # one core's L2 takes the batch split where a thread gets two rows or
+    # more; a larger one, one row a thread, or float weights stay on the team.
+    # Both give a row the same bits.
+    from numba_lstm import cpu
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    rng = np.random.default_rng(19)
+    I, H, T = 9, _team_hidden_size(DOT_NR), 20
+    q = _module("LSTM", rng, I, H, num_layers=2).quantize(weights)
+    read = q._layers[0].dot_layout()[0][0].nbytes
+    fits = cpu.BATCH_SPLIT_MAX_L2_SHARE * read
+    for l2, B, expected in ((fits, 3, "layers"), (fits - 1, 3, "team"), (fits, 2, "team"),
+                            (0, 4, "team"), (fits, 15, "layers")):
+        monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
+        assert cpu._pick("stack", None, q._layers, T, B).name == expected, (l2, B)
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        out, (h_n, c_n) = q(x)
+        team = cpu.forward(q._layers, x, None, None, None, "team")
+        for got, want in zip((out, h_n, c_n), team, strict=True):
+            np.testing.assert_array_equal(got, want)
+    float_module = _module("LSTM", rng, I, H, num_layers=2)
+    assert cpu._pick("stack", None, float_module._layers, T, 3).name == "team"
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("weights", FORMATS)
+def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, monkeypatch,
+                                                                weights):
     # The team's quantized job with the GRU cell bound in: h's products summed
     # into a scratch row with b_hn, the same dot kernels and grids as the
     # layer loop's, so the same bits at batch 1 and 3 (I = 13: K4's padding);
@@ -1061,6 +1093,7 @@ def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, w
     from numba_lstm import cpu
     from numba_lstm.cpu.row_step import DOT_NR
 
+    monkeypatch.setattr(cpu, "batch_split_preferred", lambda layers, batch: False)
     rng = np.random.default_rng(18)
     I, H, T = 13, 2 * _team_hidden_size(DOT_NR), 40  # 3H x H past TEAM_MIN_MACS_PER_STEP
     q = _module("GRU", rng, I, H, num_layers=2).quantize(weights)

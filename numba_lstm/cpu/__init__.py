@@ -56,6 +56,10 @@ UNIT_SPLIT_MAX_TILES = 4
 # Below this many multiply-adds per step (B * H * 4H), one thread beats the
 # team: a step then takes about as long as handing it over (~0.5 µs).
 TEAM_MIN_MACS_PER_STEP = 1 << 14
+# Below GEMM_STEPS_MIN_BATCH, the batch split takes a stack on dot layouts from
+# the team where each layer's W_hh layout is at most this share of one core's
+# L2 (batch_split_preferred).
+BATCH_SPLIT_MAX_L2_SHARE = 6
 # Unit blocks per team thread. More would let the faster core take part of a
 # slow one's step, but each block costs a claim, a count, its own cell loop
 # and a partly filled last vector; one per thread measured faster at batch 2-16
@@ -120,7 +124,28 @@ def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
         return batch == 1 and team_streams(layers)
     if batch >= GEMM_STEPS_MIN_BATCH:
         return team_splits_units(layers, batch)
-    return batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
+    return (batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
+            and not batch_split_preferred(layers, batch))
+
+
+def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
+    """Whether splitting the batch (the panel steps, a thread's rows through
+    the whole time loop) beats the team's split by units below
+    GEMM_STEPS_MIN_BATCH: where every layer's steps take a dot layout (int8;
+    bfloat16 with AVX512_BF16) of at most 1 / BATCH_SPLIT_MAX_L2_SHARE of one
+    core's L2, and a thread gets two rows or more. Each thread then reads all
+    of W_hh from its L2 every step, the team's threads half of it each, but
+    hands h over every step, and quantizes every row's h twice. Measured on
+    Zen 5 (1 MB L2), batch 3-12: 64-147 KB 1.03-1.50x the team (S9: 1.10x in
+    a fast phase of the host, 1.37-1.43x in a slow one; an AVX2 build 1.15-1.36x);
+    at 205-256 KB 0.87-1.14x; one row a thread (batch 2) 0.90-0.92x at 131-147
+    KB; float32 weights 0.93-1.71x at 102 KB by build, so they stay on the
+    team (docs/performance.md)."""
+    l2 = l2_bytes()
+    return (l2 > 0 and -(-batch // TEAM.size) >= 2
+            and all(layer.dot_layout() is not None
+                    and _hh_bytes_read(layer) * BATCH_SPLIT_MAX_L2_SHARE <= l2
+                    for layer in layers))
 
 
 def team_splits_units(layers: PackedStack, batch: int) -> bool:
