@@ -136,11 +136,11 @@ def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
     core's L2, and a thread gets two rows or more. Each thread then reads all
     of W_hh from its L2 every step, the team's threads half of it each, but
     hands h over every step, and quantizes every row's h twice. Measured on
-    Zen 5 (1 MB L2), batch 3-12: 64-147 KB 1.03-1.50x the team (S9: 1.10x in
-    a fast phase of the host, 1.37-1.43x in a slow one; an AVX2 build 1.15-1.36x);
-    at 205-256 KB 0.87-1.14x; one row a thread (batch 2) 0.90-0.92x at 131-147
-    KB; float32 weights 0.93-1.71x at 102 KB by build, so they stay on the
-    team (docs/performance.md)."""
+    Zen 5 (1 MB L2; no other L2 size yet), batch 3-12: 64-144 KB 1.03-1.50x
+    the team (S9: 1.10x in a fast phase of the host, 1.37-1.43x in a slow one;
+    an AVX2 build 1.15-1.36x); 200-256 KB 0.87-1.14x; one row a thread (batch
+    2) 0.90-0.92x at 128-144 KB; float32 weights 0.93-1.71x at 100 KB by
+    build, so they stay on the team (docs/performance.md, stop 39)."""
     l2 = l2_bytes()
     return (l2 > 0 and -(-batch // TEAM.size) >= 2
             and all(layer.dot_layout() is not None
