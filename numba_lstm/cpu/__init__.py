@@ -142,10 +142,14 @@ def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
     2) 0.90-0.92x at 128-144 KB; float32 weights 0.93-1.71x at 100 KB by
     build, so they stay on the team (docs/performance.md, stop 39)."""
     l2 = l2_bytes()
-    return (l2 > 0 and -(-batch // TEAM.size) >= 2
-            and all(layer.dot_layout() is not None
-                    and _hh_bytes_read(layer) * BATCH_SPLIT_MAX_L2_SHARE <= l2
-                    for layer in layers))
+    if l2 == 0 or -(-batch // TEAM.size) < 2:
+        return False
+    for layer in layers:
+        # Once a layer: dot_layout costs ~0.7 µs, and this runs on every call.
+        dot = layer.dot_layout()
+        if dot is None or dot[0][0].nbytes * BATCH_SPLIT_MAX_L2_SHARE > l2:  # W_hh's layout
+            return False
+    return True
 
 
 def team_splits_units(layers: PackedStack, batch: int) -> bool:

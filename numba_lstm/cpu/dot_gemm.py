@@ -502,8 +502,8 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse, base):
     chains: a chain's latency is several of its instructions), three rows
     as four (each weight loaded once for them all), two rows on four panels
     (0.36 against 0.63 µs as four, 2 x 160 x 320 on one core of Zen 5), a
-    single row on four panels. dot_sum with a low sum of 0 gives the bits the two-part kernels
-    give. Returns R."""
+    single row on four panels. dot_sum with a low sum of 0 gives the bits
+    the two-part kernels give. Returns R."""
     P = w_dot.shape[0]
     group = panel_group(w_dot)
     for g in range(0, P, group):
