@@ -150,6 +150,16 @@ def test_the_quantized_table_reads_our_rate_against_the_instruction(with_dot):
                       "multiply-adds/s, 2 threads at once 1000 (2.00×)."] if with_dot else [])
 
 
+def test_bfloat16_rows_are_held_to_the_floor_and_int8_rows_to_their_targets():
+    from numba_lstm.bench import quantized
+
+    for shape in quantized.ROWS:
+        assert quantized.targets_of(BY_ID[shape], "int8") == quantized.TARGETS[shape]
+        assert quantized.targets_of(BY_ID[shape], "bfloat16") == quantized.FLOOR
+    assert quantized.TARGETS["S2"]["onnxruntime_qint8"] == 1.5
+    assert quantized.FLOOR == {"torch_qint8": 1.0, "onnxruntime_qint8": 1.0}
+
+
 def test_the_quantized_bench_holds_an_unseen_shape_to_the_floor():
     from numba_lstm.bench import quantized
     from numba_lstm.bench.shapes import Shape
