@@ -538,6 +538,31 @@ def test_one_numba_thread_runs_a_layer_job_on_the_caller_alone():
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.skipif(cpu.TEAM.size < 2, reason="a team of one thread")
+def test_one_numba_thread_keeps_stack_jobs_and_streams_off_the_team(monkeypatch):
+    # A stack job is cut into the team's blocks and takes every thread of it:
+    # under numba.set_num_threads(1), two single-thread workers on two cores
+    # would share each core among four threads. The layer strategies run
+    # instead, on the calling thread (their float32 sums in another order).
+    rng = np.random.default_rng(7)
+    lstm = nl.LSTM(12, 64)
+    x = rng.standard_normal((15, 3, 12)).astype(np.float32)
+    monkeypatch.setattr(cpu, "l2_bytes", lambda: 1024)  # its weights "past L2": streams team up
+    assert cpu._pick("stack", None, lstm._layers, 15, 3).name == "team"
+    assert cpu.team_streams(lstm._layers)
+    want = lstm(x)[0]
+    numba.set_num_threads(1)
+    try:
+        assert not cpu.team_allowed()
+        assert cpu._pick("stack", None, lstm._layers, 15, 3).name == "layers"
+        assert not cpu.team_streams(lstm._layers)
+        got = lstm(x)[0]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert cpu.team_allowed()
+    assert_close(got, want, np.float32, "the layers on one thread against the team")
+
+
 def _child_forward(lstm, x, queue):
     queue.put(lstm(x)[0])
 

@@ -89,6 +89,17 @@ def _team_can_run(layers: PackedStack, steps: int, batch: int) -> bool:
     return layers[0].num_directions == 1 and _team_runs_each_direction(layers[0])
 
 
+def team_allowed() -> bool:
+    """Whether a job may take the whole team: Numba's thread count, the user's
+    to set (numba.set_num_threads; numba_lstm.dask sets it per worker), allows
+    every thread of it. The stack job, a direction on the team and a stream's
+    team steps are cut into the team's blocks and take them all, so under a
+    smaller count the dispatch prefers the layer strategies, whose tasks
+    follow it (two single-thread processes on two cores, S6 int8: 53 ms a
+    call on the team, 33 on the layers). A forced strategy still runs."""
+    return TEAM.size > 1 and numba.get_num_threads() >= TEAM.size
+
+
 def _team_runs_each_direction(layer: PackedLayer) -> bool:
     """Whether the team's job could run each direction of ``layer`` as a
     stack of one direction. A GRU stack's job is float32
@@ -119,7 +130,10 @@ def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
     """One step at batch 1 (a module called step by step; a stream's steps
     take ``stepper``) where a stream's would (team_streams). From
     GEMM_STEPS_MIN_BATCH up, splitting the batch (the panel steps) wins unless
-    team_splits_units says otherwise."""
+    team_splits_units says otherwise. Never where Numba's thread count leaves
+    out part of the team (team_allowed)."""
+    if not team_allowed():
+        return False
     if steps == 1:
         return batch == 1 and team_streams(layers)
     if batch >= GEMM_STEPS_MIN_BATCH:
@@ -255,7 +269,8 @@ def _zeros_if_none(layers: PackedStack, x, h0, c0):
 
 
 def _threads(layer: PackedLayer, B: int) -> int:
-    # numba.get_num_threads() costs ~7 µs, so the batch-1 path does not ask.
+    # numba.get_num_threads() costs 1-7 µs (S1's call 1% more for the stack
+    # pick's one ask, team_allowed), so the batch-1 path does not ask again.
     # It is the user's numba.set_num_threads() (numba_lstm.dask sets it).
     return 1 if B == 1 and layer.num_directions == 1 else numba.get_num_threads()
 
@@ -357,7 +372,10 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     direction runs whole register tiles. Quantized layers on their dot
     kernels: int8 H = 768-1024 and bfloat16 H = 640-1024 1.0-2.2x at batch
     2-15; at batch 1 bfloat16 shares past L2 0.7-0.9x (H = 768-1024)
-    (docs/performance.md, docs/quantization.md)."""
+    (docs/performance.md, docs/quantization.md). Never where Numba's thread
+    count leaves out part of the team (team_allowed)."""
+    if not team_allowed():
+        return False
     l2 = l2_bytes()
     dot = layer.dot_layout() is not None
     # The bytes the team's steps read at every batch: the stored form on the
@@ -557,7 +575,7 @@ def team_streams(layers: PackedStack) -> bool:
     step reads: an int8 stack's dot layout, else float32 (a bfloat16 stack's
     one-thread step reads its float32 values; the team, its bfloat16)."""
     l2 = l2_bytes()
-    if (layers.step is None or TEAM.size < 2 or l2 == 0
+    if (layers.step is None or not team_allowed() or l2 == 0
             or not _team_blocks_take_the_dot(layers[0])):
         return False
     dot = layers.quantized_step()
