@@ -132,10 +132,10 @@ def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
     GEMM_STEPS_MIN_BATCH up, splitting the batch (the panel steps) wins unless
     team_splits_units says otherwise. Never where Numba's thread count leaves
     out part of the team (team_allowed)."""
+    if steps == 1:
+        return batch == 1 and team_streams(layers)  # which asks team_allowed itself
     if not team_allowed():
         return False
-    if steps == 1:
-        return batch == 1 and team_streams(layers)
     if batch >= GEMM_STEPS_MIN_BATCH:
         return team_splits_units(layers, batch)
     return (batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
