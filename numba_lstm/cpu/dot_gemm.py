@@ -498,7 +498,8 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse, base):
     """gemm_dot_acc's rows from their high bytes alone (lo all 0): eight rows
     at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two weight loads and
     eight splats (1.9x the two-byte four-row loop on Zen 5, one core, K =
-    512), five to seven as eight; then four rows on two panels (sixteen
+    512), seven as eight; five or six rows on two panels (_high_six); then
+    four rows on two panels (sixteen
     chains: a chain's latency is several of its instructions), three rows
     as four (each weight loaded once for them all), two rows on four panels
     (0.36 against 0.63 µs as four, 2 x 160 x 320 on one core of Zen 5), a
@@ -521,7 +522,7 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, ba
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     r = 0
-    while R - r >= 5:  # eight rows a tile; five to seven as eight (the missing rows' sums dropped)
+    while R - r >= 7:  # eight rows a tile; seven as eight (the missing row's sums dropped)
         n = min(8, R - r)
         last = r + n - 1
         h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
@@ -547,6 +548,9 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, ba
             _high_add4(out, r + 4, n - 4, j, s40, s41, s50, s51, s60, s61, s70, s71, zero,
                        offset, scale_q, s_rows, base)
         r += n
+    if R - r >= 5:  # five or six rows: as eight they took eight's time
+        _high_six(out, hi, s_rows, r, R - r, w_dot, offset, scale_q, reverse, p0, p1, base)
+        r = R
     while R - r >= 3:  # four rows, then three as four (the missing row's sums dropped)
         n = min(4, R - r)
         _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base)
@@ -557,6 +561,50 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, ba
     if R - r == 1:
         _copy_base_row(base, out, r, p0 * DOT_NR, p1 * DOT_NR)  # this group's columns
         _high_row_acc(out[r], hi[r], s_rows[r], w_dot, offset, scale_q, reverse, p0, p1)
+
+
+@njit(**_FLAGS)
+def _high_six(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base):
+    """Rows r..r+n-1 (n = 5 or 6) of hi into out over panels p0..p1-1, as a
+    tile of six (a missing row repeats the last, its sums dropped), two panels
+    at a time: 24 chains on four weight loads and six splats a k. Five or six
+    rows as eight cost eight rows' time; this tile takes 0.74-0.77x of it
+    (one core of Zen 5, K = 256-512, int8 and bfloat16)."""
+    P = p1 - p0
+    Q = 4 * DOT_LANES
+    zero = dot_zero(w_dot)
+    h0, h1, h2, h3, h4, h5 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3], hi[r + 4], hi[r + n - 1]
+    for i in range(0, P, 2):
+        # an odd last panel pairs with itself, its second sums dropped
+        pa = p1 - 1 - i if reverse else p0 + i
+        pb = (p1 - 2 - i if reverse else p0 + i + 1) if i + 1 < P else pa
+        wa, wb = w_dot[pa], w_dot[pb]
+        s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = s50 = s51 = zero  # panel a
+        t00 = t01 = t10 = t11 = t20 = t21 = t30 = t31 = t40 = t41 = t50 = t51 = zero  # panel b
+        for k in range(w_dot.shape[1]):
+            qa0, qa1 = vload_quads(wa, k, 0), vload_quads(wa, k, Q)
+            qb0, qb1 = vload_quads(wb, k, 0), vload_quads(wb, k, Q)
+            s00, s01 = _high_quads(h0, k, qa0, qa1, s00, s01)
+            t00, t01 = _high_quads(h0, k, qb0, qb1, t00, t01)
+            s10, s11 = _high_quads(h1, k, qa0, qa1, s10, s11)
+            t10, t11 = _high_quads(h1, k, qb0, qb1, t10, t11)
+            s20, s21 = _high_quads(h2, k, qa0, qa1, s20, s21)
+            t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
+            s30, s31 = _high_quads(h3, k, qa0, qa1, s30, s31)
+            t30, t31 = _high_quads(h3, k, qb0, qb1, t30, t31)
+            s40, s41 = _high_quads(h4, k, qa0, qa1, s40, s41)
+            t40, t41 = _high_quads(h4, k, qb0, qb1, t40, t41)
+            s50, s51 = _high_quads(h5, k, qa0, qa1, s50, s51)
+            t50, t51 = _high_quads(h5, k, qb0, qb1, t50, t51)
+        _high_add4(out, r, 4, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
+                   offset, scale_q, s_rows, base)
+        _high_add4(out, r + 4, n - 4, pa * DOT_NR, s40, s41, s50, s51, zero, zero, zero, zero,
+                   zero, offset, scale_q, s_rows, base)
+        if pb != pa:
+            _high_add4(out, r, 4, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
+                       offset, scale_q, s_rows, base)
+            _high_add4(out, r + 4, n - 4, pb * DOT_NR, t40, t41, t50, t51, zero, zero, zero,
+                       zero, zero, offset, scale_q, s_rows, base)
 
 
 @njit(**_FLAGS)
