@@ -642,10 +642,10 @@ def _tile_and_rows(weights):
     return run
 
 
-@pytest.mark.parametrize("R", [1, 2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 20])
+@pytest.mark.parametrize("R", [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 14, 15, 20])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_high_byte_kernel_gives_the_two_byte_kernels_bits(R, reverse):
-    # gemm_dot_acc's high_only (8, 6, then 4 rows at a time, the rest as before) on
+    # gemm_dot_acc's high_only (8, 6, 4, then 3 rows at a time, the rest as before) on
     # rows quantize_row8 made, against the same rows through the two-byte
     # kernels (row_dot_acc a row at a time), on the host's micro-kernel.
     from numba_lstm.cpu import dot_gemm
@@ -834,12 +834,12 @@ def test_rows_go_to_bfloat16_pairs(split):
         assert quantize(np.array([0.5, bad, 0.25], np.float32), lo[:6], hi[:6], split) == -1
 
 
-@pytest.mark.parametrize("R", [1, 2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 20])
+@pytest.mark.parametrize("R", [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 14, 15, 20])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_the_bfloat16_kernels_give_a_row_the_same_bits_alone_or_in_a_tile(R, reverse):
     # Batch invariance rests on this: a column's sum is its hi chain over k
     # from 0, then its lo chain, then out + (hi + lo), in every kernel. The
-    # many-row tiles (8, 6, then 4 rows, on hi alone; 4 rows on hi and lo) against
+    # many-row tiles (8, 6, 4, then 3 rows, on hi alone; 4 rows on hi and lo) against
     # one row at a time (row_dot_acc), bitwise; then against NumPy. Where the
     # CPU has AMX-BF16 and K fills whole tiles (K = 512), every row takes the
     # tiles: many rows a tile against one-row tiles.

@@ -498,13 +498,12 @@ def _high_dot_acc(out, hi, s_rows, w_dot, offset, scale_q, reverse, base):
     """gemm_dot_acc's rows from their high bytes alone (lo all 0): eight rows
     at a time, sixteen vpdpbusd (or vdpbf16ps) chains on two weight loads and
     eight splats (1.9x the two-byte four-row loop on Zen 5, one core, K =
-    512), seven as eight; five or six rows on two panels (_high_six); then
-    four rows on two panels (sixteen
-    chains: a chain's latency is several of its instructions), three rows
-    as four (each weight loaded once for them all), two rows on four panels
-    (0.36 against 0.63 µs as four, 2 x 160 x 320 on one core of Zen 5), a
-    single row on four panels. dot_sum with a low sum of 0 gives the bits
-    the two-part kernels give. Returns R."""
+    512), seven as eight; then six or five rows, four, or three on two panels
+    a tile (_high_six, _high_four, _high_three: in a bigger tile the missing
+    rows cost what rows do), two rows on four panels (0.36 against 0.63 µs
+    as four, 2 x 160 x 320 on one core of Zen 5), a single row on four
+    panels. dot_sum with a low sum of 0 gives the bits the two-part kernels
+    give. Returns R."""
     P = w_dot.shape[0]
     group = panel_group(w_dot)
     for g in range(0, P, group):
@@ -551,10 +550,12 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, ba
     if R - r >= 5:  # five or six rows: as eight they took eight's time
         _high_six(out, hi, s_rows, r, R - r, w_dot, offset, scale_q, reverse, p0, p1, base)
         r = R
-    while R - r >= 3:  # four rows, then three as four (the missing row's sums dropped)
-        n = min(4, R - r)
-        _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base)
-        r += n
+    if R - r == 4:
+        _high_four(out, hi, s_rows, r, 4, w_dot, offset, scale_q, reverse, p0, p1, base)
+        r += 4
+    if R - r == 3:  # as four they took four rows' time
+        _high_three(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base)
+        r += 3
     if R - r == 2:
         _high_two(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base)
         r += 2
@@ -608,10 +609,44 @@ def _high_six(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, ba
 
 
 @njit(**_FLAGS)
+def _high_three(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base):
+    """Rows r..r+2 of hi into out over panels p0..p1-1, two panels at a time:
+    twelve chains on four weight loads and three splats a k. As a tile of
+    four they took four rows' time; this takes 0.64 (int8) and 0.79-0.84
+    (bfloat16) of it (one core of Zen 5, K = 256-512)."""
+    P = p1 - p0
+    Q = 4 * DOT_LANES
+    zero = dot_zero(w_dot)
+    h0, h1, h2 = hi[r], hi[r + 1], hi[r + 2]
+    for i in range(0, P, 2):
+        # an odd last panel pairs with itself, its second sums dropped
+        pa = p1 - 1 - i if reverse else p0 + i
+        pb = (p1 - 2 - i if reverse else p0 + i + 1) if i + 1 < P else pa
+        wa, wb = w_dot[pa], w_dot[pb]
+        s00 = s01 = s10 = s11 = s20 = s21 = zero  # panel a: row, vector
+        t00 = t01 = t10 = t11 = t20 = t21 = zero  # panel b
+        for k in range(w_dot.shape[1]):
+            qa0, qa1 = vload_quads(wa, k, 0), vload_quads(wa, k, Q)
+            qb0, qb1 = vload_quads(wb, k, 0), vload_quads(wb, k, Q)
+            s00, s01 = _high_quads(h0, k, qa0, qa1, s00, s01)
+            t00, t01 = _high_quads(h0, k, qb0, qb1, t00, t01)
+            s10, s11 = _high_quads(h1, k, qa0, qa1, s10, s11)
+            t10, t11 = _high_quads(h1, k, qb0, qb1, t10, t11)
+            s20, s21 = _high_quads(h2, k, qa0, qa1, s20, s21)
+            t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
+        _high_add4(out, r, 3, pa * DOT_NR, s00, s01, s10, s11, s20, s21, zero, zero, zero,
+                   offset, scale_q, s_rows, base)
+        if pb != pa:
+            _high_add4(out, r, 3, pb * DOT_NR, t00, t01, t10, t11, t20, t21, zero, zero, zero,
+                       offset, scale_q, s_rows, base)
+
+
+@njit(**_FLAGS)
 def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base):
     """Rows r..r+n-1 (n = 2-4) of hi into out over panels p0..p1-1, as a tile
     of four (a missing row repeats the last, its sums dropped), two panels at
-    a time: sixteen chains, as the eight-row tile has. The caller passes whole
+    a time: sixteen chains, as the eight-row tile has (a chain's latency is
+    several of its instructions). The caller passes whole
     arrays: at small layers a row view or scratch array per call cost as much
     as the products (docs/performance.md)."""
     P = p1 - p0
