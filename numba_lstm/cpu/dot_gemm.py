@@ -551,7 +551,7 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, ba
         _high_six(out, hi, s_rows, r, R - r, w_dot, offset, scale_q, reverse, p0, p1, base)
         r = R
     if R - r == 4:
-        _high_four(out, hi, s_rows, r, 4, w_dot, offset, scale_q, reverse, p0, p1, base)
+        _high_four(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base)
         r += 4
     if R - r == 3:  # as four they took four rows' time
         _high_three(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base)
@@ -569,7 +569,7 @@ def _high_six(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, ba
     """Rows r..r+n-1 (n = 5 or 6) of hi into out over panels p0..p1-1, as a
     tile of six (a missing row repeats the last, its sums dropped), two panels
     at a time: 24 chains on four weight loads and six splats a k. Five or six
-    rows as eight cost eight rows' time; this tile takes 0.74-0.77x of it
+    rows as eight cost eight rows' time; this tile takes 0.74-0.78x of it
     (one core of Zen 5, K = 256-512, int8 and bfloat16)."""
     P = p1 - p0
     Q = 4 * DOT_LANES
@@ -612,7 +612,7 @@ def _high_six(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, ba
 def _high_three(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base):
     """Rows r..r+2 of hi into out over panels p0..p1-1, two panels at a time:
     twelve chains on four weight loads and three splats a k. As a tile of
-    four they took four rows' time; this takes 0.64 (int8) and 0.79-0.84
+    four they took four rows' time; this takes 0.58-0.65 (int8) and 0.79-0.84
     (bfloat16) of it (one core of Zen 5, K = 256-512)."""
     P = p1 - p0
     Q = 4 * DOT_LANES
@@ -642,18 +642,16 @@ def _high_three(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, bas
 
 
 @njit(**_FLAGS)
-def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base):
-    """Rows r..r+n-1 (n = 2-4) of hi into out over panels p0..p1-1, as a tile
-    of four (a missing row repeats the last, its sums dropped), two panels at
-    a time: sixteen chains, as the eight-row tile has (a chain's latency is
-    several of its instructions). The caller passes whole
-    arrays: at small layers a row view or scratch array per call cost as much
-    as the products (docs/performance.md)."""
+def _high_four(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base):
+    """Rows r..r+3 of hi into out over panels p0..p1-1, two panels at a time:
+    sixteen chains, as the eight-row tile has (a chain's latency is several
+    of its instructions). The caller passes whole arrays: at small layers a
+    row view or scratch array per call cost as much as the products
+    (docs/performance.md)."""
     P = p1 - p0
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
-    last = r + n - 1
-    h0, h1, h2, h3 = hi[r], hi[r + 1], hi[min(r + 2, last)], hi[last]
+    h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
     for i in range(0, P - 1, 2):
         pa, pb = (p1 - 1 - i, p1 - 2 - i) if reverse else (p0 + i, p0 + i + 1)
         wa, wb = w_dot[pa], w_dot[pb]
@@ -670,9 +668,9 @@ def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, b
             t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
             s30, s31 = _high_quads(h3, k, qa0, qa1, s30, s31)
             t30, t31 = _high_quads(h3, k, qb0, qb1, t30, t31)
-        _high_add4(out, r, n, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
+        _high_add4(out, r, 4, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
                    offset, scale_q, s_rows, base)
-        _high_add4(out, r, n, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
+        _high_add4(out, r, 4, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
                    offset, scale_q, s_rows, base)
     if P % 2 == 1:
         p = p0 if reverse else p1 - 1
@@ -684,7 +682,7 @@ def _high_four(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, b
             s10, s11 = _high_quads(h1, k, q0, q1, s10, s11)
             s20, s21 = _high_quads(h2, k, q0, q1, s20, s21)
             s30, s31 = _high_quads(h3, k, q0, q1, s30, s31)
-        _high_add4(out, r, n, p * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
+        _high_add4(out, r, 4, p * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
                    offset, scale_q, s_rows, base)
 
 
