@@ -1118,10 +1118,11 @@ def test_quantized_two_direction_layers_on_the_team_give_the_layer_loops_bits(
         family, weights, dot_streaming, monkeypatch):
     # Where one direction's stored W_hh passes one core's L2 (faked here) and
     # the team's share of it fits (past batch 1, fitting or not), each
-    # direction runs on the team as a stack of its own. The second layer's
-    # input is the first's h: on h's grid, as the layer loop puts it (on x's,
-    # rows moved by 1e-4 with the batch size), so the bits are the layer
-    # loop's, lengths and hx too.
+    # direction runs on the team as a stack of its own; where the L3 feeds
+    # each core fast (faked both ways), only below three rows. The second
+    # layer's input is the first's h: on h's grid, as the layer loop puts it
+    # (on x's, rows moved by 1e-4 with the batch size), so the bits are the
+    # layer loop's, lengths and hx too.
     from numba_lstm import cpu
     from numba_lstm.cpu.row_step import DOT_NR
 
@@ -1131,10 +1132,18 @@ def test_quantized_two_direction_layers_on_the_team_give_the_layer_loops_bits(
     layer = q._layers[1]
     w = layer.stored[1][0][0].nbytes
     share = -(-w // cpu.TEAM.size)
-    for l2, B, on_team in ((w - 1, 3, True), (w - 1, 1, True), (w, 3, False),
-                           (share - 1, 3, True), (share - 1, 1, False)):
+    assert cpu.DOT_DIRECTION_A_THREAD_MIN_BATCH == 3
+    for fast, l2, B, on_team in ((False, w - 1, 3, True), (False, w - 1, 1, True),
+                                 (False, w, 3, False), (False, share - 1, 3, True),
+                                 (False, share - 1, 1, False), (False, w - 1, 15, True),
+                                 (True, w - 1, 3, False), (True, w - 1, 15, False),
+                                 (True, w - 1, 2, True), (True, w - 1, 1, True),
+                                 (True, share - 1, 2, True), (True, share - 1, 1, False)):
         monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
-        assert (cpu._pick("layer", None, layer, T, B).name == "team_directions") == on_team, l2
+        monkeypatch.setattr(cpu, "l3_feeds_each_core_fast", lambda fast=fast: fast)
+        picked = cpu._pick("layer", None, layer, T, B).name
+        assert (picked == "team_directions") == on_team, (fast, l2, B, picked)
+    monkeypatch.setattr(cpu, "l3_feeds_each_core_fast", lambda: False)
     for B, lengths in ((1, None), (3, np.array([9, 4, 7]))):
         x = rng.standard_normal((T, B, I)).astype(np.float32)
         h0 = rng.standard_normal((4, B, H)).astype(np.float32)

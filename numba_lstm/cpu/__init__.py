@@ -66,6 +66,11 @@ BATCH_SPLIT_MAX_L2_SHARE = 6
 # and within noise at batch 1 (docs/performance.md, stop 14); the job itself
 # takes any number (tests force two).
 BLOCKS_PER_THREAD = 1
+# From this many rows, a two-direction layer on the dot kernels runs a
+# direction a thread (each thread's rows fill a tile of three or more), where
+# the L3 feeds each core fast enough that streaming a direction's W_hh from it
+# costs less than the team's handover of every step (_directions_on_team_preferred).
+DOT_DIRECTION_A_THREAD_MIN_BATCH = 3
 
 
 # -- the dispatch table ------------------------------------------------------------------
@@ -371,13 +376,20 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     1, but 0.85-1.05x from TILE_ROWS rows, where a thread on its own
     direction runs whole register tiles. Quantized layers on their dot
     kernels: int8 H = 768-1024 and bfloat16 H = 640-1024 1.0-2.2x at batch
-    2-15; at batch 1 bfloat16 shares past L2 0.7-0.9x (H = 768-1024)
+    2-15; at batch 1 bfloat16 shares past L2 0.7-0.9x (H = 768-1024). Where
+    the L3 feeds each core fast (Zen 5, no AMX), the dot kernels from
+    DOT_DIRECTION_A_THREAD_MIN_BATCH rows go the other way: a direction a
+    thread 0.96-1.24x the team at batch 3-12 (int8 H = 768-1024, bfloat16 H =
+    384-1024, LSTM and GRU, one process alternating; 0.99-1.05x on its AVX2
+    build's pairs kernel), even at batch 2 (0.97-1.06x)
     (docs/performance.md, docs/quantization.md). Never where Numba's thread
     count leaves out part of the team (team_allowed)."""
     if not team_allowed():
         return False
     l2 = l2_bytes()
     dot = layer.dot_layout() is not None
+    if dot and B >= DOT_DIRECTION_A_THREAD_MIN_BATCH and l3_feeds_each_core_fast():
+        return False
     # The bytes the team's steps read at every batch: the stored form on the
     # dot kernels, else float values (without them, batches past 1 read float32).
     w_hh = layer.stored[1][0][0].nbytes if dot else layer.w_hh[0].nbytes
