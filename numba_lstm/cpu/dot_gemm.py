@@ -576,27 +576,19 @@ def _high_six(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, ba
     zero = dot_zero(w_dot)
     h0, h1, h2, h3, h4, h5 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3], hi[r + 4], hi[r + n - 1]
     for i in range(0, P, 2):
-        # an odd last panel pairs with itself, its second sums dropped
-        pa = p1 - 1 - i if reverse else p0 + i
-        pb = (p1 - 2 - i if reverse else p0 + i + 1) if i + 1 < P else pa
+        pa, pb = _panel_pair(i, p0, p1, reverse)
         wa, wb = w_dot[pa], w_dot[pb]
         s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = s50 = s51 = zero  # panel a
         t00 = t01 = t10 = t11 = t20 = t21 = t30 = t31 = t40 = t41 = t50 = t51 = zero  # panel b
         for k in range(w_dot.shape[1]):
             qa0, qa1 = vload_quads(wa, k, 0), vload_quads(wa, k, Q)
             qb0, qb1 = vload_quads(wb, k, 0), vload_quads(wb, k, Q)
-            s00, s01 = _high_quads(h0, k, qa0, qa1, s00, s01)
-            t00, t01 = _high_quads(h0, k, qb0, qb1, t00, t01)
-            s10, s11 = _high_quads(h1, k, qa0, qa1, s10, s11)
-            t10, t11 = _high_quads(h1, k, qb0, qb1, t10, t11)
-            s20, s21 = _high_quads(h2, k, qa0, qa1, s20, s21)
-            t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
-            s30, s31 = _high_quads(h3, k, qa0, qa1, s30, s31)
-            t30, t31 = _high_quads(h3, k, qb0, qb1, t30, t31)
-            s40, s41 = _high_quads(h4, k, qa0, qa1, s40, s41)
-            t40, t41 = _high_quads(h4, k, qb0, qb1, t40, t41)
-            s50, s51 = _high_quads(h5, k, qa0, qa1, s50, s51)
-            t50, t51 = _high_quads(h5, k, qb0, qb1, t50, t51)
+            s00, s01, t00, t01 = _high_quads2(h0, k, qa0, qa1, qb0, qb1, s00, s01, t00, t01)
+            s10, s11, t10, t11 = _high_quads2(h1, k, qa0, qa1, qb0, qb1, s10, s11, t10, t11)
+            s20, s21, t20, t21 = _high_quads2(h2, k, qa0, qa1, qb0, qb1, s20, s21, t20, t21)
+            s30, s31, t30, t31 = _high_quads2(h3, k, qa0, qa1, qb0, qb1, s30, s31, t30, t31)
+            s40, s41, t40, t41 = _high_quads2(h4, k, qa0, qa1, qb0, qb1, s40, s41, t40, t41)
+            s50, s51, t50, t51 = _high_quads2(h5, k, qa0, qa1, qb0, qb1, s50, s51, t50, t51)
         _high_add4(out, r, 4, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
                    offset, scale_q, s_rows, base)
         _high_add4(out, r + 4, n - 4, pa * DOT_NR, s40, s41, s50, s51, zero, zero, zero, zero,
@@ -619,21 +611,16 @@ def _high_three(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, bas
     zero = dot_zero(w_dot)
     h0, h1, h2 = hi[r], hi[r + 1], hi[r + 2]
     for i in range(0, P, 2):
-        # an odd last panel pairs with itself, its second sums dropped
-        pa = p1 - 1 - i if reverse else p0 + i
-        pb = (p1 - 2 - i if reverse else p0 + i + 1) if i + 1 < P else pa
+        pa, pb = _panel_pair(i, p0, p1, reverse)
         wa, wb = w_dot[pa], w_dot[pb]
         s00 = s01 = s10 = s11 = s20 = s21 = zero  # panel a: row, vector
         t00 = t01 = t10 = t11 = t20 = t21 = zero  # panel b
         for k in range(w_dot.shape[1]):
             qa0, qa1 = vload_quads(wa, k, 0), vload_quads(wa, k, Q)
             qb0, qb1 = vload_quads(wb, k, 0), vload_quads(wb, k, Q)
-            s00, s01 = _high_quads(h0, k, qa0, qa1, s00, s01)
-            t00, t01 = _high_quads(h0, k, qb0, qb1, t00, t01)
-            s10, s11 = _high_quads(h1, k, qa0, qa1, s10, s11)
-            t10, t11 = _high_quads(h1, k, qb0, qb1, t10, t11)
-            s20, s21 = _high_quads(h2, k, qa0, qa1, s20, s21)
-            t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
+            s00, s01, t00, t01 = _high_quads2(h0, k, qa0, qa1, qb0, qb1, s00, s01, t00, t01)
+            s10, s11, t10, t11 = _high_quads2(h1, k, qa0, qa1, qb0, qb1, s10, s11, t10, t11)
+            s20, s21, t20, t21 = _high_quads2(h2, k, qa0, qa1, qb0, qb1, s20, s21, t20, t21)
         _high_add4(out, r, 3, pa * DOT_NR, s00, s01, s10, s11, s20, s21, zero, zero, zero,
                    offset, scale_q, s_rows, base)
         if pb != pa:
@@ -660,14 +647,10 @@ def _high_four(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base
         for k in range(w_dot.shape[1]):
             qa0, qa1 = vload_quads(wa, k, 0), vload_quads(wa, k, Q)
             qb0, qb1 = vload_quads(wb, k, 0), vload_quads(wb, k, Q)
-            s00, s01 = _high_quads(h0, k, qa0, qa1, s00, s01)
-            t00, t01 = _high_quads(h0, k, qb0, qb1, t00, t01)
-            s10, s11 = _high_quads(h1, k, qa0, qa1, s10, s11)
-            t10, t11 = _high_quads(h1, k, qb0, qb1, t10, t11)
-            s20, s21 = _high_quads(h2, k, qa0, qa1, s20, s21)
-            t20, t21 = _high_quads(h2, k, qb0, qb1, t20, t21)
-            s30, s31 = _high_quads(h3, k, qa0, qa1, s30, s31)
-            t30, t31 = _high_quads(h3, k, qb0, qb1, t30, t31)
+            s00, s01, t00, t01 = _high_quads2(h0, k, qa0, qa1, qb0, qb1, s00, s01, t00, t01)
+            s10, s11, t10, t11 = _high_quads2(h1, k, qa0, qa1, qb0, qb1, s10, s11, t10, t11)
+            s20, s21, t20, t21 = _high_quads2(h2, k, qa0, qa1, qb0, qb1, s20, s21, t20, t21)
+            s30, s31, t30, t31 = _high_quads2(h3, k, qa0, qa1, qb0, qb1, s30, s31, t30, t31)
         _high_add4(out, r, 4, pa * DOT_NR, s00, s01, s10, s11, s20, s21, s30, s31, zero,
                    offset, scale_q, s_rows, base)
         _high_add4(out, r, 4, pb * DOT_NR, t00, t01, t10, t11, t20, t21, t30, t31, zero,
@@ -799,6 +782,24 @@ def _high_quads(hi, k4, q0, q1, high0, high1):
     """One k4 row of a panel against a row's high bytes alone."""
     b = vsplat_quad(hi, 4 * k4)
     return vdot(high0, b, q0), vdot(high1, b, q1)
+
+
+@njit(inline="always", **_FLAGS)
+def _high_quads2(hi, k4, qa0, qa1, qb0, qb1, a0, a1, b0, b1):
+    """One k4 row of panels a and b against a row's high bytes alone, one
+    splat for both (the two-panel tiles)."""
+    x = vsplat_quad(hi, 4 * k4)
+    return vdot(a0, x, qa0), vdot(a1, x, qa1), vdot(b0, x, qb0), vdot(b1, x, qb1)
+
+
+@njit(inline="always", **_FLAGS)
+def _panel_pair(i, p0, p1, reverse):
+    """The two panels of p0..p1-1 a two-panel tile takes at its i-th (i even),
+    last to first where ``reverse``; an odd last panel pairs with itself (the
+    tile drops its second sums)."""
+    pa = p1 - 1 - i if reverse else p0 + i
+    pb = (p1 - 2 - i if reverse else p0 + i + 1) if i + 1 < p1 - p0 else pa
+    return pa, pb
 
 
 # Bytes of a dot layout's panels that every row tile of a product runs over
