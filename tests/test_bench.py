@@ -16,8 +16,12 @@ from numba_lstm.bench.cores import (
     _dot_chains_each,
     _fma_chains,
     _fma_chains_each,
+    _read_passes,
+    _read_passes_each,
     dot_rates,
     fma_rates,
+    l3_buffer_bytes,
+    l3_read_rates,
 )
 from numba_lstm.bench.shapes import (
     FLOOR,
@@ -141,10 +145,11 @@ def test_the_quantized_table_reads_our_rate_against_the_instruction(with_dot):
                                     "dot": dot if with_dot else None})
     cells = table.splitlines()[2].split(" | ")
     # 12e9 multiply-adds in 20 ms: 600 G a second, 60% of the two threads' 1000
-    assert cells[-2] == ("600 (60%)" if with_dot else "600")
+    assert cells[-3] == ("600 (60%)" if with_dot else "600")
+    assert cells[-2] == "-"  # no bound in this row
     del row["multiply_adds"]  # a report saved before the column: its table still prints
     assert quantized.format_table({"weights": "int8", "results": [row]}).splitlines()[2].split(
-        " | ")[-2] == "-"
+        " | ")[-3] == "-"
     notes = [x for x in table.splitlines() if x.startswith("Register-only vpdpbusd")]
     assert notes == (["Register-only vpdpbusd rate in this run: one thread 500 G "
                       "multiply-adds/s, 2 threads at once 1000 (2.00×)."] if with_dot else [])
@@ -214,3 +219,76 @@ def test_the_table_spells_out_shapes_it_names_by_id_alone():
     table = format_table({"matmul_gflops": 100.0, "results": [result]})
     assert f"| {shape.id} |" in table and "MISSED torch" in table
     assert f"{shape.id}: {shape.family} B={shape.batch} T={shape.steps}" in table
+
+
+def test_read_passes_load_every_vector_of_the_buffer():
+    # A buffer of ones: each pass adds one to a lane for every vector it loads.
+    buf = np.ones(8 * _LANES * 5, np.float32)
+    out = np.zeros(_LANES, np.float32)
+    _read_passes(3, buf, out)
+    assert np.all(out == 3 * 8 * 5)
+    bufs = np.ones((2, 8 * _LANES * 2), np.float32)
+    rows = np.zeros((2, _LANES), np.float32)
+    _read_passes_each(4, bufs, rows)
+    assert np.all(rows == 4 * 8 * 2)
+
+
+def test_l3_read_rates_need_a_buffer_past_l2_and_count_every_threads_bytes(monkeypatch):
+    from numba_lstm.bench import cores
+
+    monkeypatch.setattr(cores, "l3_bytes", lambda: 0)
+    assert l3_buffer_bytes(2) == 0 and l3_read_rates(seconds=0.001, rounds=1) is None
+    # 1 MB L2s under a 32 MB L3: four L2s a thread, within half the L3 in all
+    monkeypatch.setattr(cores, "l2_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(cores, "l3_bytes", lambda: 32 << 20)
+    assert l3_buffer_bytes(2) == 4 << 20 and l3_buffer_bytes(8) == 2 << 20
+    monkeypatch.setattr(cores, "l3_bytes", lambda: 4 << 20)  # half of it within one L2
+    assert l3_read_rates(seconds=0.001, rounds=1) is None
+    monkeypatch.setattr(cores, "l2_bytes", lambda: 64 << 10)
+    monkeypatch.setattr(cores, "l3_bytes", lambda: 2 << 20)
+    ticks = iter(range(1000))
+    monkeypatch.setattr(cores, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    rates = l3_read_rates(seconds=0.001, rounds=2)
+    assert rates["buffer_bytes"] == l3_buffer_bytes(rates["threads"]) > 64 << 10
+    # every timed run lasts one tick: the rates count the bytes alone
+    assert rates["all_threads_gbs"] == rates["threads"] * rates["one_thread_gbs"] > 0
+
+
+def test_the_format_bound_is_the_larger_of_the_products_and_the_streamed_w_hh():
+    from numba_lstm.bench import quantized
+    from numba_lstm.bench.shapes import Shape
+
+    dot = {"instruction": "vdpbf16ps", "threads": 2, "one_thread_gmacs": 250.0,
+           "all_threads_gmacs": 500.0}
+    l3 = {"threads": 2, "buffer_bytes": 4 << 20, "one_thread_gbs": 100.0,
+          "all_threads_gbs": 200.0}
+    # B=1, T=100, I=64, H=512, two layers: W_hh 2048 x 512 a layer, 2 MB in bfloat16
+    shape = Shape("U", 1, 100, 64, 512, 2, False, "")
+    macs = 100 * 2048 * ((64 + 512) + (512 + 512))
+    assert shape.flops() == 2 * macs
+    products = macs / 500e9
+    assert quantized.format_bound(shape, "bfloat16", dot, None, 1 << 20) == products
+    # 1 MB of each layer's 2 MB past the caches, every step: 200 MB at 200 GB/s
+    streamed = 100 * 2 * (1 << 20) / 200e9
+    assert streamed > products
+    assert quantized.format_bound(shape, "bfloat16", dot, l3, 1 << 20) == streamed
+    # int8's W_hh is 1 MB a layer: all of it fits, the products bound it
+    assert quantized.format_bound(shape, "int8", dot, l3, 1 << 20) == products
+    assert quantized.format_bound(shape, "bfloat16", None, l3, 1 << 20) is None
+
+
+def test_the_quantized_table_marks_a_peer_faster_than_the_bound():
+    from numba_lstm.bench import quantized
+
+    row = {"shape": "S6", "seconds": {"numba_lstm": 0.03, "torch_qint8": 0.02,
+                                      "onnxruntime_qint8": 0.025},
+           "ratios": {"torch_qint8": 2 / 3, "onnxruntime_qint8": 25 / 30},
+           "targets": dict(quantized.FLOOR),
+           "targets_met": {"torch_qint8": False, "onnxruntime_qint8": False},
+           "error_vs_float32": {}, "unavailable": {}, "multiply_adds": 12_000_000_000,
+           "described": None, "bound_seconds": 0.024}
+    table = quantized.format_table({"weights": "bfloat16", "results": [row], "dot": None})
+    cells = table.splitlines()[2].split(" | ")
+    assert cells[-2] == "24.00 ms"
+    # torch's 20 ms is below the 24 ms bound, ONNX Runtime's 25 ms is not
+    assert cells[-1] == "MISSED torch_qint8 (bound), onnxruntime_qint8 |"

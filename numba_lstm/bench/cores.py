@@ -1,6 +1,7 @@
 """How much arithmetic the machine's threads have together, measured in the run:
 float32 FMAs, and the quantized kernels' dot instructions (vpdpbusd for int8,
-vdpbf16ps for bfloat16) where the CPU has them.
+vdpbf16ps for bfloat16) where the CPU has them; and how fast they read from L3
+together.
 
 A cloud VM's vCPUs are threads on the host. Its scheduler may run two of them on
 one physical core's hyperthreads, which then share that core's FMA units, and it
@@ -19,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import CACHE, configure_threading
+from ..cpu.caches import l2_bytes, l3_bytes
 from ..cpu.dot_gemm import dot_zero, vdot
 from ..cpu.simd import (
     HAS_BF16,
@@ -26,6 +28,7 @@ from ..cpu.simd import (
     VECTOR_BYTES,
     vadd,
     vfma,
+    vload1,
     vload_quads,
     vsplat,
     vsplat_quad,
@@ -103,7 +106,7 @@ DOT_INSTRUCTIONS = {"int8": ("vpdpbusd", HAS_VNNI), "bfloat16": ("vdpbf16ps", HA
 
 
 def _best_rates(one_thread, every_thread, threads: int, work_per_round: int, seconds: float,
-                rounds: int) -> tuple[float, float]:
+                rounds: int, first_n: int = 1 << 16) -> tuple[float, float]:
     """(one thread, every thread at once), 1e9 x work_per_round a second: the
     best of ``rounds`` runs, each ~``seconds`` long."""
     def rate(run, n, copies):
@@ -113,7 +116,7 @@ def _best_rates(one_thread, every_thread, threads: int, work_per_round: int, sec
 
     one_thread(1)  # compile or load both before timing
     every_thread(1)
-    n = 1 << 16
+    n = first_n
     while rate(one_thread, n, 1) * 1e9 * seconds > n * work_per_round * 2:
         n *= 2  # until one run lasts about `seconds`
     one = max(rate(one_thread, n, 1) for _ in range(rounds))
@@ -148,3 +151,56 @@ def dot_rates(weights: str, seconds: float = 0.2, rounds: int = 3) -> dict | Non
                                 _DOT_CHAINS * _LANES * per_lane, seconds, rounds)
     return {"instruction": instruction, "threads": threads, "one_thread_gmacs": one,
             "all_threads_gmacs": together}
+
+
+@njit(cache=CACHE, nogil=True)
+def _read_passes(n, buf, out):
+    """n passes of vector loads over buf (1-D float32, a whole number of
+    8-vector blocks) into eight sums, so that only the reads bound the loop;
+    their total goes to out (lanes,)."""
+    lanes = _LANES
+    zero = vsplat(np.float32(0))
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+    for _ in range(n):
+        for j in range(0, buf.shape[0], 8 * lanes):
+            a0, a1 = vadd(a0, vload1(buf, j)), vadd(a1, vload1(buf, j + lanes))
+            a2, a3 = vadd(a2, vload1(buf, j + 2 * lanes)), vadd(a3, vload1(buf, j + 3 * lanes))
+            a4, a5 = vadd(a4, vload1(buf, j + 4 * lanes)), vadd(a5, vload1(buf, j + 5 * lanes))
+            a6, a7 = vadd(a6, vload1(buf, j + 6 * lanes)), vadd(a7, vload1(buf, j + 7 * lanes))
+    vstore1(out, 0, vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5), vadd(a6, a7))))
+
+
+@njit(cache=CACHE, parallel=True)
+def _read_passes_each(n, bufs, out):
+    """_read_passes on every bufs[t] (threads, size) at once, one per thread."""
+    for t in prange(bufs.shape[0]):
+        _read_passes(n, bufs[t], out[t])
+
+
+def l3_buffer_bytes(threads: int) -> int:
+    """Each thread's buffer for l3_read_rates: four of its L2s, so that the
+    reads come from past L2, but all threads' buffers in half the L3, so that
+    they do not come from memory; 0 where the caches are unknown."""
+    l2, l3 = l2_bytes(), l3_bytes()
+    if l2 == 0 or l3 == 0:
+        return 0
+    block = 8 * VECTOR_BYTES
+    return min(4 * l2, l3 // (2 * threads)) // block * block
+
+
+def l3_read_rates(seconds: float = 0.2, rounds: int = 3) -> dict | None:
+    """GB/s of plain reads from L3: one thread over its own buffer, and all of
+    Numba's threads at once, each over its own (l3_buffer_bytes; best of
+    ``rounds``, each ~``seconds`` long); None where the caches are unknown
+    or one thread's buffer would not pass its L2."""
+    threads = numba.get_num_threads()
+    size = l3_buffer_bytes(threads)
+    if size <= l2_bytes():
+        return None
+    bufs = np.ones((threads, size // 4), np.float32)
+    out = np.zeros((threads, _LANES), np.float32)
+    one, together = _best_rates(lambda k: _read_passes(k, bufs[0], out[0]),
+                                lambda k: _read_passes_each(k, bufs, out), threads, size,
+                                seconds, rounds, first_n=1)
+    return {"threads": threads, "buffer_bytes": size, "one_thread_gbs": one,
+            "all_threads_gbs": together}

@@ -127,7 +127,45 @@ def targets_of(shape: Shape, weights: str) -> dict[str, float]:
     return FLOOR
 
 
-def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> dict:
+# Bytes a stored weight takes in each format.
+WEIGHT_BYTES = {"int8": 1, "bfloat16": 2}
+
+
+def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
+                 cache_bytes: int) -> float | None:
+    """Seconds no implementation with ``weights`` weights can beat on this
+    machine, from rates measured in the run: the larger of (a) the matmuls'
+    multiply-adds (Shape.flops; not our first layer's second pass over x) at
+    the register-only rate of the format's dot instruction, all threads at
+    once (``dot``: cores.dot_rates), and (b) the W_hh bytes each step must
+    read from past the caches (every byte of a layer's W_hh, every
+    direction's, beyond ``cache_bytes``, what all the cores' L1 and L2 hold)
+    at the plain L3 read rate of all threads at once (``l3``:
+    cores.l3_read_rates). Everything else (the cell, quantizing activations,
+    W_ih's reads) is left out, so the bound stays below what any kernel
+    takes. None where a rate is missing (no dot instruction: the format then
+    runs a slower path)."""
+    if dot is None:
+        return None
+    seconds = shape.flops() / 2 / (dot["all_threads_gmacs"] * 1e9)
+    if l3 is not None:
+        G, H = shape.gates * shape.hidden_size, shape.hidden_size
+        per_layer = shape.directions * G * H * WEIGHT_BYTES[weights]
+        streamed = shape.steps * shape.layers * max(0, per_layer - cache_bytes)
+        seconds = max(seconds, streamed / (l3["all_threads_gbs"] * 1e9))
+    return seconds
+
+
+def run_cache_bytes(threads: int) -> int:
+    """What the L1 and L2 of ``threads`` cores hold together (format_bound)."""
+    from ..cpu.caches import cache_bytes
+
+    return threads * (cache_bytes(1) + cache_bytes(2))
+
+
+def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float,
+              bound: float | None = None) -> dict:
+    """One shape's runners, interleaved; ``bound``: format_bound's seconds."""
     state_dict, x = shape.state_dict(), shape.inputs()
     runners, unavailable = _runners(shape, weights, state_dict, x)
     for runner in runners.values():
@@ -143,26 +181,31 @@ def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> di
             "described": None if shape.id in BY_ID else describe(asdict(shape)),
             "error_vs_float32": errors, "targets": targets,
             "targets_met": {p: ratios[p] >= t for p, t in targets.items() if p in ratios},
-            "unavailable": unavailable}
+            "bound_seconds": bound, "unavailable": unavailable}
 
 
 def run(weights: str, shapes=None, rounds: int = 7, min_seconds: float = 0.05,
         progress=None, probe_seconds: float = 0.2) -> dict:
     """The quantized rows, or ``shapes``: bench ids or Shape objects (unseen ones).
-    The register-only rate of the format's dot instruction is measured first
-    (cores.dot_rates, runs of ``probe_seconds``), the ceiling the rows' rates are
-    read against."""
+    The register-only rate of the format's dot instruction and the threads' L3
+    read rate are measured first (cores.dot_rates, cores.l3_read_rates, runs
+    of ``probe_seconds``): the ceiling the rows' rates are read against, and
+    each row's format_bound."""
     from . import machine_info
-    from .cores import dot_rates
+    from .cores import dot_rates, l3_read_rates
 
     dot = dot_rates(weights, seconds=probe_seconds)
+    l3 = l3_read_rates(seconds=probe_seconds)
+    cached = run_cache_bytes(dot["threads"] if dot else 1)
     results = []
     for shape in shapes or ROWS:
         shape = BY_ID[shape] if isinstance(shape, str) else shape
         if progress:
             progress(shape.id)
-        results.append(bench_row(shape, weights, rounds, min_seconds))
-    return {"machine": machine_info(), "weights": weights, "dot": dot, "results": results}
+        bound = format_bound(shape, weights, dot, l3, cached)
+        results.append(bench_row(shape, weights, rounds, min_seconds, bound))
+    return {"machine": machine_info(), "weights": weights, "dot": dot, "l3": l3,
+            "cache_bytes": cached, "results": results}
 
 
 PEER_COLUMNS = ("numba_lstm_float32", "torch_qint8", "onnxruntime_qint8", "onnxruntime")
@@ -180,8 +223,8 @@ def format_table(report: dict) -> str:
             + " | ".join(_HEADS[p] for p in peers[1:]) + " | "
             + " | ".join(f"{_HEADS[p]}/ours" for p in peers)
             + f" | error: ours {w} | " + " | ".join(_HEADS[p] for p in erred[1:])
-            + " | ours G MAC/s | targets |")
-    lines = [head, "|" + "---|" * (4 + 2 * len(peers) + len(erred))]
+            + " | ours G MAC/s | bound | targets |")
+    lines = [head, "|" + "---|" * (5 + 2 * len(peers) + len(erred))]
     dot = report.get("dot")
     for r in report["results"]:
         s, e, t = r["seconds"], r["error_vs_float32"], r["targets"]
@@ -190,9 +233,11 @@ def format_table(report: dict) -> str:
                             f"{r['ratios'][p]:.2f}×" + (f" (≥{t[p]:g})" if p in t else "")
                             for p in peers)
         errors = " | ".join("-" if p not in e else f"{e[p]:.1e}" for p in erred)
-        met = r["targets_met"]
+        met, bound = r["targets_met"], r.get("bound_seconds")
+        # A peer faster than the format's bound cannot be passed in this format.
         verdict = "met" if met and all(met.values()) else "MISSED " + ", ".join(
-            p for p, ok in met.items() if not ok)
+            p + (" (bound)" if bound is not None and s[p] < bound else "")
+            for p, ok in met.items() if not ok)
         rate = r["multiply_adds"] / s[OURS] / 1e9 if "multiply_adds" in r else None
         if rate is None:  # a report saved before the column existed
             rate_cell = "-"
@@ -200,7 +245,8 @@ def format_table(report: dict) -> str:
             rate_cell = f"{rate:.0f} ({rate / dot['all_threads_gmacs']:.0%})"
         else:
             rate_cell = f"{rate:.0f}"
-        lines.append(f"| {r['shape']} | {times} | {ratios} | {errors} | {rate_cell} | {verdict} |")
+        lines.append(f"| {r['shape']} | {times} | {ratios} | {errors} | {rate_cell} "
+                     f"| {_fmt(r.get('bound_seconds'))} | {verdict} |")
     machine = report.get("machine", {})
     notes = [f"CPU: {machine.get('cpu', '?')}, LLVM name {machine.get('llvm_cpu', '?')}; "
              f"kernels built for {machine.get('build', '?')}. Errors: max|Δ| against our "
@@ -213,6 +259,17 @@ def format_table(report: dict) -> str:
                      f"{dot['one_thread_gmacs']:.0f} G multiply-adds/s, {dot['threads']} "
                      f"threads at once {dot['all_threads_gmacs']:.0f} "
                      f"({dot['all_threads_gmacs'] / dot['one_thread_gmacs']:.2f}×).")
+    l3 = report.get("l3")
+    if l3:
+        notes.append(f"Plain reads from L3 in this run ({l3['buffer_bytes'] >> 20} MB a "
+                     f"thread): one thread {l3['one_thread_gbs']:.0f} GB/s, {l3['threads']} "
+                     f"threads at once {l3['all_threads_gbs']:.0f}.")
+    if dot:
+        notes.append("bound: the time no kernel in this format can beat here, the larger of "
+                     "the matmuls at that instruction rate and the W_hh bytes a step reads "
+                     "past the cores' L1 and L2 "
+                     f"({report.get('cache_bytes', 0) >> 10} KB in all) at the L3 rate; "
+                     "a missed peer marked (bound) took less than it.")
     notes += [r["described"] for r in report["results"] if r.get("described")]
     for r in report["results"]:
         for peer, why in r["unavailable"].items():
