@@ -59,6 +59,7 @@ from .simd import (
     HAS_BF16,
     HAS_VNNI,
     I32,
+    prefetch,
     vadd,
     vdpbf16,
     vdpbusd,
@@ -443,8 +444,10 @@ def _two_rows_pairs(out, pairs, s_rows, w_dot, offset, scale_q, r, p0, p1, base)
     one = base.shape[0] == 1
     Q = 4 * DOT_LANES
     zero = vsplat(np.int32(0))
+    _prefetch_base(base, r, r + 1, 0, 1, p0, p1, False)
     for p in range(p0, p1):
         w = w_dot[p]
+        _prefetch_base(base, r, r + 1, p - p0 + 1, 1, p0, p1, False)
         l00 = l01 = h00 = h01 = l10 = l11 = h10 = h11 = zero  # row, vector: low, high half
         for k in range(w_dot.shape[1]):
             q0, q1 = vload_quads(w, k, 0), vload_quads(w, k, Q)
@@ -526,9 +529,11 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, ba
         last = r + n - 1
         h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
         h4, h5, h6, h7 = hi[r + 4], hi[min(r + 5, last)], hi[min(r + 6, last)], hi[last]
+        _prefetch_base(base, r, last, 0, 1, p0, p1, reverse)
         for i in range(p1 - p0):
             p = p1 - 1 - i if reverse else p0 + i
             w = w_dot[p]
+            _prefetch_base(base, r, last, i + 1, 1, p0, p1, reverse)
             s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero  # row, vector
             s40 = s41 = s50 = s51 = s60 = s61 = s70 = s71 = zero
             for k in range(w_dot.shape[1]):
@@ -564,6 +569,22 @@ def _high_dot_range(out, hi, s_rows, w_dot, offset, scale_q, reverse, p0, p1, ba
         _high_row_acc(out[r], hi[r], s_rows[r], w_dot, offset, scale_q, reverse, p0, p1)
 
 
+@njit(inline="always", **_FLAGS)
+def _prefetch_base(base, r, last, i, count, p0, p1, reverse):
+    """The lines of base's rows r..last that the epilogues of the panels at
+    positions i..i+count-1 of p0..p1-1 (last to first where ``reverse``)
+    read, asked for a tile ahead: a step's gx rows come from memory at long
+    sequences (T x B x 4H floats), and the epilogue would wait on them (one
+    core of Zen 5, 8 x 256 x 1024 bfloat16 on gx rows from a 65 MB array:
+    9.90 against 8.24 µs on rows in cache, 8.67 with this)."""
+    if base.shape[0] > 1:
+        for pos in range(i, min(i + count, p1 - p0)):
+            j = (p1 - 1 - pos if reverse else p0 + pos) * DOT_NR
+            for rb in range(r, last + 1):
+                prefetch(base, rb, j)
+                prefetch(base, rb, j + DOT_LANES)
+
+
 @njit(**_FLAGS)
 def _high_six(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, base):
     """Rows r..r+n-1 (n = 5 or 6) of hi into out over panels p0..p1-1, as a
@@ -575,8 +596,10 @@ def _high_six(out, hi, s_rows, r, n, w_dot, offset, scale_q, reverse, p0, p1, ba
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     h0, h1, h2, h3, h4, h5 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3], hi[r + 4], hi[r + n - 1]
+    _prefetch_base(base, r, r + n - 1, 0, 2, p0, p1, reverse)
     for i in range(0, P, 2):
         pa, pb = _panel_pair(i, p0, p1, reverse)
+        _prefetch_base(base, r, r + n - 1, i + 2, 2, p0, p1, reverse)
         wa, wb = w_dot[pa], w_dot[pb]
         s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = s50 = s51 = zero  # panel a
         t00 = t01 = t10 = t11 = t20 = t21 = t30 = t31 = t40 = t41 = t50 = t51 = zero  # panel b
@@ -610,8 +633,10 @@ def _high_three(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, bas
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     h0, h1, h2 = hi[r], hi[r + 1], hi[r + 2]
+    _prefetch_base(base, r, r + 2, 0, 2, p0, p1, reverse)
     for i in range(0, P, 2):
         pa, pb = _panel_pair(i, p0, p1, reverse)
+        _prefetch_base(base, r, r + 2, i + 2, 2, p0, p1, reverse)
         wa, wb = w_dot[pa], w_dot[pb]
         s00 = s01 = s10 = s11 = s20 = s21 = zero  # panel a: row, vector
         t00 = t01 = t10 = t11 = t20 = t21 = zero  # panel b
@@ -639,8 +664,10 @@ def _high_four(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     h0, h1, h2, h3 = hi[r], hi[r + 1], hi[r + 2], hi[r + 3]
+    _prefetch_base(base, r, r + 3, 0, 2, p0, p1, reverse)
     for i in range(0, P - 1, 2):
         pa, pb = (p1 - 1 - i, p1 - 2 - i) if reverse else (p0 + i, p0 + i + 1)
+        _prefetch_base(base, r, r + 3, i + 2, 2, p0, p1, reverse)
         wa, wb = w_dot[pa], w_dot[pb]
         s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero  # row, vector: panel a
         t00 = t01 = t10 = t11 = t20 = t21 = t30 = t31 = zero  # and panel b
@@ -678,9 +705,11 @@ def _high_two(out, hi, s_rows, r, w_dot, offset, scale_q, reverse, p0, p1, base)
     Q = 4 * DOT_LANES
     zero = dot_zero(w_dot)
     h0, h1 = hi[r], hi[r + 1]
+    _prefetch_base(base, r, r + 1, 0, 4, p0, p1, reverse)
     for i in range(0, P - P % 4, 4):
         pa, pb, pc, pd = ((p1 - 1 - i, p1 - 2 - i, p1 - 3 - i, p1 - 4 - i) if reverse
                           else (p0 + i, p0 + i + 1, p0 + i + 2, p0 + i + 3))
+        _prefetch_base(base, r, r + 1, i + 4, 4, p0, p1, reverse)
         wa, wb, wc, wd = w_dot[pa], w_dot[pb], w_dot[pc], w_dot[pd]
         a00 = a01 = a10 = a11 = b00 = b01 = b10 = b11 = zero  # panel, row, vector
         c00 = c01 = c10 = c11 = d00 = d01 = d10 = d11 = zero
