@@ -254,9 +254,11 @@ def test_l3_read_rates_need_a_buffer_past_l2_and_count_every_threads_bytes(monke
     assert rates["all_threads_gbs"] == rates["threads"] * rates["one_thread_gbs"] > 0
 
 
-def test_the_format_bound_is_the_larger_of_the_products_and_the_streamed_w_hh():
+def test_the_format_bound_is_the_larger_of_the_products_and_the_streamed_w_hh(monkeypatch):
     from numba_lstm.bench import quantized
     from numba_lstm.bench.shapes import Shape
+
+    monkeypatch.setattr(quantized, "ON_TILES", {"int8": False, "bfloat16": False})
 
     dot = {"instruction": "vdpbf16ps", "threads": 2, "one_thread_gmacs": 250.0,
            "all_threads_gmacs": 500.0}
@@ -275,6 +277,10 @@ def test_the_format_bound_is_the_larger_of_the_products_and_the_streamed_w_hh():
     # int8's W_hh is 1 MB a layer: all of it fits, the products bound it
     assert quantized.format_bound(shape, "int8", dot, l3, 1 << 20) == products
     assert quantized.format_bound(shape, "bfloat16", None, l3, 1 << 20) is None
+    # AMX tiles multiply past the dot instruction's rate: no bound from it
+    monkeypatch.setattr(quantized, "ON_TILES", {"int8": True, "bfloat16": False})
+    assert quantized.format_bound(shape, "int8", dot, l3, 1 << 20) is None
+    assert quantized.format_bound(shape, "bfloat16", dot, l3, 1 << 20) == streamed
 
 
 def test_the_quantized_table_marks_a_peer_faster_than_the_bound():

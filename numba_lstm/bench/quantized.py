@@ -13,6 +13,8 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ..cpu.amx import HAS_AMX, HAS_AMX_BF16
+from ..cpu.caches import cache_bytes
 from .peers import NumbaLSTM, OnnxRuntime, Torch, Unavailable, _require
 from .shapes import BY_ID, Shape, describe
 from .timing import interleaved_medians
@@ -129,6 +131,9 @@ def targets_of(shape: Shape, weights: str) -> dict[str, float]:
 
 # Bytes a stored weight takes in each format.
 WEIGHT_BYTES = {"int8": 1, "bfloat16": 2}
+# Whether the format's products can run on AMX tiles here, past the dot
+# instruction's rate: then that rate bounds nothing.
+ON_TILES = {"int8": HAS_AMX, "bfloat16": HAS_AMX_BF16}
 
 
 def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
@@ -144,8 +149,8 @@ def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
     cores.l3_read_rates). Everything else (the cell, quantizing activations,
     W_ih's reads) is left out, so the bound stays below what any kernel
     takes. None where a rate is missing (no dot instruction: the format then
-    runs a slower path)."""
-    if dot is None:
+    runs a slower path) or where the format's products can run on AMX tiles."""
+    if dot is None or ON_TILES[weights]:
         return None
     seconds = shape.flops() / 2 / (dot["all_threads_gmacs"] * 1e9)
     if l3 is not None:
@@ -158,8 +163,6 @@ def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
 
 def run_cache_bytes(threads: int) -> int:
     """What the L1 and L2 of ``threads`` cores hold together (format_bound)."""
-    from ..cpu.caches import cache_bytes
-
     return threads * (cache_bytes(1) + cache_bytes(2))
 
 
