@@ -8,7 +8,11 @@ half-way through. A child running ``numba_lstm.compile`` for them from the
 start puts them in Numba's on-disk cache before those tests ask, and they
 load in a fraction of a second. A test that gets there first compiles as it
 would have; the child only ever saves work, and its failure is not the
-suite's (the tests that need those kernels report it).
+suite's (the tests that need those kernels report it). A test that reaches
+them before the child is done (timed: test_models' large-batch dispatch test
+at 251 s, the child's bfloat16 layer job done at 318) is marked
+``prefilled`` and runs after the suite's other tests (conftest.py), else it
+compiles them a second time beside the child (65 s).
 """
 
 import atexit

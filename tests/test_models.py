@@ -123,6 +123,7 @@ def test_a_stream_steps_on_the_team_once_its_weights_pass_one_cores_l2(layout, w
         assert_close(np.concatenate(steps), full, np.float32, f"{strategy}, l2={l2}")
 
 
+@pytest.mark.prefilled  # the quantized team and layer jobs: ~65 s of compile, cold
 @pytest.mark.parametrize("weights", ["float32", "int8", "bfloat16"])
 def test_large_batches_split_units_on_the_team_once_w_hh_passes_one_cores_l2(weights,
                                                                              monkeypatch,
