@@ -137,14 +137,14 @@ ON_TILES = {"int8": HAS_AMX, "bfloat16": HAS_AMX_BF16}
 
 
 def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
-                 cache_bytes: int) -> float | None:
+                 cached_bytes: int) -> float | None:
     """Seconds no implementation with ``weights`` weights can beat on this
     machine, from rates measured in the run: the larger of (a) the matmuls'
     multiply-adds (Shape.flops; not our first layer's second pass over x) at
     the register-only rate of the format's dot instruction, all threads at
     once (``dot``: cores.dot_rates), and (b) the W_hh bytes each step must
     read from past the caches (every byte of a layer's W_hh, every
-    direction's, beyond ``cache_bytes``, what all the cores' L1 and L2 hold)
+    direction's, beyond ``cached_bytes``, what all the cores' L1 and L2 hold)
     at the plain L3 read rate of all threads at once (``l3``:
     cores.l3_read_rates). Everything else (the cell, quantizing activations,
     W_ih's reads) is left out, so the bound stays below what any kernel
@@ -154,9 +154,8 @@ def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
         return None
     seconds = shape.flops() / 2 / (dot["all_threads_gmacs"] * 1e9)
     if l3 is not None:
-        G, H = shape.gates * shape.hidden_size, shape.hidden_size
-        per_layer = shape.directions * G * H * WEIGHT_BYTES[weights]
-        streamed = shape.steps * shape.layers * max(0, per_layer - cache_bytes)
+        per_layer = shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights]) // shape.layers
+        streamed = shape.steps * shape.layers * max(0, per_layer - cached_bytes)
         seconds = max(seconds, streamed / (l3["all_threads_gbs"] * 1e9))
     return seconds
 
