@@ -18,12 +18,13 @@ from .panel_gemm import GEMM_PANEL_VECTORS, pack_panels
 # FMA's one) repays only from some H up, and later for bfloat16. Both costs
 # are per vector, so the crossing does not move with the vector width.
 # Measured on Zen 5 (batch 1-16, against the same module on float32 values):
-# at H = 32 the dot kernels lose on every path (int8 0.60-0.99x, bfloat16
-# 0.21-0.89x); at 64 int8 wins on the layer loops (bidirectional, 1.29-1.47x)
-# and is even on the team (0.72-1.15x), bfloat16 loses on the team
-# (0.68-0.95x); at 96 bfloat16 wins on the layer loops (0.96-1.38x) and is
-# even on the team (0.85-1.06x) (docs/quantization.md).
-DOT_MIN_HIDDEN = {"int8": 64, "bfloat16": 96}
+# at H = 32 bfloat16's lose (0.81-1.05x) and int8's are mixed (0.89-1.40x;
+# 0.60-0.99x at stop 25); at 64 int8 wins on the layer loops (bidirectional,
+# 1.29-1.47x) and is even on the team (0.72-1.15x, stop 25), and bfloat16,
+# since the small row tiles of stops 26-42, wins 1.02-1.48x (LSTM) and
+# 1.03-1.29x (GRU) but at batch 2 of one direction (0.91-0.95x; at stop 25
+# it lost on the team, 0.68-0.95x) (docs/quantization.md).
+DOT_MIN_HIDDEN = {"int8": 64, "bfloat16": 64}
 
 
 def dot_default(weights: str | None, hidden: int, dot: bool | None = None) -> bool:
