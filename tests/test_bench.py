@@ -332,6 +332,7 @@ def test_the_quantized_bench_bounds_each_row_by_the_best_probe_and_drops_a_beate
     # U0 takes twice its bound at the best rate (but less than the first probe's
     # bound, five times it); U1 takes half of its bound: no kernel could
     ours = {"U0": 2 * at_best["U0"], "U1": at_best["U1"] / 2}
+
     def row(shape, weights, rounds, min_seconds):
         return {"shape": shape.id, "seconds": {"numba_lstm": ours[shape.id], "torch_qint8": 1.0},
                 "ratios": {"torch_qint8": 1.0 / ours[shape.id]}, "targets": {},
@@ -349,7 +350,8 @@ def test_the_quantized_bench_bounds_each_row_by_the_best_probe_and_drops_a_beate
     assert second["bound_seconds"] is None and second["bound_beaten"] == at_best["U1"]
     notes = quantized.format_table(report).splitlines()
     assert any(n.startswith("Register-only vpdpbusd rate in this run:") and
-               "the best of 3 probes, before the rows and after each (lowest: 250 and 100)"
+               ("the best of 3 probes, before the rows and after each (lowest readings: one "
+                "thread 250, 2 threads at once 100)")
                in n for n in notes)
     assert any(n.startswith("U1: no bound: ours took less than the") for n in notes)
     assert not any(n.startswith("U0: no bound") for n in notes)

@@ -302,7 +302,8 @@ def _probes_read(rates: dict, one: str, every: str) -> str:
         return ""
     low = rates["lowest"]
     return (f"; the best of {rates['probes']} probes, before the rows and after each "
-            f"(lowest: {low[one]:.0f} and {low[every]:.0f})")
+            f"(lowest readings: one thread {low[one]:.0f}, {rates['threads']} threads at once "
+            f"{low[every]:.0f})")
 
 
 def _fmt(seconds) -> str:
