@@ -143,10 +143,9 @@ def _fresh_then_cached():
     return runs
 
 
-# Not in_background: in a cold suite the queue (the prefill child, the CUDA
-# simulator suite, then the queued jobs) ran 575 s while this process was done
-# with its own tests at 471 s; this job (47 s) runs in its test's place, its
-# child beside the prefill child, while this process waits.
+# Not in_background: the background queue is a cold suite's critical path
+# (docs/performance.md, "Stop 43"), so this job runs in its test's place, its
+# child beside the prefill child.
 def test_cached_kernels_compute_the_same_bits_as_fresh_ones():
     # Numba optimises a parallel kernel's body twice: alone, as the compiling
     # process runs it, and inside the library that it writes to the cache. With
