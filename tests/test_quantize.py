@@ -1282,6 +1282,34 @@ def test_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, f
 
 
 
+@pytest.mark.parametrize("weights", FORMATS)
+def test_a_projection_by_column_slices_gives_the_blocks_bits(monkeypatch, weights):
+    # Where W_ih passes half the L3 (cpu.projection_sliced), a layer job's
+    # quantized projection goes by (row chunk, direction, column slice). Forced
+    # here on 280 rows (two chunks of 256) and W_ih of 1 MB a direction (two
+    # slices, the second partial), with a row that is not finite (its float
+    # products slice by slice): the blocks' bits, and the path ran.
+    from numba_lstm import cpu
+
+    rng = np.random.default_rng(23)
+    I, H, T, B = (1024 if weights == "int8" else 512), 256, 70, 4
+    q = _module("LSTM", rng, I, H, num_layers=2, bidirectional=True).quantize(weights)
+    if any(layer.dot_layout() is None for layer in q._layers):
+        pytest.skip("no dot layout for these layers on this CPU")
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    x[5, 1, 3] = np.nan
+    lengths = np.full(B, T, np.int64)
+    blocks = cpu.forward(q._layers, x, None, None, lengths, "panels")
+    asked = []
+    monkeypatch.setattr(cpu, "projection_sliced",
+                        lambda ih_dot: asked.append(ih_dot is not None) or ih_dot is not None)
+    sliced = cpu.forward(q._layers, x, None, None, lengths, "panels")
+    assert asked == [True, True]  # both layers' projections
+    assert np.isnan(blocks[0][:, 1]).any() and np.isfinite(np.delete(blocks[0], 1, axis=1)).all()
+    for got, want in zip(sliced, blocks, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_the_team_projects_few_rows_by_block():
     # The team's quantized projection goes by (block, row chunk) where row
     # chunks would load one thread more than quantizing each row again per

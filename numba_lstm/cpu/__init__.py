@@ -217,6 +217,18 @@ def _hh_bytes_read(layer: PackedLayer) -> int:
     return layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
 
 
+def projection_sliced(ih_dot: tuple | None) -> bool:
+    """Whether a layer job's quantized input projection goes by column slices
+    (projection.input_projection): where W_ih in its dot layout, every
+    direction's, takes half the L3 or more, each block of 64 rows would read it
+    from memory again. On Zen 5 (32 MB L3) 1.02-1.11x at 16-32 MB a layer, and
+    0.97-1.02x at 4-8 MB, which L3 holds: there both threads putting every
+    chunk's rows on their grid costs what the blocks' reads save
+    (docs/performance.md, stop 44)."""
+    l3 = l3_bytes()
+    return ih_dot is not None and l3 > 0 and 2 * ih_dot[0].nbytes >= l3
+
+
 def _steps_fused_from_l3(layer: PackedLayer, batch: int) -> bool:
     """Whether the layer's steps can and would project x in their product from L3
     (a GRU's cannot: its n gate keeps x's part apart)."""
@@ -479,7 +491,8 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
     job = (x, gx, layer.w_hh, w_panels, layer.w_hr, layer.step_bias, layer.cell_params, h0, c0,
            lengths, out, h_n, c_n, n_chunks, panels, counters[2 * PROJECTION_LINE:],
            *(_NO_DOT if hh_dot is None else hh_dot), projection, w_ih, layer.bias,
-           counters[:2 * PROJECTION_LINE], *(_NO_DOT if ih_dot is None else ih_dot))
+           counters[:2 * PROJECTION_LINE], *(_NO_DOT if ih_dot is None else ih_dot),
+           project and projection_sliced(ih_dot))
     # The job's threads see raw addresses (team.view): every array must be C-contiguous.
     assert all(a.flags.c_contiguous for a in job if isinstance(a, np.ndarray))
     # One thread allowed (numba.set_num_threads(1)): a control array no helper watches.

@@ -12,24 +12,29 @@ once, gx made two round trips to memory: S7's projection took 13 ms).
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from .activation_grids import float_rows_acc, quantize_rows
 from .aligned import empty_on_lines
 from .atomics import fetch_add, wait_until
-from .dot_gemm import dot_acc, dot_k_bytes
+from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, gemm_dot_acc
 from .panel_gemm import gemm_layout_acc
-from .recurrence import _FLAGS, copy_row
+from .recurrence import _FLAGS, copy_row, keep_alive, unowned
 
 # Rows per block: 64 rows of x and gx take 64-512 KB at the benchmark sizes (L2).
 ROW_BLOCK = 64
 # counters[0] hands out blocks, counters[LINE] counts finished ones (each on a
 # cache line of its own).
 LINE = 8
+# A sliced projection's (input_projection) rows a chunk, and W_ih a column
+# slice takes in its dot layout.
+SLICED_ROWS = 256
+SLICE_W_BYTES = 1024 * 1024
 
 
 @njit(**_FLAGS)
-def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
+def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False, sliced=False):
     """gx (N, D*G) = x (N, I) @ W_ih^T + bias (D*G,), direction-major;
     w_ih (D, P, I, NR) each direction's W_ih^T in panels. Every thread of a
     job calls it with the same counters (int64, zero before the first call);
@@ -37,10 +42,15 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
     or a quantized layer's W_ih^T in a dot layout (packing.dot_layout): each
     block of rows is then quantized to int16 once for every direction (to 8
     bits, h's grid, with ``eight_bit``: x is the hidden state of the layer
-    below), and a row that is not finite takes the float panels alone."""
+    below), and a row that is not finite takes the float panels alone.
+    ``sliced`` (with ih_dot): by (row chunk, direction, column slice) tasks
+    instead (_sliced_projection), where every block of rows would stream W_ih
+    from memory again (cpu.projection_sliced)."""
     N = x.shape[0]
     D = w_ih.shape[0]
     G = gx.shape[1] // D
+    if sliced and sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
+        return
     n_blocks = (N + ROW_BLOCK - 1) // ROW_BLOCK
     k_bytes = dot_k_bytes(ih_dot)
     x_lo = empty_on_lines(ROW_BLOCK, k_bytes, np.uint8)
@@ -69,3 +79,87 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False):
                                gemm_layout_acc)
         fetch_add(counters, LINE, 1)
     wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed
+
+
+def sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
+    """_sliced_projection, True; False, doing nothing, where ih_dot is None."""
+
+
+@overload(sliced_projection, inline="always", jit_options=_FLAGS)
+def _sliced_projection_impl(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
+    if isinstance(ih_dot, types.NoneType):
+        return lambda x, w_ih, bias, gx, ih_dot, counters, eight_bit: False
+
+    def impl(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
+        _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit)
+        return True
+    return impl
+
+
+@njit(**_FLAGS)
+def _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
+    """input_projection by (row chunk, direction, column slice) tasks, chunk
+    by chunk: each slice's W_ih is read once a chunk of SLICED_ROWS rows, where
+    blocks of ROW_BLOCK rows read all of it once a block, and the tasks share
+    out evenly where a few hundred rows make few blocks. Each thread puts a
+    chunk's rows on their grid once for the slices it takes of it. A slice is
+    whole panels of both layouts (the dot layout's, and the float one's that
+    rows which are not finite take): every column gets the sums it gets in a
+    product over the whole direction."""
+    N = x.shape[0]
+    D = w_ih.shape[0]
+    G = gx.shape[1] // D
+    w_dot, offset, scale = ih_dot  # (D, P, K4, row), (D, G), (D, G)
+    NR = w_ih.shape[3]
+    unit = DOT_NR * NR // _gcd(DOT_NR, NR)  # columns of whole panels in both layouts
+    slice_bytes = w_dot[0, 0].nbytes * (unit // DOT_NR)  # a unit's W_ih
+    width = max(1, SLICE_W_BYTES // slice_bytes) * unit  # columns a slice
+    n_slices = (G + width - 1) // width
+    n_chunks = (N + SLICED_ROWS - 1) // SLICED_ROWS
+    n_tasks = n_chunks * D * n_slices
+    k_bytes = dot_k_bytes(ih_dot)
+    lo_mem = empty_on_lines(SLICED_ROWS, k_bytes, np.uint8)
+    hi_mem = empty_on_lines(SLICED_ROWS, k_bytes, np.uint8)
+    scales_mem = np.empty(SLICED_ROWS, np.float32)
+    x_lo, x_hi, x_scales = unowned(lo_mem), unowned(hi_mem), unowned(scales_mem)
+    bias_row = bias.reshape((1, bias.shape[0]))  # (1, D*G): every row's
+    chunk_held = -1  # the chunk whose rows x_lo, x_hi hold
+    not_finite = 0
+    while True:
+        task = fetch_add(counters, 0, 1)
+        if task >= n_tasks:
+            break
+        chunk = task // (D * n_slices)
+        d = task // n_slices % D
+        c0 = task % n_slices * width
+        c1 = min(c0 + width, G)
+        r0 = chunk * SLICED_ROWS
+        r1 = min(r0 + SLICED_ROWS, N)
+        n = r1 - r0
+        if chunk != chunk_held:
+            not_finite = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot,
+                                       eight_bit)
+            chunk_held = chunk
+        cols = slice(d * G + c0, d * G + c1)
+        w_float = w_ih[d, c0 // NR:(c1 + NR - 1) // NR]  # the slice's whole panels
+        # (rows, slice) = bias + (rows, I) @ (I, slice), the bias read by the epilogue
+        if not gemm_dot_acc(gx[r0:r1, cols], x_lo[:n], x_hi[:n], x_scales[:n],
+                            w_dot[d, c0 // DOT_NR:(c1 + DOT_NR - 1) // DOT_NR],
+                            offset[d, c0:c1], scale[d, c0:c1], False, eight_bit,
+                            bias_row[:, cols]):
+            for r in range(r0, r1):
+                copy_row(bias[cols], gx[r, cols])
+            gemm_layout_acc(gx[r0:r1], d * G + c0, c1 - c0, x[r0:r1], w_float)
+        elif not_finite > 0:  # those rows' float products, theirs alone
+            float_rows_acc(gx[r0:r1], d * G + c0, c1 - c0, x[r0:r1], w_float, False,
+                           x_scales[:n], gemm_layout_acc)
+        fetch_add(counters, LINE, 1)
+    wait_until(counters, LINE, n_tasks)
+    keep_alive(lo_mem, hi_mem, scales_mem)
+
+
+@njit(inline="always", **_FLAGS)
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a

@@ -36,6 +36,7 @@ from .team import DESC, KIND, serve, view
 # The input projection's: sizes, then addresses.
 (_PROJECT, _P_IH, _NR_IH, _P_IH_DOT, _K4_IH, _W_IH_DOT_ROW) = range(DESC + 38, DESC + 44)
 (_W_IH, _PROJ_BIAS, _PROJ_COUNTERS, _IH_DOT, _IH_OFFSET, _IH_SCALE) = range(DESC + 44, DESC + 50)
+_SLICED = DESC + 50  # the projection by column slices (projection.input_projection)
 
 # Kinds of the stack jobs (cpu.cooperative) are below this.
 FIRST_KIND = 16
@@ -61,13 +62,14 @@ def layer_job_kind(cell: Cell, dtype, hh_dot: int, ih_dot: int) -> int:
 def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0,
                        lengths, out, h_n, c_n, n_chunks, panels, claims, w_dot, dot_offset,
                        dot_scale, project, w_ih, proj_bias, proj_counters, ih_dot, ih_offset,
-                       ih_scale):
+                       ih_scale, sliced):
     """Write a layer job's descriptor: cpu.layer._layer's arguments, every
     array C-contiguous, the dot layout's three arrays empty when absent; with
     ``project`` 1 or 2, the job first fills gx (T, B, D*G) = x @ W_ih^T +
     proj_bias (cpu.projection: w_ih (D, P, I, NR) panels, ih_dot/ih_offset/
     ih_scale W_ih^T's dot layout or empty, proj_counters its block counters;
-    2: x is a hidden state, quantized on h's 8-bit grid for the dot)."""
+    2: x is a hidden state, quantized on h's 8-bit grid for the dot;
+    ``sliced``: by column slices, input_projection's)."""
     ctrl[KIND] = kind
     ctrl[_T], ctrl[_B], ctrl[_I] = x.shape
     ctrl[_TG] = gx.shape[0]
@@ -77,6 +79,7 @@ def describe_layer_job(ctrl, kind, x, gx, w_rows, w_panels, w_hr, bias, cell_par
     ctrl[_CP], ctrl[_CP_H] = cell_params.shape[1:]
     ctrl[_HC] = c0.shape[2]
     ctrl[_CHUNKS], ctrl[_PANELS], ctrl[_PROJECT] = n_chunks, panels, project
+    ctrl[_SLICED] = sliced
     ctrl[_P_DOT], ctrl[_K4], ctrl[_W_DOT_ROW] = w_dot.shape[1:]
     ctrl[_P_IH], ctrl[_NR_IH] = w_ih.shape[1], w_ih.shape[3]
     ctrl[_P_IH_DOT], ctrl[_K4_IH], ctrl[_W_IH_DOT_ROW] = ih_dot.shape[1:]
@@ -170,7 +173,7 @@ def _join_layer(ctrl, tid):
                          view(ctrl, _W_IH, (D, ctrl[_P_IH], ctrl[_I], ctrl[_NR_IH]), DTYPE),
                          view(ctrl, _PROJ_BIAS, (D * G,), DTYPE), gx.reshape((T * B, D * G)),
                          ih_dot_of(ctrl), view(ctrl, _PROJ_COUNTERS, (2 * LINE,), np.int64),
-                         ctrl[_PROJECT] == 2)
+                         ctrl[_PROJECT] == 2, ctrl[_SLICED] != 0)
     n_tasks = D * n_chunks
     claims = view(ctrl, _CLAIMS, (n_tasks,), np.int64)
     hh_dot = hh_dot_of(ctrl)
