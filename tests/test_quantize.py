@@ -1286,9 +1286,10 @@ def test_panel_steps_on_the_dot_kernel_match_their_numpy_oracle(dot_streaming, f
 def test_a_projection_by_column_slices_gives_the_blocks_bits(monkeypatch, weights):
     # Where W_ih passes half the L3 (cpu.projection_sliced), a layer job's
     # quantized projection goes by (row chunk, direction, column slice). Forced
-    # here on 280 rows (two chunks of 256) and W_ih of 1 MB a direction (two
-    # slices, the second partial), with a row that is not finite (its float
-    # products slice by slice): the blocks' bits, and the path ran.
+    # here on 280 rows (two chunks of 256) and W_ih of 1 MB a direction (with
+    # AVX-512's panels two slices, the second partial), with a row that is not
+    # finite (its float products slice by slice): the blocks' bits, and the
+    # path ran.
     from numba_lstm import cpu
 
     rng = np.random.default_rng(23)
