@@ -11,6 +11,8 @@ the block's rows of x and gx stay in cache (over a thread's whole share at
 once, gx made two round trips to memory: S7's projection took 13 ms).
 """
 
+import math
+
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
@@ -18,7 +20,7 @@ from numba.extending import overload
 from .activation_grids import float_rows_acc, quantize_rows
 from .aligned import empty_on_lines
 from .atomics import fetch_add, wait_until
-from .dot_gemm import DOT_NR, dot_acc, dot_k_bytes, gemm_dot_acc
+from .dot_gemm import DOT_NR, dot_k_bytes, gemm_dot_acc
 from .panel_gemm import gemm_layout_acc
 from .recurrence import _FLAGS, copy_row, keep_alive, unowned
 
@@ -56,7 +58,6 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False, slice
     x_lo = empty_on_lines(ROW_BLOCK, k_bytes, np.uint8)
     x_hi = empty_on_lines(ROW_BLOCK, k_bytes, np.uint8)
     x_scales = np.empty(ROW_BLOCK, np.float32)
-    bias_row = bias.reshape((1, bias.shape[0]))  # (1, D*G): every row's
     while True:
         block = fetch_add(counters, 0, 1)
         if block >= n_blocks:
@@ -66,17 +67,9 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False, slice
         n = r1 - r0
         not_finite = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot,
                                    eight_bit)
-        for d in range(D):  # (rows, G) = bias + (rows, I) @ (I, G)
-            # a dot kernel reads the bias in its epilogue: no pass of its own over gx
-            if not (not_finite >= 0 and dot_acc(gx[r0:r1, d * G:(d + 1) * G], x_lo[:n],
-                                                x_hi[:n], x_scales[:n], ih_dot, d, False,
-                                                eight_bit, bias_row[:, d * G:(d + 1) * G])):
-                for r in range(r0, r1):
-                    copy_row(bias[d * G:(d + 1) * G], gx[r, d * G:(d + 1) * G])
-                gemm_layout_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d])
-            elif not_finite > 0:  # those rows' float products, theirs alone
-                float_rows_acc(gx[r0:r1], d * G, G, x[r0:r1], w_ih[d], False, x_scales[:n],
-                               gemm_layout_acc)
+        for d in range(D):
+            _project_columns(x, w_ih, bias, gx, ih_dot, eight_bit, r0, r1, d, 0, G, x_lo,
+                             x_hi, x_scales, not_finite)
         fetch_add(counters, LINE, 1)
     wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed
 
@@ -109,9 +102,9 @@ def _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
     N = x.shape[0]
     D = w_ih.shape[0]
     G = gx.shape[1] // D
-    w_dot, offset, scale = ih_dot  # (D, P, K4, row), (D, G), (D, G)
+    w_dot = ih_dot[0]  # (D, P, K4, row)
     NR = w_ih.shape[3]
-    unit = DOT_NR * NR // _gcd(DOT_NR, NR)  # columns of whole panels in both layouts
+    unit = DOT_NR * NR // math.gcd(DOT_NR, NR)  # columns of whole panels in both layouts
     slice_bytes = w_dot[0, 0].nbytes * (unit // DOT_NR)  # a unit's W_ih
     width = max(1, SLICE_W_BYTES // slice_bytes) * unit  # columns a slice
     n_slices = (G + width - 1) // width
@@ -122,7 +115,6 @@ def _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
     hi_mem = empty_on_lines(SLICED_ROWS, k_bytes, np.uint8)
     scales_mem = np.empty(SLICED_ROWS, np.float32)
     x_lo, x_hi, x_scales = unowned(lo_mem), unowned(hi_mem), unowned(scales_mem)
-    bias_row = bias.reshape((1, bias.shape[0]))  # (1, D*G): every row's
     chunk_held = -1  # the chunk whose rows x_lo, x_hi hold
     not_finite = 0
     while True:
@@ -140,26 +132,50 @@ def _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
             not_finite = quantize_rows(x[r0:r1], x_lo[:n], x_hi[:n], x_scales[:n], ih_dot,
                                        eight_bit)
             chunk_held = chunk
-        cols = slice(d * G + c0, d * G + c1)
-        w_float = w_ih[d, c0 // NR:(c1 + NR - 1) // NR]  # the slice's whole panels
-        # (rows, slice) = bias + (rows, I) @ (I, slice), the bias read by the epilogue
-        if not gemm_dot_acc(gx[r0:r1, cols], x_lo[:n], x_hi[:n], x_scales[:n],
-                            w_dot[d, c0 // DOT_NR:(c1 + DOT_NR - 1) // DOT_NR],
-                            offset[d, c0:c1], scale[d, c0:c1], False, eight_bit,
-                            bias_row[:, cols]):
-            for r in range(r0, r1):
-                copy_row(bias[cols], gx[r, cols])
-            gemm_layout_acc(gx[r0:r1], d * G + c0, c1 - c0, x[r0:r1], w_float)
-        elif not_finite > 0:  # those rows' float products, theirs alone
-            float_rows_acc(gx[r0:r1], d * G + c0, c1 - c0, x[r0:r1], w_float, False,
-                           x_scales[:n], gemm_layout_acc)
+        _project_columns(x, w_ih, bias, gx, ih_dot, eight_bit, r0, r1, d, c0, c1, x_lo, x_hi,
+                         x_scales, not_finite)
         fetch_add(counters, LINE, 1)
     wait_until(counters, LINE, n_tasks)
     keep_alive(lo_mem, hi_mem, scales_mem)
 
 
 @njit(inline="always", **_FLAGS)
-def _gcd(a, b):
-    while b:
-        a, b = b, a % b
-    return a
+def _project_columns(x, w_ih, bias, gx, ih_dot, eight_bit, r0, r1, d, c0, c1, x_lo, x_hi,
+                     x_scales, not_finite):
+    """gx[r0:r1] = bias + x[r0:r1] @ W_ih^T over direction d's columns c0..c1
+    (c0 on a panel boundary of both layouts), from rows quantize_rows put in
+    x_lo, x_hi, x_scales (``not_finite`` its count): on the dot kernel, the
+    bias read by its epilogue (no pass of its own over gx), else on the float
+    panels; a row that is not finite gets the float products alone."""
+    G = gx.shape[1] // w_ih.shape[0]
+    NR = w_ih.shape[3]
+    n = r1 - r0
+    cols = slice(d * G + c0, d * G + c1)
+    w_float = w_ih[d, c0 // NR:(c1 + NR - 1) // NR]  # the columns' whole panels
+    if not (not_finite >= 0 and dot_columns_acc(gx[r0:r1, cols], x_lo[:n], x_hi[:n],
+                                                x_scales[:n], ih_dot, d, c0, c1, eight_bit,
+                                                bias.reshape((1, bias.shape[0]))[:, cols])):
+        for r in range(r0, r1):
+            copy_row(bias[cols], gx[r, cols])
+        gemm_layout_acc(gx[r0:r1], d * G + c0, c1 - c0, x[r0:r1], w_float)
+    elif not_finite > 0:  # those rows' float products, theirs alone
+        float_rows_acc(gx[r0:r1], d * G + c0, c1 - c0, x[r0:r1], w_float, False,
+                       x_scales[:n], gemm_layout_acc)
+
+
+def dot_columns_acc(out, lo, hi, scales, dot, d, c0, c1, eight_bit, base):
+    """gemm_dot_acc over direction d's columns c0..c1 of dot (c0 on a panel
+    boundary); False, doing nothing, where dot is None."""
+
+
+@overload(dot_columns_acc, inline="always", jit_options=_FLAGS)
+def _dot_columns_acc(out, lo, hi, scales, dot, d, c0, c1, eight_bit, base):
+    if isinstance(dot, types.NoneType):
+        return lambda out, lo, hi, scales, dot, d, c0, c1, eight_bit, base: False
+
+    def impl(out, lo, hi, scales, dot, d, c0, c1, eight_bit, base):
+        w_dot, offset, scale = dot
+        return gemm_dot_acc(out, lo, hi, scales,
+                            w_dot[d, c0 // DOT_NR:(c1 + DOT_NR - 1) // DOT_NR],
+                            offset[d, c0:c1], scale[d, c0:c1], False, eight_bit, base)
+    return impl
