@@ -207,9 +207,9 @@ def test_directions_take_turns_where_their_w_hh_cannot_share_the_l3(weights, mon
 @pytest.mark.parametrize("cls", [nl.LSTM, nl.GRU])
 def test_small_batches_run_each_direction_on_the_team_where_its_w_hh_passes_l2(cls,
                                                                             monkeypatch):
-    # Below batch 16, a two-direction layer whose one direction's W_hh passes
-    # one core's L2 (faked here) runs its directions one after the other on
-    # the team, split by units, the reverse one on each sequence reversed
+    # Below batch 16, a two-direction layer whose one direction's W_hh fills
+    # one core's L2 or passes it (faked here) runs its directions one after
+    # the other on the team, split by units, the reverse one on each sequence reversed
     # within its length; where a thread's share passes L2 too, only below a
     # register tile's rows. The numbers are the reference's, lengths and hx
     # too.
@@ -220,7 +220,8 @@ def test_small_batches_run_each_direction_on_the_team_where_its_w_hh_passes_l2(c
     team = cpu.TEAM.size > 1
     share = -(-w // cpu.TEAM.size)  # a thread's part of one direction's W_hh
     for l2, B, on_team in ((w - 1, 3, team), (w - 1, 1, team), (w - 1, cpu.TILE_ROWS, team),
-                           (w - 1, 15, team), (w, 3, False), (0, 3, False), (w - 1, 16, False),
+                           (w - 1, 15, team), (w, 3, team), (w + 1, 3, False), (0, 3, False),
+                           (w - 1, 16, False),
                            (share - 1, 3, team), (share - 1, 1, team),
                            (share - 1, cpu.TILE_ROWS - 1, team),
                            (share - 1, cpu.TILE_ROWS, False)):

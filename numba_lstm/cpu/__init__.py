@@ -379,16 +379,18 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     after the other on the team, each split by units, instead of a direction
     a thread (the layer loop's tasks): where one direction's W_hh, as the
     steps read it (a quantized layer's stored bytes on its dot kernels),
-    passes one core's L2: a thread on its own direction then reads all of it
-    from L3 every step, a thread of the team its share, from L2 where the
-    share fits. Measured on the AMX Xeon (2 MB L2), each way in processes of
+    fills one core's L2 or passes it: a thread on its own direction then
+    reads all of it from L3 every step (a W_hh the size of L2 cannot stay
+    there beside the step's gx and h), a thread of the team its share, from
+    L2 where the share fits. Measured on the AMX Xeon (2 MB L2), each way in processes of
     its own: float LSTM and GRU at H = 384-512 (shares that fit) 1.0-1.17x
     the panel steps at batch 8-15 and 1.13-2.7x below; shares past L2 (H =
     768-1024) 1.07-1.20x at batch 2-6 and 1.0-1.2x the float rows at batch
     1, but 0.85-1.05x from TILE_ROWS rows, where a thread on its own
     direction runs whole register tiles. Quantized layers on their dot
-    kernels: int8 H = 768-1024 and bfloat16 H = 640-1024 1.0-2.2x at batch
-    2-15; at batch 1 bfloat16 shares past L2 0.7-0.9x (H = 768-1024). Where
+    kernels: int8 H = 768-1024 and bfloat16 H = 512-1024 1.0-2.2x at batch
+    2-15 (bfloat16 H = 512, W_hh exactly the L2: 1.22x at batch 1, 1.09-1.17x
+    at 2-4); at batch 1 bfloat16 shares past L2 0.7-0.9x (H = 768-1024). Where
     the L3 feeds each core fast (Zen 5, no AMX), the dot kernels from
     DOT_DIRECTION_A_THREAD_MIN_BATCH rows go the other way: a direction a
     thread 0.96-1.24x the team at batch 3-12 (int8 H = 768-1024, bfloat16 H =
@@ -410,7 +412,7 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     # (measured both ways, above).
     if w_hh > TEAM.size * l2 and (B == 1 if dot else B >= TILE_ROWS):
         return False
-    return B < GEMM_STEPS_MIN_BATCH and 0 < l2 < w_hh
+    return B < GEMM_STEPS_MIN_BATCH and 0 < l2 <= w_hh
 
 
 def _in_reverse(a, lengths, T: int):
