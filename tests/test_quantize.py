@@ -413,7 +413,8 @@ def test_int8_error_is_at_most_half_of_torchs_dynamic_qint8(shape_id):
 # -- the kernels that read the stored weights ----------------------------------------------
 @pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("layers", [1, 2])
-def test_the_batch_1_team_reads_the_stored_weights(weights, layers, dot_at_any_size):
+def test_the_batch_1_team_reads_the_stored_weights(weights, layers, dot_at_any_size,
+                                                   team_at_float_sizes):
     from numba_lstm import cpu
 
     if cpu.TEAM.size < 2:
@@ -986,6 +987,14 @@ def test_int8_streaming_step_without_the_dot_layout_runs_the_float_values():
         np.testing.assert_allclose(sq(x), sf(x), rtol=0, atol=1e-6)
 
 
+@pytest.fixture
+def team_at_float_sizes(monkeypatch):
+    """The team takes a stack on AMX tiles from the float stacks' size of step
+    (TEAM_MIN_MACS_PER_STEP), so that the small stacks of the team's tests
+    reach it on an AMX-BF16 host too."""
+    monkeypatch.setattr(nl.cpu, "TEAM_MIN_MACS_PER_STEP_ON_TILES", nl.cpu.TEAM_MIN_MACS_PER_STEP)
+
+
 def _team_hidden_size(dot_nr):
     """The smallest H whose blocks fill whole dot panels and whose steps the team
     takes at batch 1 (H = 64 either way on AVX-512, 32 columns a panel, and AVX2, 16)."""
@@ -999,8 +1008,8 @@ def _team_hidden_size(dot_nr):
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
 @pytest.mark.parametrize("weights", FORMATS)
 @pytest.mark.parametrize("L", [1, 2])
-def test_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming, L,
-                                                                     weights):
+def test_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming, L, weights,
+                                                                     team_at_float_sizes):
     # The team's input projection (row chunks through gemm_dot_acc, 8 and 4
     # rows a tile plus the rest: T=70) and its W_hh step, int8 x x's int16 and
     # h's 8 bits, or bfloat16 x x's two bfloat16 and h's one.
@@ -1024,7 +1033,8 @@ def test_team_at_batch_1_on_the_dot_kernels_matches_its_numpy_oracle(dot_streami
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
 @pytest.mark.parametrize("weights", FORMATS)
 def test_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streaming,
-                                                                     monkeypatch, weights):
+                                                                     monkeypatch, weights,
+                                                                     team_at_float_sizes):
     # Batch > 1: each block step quantizes every row's h on its own grid and
     # runs gemm_dot_acc (3 rows: the 1-row rest); a row's numbers are those it
     # gets alone, so the oracle runs row by row. (Layouts this small take the
@@ -1056,7 +1066,8 @@ def test_team_at_batch_3_on_the_dot_kernels_matches_its_numpy_oracle(dot_streami
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
 @pytest.mark.parametrize("weights", FORMATS)
 def test_small_dot_layouts_split_the_batch_below_16_with_the_teams_bits(dot_streaming,
-                                                                       monkeypatch, weights):
+                                                                       monkeypatch, weights,
+                                                                       team_at_float_sizes):
     # Below batch 16 a stack whose every W_hh dot layout is at most a sixth of
     # one core's L2 takes the batch split where a thread gets two rows or
     # more; a larger one, one row a thread, or float weights stay on the team.
@@ -1088,8 +1099,32 @@ def test_small_dot_layouts_split_the_batch_below_16_with_the_teams_bits(dot_stre
 
 @pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
 @pytest.mark.parametrize("weights", FORMATS)
+def test_stacks_on_amx_tiles_take_the_team_from_more_multiply_adds_a_step(dot_streaming,
+                                                                         monkeypatch, weights):
+    # Where the steps multiply W_hh on AMX tiles at every row (faked here
+    # both ways), the team takes a stack from TEAM_MIN_MACS_PER_STEP_ON_TILES
+    # multiply-adds a step, B * 4H * H; elsewhere from TEAM_MIN_MACS_PER_STEP.
+    from numba_lstm import cpu
+    from numba_lstm.cpu.row_step import DOT_NR
+
+    assert cpu.TEAM_MIN_MACS_PER_STEP_ON_TILES > cpu.TEAM_MIN_MACS_PER_STEP
+    monkeypatch.setattr(cpu, "batch_split_preferred", lambda layers, batch: False)
+    H = _team_hidden_size(DOT_NR)
+    q = _module("LSTM", np.random.default_rng(21), 9, H, num_layers=2).quantize(weights)
+    macs = q._layers[0].w_hh.size  # a step's at batch 1
+    assert macs >= cpu.TEAM_MIN_MACS_PER_STEP
+    on_tiles = -(-cpu.TEAM_MIN_MACS_PER_STEP_ON_TILES // macs)  # the least batch there
+    assert on_tiles < cpu.GEMM_STEPS_MIN_BATCH
+    for tiles, B, expected in ((False, 1, "team"), (True, 1, "layers"),
+                               (True, on_tiles - 1, "layers"), (True, on_tiles, "team")):
+        monkeypatch.setattr(cpu, "_steps_on_tiles", lambda layer, tiles=tiles: tiles)
+        assert cpu._pick("stack", None, q._layers, 20, B).name == expected, (tiles, B)
+
+
+@pytest.mark.skipif(nl.cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("weights", FORMATS)
 def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, monkeypatch,
-                                                                weights):
+                                                                weights, team_at_float_sizes):
     # The team's quantized job with the GRU cell bound in: h's products summed
     # into a scratch row with b_hn, the same dot kernels and grids as the
     # layer loop's, so the same bits at batch 1 and 3 (I = 13: K4's padding);

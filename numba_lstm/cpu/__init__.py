@@ -56,6 +56,12 @@ UNIT_SPLIT_MAX_TILES = 4
 # Below this many multiply-adds per step (B * H * 4H), one thread beats the
 # team: a step then takes about as long as handing it over (~0.5 µs).
 TEAM_MIN_MACS_PER_STEP = 1 << 14
+# The same where the steps multiply W_hh on AMX tiles at every row (bfloat16 on
+# AMX-BF16): each of the team's threads then pays a call's tile costs for half
+# the columns. On the AMX Xeon, one thread against the team at B = 1-2, H =
+# 64-192: one thread 1.45-1.57x at 16-37K multiply-adds a step, 1.09x at 74K,
+# the team 1.05-1.11x from 100K (docs/performance.md, stop 45).
+TEAM_MIN_MACS_PER_STEP_ON_TILES = 3 << 15
 # Below GEMM_STEPS_MIN_BATCH, the batch split takes a stack on dot layouts from
 # the team where each layer's W_hh layout is at most this share of one core's
 # L2 (batch_split_preferred).
@@ -143,8 +149,9 @@ def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
         return False
     if batch >= GEMM_STEPS_MIN_BATCH:
         return team_splits_units(layers, batch)
-    return (batch * layers[0].w_hh.size >= TEAM_MIN_MACS_PER_STEP
-            and not batch_split_preferred(layers, batch))
+    on_tiles = _steps_on_tiles(layers[0])
+    least = TEAM_MIN_MACS_PER_STEP_ON_TILES if on_tiles else TEAM_MIN_MACS_PER_STEP
+    return batch * layers[0].w_hh.size >= least and not batch_split_preferred(layers, batch)
 
 
 def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
@@ -199,9 +206,15 @@ def unit_split_tile_rows(layer: PackedLayer) -> int:
     """The rows of a row tile in team_splits_units' count: a pair of AMX
     tiles where the layer's steps multiply bfloat16 W_hh on AMX-BF16
     (dot_gemm.rows_on_tiles), else the panel GEMM's tile."""
+    return 2 * AMX_ROWS if _steps_on_tiles(layer) else TILE_ROWS
+
+
+def _steps_on_tiles(layer: PackedLayer) -> bool:
+    """Whether the layer's steps multiply W_hh on AMX tiles at every row
+    (bfloat16 on AMX-BF16, dot_gemm.rows_on_tiles)."""
     dot = layer.dot_layout()
     hh_w_dot = None if dot is None else dot[0][0]  # (D, P, K2, 4 * DOT_NR)
-    return 2 * AMX_ROWS if hh_w_dot is not None and rows_on_tiles(hh_w_dot[0]) else TILE_ROWS
+    return hh_w_dot is not None and rows_on_tiles(hh_w_dot[0])
 
 
 def _split_step_bytes(layer: PackedLayer, rows: int) -> int:
