@@ -60,7 +60,7 @@ TEAM_MIN_MACS_PER_STEP = 1 << 14
 # AMX-BF16): each of the team's threads then pays a call's tile costs for half
 # the columns. On the AMX Xeon, one thread against the team at B = 1-2, H =
 # 64-192: one thread 1.45-1.57x at 16-37K multiply-adds a step, 1.09x at 74K,
-# the team 1.05-1.11x from 100K (docs/performance.md, stop 45).
+# the team 1.05-1.29x from 100K (docs/performance.md, stop 45).
 TEAM_MIN_MACS_PER_STEP_ON_TILES = 3 << 15
 # Below GEMM_STEPS_MIN_BATCH, the batch split takes a stack on dot layouts from
 # the team where each layer's W_hh layout is at most this share of one core's
@@ -395,8 +395,8 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     fills one core's L2 or passes it: a thread on its own direction then
     reads all of it from L3 every step (a W_hh the size of L2 cannot stay
     there beside the step's gx and h), a thread of the team its share, from
-    L2 where the share fits. Measured on the AMX Xeon (2 MB L2), each way in processes of
-    its own: float LSTM and GRU at H = 384-512 (shares that fit) 1.0-1.17x
+    L2 where the share fits. Measured on the AMX Xeon (2 MB L2), each way in
+    processes of its own: float LSTM and GRU at H = 384-512 (shares that fit) 1.0-1.17x
     the panel steps at batch 8-15 and 1.13-2.7x below; shares past L2 (H =
     768-1024) 1.07-1.20x at batch 2-6 and 1.0-1.2x the float rows at batch
     1, but 0.85-1.05x from TILE_ROWS rows, where a thread on its own
