@@ -153,6 +153,12 @@ def test_the_quantized_table_reads_our_rate_against_the_instruction(with_dot):
     notes = [x for x in table.splitlines() if x.startswith("Register-only vpdpbusd")]
     assert notes == (["Register-only vpdpbusd rate in this run: one thread 500 G "
                       "multiply-adds/s, 2 threads at once 1000 (2.00×)."] if with_dot else [])
+    # Where the format's products run on AMX tiles, the instruction's rate
+    # bounds nothing: the rate alone, no share of it, and a note that says why.
+    tiles = quantized.format_table({"weights": "int8", "results": [dict(row, multiply_adds=12e9)],
+                                    "dot": dot if with_dot else None, "on_tiles": True})
+    assert tiles.splitlines()[2].split(" | ")[-3] == "600"
+    assert "run on AMX tiles here" in tiles and "bound: the time" not in tiles
 
 
 def test_bfloat16_rows_are_held_to_the_floor_and_int8_rows_to_their_targets():
