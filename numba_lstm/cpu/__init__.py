@@ -149,9 +149,11 @@ def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
         return False
     if batch >= GEMM_STEPS_MIN_BATCH:
         return team_splits_units(layers, batch)
-    on_tiles = _steps_on_tiles(layers[0])
-    least = TEAM_MIN_MACS_PER_STEP_ON_TILES if on_tiles else TEAM_MIN_MACS_PER_STEP
-    return batch * layers[0].w_hh.size >= least and not batch_split_preferred(layers, batch)
+    macs = batch * layers[0].w_hh.size
+    # Whether the steps take tiles is asked only where it decides: ~0.8 µs a call.
+    enough = (macs >= TEAM_MIN_MACS_PER_STEP_ON_TILES
+              or macs >= TEAM_MIN_MACS_PER_STEP and not _steps_on_tiles(layers[0]))
+    return enough and not batch_split_preferred(layers, batch)
 
 
 def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
