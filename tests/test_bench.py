@@ -159,6 +159,13 @@ def test_the_quantized_table_reads_our_rate_against_the_instruction(with_dot):
                                     "dot": dot if with_dot else None, "on_tiles": True})
     assert tiles.splitlines()[2].split(" | ")[-3] == "600"
     assert "run on AMX tiles here" in tiles and "bound: the time" not in tiles
+    # a row bound there by its streamed W_hh alone says so
+    bound = quantized.format_table({"weights": "int8", "results": [dict(row, bound_seconds=0.01)],
+                                    "dot": dot if with_dot else None, "on_tiles": True})
+    assert bound.splitlines()[2].split(" | ")[-2] == "10.00 ms"
+    assert ("bound: the time no kernel in this format can beat here, the W_hh bytes a step "
+            "reads past the cores' L1 and L2 (0 KB in all) at the L3 rate (the products' rate "
+            "on the tiles is not probed" in bound)
 
 
 def test_bfloat16_rows_are_held_to_the_floor_and_int8_rows_to_their_targets():
@@ -282,11 +289,15 @@ def test_the_format_bound_is_the_larger_of_the_products_and_the_streamed_w_hh(mo
     assert quantized.format_bound(shape, "bfloat16", dot, l3, 1 << 20) == streamed
     # int8's W_hh is 1 MB a layer: all of it fits, the products bound it
     assert quantized.format_bound(shape, "int8", dot, l3, 1 << 20) == products
-    assert quantized.format_bound(shape, "bfloat16", None, l3, 1 << 20) is None
-    # AMX tiles multiply past the dot instruction's rate: no bound from it
-    monkeypatch.setattr(quantized, "ON_TILES", {"int8": True, "bfloat16": False})
+    # without a dot instruction the bytes still bound any kernel; without either rate, nothing
+    assert quantized.format_bound(shape, "bfloat16", None, l3, 1 << 20) == streamed
+    assert quantized.format_bound(shape, "bfloat16", None, None, 1 << 20) is None
+    # AMX tiles multiply past the dot instruction's rate: no bound from it, but
+    # the streamed bytes bound the steps all the same
+    monkeypatch.setattr(quantized, "ON_TILES", {"int8": True, "bfloat16": True})
     assert quantized.format_bound(shape, "int8", dot, l3, 1 << 20) is None
     assert quantized.format_bound(shape, "bfloat16", dot, l3, 1 << 20) == streamed
+    assert quantized.format_bound(shape, "bfloat16", dot, None, 1 << 20) is None
 
 
 def test_the_quantized_table_marks_a_peer_faster_than_the_bound():

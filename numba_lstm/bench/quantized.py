@@ -148,16 +148,19 @@ def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
     at the plain L3 read rate of all threads at once (``l3``:
     cores.l3_read_rates). Everything else (the cell, quantizing activations,
     W_ih's reads) is left out, so the bound stays below what any kernel
-    takes. None where a rate is missing (no dot instruction: the format then
-    runs a slower path) or where the format's products can run on AMX tiles."""
-    if dot is None or ON_TILES[weights]:
-        return None
-    seconds = shape.flops() / 2 / (dot["all_threads_gmacs"] * 1e9)
+    takes. (a) is left out where the dot rate is missing (no dot instruction:
+    the format then runs a slower path) or where the format's products can
+    run on AMX tiles, past it; (b) where no W_hh byte streams or the L3 rate
+    is missing: None where both are."""
+    parts = []
+    if dot is not None and not ON_TILES[weights]:
+        parts.append(shape.flops() / 2 / (dot["all_threads_gmacs"] * 1e9))
     if l3 is not None:
         per_layer = shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights]) // shape.layers
         streamed = shape.steps * shape.layers * max(0, per_layer - cached_bytes)
-        seconds = max(seconds, streamed / (l3["all_threads_gbs"] * 1e9))
-    return seconds
+        if streamed > 0:
+            parts.append(streamed / (l3["all_threads_gbs"] * 1e9))
+    return max(parts) if parts else None
 
 
 def run_cache_bytes(threads: int) -> int:
@@ -273,7 +276,7 @@ def format_table(report: dict) -> str:
              + (f", and their share of the register-only {dot['instruction']} rate "
                 f"of {dot['threads']} threads at once." if share_of else
                 "; the products run on AMX tiles here, past the dot instruction's rate, "
-                "whose share and bound are left out." if tiles else ".")]
+                "whose share of it is left out." if tiles else ".")]
     if dot:
         notes.append(f"Register-only {dot['instruction']} rate in this run: one thread "
                      f"{dot['one_thread_gmacs']:.0f} G multiply-adds/s, {dot['threads']} "
@@ -286,12 +289,14 @@ def format_table(report: dict) -> str:
                      f"thread): one thread {l3['one_thread_gbs']:.0f} GB/s, {l3['threads']} "
                      f"threads at once {l3['all_threads_gbs']:.0f}"
                      + _probes_read(l3, "one_thread_gbs", "all_threads_gbs") + ".")
-    if share_of:
-        notes.append("bound: the time no kernel in this format can beat here, the larger of "
-                     "the matmuls at that instruction rate and the W_hh bytes a step reads "
-                     "past the cores' L1 and L2 "
-                     f"({report.get('cache_bytes', 0) >> 10} KB in all) at the L3 rate; "
-                     "a missed peer marked (bound) took less than it.")
+    if any(r.get("bound_seconds") is not None for r in report["results"]):
+        streamed = (f"the W_hh bytes a step reads past the cores' L1 and L2 "
+                    f"({report.get('cache_bytes', 0) >> 10} KB in all) at the L3 rate")
+        notes.append("bound: the time no kernel in this format can beat here, "
+                     + (f"the larger of the matmuls at that instruction rate and {streamed}"
+                        if share_of else f"{streamed} (the products' rate on the tiles is "
+                        "not probed, so they bound nothing here)" if tiles else streamed)
+                     + "; a missed peer marked (bound) took less than it.")
     notes += [r["described"] for r in report["results"] if r.get("described")]
     for r in report["results"]:
         if r.get("bound_beaten"):
