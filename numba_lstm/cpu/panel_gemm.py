@@ -438,6 +438,7 @@ def _tile6x4(dst, r_dst, c_dst, a, r, pa, pb):
         c10, c11, c12, c13 = vfma(s, w0, c10), vfma(s, w1, c11), vfma(s, w2, c12), vfma(s, w3, c13)
         s = vsplat(a2[k])
         c20, c21, c22, c23 = vfma(s, w0, c20), vfma(s, w1, c21), vfma(s, w2, c22), vfma(s, w3, c23)
+        schedule_barrier()
         s = vsplat(a3[k])
         c30, c31, c32, c33 = vfma(s, w0, c30), vfma(s, w1, c31), vfma(s, w2, c32), vfma(s, w3, c33)
         s = vsplat(a4[k])
