@@ -248,6 +248,40 @@ def test_small_batches_run_each_direction_on_the_team_where_its_w_hh_passes_l2(c
         assert_close(got, ref, np.float32, name)
 
 
+@pytest.mark.skipif(cpu.TEAM.size < 2, reason="one thread: no team")
+@pytest.mark.parametrize("cls", [nl.LSTM, nl.GRU])
+def test_small_float_stacks_split_the_batch_from_four_rows_a_thread(cls, monkeypatch):
+    # Below batch 16, a float stack whose every W_hh is at most
+    # 1 / BATCH_SPLIT_MAX_L2_SHARE of one core's L2 (faked here) splits the
+    # batch across threads where each thread gets FLOAT_BATCH_SPLIT_MIN_ROWS
+    # rows or more; otherwise the team splits the units. The numbers are the
+    # reference's either way, hx and lengths too.
+    rng = np.random.default_rng(23)
+    I, H, T = 7, 64, 11
+    module = cls(I, H, num_layers=2)
+    fits = cpu.BATCH_SPLIT_MAX_L2_SHARE * module._layers[0].w_hh.nbytes
+    rows = cpu.FLOAT_BATCH_SPLIT_MIN_ROWS * cpu.TEAM.size  # the least batch that gives them
+    if rows >= cpu.GEMM_STEPS_MIN_BATCH:
+        pytest.skip("too many threads for that many rows a thread below batch 16")
+    as64 = {k: np.asarray(v, np.float64) for k, v in module.state_dict().items()}
+    cell = {nl.LSTM: "lstm", nl.GRU: "gru"}[cls]
+    for l2, B, expected in ((fits, rows, "layers"), (fits, 15, "layers"),
+                            (fits - 1, rows, "team"), (fits, rows - 1, "team"),
+                            (0, rows, "team")):
+        monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
+        assert cpu._pick("stack", None, module._layers, T, B).name == expected, (l2, B)
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        h0 = rng.standard_normal((2, B, H)).astype(np.float32)
+        lengths = rng.integers(1, T + 1, B)
+        hx = (h0, np.zeros_like(h0)) if cls is nl.LSTM else h0
+        out, _ = module(x, hx, lengths=lengths)
+        hx64 = tuple(a.astype(np.float64) for a in hx) if cls is nl.LSTM else h0.astype(
+            np.float64)
+        want, _ = reference.recurrent(cell, x.astype(np.float64), as64, 2, False, hx64,
+                                      lengths)
+        assert_close(out, want, np.float32, f"{expected}, B={B}")
+
+
 @pytest.mark.parametrize("weights", ["float32", "int8"])
 def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fast(
         weights, monkeypatch, dot_at_any_size):

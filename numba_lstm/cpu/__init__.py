@@ -62,10 +62,14 @@ TEAM_MIN_MACS_PER_STEP = 1 << 14
 # 64-192: one thread 1.45-1.57x at 16-37K multiply-adds a step, 1.09x at 74K,
 # the team 1.05-1.29x from 100K (docs/performance.md, stop 45).
 TEAM_MIN_MACS_PER_STEP_ON_TILES = 3 << 15
-# Below GEMM_STEPS_MIN_BATCH, the batch split takes a stack on dot layouts from
-# the team where each layer's W_hh layout is at most this share of one core's
+# Below GEMM_STEPS_MIN_BATCH, the batch split takes a stack from the team where
+# each layer's W_hh, as its steps read it, is at most this share of one core's
 # L2 (batch_split_preferred).
 BATCH_SPLIT_MAX_L2_SHARE = 6
+# ... and, for float weights, where each thread gets at least this many rows
+# (half a panel tile: the 4-row tiles' 16 FMA chains; at 2-3 rows the team
+# won on Zen 5 and the two tied on the AMX Xeon).
+FLOAT_BATCH_SPLIT_MIN_ROWS = TILE_ROWS // 2
 # Unit blocks per team thread. More would let the faster core take part of a
 # slow one's step, but each block costs a claim, a count, its own cell loop
 # and a partly filled last vector; one per thread measured faster at batch 2-16
@@ -159,23 +163,31 @@ def _team_preferred(layers: PackedStack, steps: int, batch: int) -> bool:
 def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
     """Whether splitting the batch (the panel steps, a thread's rows through
     the whole time loop) beats the team's split by units below
-    GEMM_STEPS_MIN_BATCH: where every layer's steps take a dot layout (int8;
-    bfloat16 with AVX512_BF16) of at most 1 / BATCH_SPLIT_MAX_L2_SHARE of one
-    core's L2, and a thread gets two rows or more. Each thread then reads all
-    of W_hh from its L2 every step, the team's threads half of it each, but
-    hands h over every step, and quantizes every row's h twice. Measured on
-    Zen 5 (1 MB L2; no other L2 size yet), batch 3-12: 64-144 KB 1.03-1.50x
-    the team (S9: 1.10x in a fast phase of the host, 1.37-1.43x in a slow one;
-    an AVX2 build 1.15-1.36x); 200-256 KB 0.87-1.14x; one row a thread (batch
-    2) 0.90-0.92x at 128-144 KB; float32 weights 0.93-1.71x at 100 KB by
-    build, so they stay on the team (docs/performance.md, stop 39)."""
+    GEMM_STEPS_MIN_BATCH: where every layer's W_hh as its steps read it (a dot
+    layout: int8; bfloat16 with AVX512_BF16; else float) is at most 1 /
+    BATCH_SPLIT_MAX_L2_SHARE of one core's L2, and each thread gets two rows
+    or more on a dot layout, FLOAT_BATCH_SPLIT_MIN_ROWS on float weights. Each
+    thread then reads all of W_hh from its L2 every step, the team's threads
+    half of it each, but hands h over every step (and, on a dot layout,
+    quantizes every row's h twice). Dot layouts, measured on Zen 5 (1 MB L2),
+    batch 3-12: 64-144 KB 1.03-1.50x the team (S9: 1.10x in a fast phase of
+    the host, 1.37-1.43x in a slow one; an AVX2 build 1.15-1.36x); 200-256 KB
+    0.87-1.14x; one row a thread (batch 2) 0.90-0.92x at 128-144 KB (stop
+    39). Float weights, LSTM and GRU, one and three layers: on the AMX Xeon
+    (2 MB L2) 1.02-1.32x at 48-300 KB from 4 rows a thread, 0.91-1.09x at 2
+    rows, ~1.0x at 400 KB-1 MB; on Zen 5 1.19-1.60x at 64-144 KB and 1.01x
+    at 256 KB with 4 rows, but 0.68-0.93x from 144 KB at 1-2 rows
+    (docs/performance.md, stops 39 and 46)."""
     l2 = l2_bytes()
-    if l2 == 0 or -(-batch // TEAM.size) < 2:
+    if l2 == 0 or -(-batch // TEAM.size) < 2:  # the most rows a thread gets
         return False
     for layer in layers:
         # Once a layer: dot_layout costs ~0.7 µs, and this runs on every call.
         dot = layer.dot_layout()
-        if dot is None or dot[0][0].nbytes * BATCH_SPLIT_MAX_L2_SHARE > l2:  # W_hh's layout
+        if dot is None and batch // TEAM.size < FLOAT_BATCH_SPLIT_MIN_ROWS:  # the fewest
+            return False
+        w_hh = layer.w_hh if dot is None else dot[0][0]  # as the steps read it
+        if w_hh.nbytes * BATCH_SPLIT_MAX_L2_SHARE > l2:
             return False
     return True
 
