@@ -282,6 +282,37 @@ def test_small_float_stacks_split_the_batch_from_four_rows_a_thread(cls, monkeyp
         assert_close(out, want, np.float32, f"{expected}, B={B}")
 
 
+def test_a_float_projection_goes_by_column_slices_from_twice_the_teams_l2s(monkeypatch):
+    # A float layer job's input projection goes by (row chunk, direction,
+    # column slice) where W_ih, every direction's, is FLOAT_SLICED_MIN_L2S
+    # times the team's L2s together (faked here), else by blocks of rows.
+    # Forced on 280 rows (two chunks of 256) and W_ih of 2 MB a direction (two
+    # 1 MB slices, with AVX-512's panels the second partial): the blocks' bits,
+    # and the path ran.
+    rng = np.random.default_rng(24)
+    I, H, T, B = 512, 256, 70, 4
+    lstm = nl.LSTM(I, H, num_layers=2, bidirectional=True)
+    layer = lstm._layers[0]
+    least = cpu.FLOAT_SLICED_MIN_L2S * cpu.TEAM.size  # L2s' worth of W_ih
+    for l2, sliced in ((layer.w_ih.nbytes // least, True), (layer.w_ih.nbytes // least + 1, False),
+                       (0, False)):
+        monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
+        assert cpu.projection_sliced(layer, None) == sliced, l2
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = np.full(B, T, np.int64)
+    monkeypatch.setattr(cpu, "projection_sliced", lambda layer, ih_dot: False)
+    blocks = cpu.forward(lstm._layers, x, None, None, lengths, "panels")
+    asked = []
+    monkeypatch.setattr(cpu, "projection_sliced", lambda layer, ih_dot: asked.append(layer) or True)
+    sliced = cpu.forward(lstm._layers, x, None, None, lengths, "panels")
+    assert asked == list(lstm._layers)  # both layers' projections
+    for got, want in zip(sliced, blocks, strict=True):
+        np.testing.assert_array_equal(got, want)
+    want, _ = reference.lstm(x.astype(np.float64), {
+        k: np.asarray(v, np.float64) for k, v in lstm.state_dict().items()}, 2, True)
+    assert_close(sliced[0], want, np.float32, "out")
+
+
 @pytest.mark.parametrize("weights", ["float32", "int8"])
 def test_fused_steps_read_weights_from_l3_where_it_holds_them_and_feeds_cores_fast(
         weights, monkeypatch, dot_at_any_size):

@@ -1338,8 +1338,8 @@ def test_a_projection_by_column_slices_gives_the_blocks_bits(monkeypatch, weight
     lengths = np.full(B, T, np.int64)
     blocks = cpu.forward(q._layers, x, None, None, lengths, "panels")
     asked = []
-    monkeypatch.setattr(cpu, "projection_sliced",
-                        lambda ih_dot: asked.append(ih_dot is not None) or ih_dot is not None)
+    monkeypatch.setattr(cpu, "projection_sliced", lambda layer, ih_dot: asked.append(
+        ih_dot is not None) or ih_dot is not None)
     sliced = cpu.forward(q._layers, x, None, None, lengths, "panels")
     assert asked == [True, True]  # both layers' projections
     assert np.isnan(blocks[0][:, 1]).any() and np.isfinite(np.delete(blocks[0], 1, axis=1)).all()

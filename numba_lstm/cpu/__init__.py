@@ -70,6 +70,11 @@ BATCH_SPLIT_MAX_L2_SHARE = 6
 # (half a panel tile: the 4-row tiles' 16 FMA chains; at 2-3 rows the team
 # won on Zen 5 and the two tied on the AMX Xeon).
 FLOAT_BATCH_SPLIT_MIN_ROWS = TILE_ROWS // 2
+# A float layer job's input projection goes by column slices where W_ih, every
+# direction's, is this many times the team's L2s together (projection_sliced).
+# The AMX Xeon (2 MB L2s, two threads), against blocks of 64 rows: 8-36 MB
+# 1.08-1.25x, 4 MB 1.01-1.02x, 2 MB 0.91x.
+FLOAT_SLICED_MIN_L2S = 2
 # Unit blocks per team thread. More would let the faster core take part of a
 # slow one's step, but each block costs a claim, a count, its own cell loop
 # and a partly filled last vector; one per thread measured faster at batch 2-16
@@ -244,16 +249,22 @@ def _hh_bytes_read(layer: PackedLayer) -> int:
     return layer.w_hh.nbytes if dot is None else dot[0][0].nbytes
 
 
-def projection_sliced(ih_dot: tuple | None) -> bool:
-    """Whether a layer job's quantized input projection goes by column slices
-    (projection.input_projection): where W_ih in its dot layout, every
-    direction's, takes half the L3 or more, each block of 64 rows would read it
-    from memory again. On Zen 5 (32 MB L3) 1.02-1.11x at 16-32 MB a layer, and
+def projection_sliced(layer: PackedLayer, ih_dot: tuple | None) -> bool:
+    """Whether a layer job's input projection goes by column slices
+    (projection.input_projection) instead of blocks of 64 rows, each of
+    which reads all of W_ih (every direction's) again. Quantized (W_ih in its
+    dot layout): where that takes half the L3 or more, so each block reads
+    it from memory: on Zen 5 (32 MB L3) 1.02-1.11x at 16-32 MB a layer, and
     0.97-1.02x at 4-8 MB, which L3 holds: there both threads putting every
-    chunk's rows on their grid costs what the blocks' reads save
-    (docs/performance.md, stop 44)."""
-    l3 = l3_bytes()
-    return ih_dot is not None and l3 > 0 and 2 * ih_dot[0].nbytes >= l3
+    chunk's rows on their grid costs what the blocks' reads save (stop 44).
+    Float: from FLOAT_SLICED_MIN_L2S times what the team's L2s hold together,
+    where each block streams W_ih from L3 and a 1 MB slice stays in L2 for
+    256 rows (docs/performance.md, stop 46)."""
+    if ih_dot is not None:
+        l3 = l3_bytes()
+        return l3 > 0 and 2 * ih_dot[0].nbytes >= l3
+    l2 = l2_bytes()
+    return l2 > 0 and layer.w_ih.nbytes >= FLOAT_SLICED_MIN_L2S * TEAM.size * l2
 
 
 def _steps_fused_from_l3(layer: PackedLayer, batch: int) -> bool:
@@ -521,7 +532,7 @@ def _run_layer(x, layer: PackedLayer, w_panels, h0, c0, lengths, h_n, c_n, panel
            lengths, out, h_n, c_n, n_chunks, panels, counters[2 * PROJECTION_LINE:],
            *(_NO_DOT if hh_dot is None else hh_dot), projection, w_ih, layer.bias,
            counters[:2 * PROJECTION_LINE], *(_NO_DOT if ih_dot is None else ih_dot),
-           project and projection_sliced(ih_dot))
+           project and projection_sliced(layer, ih_dot))
     # The job's threads see raw addresses (team.view): every array must be C-contiguous.
     assert all(a.flags.c_contiguous for a in job if isinstance(a, np.ndarray))
     # One thread allowed (numba.set_num_threads(1)): a control array no helper watches.

@@ -45,13 +45,14 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False, slice
     block of rows is then quantized to int16 once for every direction (to 8
     bits, h's grid, with ``eight_bit``: x is the hidden state of the layer
     below), and a row that is not finite takes the float panels alone.
-    ``sliced`` (with ih_dot): by (row chunk, direction, column slice) tasks
-    instead (_sliced_projection), where every block of rows would stream W_ih
-    from memory again (cpu.projection_sliced)."""
+    ``sliced``: by (row chunk, direction, column slice) tasks instead
+    (_sliced_projection), where every block of rows would stream W_ih from
+    past the caches again (cpu.projection_sliced)."""
     N = x.shape[0]
     D = w_ih.shape[0]
     G = gx.shape[1] // D
-    if sliced and sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
+    if sliced:
+        _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit)
         return
     n_blocks = (N + ROW_BLOCK - 1) // ROW_BLOCK
     k_bytes = dot_k_bytes(ih_dot)
@@ -74,19 +75,26 @@ def input_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit=False, slice
     wait_until(counters, LINE, n_blocks)  # a claimed block is always being computed
 
 
-def sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
-    """_sliced_projection, True; False, doing nothing, where ih_dot is None."""
+def slice_width(w_ih, ih_dot):
+    """Columns of a sliced projection's slice (_sliced_projection): whole
+    panels of W_ih's float layout and, with ih_dot, of its dot layout too,
+    about SLICE_W_BYTES of the layout the products read."""
 
 
-@overload(sliced_projection, inline="always", jit_options=_FLAGS)
-def _sliced_projection_impl(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
+@overload(slice_width, inline="always", jit_options=_FLAGS)
+def _slice_width(w_ih, ih_dot):
     if isinstance(ih_dot, types.NoneType):
-        return lambda x, w_ih, bias, gx, ih_dot, counters, eight_bit: False
+        def float_width(w_ih, ih_dot):
+            NR = w_ih.shape[3]
+            return max(1, SLICE_W_BYTES // w_ih[0, 0].nbytes) * NR  # (K, NR) panels
+        return float_width
 
-    def impl(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
-        _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit)
-        return True
-    return impl
+    def dot_width(w_ih, ih_dot):
+        NR = w_ih.shape[3]
+        unit = DOT_NR * NR // math.gcd(DOT_NR, NR)  # columns of whole panels in both layouts
+        unit_bytes = ih_dot[0][0, 0].nbytes * (unit // DOT_NR)  # (D, P, K4, row) panels
+        return max(1, SLICE_W_BYTES // unit_bytes) * unit
+    return dot_width
 
 
 @njit(**_FLAGS)
@@ -98,15 +106,12 @@ def _sliced_projection(x, w_ih, bias, gx, ih_dot, counters, eight_bit):
     chunk's rows on their grid once for the slices it takes of it. A slice is
     whole panels of both layouts (the dot layout's, and the float one's that
     rows which are not finite take): every column gets the sums it gets in a
-    product over the whole direction."""
+    product over the whole direction. Float weights (ih_dot None) slice their
+    panels alone."""
     N = x.shape[0]
     D = w_ih.shape[0]
     G = gx.shape[1] // D
-    w_dot = ih_dot[0]  # (D, P, K4, row)
-    NR = w_ih.shape[3]
-    unit = DOT_NR * NR // math.gcd(DOT_NR, NR)  # columns of whole panels in both layouts
-    slice_bytes = w_dot[0, 0].nbytes * (unit // DOT_NR)  # a unit's W_ih
-    width = max(1, SLICE_W_BYTES // slice_bytes) * unit  # columns a slice
+    width = slice_width(w_ih, ih_dot)  # columns a slice
     n_slices = (G + width - 1) // width
     n_chunks = (N + SLICED_ROWS - 1) // SLICED_ROWS
     n_tasks = n_chunks * D * n_slices
