@@ -179,9 +179,10 @@ def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
     the host, 1.37-1.43x in a slow one; an AVX2 build 1.15-1.36x); 200-256 KB
     0.87-1.14x; one row a thread (batch 2) 0.90-0.92x at 128-144 KB (stop
     39). Float weights, LSTM and GRU, one and three layers: on the AMX Xeon
-    (2 MB L2) 1.02-1.32x at 48-300 KB from 4 rows a thread, 0.91-1.09x at 2
-    rows, ~1.0x at 400 KB-1 MB; on Zen 5 1.19-1.60x at 64-144 KB and 1.01x
-    at 256 KB with 4 rows, but 0.68-0.93x from 144 KB at 1-2 rows
+    (2 MB L2) 1.03-1.32x at 48-300 KB from 4 rows a thread (one case of
+    thirty 0.96x), 0.91-1.09x at 2 rows, ~1.0x at 400 KB-1 MB; on Zen 5
+    1.19-1.60x at 64-144 KB and 1.01x at 256 KB with 4 rows, but 0.68-0.93x
+    from 144 KB at 1-2 rows
     (docs/performance.md, stops 39 and 46)."""
     l2 = l2_bytes()
     if l2 == 0 or -(-batch // TEAM.size) < 2:  # the most rows a thread gets
