@@ -182,15 +182,15 @@ def batch_split_preferred(layers: PackedStack, batch: int) -> bool:
     (2 MB L2) 1.03-1.32x at 48-300 KB from 4 rows a thread (one case of
     thirty 0.96x), 0.91-1.09x at 2 rows, ~1.0x at 400 KB-1 MB; on Zen 5
     1.19-1.60x at 64-144 KB and 1.01x at 256 KB with 4 rows, but 0.68-0.93x
-    from 144 KB at 1-2 rows
-    (docs/performance.md, stops 39 and 46)."""
+    from 144 KB at 1-2 rows (docs/performance.md, stops 39 and 46)."""
     l2 = l2_bytes()
     if l2 == 0 or -(-batch // TEAM.size) < 2:  # the most rows a thread gets
         return False
+    float_rows = batch // TEAM.size >= FLOAT_BATCH_SPLIT_MIN_ROWS  # the fewest a thread gets
     for layer in layers:
         # Once a layer: dot_layout costs ~0.7 µs, and this runs on every call.
         dot = layer.dot_layout()
-        if dot is None and batch // TEAM.size < FLOAT_BATCH_SPLIT_MIN_ROWS:  # the fewest
+        if dot is None and not float_rows:
             return False
         w_hh = layer.w_hh if dot is None else dot[0][0]  # as the steps read it
         if w_hh.nbytes * BATCH_SPLIT_MAX_L2_SHARE > l2:
