@@ -303,3 +303,28 @@ def test_the_bfloat16_tile_instruction_matches_its_emulation_within_rounding(R, 
 def test_amx_is_left_out_of_the_compile_target_without_the_grant():
     features = ["+avx512f", "+amx-tile", "+amx-int8", "-amx-fp16", "+amx-bf16", "+sse2"]
     assert without_amx(features) == "+avx512f,-amx-tile,-amx-int8,-amx-fp16,-amx-bf16,+sse2"
+
+
+# The callers' ways of passing the same operands: whole C rows with the flags
+# left out (literal defaults), column slices ('A' layout) with run-time flags
+# and a base.
+_literal_call = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(
+    out, lo, hi, s, w, offset, scale, False, False))
+_sliced_call = njit(lambda out, lo, hi, s, w, offset, scale, flag, base: gemm_dot_acc(
+    out[:, 1:], lo, hi, s, w, offset, scale, flag, flag, base[:, 1:]))
+
+
+def test_every_caller_shares_one_compiled_dot_kernel():
+    # Numba compiles a function once per argument types, layouts and literals
+    # included: each way of calling was another ~12 s of a cold first call.
+    from numba_lstm.cpu.dot_gemm import _gemm_dot_acc32
+
+    rng = np.random.default_rng(7)
+    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, 3, 64, DOT_NR)
+    before = set(_gemm_dot_acc32.signatures)
+    first = np.zeros((3, DOT_NR), np.float32)
+    assert _literal_call(first, lo, hi, s, w_dot, offset, scale)
+    wide = np.zeros((3, DOT_NR + 1), np.float32)
+    assert _sliced_call(wide, lo, hi, s, w_dot, offset, scale, False, wide.copy())
+    np.testing.assert_array_equal(wide[:, 1:], first)
+    assert len(set(_gemm_dot_acc32.signatures) - before) <= 1, _gemm_dot_acc32.signatures

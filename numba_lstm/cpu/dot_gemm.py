@@ -329,16 +329,21 @@ def _gemm_dot_acc_impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=Fals
     if out.dtype != nbtypes.float32:
         return (lambda out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False,
                 high_only=False, base=None: False)
+    # One compiled kernel for every caller (each is ~12 s of a cold call): out
+    # and base as any-layout views (the team's steps pass whole rows, the
+    # projection column slices) and the flags as run-time bools, not literals.
     if base is None or isinstance(base, types.NoneType):
         def impl(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False,
                  base=None):
-            _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only, out)
+            _gemm_dot_acc32(out[:, :], lo, hi, s_rows, w_dot, offset, scale_q, bool(reverse),
+                            bool(high_only), out[:, :])
             return True
         return impl
 
     def impl_base(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse=False, high_only=False,
                   base=None):
-        _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_only, base)
+        _gemm_dot_acc32(out[:, :], lo, hi, s_rows, w_dot, offset, scale_q, bool(reverse),
+                        bool(high_only), base[:, :])
         return True
     return impl_base
 
