@@ -27,6 +27,32 @@ from numba_lstm.cpu.panel_gemm import (
 from numba_lstm.cpu.projection import LINE, input_projection
 from numba_lstm.cpu.simd import VECTOR_BYTES
 
+# The callers' ways of passing a product's scalars: literal constants, a
+# reverse left out, run-time values.
+_literal_calls = njit(lambda out, a, panels: (gemm_panels2_acc(out, 0, out.shape[1], a, panels),
+                                              gemm_panels2_acc(out, 0, 2, a, panels, False)))
+_runtime_call = njit(lambda out, col, n, a, panels, reverse: gemm_panels2_acc(
+    out, col, n, a, panels, reverse))
+
+
+def test_every_caller_shares_one_compiled_panel_kernel():
+    # Numba compiles a function once per argument types, literals included:
+    # each way of calling was another 2-3 s of a cold first call.
+    from numba_lstm.cpu.panel_gemm import _panels2_acc
+
+    rng = np.random.default_rng(3)
+    a, w = rng.standard_normal((3, 5)), rng.standard_normal((5, 9))
+    panels = pack_panels(w, 2)
+    before = set(_panels2_acc.signatures)
+    out = np.zeros((3, 9))
+    _literal_calls(out, a, panels)
+    _runtime_call(out, 0, 9, a, panels, True)
+    expected = a @ w
+    expected[:, :2] *= 3
+    expected[:, 2:] *= 2
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    assert len(set(_panels2_acc.signatures) - before) <= 1, _panels2_acc.signatures
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vectors", [2, 3])

@@ -186,14 +186,11 @@ def _layer_task(task, x, gx, w_rows, w_panels, w_hr, bias, cell_params, h0, c0, 
                 copy_row(bias[d, 1, S:], gates[r, S:])
         if WITH_PANELS and panels:
             # (nb, G) += (nb, K) @ (K, G), int8 x h's 8-bit grid (or bfloat16 x h's) where it can
-            # column int64 0, not a literal: the projection's call compiles
-            # this product for int64 columns already
             if not (summed or (not_finite >= 0 and dot_acc(gates, h_lo, h_hi, h_scales, hh_dot,
                                                            d, reverse, True))):
-                gemm_layout_acc(gates, np.int64(0), G, xh, w_panels[d], reverse)
+                gemm_layout_acc(gates, 0, G, xh, w_panels[d], reverse)
             elif not_finite > 0:  # those rows' float products, theirs alone
-                float_rows_acc(gates, np.int64(0), G, xh, w_panels[d], reverse, h_scales,
-                               gemm_layout_acc)
+                float_rows_acc(gates, 0, G, xh, w_panels[d], reverse, h_scales, gemm_layout_acc)
         else:
             _rows_matmul_acc(gates, xh, w_rows, d, nb)  # never fused: xh is h
         for r in range(nb):

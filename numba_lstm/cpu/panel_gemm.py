@@ -724,21 +724,37 @@ def gemm_panels_acc(out, a, panels, reverse=False):
 # in every caller that optimizes it again). They take out whole, with the
 # columns to add to, so that a slice of columns (the input projection's, per
 # direction) does not make another type of out and another set of tiles.
-@njit(**_FLAGS)
+#
+# Numba compiles a function once per argument types, literals included: the
+# public names are inlined wrappers that pass the callers' constants (a column
+# 0, reverse False or left out) as run-time values, so that every caller
+# shares one compiled kernel per dtype (each caller's own was 2-3 s of a cold
+# call).
+@njit(inline="always", **_FLAGS)
 def gemm_panels2_acc(out, col, N, a, panels, reverse=False):
     """out[:, col:col+N] += a (R, K) @ W for two-vector panels of W (K, N).
     ``reverse``: the panels last to first (the same sums: each column's FMAs
     run in the same order either way). A recurrence alternates it step by
     step, so that each step starts on the weights the last one read last,
     still in L2, when W is larger than L2."""
+    _panels2_acc(out, np.int64(col), np.int64(N), a, panels, bool(reverse))
+
+
+@njit(inline="always", **_FLAGS)
+def gemm_panels3_acc(out, col, N, a, panels, reverse=False):
+    """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
+    16 registers its tiles spill, slow but exact)."""
+    _panels3_acc(out, np.int64(col), np.int64(N), a, panels, bool(reverse))
+
+
+@njit(**_FLAGS)
+def _panels2_acc(out, col, N, a, panels, reverse):
     _gemm(out, col, N, a, panels, reverse, _MAIN2_ROWS, _MAIN2, None, _FIVES_2, _TILE5_2,
           _TILE4_2, _TILE3_2, _tile2x4, _tile1x4, _TILE6_PAIR, _TILE5_PAIR, _TILE12_2)
 
 
 @njit(**_FLAGS)
-def gemm_panels3_acc(out, col, N, a, panels, reverse=False):
-    """gemm_panels2_acc for three-vector panels (laid out on AVX-512 only; on
-    16 registers its tiles spill, slow but exact)."""
+def _panels3_acc(out, col, N, a, panels, reverse):
     _gemm(out, col, N, a, panels, reverse, TILE_ROWS, _tile8x3, _tile8x3_first, False, _tile4x6,
           _tile4x6, _tile3x6, _tile2x6, _tile1x6, None, None, None)
 
