@@ -556,8 +556,9 @@ def _one_thread_projection(x, layer: PackedLayer):
     T, B, I = x.shape
     DG = layer.w_ih.shape[1]
     gx = aligned_empty((T * B, DG), x.dtype)  # (T*B, D*G)
+    # the flags spelled out: left out, they make a compiled kernel of their own
     input_projection(x.reshape(T * B, I), layer.panels()[0], layer.bias, gx, None,
-                     np.zeros(2 * PROJECTION_LINE, np.int64))
+                     np.zeros(2 * PROJECTION_LINE, np.int64), False, False)
     return gx.reshape(T, B, DG)  # explicit sizes: B may be 0
 
 

@@ -894,8 +894,10 @@ def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
         if not every_row_on_tiles(w_dot):
             return False
         out = out_row[np.newaxis, :]
-        _amx_dot_acc(out, lo[np.newaxis, :], hi[np.newaxis, :], np.full(1, s_x, np.float32),
-                     w_dot, offset, scale_q, 1, False, _NO_TILES, high_only, out)
+        # as _gemm_dot_acc32 calls it, so that both share one compiled kernel
+        _amx_dot_acc(out[:, :], lo[np.newaxis, :], hi[np.newaxis, :],
+                     np.full(1, s_x, np.float32), w_dot, offset, scale_q, np.int64(1),
+                     bool(False), _NO_TILES, bool(high_only), out[:, :])  # noqa: UP018
         return True
     return impl
 
