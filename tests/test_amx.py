@@ -31,6 +31,11 @@ high_product = njit(lambda out, lo, hi, s, w, offset, scale: gemm_dot_acc(
     out, lo, hi, s, w, offset, scale, False, True))
 
 
+# Tests calling gemm_dot_acc reach the kernel tests/prefill.py's child
+# compiles (~25 s cold for both formats): run last, they load it.
+prefilled = pytest.mark.prefilled
+
+
 def _operands(rng, R, K, N):
     x = rng.standard_normal((R, K)).astype(np.float32)
     w = rng.integers(-127, 128, (K, N)).astype(np.int8)
@@ -66,6 +71,7 @@ def test_the_emulated_tile_kernel_computes_the_integers(R, K):
     np.testing.assert_array_equal(backwards, out)
 
 
+@prefilled
 @pytest.mark.skipif(PAIRS, reason="the tiles' sums are vpdpbusd's; this CPU's dot is int16 pairs")
 def test_tile_rows_are_bitwise_the_rows_one_at_a_time():
     # A sequence's numbers must not depend on its batch: 16-row tiles against
@@ -103,6 +109,7 @@ based_product = njit(lambda out, lo, hi, s, w, offset, scale, high, base: gemm_d
     out, lo, hi, s, w, offset, scale, False, high, base))
 
 
+@prefilled
 @pytest.mark.parametrize("kind", ["int8", "bfloat16"])
 @pytest.mark.parametrize("R, K, panels", [(1, 128, 3), (5, 128, 3), (20, 128, 3), (35, 128, 3),
                                           (1, 1024, 6), (9, 1024, 6), (11, 1024, 6)])
@@ -198,6 +205,7 @@ def test_two_row_tiles_on_the_instructions_give_a_row_its_own_bits(kind, high_on
         np.testing.assert_array_equal(many[r], one[0])
 
 
+@prefilled
 @pytest.mark.skipif(not HAS_AMX, reason="the CPU has no AMX (or Linux did not grant it)")
 @pytest.mark.parametrize("R, K", [(16, 64), (35, 128), (64, 512)])
 def test_the_tile_instructions_match_their_emulation(R, K):
@@ -280,6 +288,7 @@ def test_the_dispatch_tables_tile_test_is_the_kernels(K):
     assert not rows_on_tiles(quads)
 
 
+@prefilled
 @pytest.mark.skipif(not HAS_AMX_BF16, reason="the CPU has no AMX-BF16 (or Linux did not grant it)")
 @pytest.mark.parametrize("R, K", [(1, 64), (21, 512)])
 def test_the_bfloat16_tile_instruction_matches_its_emulation_within_rounding(R, K):
@@ -314,6 +323,7 @@ _sliced_call = njit(lambda out, lo, hi, s, w, offset, scale, flag, base: gemm_do
     out[:, 1:], lo, hi, s, w, offset, scale, flag, flag, base[:, 1:]))
 
 
+@prefilled
 def test_every_caller_shares_one_compiled_dot_kernel():
     # Numba compiles a function once per argument types, layouts and literals
     # included: each way of calling was another ~12 s of a cold first call.
