@@ -18,6 +18,7 @@ from numba_lstm.cpu.dot_gemm import (
     emulated_tiles_dot_acc,
     every_row_on_tiles,
     gemm_dot_acc,
+    row_dot_acc,
     rows_on_tiles,
     tile_rows,
 )
@@ -338,3 +339,26 @@ def test_every_caller_shares_one_compiled_dot_kernel():
     assert _sliced_call(wide, lo, hi, s, w_dot, offset, scale, False, wide.copy())
     np.testing.assert_array_equal(wide[:, 1:], first)
     assert len(set(_gemm_dot_acc32.signatures) - before) <= 1, _gemm_dot_acc32.signatures
+
+
+# A row product's two callers: the streaming step's whole C row, and
+# _gemm_dot_acc32's rows past the tiles, rows of an 'A' view.
+_whole_row_call = njit(lambda out, lo, hi, s, w, offset, scale: row_dot_acc(
+    out, w, offset, scale, s[0], lo[0], hi[0]))
+_view_row_call = njit(lambda out, lo, hi, s, w, offset, scale: row_dot_acc(
+    out[:, 1:][0], w, offset, scale, s[0], lo[0], hi[0]))
+
+
+def test_every_caller_shares_one_compiled_row_kernel():
+    from numba_lstm.cpu.dot_gemm import _row_dot_acc
+
+    rng = np.random.default_rng(8)
+    lo, hi, s, w_dot, offset, scale, w = _operands(rng, 1, 64, DOT_NR)
+    before = set(_row_dot_acc.signatures)
+    whole = np.zeros(DOT_NR, np.float32)
+    _whole_row_call(whole, lo, hi, s, w_dot, offset, scale)
+    wide = np.zeros((1, DOT_NR + 1), np.float32)
+    _view_row_call(wide, lo, hi, s, w_dot, offset, scale)
+    np.testing.assert_array_equal(wide[0, 1:], whole)
+    assert np.abs(whole).max() > 0
+    assert len(set(_row_dot_acc.signatures) - before) <= 1, _row_dot_acc.signatures

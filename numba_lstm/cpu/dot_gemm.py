@@ -267,15 +267,23 @@ def _takes_high_kernel(w_dot):
     return lambda w_dot: high
 
 
-@njit(**_FLAGS)
+@njit(inline="always", **_FLAGS)
 def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
     """out_row (N,) += x @ W for a row x that quantize_row16 (or
     quantize_row_bf16, for bfloat16 pairs) has put in lo, hi
     with scale s_x; W int8 in the dot layout (P, K4, 4 * DOT_NR), N = P *
     DOT_NR, offset (N,) 128 x each column's weight sum, scale_q (N,) the
-    columns' scales. Two panels at a time where there are two, so that eight
-    vpdpbusd chains cover the instruction's latency. bfloat16 rows go through
-    the tiles where gemm_dot_acc's do (every_row_on_tiles)."""
+    columns' scales. For jitted code."""
+    # One compiled kernel a format for every caller: the streaming step passes
+    # a whole row, _gemm_dot_acc32 a row of an any-layout view.
+    _row_dot_acc(out_row[::1], w_dot, offset, scale_q, np.float32(s_x), lo, hi)
+
+
+@njit(**_FLAGS)
+def _row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
+    """row_dot_acc's kernel. Two panels at a time where there are two, so that
+    eight vpdpbusd chains cover the instruction's latency. bfloat16 rows go
+    through the tiles where gemm_dot_acc's do (every_row_on_tiles)."""
     if row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, False):
         return
     Q = 4 * DOT_LANES
