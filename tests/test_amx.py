@@ -349,11 +349,12 @@ _view_row_call = njit(lambda out, lo, hi, s, w, offset, scale: row_dot_acc(
     out[:, 1:][0], w, offset, scale, s[0], lo[0], hi[0]))
 
 
+@prefilled
 def test_every_caller_shares_one_compiled_row_kernel():
     from numba_lstm.cpu.dot_gemm import _row_dot_acc
 
     rng = np.random.default_rng(8)
-    lo, hi, s, w_dot, offset, scale, w = _operands(rng, 1, 64, DOT_NR)
+    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, 1, 64, DOT_NR)
     before = set(_row_dot_acc.signatures)
     whole = np.zeros(DOT_NR, np.float32)
     _whole_row_call(whole, lo, hi, s, w_dot, offset, scale)
