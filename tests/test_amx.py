@@ -341,25 +341,31 @@ def test_every_caller_shares_one_compiled_dot_kernel():
     assert len(set(_gemm_dot_acc32.signatures) - before) <= 1, _gemm_dot_acc32.signatures
 
 
-# A row product's two callers: the streaming step's whole C row, and
-# _gemm_dot_acc32's rows past the tiles, rows of an 'A' view.
+# The one-row product's callers: the streaming step's whole C row, and
+# gemm_dot_acc's rows past its tiles and groups of four (three rows: each
+# alone, or a pair and one), out a C array or a column slice.
 _whole_row_call = njit(lambda out, lo, hi, s, w, offset, scale: row_dot_acc(
     out, w, offset, scale, s[0], lo[0], hi[0]))
-_view_row_call = njit(lambda out, lo, hi, s, w, offset, scale: row_dot_acc(
-    out[:, 1:][0], w, offset, scale, s[0], lo[0], hi[0]))
 
 
 @prefilled
 def test_every_caller_shares_one_compiled_row_kernel():
-    from numba_lstm.cpu.dot_gemm import _row_dot_acc
+    from numba_lstm.cpu.dot_gemm import _gemm_dot_acc32
 
     rng = np.random.default_rng(8)
-    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, 1, 64, DOT_NR)
-    before = set(_row_dot_acc.signatures)
-    whole = np.zeros(DOT_NR, np.float32)
-    _whole_row_call(whole, lo, hi, s, w_dot, offset, scale)
-    wide = np.zeros((1, DOT_NR + 1), np.float32)
-    _view_row_call(wide, lo, hi, s, w_dot, offset, scale)
-    np.testing.assert_array_equal(wide[0, 1:], whole)
-    assert np.abs(whole).max() > 0
-    assert len(set(_row_dot_acc.signatures) - before) <= 1, _row_dot_acc.signatures
+    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, 3, 64, DOT_NR)
+    before = set(row_dot_acc.signatures)
+    rows = np.zeros((3, DOT_NR), np.float32)
+    assert _literal_call(rows, lo, hi, s, w_dot, offset, scale)
+    wide = np.zeros((3, DOT_NR + 1), np.float32)
+    assert _sliced_call(wide, lo, hi, s, w_dot, offset, scale, False, wide.copy())
+    np.testing.assert_array_equal(wide[:, 1:], rows)
+    one = np.zeros(DOT_NR, np.float32)
+    _whole_row_call(one, lo, hi, s, w_dot, offset, scale)
+    np.testing.assert_array_equal(one, rows[0])
+    assert np.abs(one).max() > 0
+    # where the batch kernel came from the disk cache, its row calls are
+    # inside it; compiled here, they and the streaming step's share one kernel
+    assert len(set(row_dot_acc.signatures) - before) <= 1, row_dot_acc.signatures
+    assert all(sig[0].layout == "C" for sig in row_dot_acc.signatures), row_dot_acc.signatures
+    assert _gemm_dot_acc32.signatures  # the batch kernel this test meant to reach

@@ -267,23 +267,16 @@ def _takes_high_kernel(w_dot):
     return lambda w_dot: high
 
 
-@njit(inline="always", **_FLAGS)
+@njit(**_FLAGS)
 def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
     """out_row (N,) += x @ W for a row x that quantize_row16 (or
     quantize_row_bf16, for bfloat16 pairs) has put in lo, hi
     with scale s_x; W int8 in the dot layout (P, K4, 4 * DOT_NR), N = P *
     DOT_NR, offset (N,) 128 x each column's weight sum, scale_q (N,) the
-    columns' scales. For jitted code."""
-    # One compiled kernel a format for every caller: the streaming step passes
-    # a whole row, _gemm_dot_acc32 a row of an any-layout view.
-    _row_dot_acc(out_row[::1], w_dot, offset, scale_q, np.float32(s_x), lo, hi)
-
-
-@njit(**_FLAGS)
-def _row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
-    """row_dot_acc's kernel. Two panels at a time where there are two, so that
-    eight vpdpbusd chains cover the instruction's latency. bfloat16 rows go
-    through the tiles where gemm_dot_acc's do (every_row_on_tiles)."""
+    columns' scales. Two panels at a time where there are two, so that eight
+    vpdpbusd chains cover the instruction's latency. bfloat16 rows go through
+    the tiles where gemm_dot_acc's do (every_row_on_tiles). Callers pass C
+    rows (_c_row), so that one kernel a format serves them all."""
     if row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, False):
         return
     Q = 4 * DOT_LANES
@@ -393,7 +386,17 @@ def _gemm_dot_acc32(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, high_o
                                  min(g0 + group, w_dot.shape[0]), base)
     for r in range(R - (R - R16) % 4, R):
         _copy_base_row(base, out, r, 0, out.shape[1])
-        row_dot_acc(out[r], w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
+        row_dot_acc(_c_row(out, r), w_dot, offset, scale_q, s_rows[r], lo[r], hi[r])
+
+
+@njit(inline="always", **_FLAGS)
+def _c_row(out, r):
+    """Row r of out as a C array (a view owning nothing; out keeps it alive).
+    out's rows are contiguous (C arrays and their column slices, as every
+    caller passes), but a row of an any-layout view is typed 'A': passed as
+    such, row_dot_acc compiled a second kernel beside the streaming step's C
+    one, and its strided loads cost the row 1-3%."""
+    return unowned(out[r])
 
 
 @njit(inline="always", **_FLAGS)
@@ -447,7 +450,8 @@ def _pairs_dot_acc(out, lo, hi, s_rows, w_dot, offset, scale_q, reverse, base):
                             p0 + min(group, P - g), base)
     if R % 2 == 1:
         _copy_base_row(base, out, R - 1, 0, out.shape[1])
-        row_dot_acc(out[R - 1], w_dot, offset, scale_q, s_rows[R - 1], lo[R - 1], hi[R - 1])
+        row_dot_acc(_c_row(out, R - 1), w_dot, offset, scale_q, s_rows[R - 1], lo[R - 1],
+                    hi[R - 1])
 
 
 @njit(inline="always", **_FLAGS)
