@@ -324,26 +324,33 @@ _sliced_call = njit(lambda out, lo, hi, s, w, offset, scale, flag, base: gemm_do
     out[:, 1:], lo, hi, s, w, offset, scale, flag, flag, base[:, 1:]))
 
 
+def _product_the_callers_ways(seed):
+    """gemm_dot_acc on three int8 rows as its callers call it (literal flags
+    into a C out; run-time flags into a column slice, with a base), the two
+    results checked equal: the operands and the rows."""
+    operands = _operands(np.random.default_rng(seed), 3, 64, DOT_NR)[:6]
+    rows = np.zeros((3, DOT_NR), np.float32)
+    assert _literal_call(rows, *operands)
+    wide = np.zeros((3, DOT_NR + 1), np.float32)
+    assert _sliced_call(wide, *operands, False, wide.copy())
+    np.testing.assert_array_equal(wide[:, 1:], rows)
+    return operands, rows
+
+
 @prefilled
 def test_every_caller_shares_one_compiled_dot_kernel():
     # Numba compiles a function once per argument types, layouts and literals
     # included: each way of calling was another ~12 s of a cold first call.
     from numba_lstm.cpu.dot_gemm import _gemm_dot_acc32
 
-    rng = np.random.default_rng(7)
-    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, 3, 64, DOT_NR)
     before = set(_gemm_dot_acc32.signatures)
-    first = np.zeros((3, DOT_NR), np.float32)
-    assert _literal_call(first, lo, hi, s, w_dot, offset, scale)
-    wide = np.zeros((3, DOT_NR + 1), np.float32)
-    assert _sliced_call(wide, lo, hi, s, w_dot, offset, scale, False, wide.copy())
-    np.testing.assert_array_equal(wide[:, 1:], first)
+    _product_the_callers_ways(7)
     assert len(set(_gemm_dot_acc32.signatures) - before) <= 1, _gemm_dot_acc32.signatures
 
 
 # The one-row product's callers: the streaming step's whole C row, and
 # gemm_dot_acc's rows past its tiles and groups of four (three rows: each
-# alone, or a pair and one), out a C array or a column slice.
+# alone, or a pair and one).
 _whole_row_call = njit(lambda out, lo, hi, s, w, offset, scale: row_dot_acc(
     out, w, offset, scale, s[0], lo[0], hi[0]))
 
@@ -352,16 +359,10 @@ _whole_row_call = njit(lambda out, lo, hi, s, w, offset, scale: row_dot_acc(
 def test_every_caller_shares_one_compiled_row_kernel():
     from numba_lstm.cpu.dot_gemm import _gemm_dot_acc32
 
-    rng = np.random.default_rng(8)
-    lo, hi, s, w_dot, offset, scale, _ = _operands(rng, 3, 64, DOT_NR)
     before = set(row_dot_acc.signatures)
-    rows = np.zeros((3, DOT_NR), np.float32)
-    assert _literal_call(rows, lo, hi, s, w_dot, offset, scale)
-    wide = np.zeros((3, DOT_NR + 1), np.float32)
-    assert _sliced_call(wide, lo, hi, s, w_dot, offset, scale, False, wide.copy())
-    np.testing.assert_array_equal(wide[:, 1:], rows)
+    operands, rows = _product_the_callers_ways(8)
     one = np.zeros(DOT_NR, np.float32)
-    _whole_row_call(one, lo, hi, s, w_dot, offset, scale)
+    _whole_row_call(one, *operands)
     np.testing.assert_array_equal(one, rows[0])
     assert np.abs(one).max() > 0
     # where the batch kernel came from the disk cache, its row calls are
