@@ -177,9 +177,9 @@ def cmd_bench(args) -> int:
             raise CLIError("--unseen picks the shapes itself: it takes no --shapes")
         if args.unseen < 1:
             raise CLIError(f"--unseen expects a count of shapes of at least 1, got {args.unseen}")
-        # The quantized peers are LSTMs (ONNX Runtime quantizes no GRU).
-        families = ("LSTM", "GRU") if args.weights == "float32" else ("LSTM",)
-        shapes = bench.unseen_shapes(args.unseen, args.seed, families)
+        shapes = bench.unseen_shapes(args.unseen, args.seed, _families(args.family))
+    elif args.family is not None:
+        raise CLIError("--family picks --unseen's shapes; the bench's own shapes name theirs")
     peers = args.peers.split(",") if args.peers else None
     unknown = [p for p in peers or [] if p not in bench.PEERS]
     if unknown:
@@ -195,6 +195,13 @@ def cmd_bench(args) -> int:
     report = bench.run(shapes, peers, args.device, args.rounds, args.min_time, progress)
     print(json.dumps(report, indent=1) if args.json else bench.format_table(report))
     return 0
+
+
+def _families(value: str | None) -> tuple[str, ...]:
+    """--family's networks for --unseen, LSTM and GRU unless told."""
+    if value is None:
+        return ("LSTM", "GRU")
+    return tuple(v.upper() for v in _choices(value, ("lstm", "gru"), "--family"))
 
 
 def _bench_quantized(args, shapes) -> int:
@@ -306,9 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--unseen", type=int, metavar="N",
                        help="instead of the bench's shapes, N random ones of the floor's regime "
                        "(batch 1-16, H 64-1024, T 64-1000, 1-4 layers, either direction, "
-                       "LSTM or GRU; LSTM with --weights), each held to the floor (1.0x each "
-                       "peer)")
+                       "LSTM or GRU), each held to the floor (1.0x each peer)")
     bench.add_argument("--seed", type=int, default=0, help="--unseen's shapes (default 0)")
+    bench.add_argument("--family", help="--unseen's networks, comma-separated: lstm,gru "
+                       "(default both)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench.set_defaults(func=cmd_bench)
     check = sub.add_parser("check", help="GPU check: parity, launch limits, streams, timings")

@@ -119,6 +119,10 @@ def test_run_runs_whichever_family_the_file_holds(tmp_path, family, extra):
     (["bench", "--unseen", "3", "--shapes", "S1"],
      "--unseen picks the shapes itself: it takes no --shapes"),
     (["bench", "--unseen", "0"], "--unseen expects a count of shapes of at least 1, got 0"),
+    (["bench", "--family", "gru"],
+     "--family picks --unseen's shapes; the bench's own shapes name theirs"),
+    (["bench", "--unseen", "2", "--family", "lstm,rnn"],
+     "--family: unknown ['rnn']; choose from lstm, gru"),
 ])
 def test_failures_exit_nonzero_with_a_message(tmp_path, args, message):
     np.save(tmp_path / "bad.npy", np.zeros((2, 1, 7), np.float32))
