@@ -18,6 +18,8 @@ from numba_lstm.bench.cores import (
     _fma_chains_each,
     _read_passes,
     _read_passes_each,
+    _zigzag_passes,
+    _zigzag_passes_each,
     dot_rates,
     fma_rates,
     l3_buffer_bytes,
@@ -163,9 +165,10 @@ def test_the_quantized_table_reads_our_rate_against_the_instruction(with_dot):
     bound = quantized.format_table({"weights": "int8", "results": [dict(row, bound_seconds=0.01)],
                                     "dot": dot if with_dot else None, "on_tiles": True})
     assert bound.splitlines()[2].split(" | ")[-2] == "10.00 ms"
-    assert ("bound: the time no kernel in this format can beat here, the W_hh bytes a step "
-            "reads past the cores' L1 and L2 (0 KB in all) at the L3 rate (the products' rate "
-            "on the tiles is not probed" in bound)
+    assert ("bound: the time no kernel in this format can beat here, the largest of the bytes "
+            "of a direction's W_hh its every step reads past the cores' L1 and L2 (0 KB in all) "
+            "at the L3 rate and the threads' plain reads of all of W_hh every step" in bound)
+    assert "(the products' rate on the tiles is not probed" in bound
 
 
 def test_bfloat16_rows_are_held_to_the_floor_and_int8_rows_to_their_targets():
@@ -253,6 +256,56 @@ def test_read_passes_load_every_vector_of_the_buffer():
     assert np.all(rows == 4 * 8 * 2)
 
 
+def test_zigzag_passes_load_every_vector_of_the_buffer_each_pass():
+    # a buffer numbering its vectors: each pass adds each vector once, whichever way it runs
+    buf = np.repeat(np.arange(8 * 5, dtype=np.float32), _LANES)
+    out = np.zeros(_LANES, np.float32)
+    for passes in (1, 2, 3):
+        _zigzag_passes(passes, buf, out)
+        assert np.all(out == passes * sum(range(8 * 5)))
+    bufs = np.ones((2, 8 * _LANES * 2), np.float32)
+    rows = np.zeros((2, _LANES), np.float32)
+    _zigzag_passes_each(4, bufs, rows)
+    assert np.all(rows == 4 * 8 * 2)
+
+
+def test_share_read_seconds_times_a_pass_of_every_threads_share():
+    from numba_lstm.bench.cores import share_read_seconds
+
+    # 64 KB a thread: a few microseconds a pass on any CPU this runs on, never nothing
+    assert 0 < share_read_seconds(64 << 10, rounds=1, pass_bytes=1 << 22) < 1e-2
+
+
+def test_the_read_bound_takes_the_faster_way_to_share_w_hh(monkeypatch):
+    from numba_lstm.bench import quantized
+    from numba_lstm.bench.shapes import Shape
+
+    monkeypatch.setattr(quantized.numba, "get_num_threads", lambda: 2)
+    asked = []
+
+    def past_a_megabyte_slower(size):  # 1 ns a byte, 4 ns past 1 MB
+        asked.append(size)
+        return (min(size, 1 << 20) + 4 * max(0, size - (1 << 20))) * 1e-9
+
+    # H = 512, bfloat16: a direction's W_hh is 2 MB, a thread's share 1 MB
+    one = Shape("U", 1, 100, 64, 512, 3, False, "")
+    assert quantized.recurrent_read_seconds(one, "bfloat16", past_a_megabyte_slower) == (
+        3 * 100 * (1 << 20) * 1e-9)
+    assert asked == [1 << 20]
+    # two directions: each split in turn (2 x 1 MB) beats a direction a thread (2 MB)
+    two = Shape("U", 1, 100, 64, 512, 1, True, "")
+    assert quantized.recurrent_read_seconds(two, "bfloat16", past_a_megabyte_slower) == (
+        100 * 2 * (1 << 20) * 1e-9)
+    # where a thread's own direction reads faster than two shares (a step's
+    # handover aside, nothing in a split costs less), that way bounds it
+    assert quantized.recurrent_read_seconds(two, "bfloat16", lambda size: 1.0) == 100 * 1.0
+    # a streaming call is one step of every layer: all of W_hh, shared
+    stream = Shape("U", 1, 1, 64, 512, 2, False, "")
+    asked.clear()
+    quantized.recurrent_read_seconds(stream, "int8", past_a_megabyte_slower)
+    assert asked == [2 * (1 << 20) // 2]
+
+
 def test_l3_read_rates_need_a_buffer_past_l2_and_count_every_threads_bytes(monkeypatch):
     from numba_lstm.bench import cores
 
@@ -305,6 +358,19 @@ def test_the_format_bound_is_the_larger_of_the_products_and_the_streamed_w_hh(mo
     assert quantized.format_bound(shape, "int8", dot, l3, 1 << 20) is None
     assert quantized.format_bound(shape, "bfloat16", dot, l3, 1 << 20) == streamed
     assert quantized.format_bound(shape, "bfloat16", dot, None, 1 << 20) is None
+    # two directions: one after the other, each direction's 2 MB a step has 1 MB past
+    # the caches (not 3 of both at once)
+    both = Shape("U", 1, 100, 64, 512, 1, True, "")
+    assert quantized.format_bound(both, "bfloat16", None, l3, 1 << 20) == (
+        100 * 2 * (1 << 20) / 200e9)
+    # a streaming call reads both layers' W_hh, 4 MB: 3 MB past the caches a call
+    stream = Shape("U", 1, 1, 64, 512, 2, False, "")
+    assert quantized.format_bound(stream, "bfloat16", None, l3, 1 << 20) == 3 * (1 << 20) / 200e9
+    # the measured reads of W_hh, where they take longer than everything else
+    assert quantized.format_bound(shape, "bfloat16", dot, l3, 1 << 20, 2 * streamed) == (
+        2 * streamed)
+    assert quantized.format_bound(shape, "bfloat16", dot, l3, 1 << 20, streamed / 2) == streamed
+    assert quantized.format_bound(shape, "int8", dot, None, 1 << 20, 1e-3) == 1e-3
 
 
 def test_the_quantized_table_marks_a_peer_faster_than_the_bound():

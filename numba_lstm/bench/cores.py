@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import CACHE, configure_threading
+from ..cpu.aligned import aligned_empty
 from ..cpu.caches import l2_bytes, l3_bytes
 from ..cpu.dot_gemm import dot_zero, vdot
 from ..cpu.simd import (
@@ -195,6 +196,59 @@ def _read_passes_each(n, bufs, out):
     """_read_passes on every bufs[t] (threads, size) at once, one per thread."""
     for t in prange(bufs.shape[0]):
         _read_passes(n, bufs[t], out[t])
+
+
+@njit(cache=CACHE, nogil=True)
+def _zigzag_passes(n, buf, out):
+    """_read_passes with every odd pass from the buffer's end to its start:
+    where the buffer passes L2, what a pass read last the next reads first,
+    while it is still there (the team's steps read W_hh so)."""
+    lanes = _LANES
+    zero = vsplat(np.float32(0))
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+    blocks = buf.shape[0] // (8 * lanes)
+    for p in range(n):
+        for b in range(blocks):
+            j = (blocks - 1 - b if p % 2 == 1 else b) * 8 * lanes
+            a0, a1 = vadd(a0, vload1(buf, j)), vadd(a1, vload1(buf, j + lanes))
+            a2, a3 = vadd(a2, vload1(buf, j + 2 * lanes)), vadd(a3, vload1(buf, j + 3 * lanes))
+            a4, a5 = vadd(a4, vload1(buf, j + 4 * lanes)), vadd(a5, vload1(buf, j + 5 * lanes))
+            a6, a7 = vadd(a6, vload1(buf, j + 6 * lanes)), vadd(a7, vload1(buf, j + 7 * lanes))
+    vstore1(out, 0, vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5), vadd(a6, a7))))
+
+
+@njit(cache=CACHE, parallel=True)
+def _zigzag_passes_each(n, bufs, out):
+    """_zigzag_passes on every bufs[t] (threads, size) at once, one per thread."""
+    for t in prange(bufs.shape[0]):
+        _zigzag_passes(n, bufs[t], out[t])
+
+
+def share_read_seconds(share_bytes: int, rounds: int = 5, pass_bytes: int = 1 << 29) -> float:
+    """Seconds a pass of every Numba thread at once reading its own buffer of
+    ``share_bytes`` (whole 8-vector blocks, at least one), pass after pass in
+    zig-zag order: what reading a thread's share of a step's weights takes
+    where every step reads all of them. The best of ``rounds`` runs of about
+    ``pass_bytes`` in all, after a first pass that brings the buffers in.
+
+    Zig-zag is the fastest order measured for a share past L2 (the AMX Xeon,
+    2 MB L2s, two threads: 2.36 MB 37.6 against 69.7 µs a pass in one order;
+    cldemote and prefetchnta on the part past L2 were slower still,
+    docs/performance.md), and the same as one order within L2."""
+    threads = numba.get_num_threads()
+    block = 8 * VECTOR_BYTES
+    size = max(block, share_bytes // block * block)
+    bufs = aligned_empty((threads, size // 4), np.float32)
+    bufs[...] = 1
+    out = np.zeros((threads, _LANES), np.float32)
+    n = max(2, pass_bytes // (threads * size)) // 2 * 2  # even: every run ends where it began
+    _zigzag_passes_each(1, bufs, out)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        _zigzag_passes_each(n, bufs, out)
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
 
 
 def l3_buffer_bytes(threads: int) -> int:

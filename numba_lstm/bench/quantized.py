@@ -11,10 +11,12 @@ import tempfile
 import warnings
 from dataclasses import asdict
 
+import numba
 import numpy as np
 
 from ..cpu.amx import HAS_AMX, HAS_AMX_BF16
 from ..cpu.caches import cache_bytes
+from .cores import share_read_seconds
 from .peers import NumbaLSTM, OnnxRuntime, Torch, Unavailable, _require
 from .shapes import BY_ID, Shape, describe
 from .timing import interleaved_medians
@@ -136,28 +138,57 @@ WEIGHT_BYTES = {"int8": 1, "bfloat16": 2}
 ON_TILES = {"int8": HAS_AMX, "bfloat16": HAS_AMX_BF16}
 
 
+def recurrent_read_seconds(shape: Shape, weights: str, share_read=share_read_seconds) -> float:
+    """Seconds a call's steps take at the least to read W_hh, stored in
+    ``weights``, with every thread reading its share at the plain-read speed
+    measured now (``share_read``: cores.share_read_seconds, seconds a pass of
+    every thread over a share of that many bytes). Every step reads all of a
+    layer's W_hh; the best a call can do is a layer after the other, with each
+    direction's split over the threads, one direction after the other, or,
+    with as many directions as threads, a direction a thread, whichever reads
+    faster. A streaming call is one step of every layer: all of W_hh at once."""
+    threads = numba.get_num_threads()
+    w_hh = shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights]) // (shape.layers
+                                                                      * shape.directions)
+    if shape.streaming:
+        return share_read(shape.layers * shape.directions * w_hh // threads)
+    per_step = shape.directions * share_read(w_hh // threads)
+    if shape.directions == threads:
+        per_step = min(per_step, share_read(w_hh))
+    return shape.layers * shape.steps * per_step
+
+
 def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
-                 cached_bytes: int) -> float | None:
+                 cached_bytes: int, read_seconds: float | None = None) -> float | None:
     """Seconds no implementation with ``weights`` weights can beat on this
-    machine, from rates measured in the run: the larger of (a) the matmuls'
+    machine, from rates measured in the run: the largest of (a) the matmuls'
     multiply-adds (Shape.flops; not our first layer's second pass over x) at
     the register-only rate of the format's dot instruction, all threads at
-    once (``dot``: cores.dot_rates), and (b) the W_hh bytes each step must
+    once (``dot``: cores.dot_rates), (b) the W_hh bytes each step must
     read from past the caches (every byte of a layer's W_hh, every
-    direction's, beyond ``cached_bytes``, what all the cores' L1 and L2 hold)
-    at the plain L3 read rate of all threads at once (``l3``:
-    cores.l3_read_rates). Everything else (the cell, quantizing activations,
-    W_ih's reads) is left out, so the bound stays below what any kernel
-    takes. (a) is left out where the dot rate is missing (no dot instruction:
-    the format then runs a slower path) or where the format's products can
-    run on AMX tiles, past it; (b) where no W_hh byte streams or the L3 rate
-    is missing: None where both are."""
-    parts = []
+    direction's, beyond ``cached_bytes``, what all the cores' L1 and L2 hold;
+    the directions one after the other, as the fewest bytes streamed; a
+    streaming call's steps, every layer's) at the plain L3 read rate of all
+    threads at once (``l3``:
+    cores.l3_read_rates), and (c) ``read_seconds``, the steps' reads of W_hh
+    at the threads' measured plain-read speed for the shares they read
+    (recurrent_read_seconds): (b) counts the bytes the caches hold as free, (c)
+    what reading them takes. Everything else (the cell, quantizing
+    activations, W_ih's reads) is left out, so the bound stays below what any
+    kernel takes. (a) is left out where the dot rate is missing (no dot
+    instruction: the format then runs a slower path) or where the format's
+    products can run on AMX tiles, past it; (b) where no W_hh byte streams or
+    the L3 rate is missing; (c) where not measured: None where all are."""
+    parts = [] if read_seconds is None else [read_seconds]
     if dot is not None and not ON_TILES[weights]:
         parts.append(shape.flops() / 2 / (dot["all_threads_gmacs"] * 1e9))
     if l3 is not None:
-        per_layer = shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights]) // shape.layers
-        streamed = shape.steps * shape.layers * max(0, per_layer - cached_bytes)
+        n = shape.layers * shape.directions
+        w_hh = shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights]) // n  # a direction's
+        # A layer after the other, a direction after the other (a step of both
+        # directions at once would read both W_hh); a streaming call, every layer.
+        streamed = (max(0, n * w_hh - cached_bytes) if shape.streaming
+                    else shape.steps * n * max(0, w_hh - cached_bytes))
         if streamed > 0:
             parts.append(streamed / (l3["all_threads_gbs"] * 1e9))
     return max(parts) if parts else None
@@ -190,14 +221,16 @@ def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> di
 
 
 def run(weights: str, shapes=None, rounds: int = 7, min_seconds: float = 0.05,
-        progress=None, probe_seconds: float = 0.2) -> dict:
+        progress=None, probe_seconds: float = 0.2, read_rounds: int = 5) -> dict:
     """The quantized rows, or ``shapes``: bench ids or Shape objects (unseen ones).
     The register-only rate of the format's dot instruction and the threads' L3
     read rate are probed before the rows and after each (cores.dot_rates,
     cores.l3_read_rates, runs of ``probe_seconds``), each taken at its best
     (cores.best_of): the ceiling the rows' rates are read against, and each
-    row's format_bound. A bound our own time beats came from probes that all
-    read low; it is dropped (``bound_beaten``), not printed as a bound."""
+    row's format_bound, with the reads of the row's own shares of W_hh measured
+    after it (recurrent_read_seconds, the best of ``read_rounds``). A bound our
+    own time beats came from probes that all read low; it is dropped
+    (``bound_beaten``), not printed as a bound."""
     from . import machine_info
     from .cores import best_of, dot_rates, l3_read_rates
 
@@ -212,12 +245,15 @@ def run(weights: str, shapes=None, rounds: int = 7, min_seconds: float = 0.05,
         shape = BY_ID[shape] if isinstance(shape, str) else shape
         if progress:
             progress(shape.id)
-        rows.append((shape, bench_row(shape, weights, rounds, min_seconds)))
+        row = bench_row(shape, weights, rounds, min_seconds)
+        row["read_seconds"] = recurrent_read_seconds(
+            shape, weights, lambda size: share_read_seconds(size, rounds=read_rounds))
+        rows.append((shape, row))
         probe()
     dot, l3 = best_of(dots), best_of(l3s)
     cached = run_cache_bytes(dot["threads"] if dot else 1)
     for shape, row in rows:
-        bound = format_bound(shape, weights, dot, l3, cached)
+        bound = format_bound(shape, weights, dot, l3, cached, row["read_seconds"])
         if bound is not None and row["seconds"][OURS] < bound:
             row["bound_beaten"], bound = bound, None
         row["bound_seconds"] = bound
@@ -291,12 +327,16 @@ def format_table(report: dict) -> str:
                      f"threads at once {l3['all_threads_gbs']:.0f}"
                      + _probes_read(l3, "one_thread_gbs", "all_threads_gbs") + ".")
     if any(r.get("bound_seconds") is not None for r in report["results"]):
-        streamed = (f"the W_hh bytes a step reads past the cores' L1 and L2 "
-                    f"({report.get('cache_bytes', 0) >> 10} KB in all) at the L3 rate")
-        notes.append("bound: the time no kernel in this format can beat here, "
-                     + (f"the larger of the matmuls at that instruction rate and {streamed}"
-                        if share_of else f"{streamed} (the products' rate on the tiles is "
-                        "not probed, so they bound nothing here)" if tiles else streamed)
+        parts = ["the matmuls at that instruction rate"] if share_of else []
+        parts.append(f"the bytes of a direction's W_hh its every step reads past the cores' "
+                     f"L1 and L2 ({report.get('cache_bytes', 0) >> 10} KB in all) at the L3 rate")
+        parts.append("the threads' plain reads of all of W_hh every step, each its share "
+                     "(a direction split over them, or a direction each where that reads "
+                     "faster), timed after each row in zig-zag order")
+        notes.append("bound: the time no kernel in this format can beat here, the largest "
+                     "of " + ", ".join(parts[:-1]) + " and " + parts[-1]
+                     + (" (the products' rate on the tiles is not probed, so they bound "
+                        "nothing here)" if tiles else "")
                      + "; a missed peer marked (bound) took less than it.")
     if any(r.get("family") == "GRU" for r in report["results"]):
         notes.append("ORT int8 on a GRU: onnxruntime's quantize_dynamic quantizes no GRU "
