@@ -738,9 +738,9 @@ def test_the_dot_block_step_matches_its_numpy_oracle(weights):
     step = row_step._row_block_step_dot32
 
     @njit
-    def run(gx, w_dot, offset, scale, h, lo, hi, c, h_new, out):
+    def run(gx, w_dot, offset, scale, h, lo, hi, c, h_new, out, reverse):
         s_h = row_step.quantize_row(h, lo, hi, w_dot, True)  # the grid the step puts h on
-        step(gx, w_dot, offset, scale, s_h, lo, hi, c, h_new, out, False)
+        step(gx, w_dot, offset, scale, s_h, lo, hi, c, h_new, out, reverse)
 
     rng = np.random.default_rng(8)
     H, U = 70, 2 * row_step.DOT_NR  # K not a multiple of 4: the padding is exercised
@@ -760,7 +760,12 @@ def test_the_dot_block_step_matches_its_numpy_oracle(weights):
     k_bytes = 4 * w_dot.shape[1]
     lo, hi = np.empty(k_bytes, np.uint8), np.empty(k_bytes, np.uint8)
     c, h_new, out = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
-    run(gx, w_dot, offset.astype(np.int32), scale, h, lo, hi, c, h_new, out)
+    run(gx, w_dot, offset.astype(np.int32), scale, h, lo, hi, c, h_new, out, False)
+    # panels last to first (a recurrence's odd steps, AMX's one-row tile too): the same bits
+    backwards = c0.copy(), np.zeros(U, np.float32), np.zeros(U, np.float32)
+    run(gx, w_dot, offset.astype(np.int32), scale, h, lo, hi, *backwards, True)
+    for got, want in zip(backwards, (c, h_new, out), strict=True):
+        np.testing.assert_array_equal(got, want)
     # The oracle: h on the same grid, the dequantized weights, float64.
     z = gx + h_grid(h) @ values.T.astype(np.float64)
     i, f, g, o = (z[k * U:(k + 1) * U] for k in range(4))

@@ -277,7 +277,7 @@ def row_dot_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi):
     vpdpbusd chains cover the instruction's latency. bfloat16 rows go through
     the tiles where gemm_dot_acc's do (every_row_on_tiles). Callers pass C
     rows (_c_row), so that one kernel a format serves them all."""
-    if row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, False):
+    if row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, False, False):
         return
     Q = 4 * DOT_LANES
     P = w_dot.shape[0]
@@ -892,24 +892,25 @@ def rows_on_tiles(w_dot: np.ndarray) -> bool:
     return HAS_AMX_BF16 and w_dot.dtype == np.uint8 and w_dot.shape[1] % AMX_ROWS == 0
 
 
-def row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
+def row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only, reverse):
     """row_dot_acc on a one-row tile, returning True, where every_row_on_tiles;
-    else False, a constant for int8 and on CPUs without AMX-BF16."""
+    else False, a constant for int8 and on CPUs without AMX-BF16. ``reverse``:
+    the panels last to first, as gemm_dot_acc's."""
 
 
 @overload(row_tiles_acc, inline="always", jit_options=_FLAGS)
-def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
+def _row_tiles_acc(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only, reverse):
     if not HAS_AMX_BF16 or w_dot.dtype != nbtypes.uint8:
-        return lambda out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only: False
+        return lambda out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only, reverse: False
 
-    def impl(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only):
+    def impl(out_row, w_dot, offset, scale_q, s_x, lo, hi, high_only, reverse):
         if not every_row_on_tiles(w_dot):
             return False
         out = out_row[np.newaxis, :]
         # as _gemm_dot_acc32 calls it, so that both share one compiled kernel
         _amx_dot_acc(out[:, :], lo[np.newaxis, :], hi[np.newaxis, :],
                      np.full(1, s_x, np.float32), w_dot, offset, scale_q, np.int64(1),
-                     bool(False), _NO_TILES, bool(high_only), out[:, :])  # noqa: UP018
+                     bool(reverse), _NO_TILES, bool(high_only), out[:, :])
         return True
     return impl
 

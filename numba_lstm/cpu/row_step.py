@@ -173,7 +173,8 @@ def _row_block_step_dot_impl(gx_row, w_dot, offset, scale_q, h_prev, lo, hi, c, 
 @njit(inline="always", **_FLAGS)
 def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
                           reverse):
-    if _row_block_step_tiles(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row):
+    if _row_block_step_tiles(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
+                             reverse):
         return
     if takes_high_kernel(w_dot):  # h on its 8-bit grid, or bfloat16: the low sums are 0
         _row_block_step_high32(gx_row, w_dot, offset, scale_q, s_h, hi, c, h_next, out_row,
@@ -207,14 +208,17 @@ def _row_block_step_dot32(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next
 
 
 @njit(inline="always", **_FLAGS)
-def _row_block_step_tiles(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row):
+def _row_block_step_tiles(gx_row, w_dot, offset, scale_q, s_h, lo, hi, c, h_next, out_row,
+                          reverse):
     """Where bfloat16 rows take AMX tiles (dot_gemm.every_row_on_tiles): the
     gates summed on a one-row tile into a copy of gx_row, as the many-row
-    steps sum them, then the cell; returns True. Else False, doing nothing."""
+    steps sum them, then the cell; returns True. Else False, doing nothing.
+    ``reverse`` as the other kernels': a block past L2 then keeps its last
+    part there for the next step."""
     if not every_row_on_tiles(w_dot):
         return False
     gates = gx_row.copy()  # (4U,) gx, then + h @ W
-    row_tiles_acc(gates, w_dot, offset, scale_q, s_h, lo, hi, True)
+    row_tiles_acc(gates, w_dot, offset, scale_q, s_h, lo, hi, True, reverse)
     U = gx_row.shape[0] // 4
     for j in range(0, U, DOT_LANES):
         c_new, h = lstm_update(vload1(gates, j), vload1(gates, U + j),
