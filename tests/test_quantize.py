@@ -1157,7 +1157,7 @@ def test_a_quantized_gru_on_the_team_gives_the_layer_loops_bits(dot_streaming, m
 def test_quantized_two_direction_layers_on_the_team_give_the_layer_loops_bits(
         family, weights, dot_streaming, monkeypatch):
     # Where one direction's stored W_hh fills one core's L2 or passes it
-    # (faked here) and the team's share of it fits (past batch 1, fitting or not), each
+    # (faked here), the team's share of it fitting or not, each
     # direction runs on the team as a stack of its own; where the L3 feeds
     # each core fast (faked both ways), only below three rows. The second
     # layer's input is the first's h: on h's grid, as the layer loop puts it
@@ -1176,10 +1176,10 @@ def test_quantized_two_direction_layers_on_the_team_give_the_layer_loops_bits(
     for fast, l2, B, on_team in ((False, w - 1, 3, True), (False, w - 1, 1, True),
                                  (False, w, 3, True), (False, w + 1, 3, False),
                                  (False, share - 1, 3, True),
-                                 (False, share - 1, 1, False), (False, w - 1, 15, True),
+                                 (False, share - 1, 1, True), (False, w - 1, 15, True),
                                  (True, w - 1, 3, False), (True, w - 1, 15, False),
                                  (True, w - 1, 2, True), (True, w - 1, 1, True),
-                                 (True, share - 1, 2, True), (True, share - 1, 1, False)):
+                                 (True, share - 1, 2, True), (True, share - 1, 1, True)):
         monkeypatch.setattr(cpu, "l2_bytes", lambda l2=l2: l2)
         monkeypatch.setattr(cpu, "l3_feeds_each_core_fast", lambda fast=fast: fast)
         picked = cpu._pick("layer", None, layer, T, B).name

@@ -429,7 +429,9 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     direction runs whole register tiles. Quantized layers on their dot
     kernels: int8 H = 768-1024 and bfloat16 H = 512-1024 1.0-2.2x at batch
     2-15 (bfloat16 H = 512, W_hh exactly the L2: 1.22x at batch 1, 1.09-1.17x
-    at 2-4); at batch 1 bfloat16 shares past L2 0.7-0.9x (H = 768-1024). Where
+    at 2-4); at batch 1 past 2 L2s too, once the one-row tile read its panels
+    in zig-zag as the others do (bfloat16 LSTM H = 768 1.46x, H = 1024 1.03x;
+    GRU H = 1024 1.27x, whose batch-1 steps had zig-zagged already). Where
     the L3 feeds each core fast (Zen 5, no AMX), the dot kernels from
     DOT_DIRECTION_A_THREAD_MIN_BATCH rows go the other way: a direction a
     thread 0.96-1.24x the team at batch 3-12 (int8 H = 768-1024, bfloat16 H =
@@ -447,9 +449,8 @@ def _directions_on_team_preferred(layer: PackedLayer, T: int, B: int) -> bool:
     # dot kernels, else float values (without them, batches past 1 read float32).
     w_hh = layer.stored[1][0][0].nbytes if dot else layer.w_hh[0].nbytes
     # A share past L2 streams from L3 as a thread on its own direction does: float
-    # panels then win from a register tile's rows, the dot kernels at batch 1
-    # (measured both ways, above).
-    if w_hh > TEAM.size * l2 and (B == 1 if dot else B >= TILE_ROWS):
+    # panels then win from a register tile's rows (measured both ways, above).
+    if not dot and w_hh > TEAM.size * l2 and B >= TILE_ROWS:
         return False
     return B < GEMM_STEPS_MIN_BATCH and 0 < l2 <= w_hh
 
