@@ -16,10 +16,9 @@ from numba_lstm.bench.cores import (
     _dot_chains_each,
     _fma_chains,
     _fma_chains_each,
+    _passes,
+    _passes_each,
     _read_passes,
-    _read_passes_each,
-    _zigzag_passes,
-    _zigzag_passes_each,
     dot_rates,
     fma_rates,
     l3_buffer_bytes,
@@ -252,7 +251,7 @@ def test_read_passes_load_every_vector_of_the_buffer():
     assert np.all(out == 3 * 8 * 5)
     bufs = np.ones((2, 8 * _LANES * 2), np.float32)
     rows = np.zeros((2, _LANES), np.float32)
-    _read_passes_each(4, bufs, rows)
+    _passes_each(4, bufs, rows, False)
     assert np.all(rows == 4 * 8 * 2)
 
 
@@ -261,11 +260,11 @@ def test_zigzag_passes_load_every_vector_of_the_buffer_each_pass():
     buf = np.repeat(np.arange(8 * 5, dtype=np.float32), _LANES)
     out = np.zeros(_LANES, np.float32)
     for passes in (1, 2, 3):
-        _zigzag_passes(passes, buf, out)
+        _passes(passes, buf, out, True)
         assert np.all(out == passes * sum(range(8 * 5)))
     bufs = np.ones((2, 8 * _LANES * 2), np.float32)
     rows = np.zeros((2, _LANES), np.float32)
-    _zigzag_passes_each(4, bufs, rows)
+    _passes_each(4, bufs, rows, True)
     assert np.all(rows == 4 * 8 * 2)
 
 

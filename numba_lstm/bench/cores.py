@@ -175,41 +175,21 @@ def dot_rates(weights: str, seconds: float = 0.2, rounds: int = 3) -> dict | Non
 
 
 @njit(cache=CACHE, nogil=True)
-def _read_passes(n, buf, out):
+def _passes(n, buf, out, zigzag):
     """n passes of vector loads over buf (1-D float32, a whole number of
     8-vector blocks) into eight sums, so that only the reads bound the loop;
-    their total goes to out (lanes,)."""
-    lanes = _LANES
-    zero = vsplat(np.float32(0))
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
-    for _ in range(n):
-        for j in range(0, buf.shape[0], 8 * lanes):
-            a0, a1 = vadd(a0, vload1(buf, j)), vadd(a1, vload1(buf, j + lanes))
-            a2, a3 = vadd(a2, vload1(buf, j + 2 * lanes)), vadd(a3, vload1(buf, j + 3 * lanes))
-            a4, a5 = vadd(a4, vload1(buf, j + 4 * lanes)), vadd(a5, vload1(buf, j + 5 * lanes))
-            a6, a7 = vadd(a6, vload1(buf, j + 6 * lanes)), vadd(a7, vload1(buf, j + 7 * lanes))
-    vstore1(out, 0, vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5), vadd(a6, a7))))
-
-
-@njit(cache=CACHE, parallel=True)
-def _read_passes_each(n, bufs, out):
-    """_read_passes on every bufs[t] (threads, size) at once, one per thread."""
-    for t in prange(bufs.shape[0]):
-        _read_passes(n, bufs[t], out[t])
-
-
-@njit(cache=CACHE, nogil=True)
-def _zigzag_passes(n, buf, out):
-    """_read_passes with every odd pass from the buffer's end to its start:
-    where the buffer passes L2, what a pass read last the next reads first,
-    while it is still there (the team's steps read W_hh so)."""
+    their total goes to out (lanes,). ``zigzag``: every odd pass from the
+    buffer's end to its start, so that where the buffer passes L2 what a pass
+    read last the next reads first, while it is still there (the team's
+    steps read W_hh so)."""
     lanes = _LANES
     zero = vsplat(np.float32(0))
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
     blocks = buf.shape[0] // (8 * lanes)
     for p in range(n):
+        backwards = zigzag and p % 2 == 1
         for b in range(blocks):
-            j = (blocks - 1 - b if p % 2 == 1 else b) * 8 * lanes
+            j = (blocks - 1 - b if backwards else b) * 8 * lanes
             a0, a1 = vadd(a0, vload1(buf, j)), vadd(a1, vload1(buf, j + lanes))
             a2, a3 = vadd(a2, vload1(buf, j + 2 * lanes)), vadd(a3, vload1(buf, j + 3 * lanes))
             a4, a5 = vadd(a4, vload1(buf, j + 4 * lanes)), vadd(a5, vload1(buf, j + 5 * lanes))
@@ -217,11 +197,17 @@ def _zigzag_passes(n, buf, out):
     vstore1(out, 0, vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5), vadd(a6, a7))))
 
 
+@njit(cache=CACHE, nogil=True)
+def _read_passes(n, buf, out):
+    """_passes, every pass from the start."""
+    _passes(n, buf, out, False)
+
+
 @njit(cache=CACHE, parallel=True)
-def _zigzag_passes_each(n, bufs, out):
-    """_zigzag_passes on every bufs[t] (threads, size) at once, one per thread."""
+def _passes_each(n, bufs, out, zigzag):
+    """_passes on every bufs[t] (threads, size) at once, one per thread."""
     for t in prange(bufs.shape[0]):
-        _zigzag_passes(n, bufs[t], out[t])
+        _passes(n, bufs[t], out[t], zigzag)
 
 
 def share_read_seconds(share_bytes: int, rounds: int = 5, pass_bytes: int = 1 << 29) -> float:
@@ -242,11 +228,11 @@ def share_read_seconds(share_bytes: int, rounds: int = 5, pass_bytes: int = 1 <<
     bufs[...] = 1
     out = np.zeros((threads, _LANES), np.float32)
     n = max(2, pass_bytes // (threads * size)) // 2 * 2  # even: every run ends where it began
-    _zigzag_passes_each(1, bufs, out)
+    _passes_each(1, bufs, out, True)
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
-        _zigzag_passes_each(n, bufs, out)
+        _passes_each(n, bufs, out, True)
         best = min(best, (time.perf_counter() - start) / n)
     return best
 
@@ -274,7 +260,7 @@ def l3_read_rates(seconds: float = 0.2, rounds: int = 3) -> dict | None:
     bufs = np.ones((threads, size // 4), np.float32)
     out = np.zeros((threads, _LANES), np.float32)
     one, together = _best_rates(lambda k: _read_passes(k, bufs[0], out[0]),
-                                lambda k: _read_passes_each(k, bufs, out), threads, size,
+                                lambda k: _passes_each(k, bufs, out, False), threads, size,
                                 seconds, rounds, first_n=1)
     return {"threads": threads, "buffer_bytes": size, "one_thread_gbs": one,
             "all_threads_gbs": together}
