@@ -74,9 +74,13 @@ LINE = 8  # int64 per 64-byte cache line
 # mid-block, not merely slower; the caller then runs SOLO_STEPS steps alone.
 # For blocks of more multiply-adds than STALL_MACS (S4's: ~10 µs), the wait
 # grows with them: a slower thread's block of 200 µs (B = 32, H = 512) is not
-# a stall.
+# a stall; and so it does for blocks of more weight bytes than STALL_BYTES
+# (S4's again), which take their time reading them at small batch (a
+# bfloat16 block of 3 MB at batch 1, ~60 µs a step past L2, went solo a
+# few times a call, each time reading both blocks from L3 for SOLO_STEPS).
 STALL_SPINS = 1 << 15
 STALL_MACS = 8 * 256 * 512
+STALL_BYTES = 256 * 512 * 4
 SOLO_STEPS = 32
 # From this batch a float block step asks for its gate rows before the
 # product (S6 1.03x at stop 20; 1.01x at stop 33, 6 alternating pairs); below
@@ -349,7 +353,9 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
     sums = unowned(sums_mem)  # (B, GU)
     won = unowned(won_mem)  # the pre-claims this thread won
     block_macs = B * gx.shape[2] * h_buf.shape[2]  # (B, H) @ (H, GU)
-    stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS)
+    dot = recurrence_dot(quantized)
+    block_bytes = dot_bytes(dot) // nb if dot_blocks(dot) > 0 else w_hh[0].size * w_hh.itemsize
+    stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS, block_bytes // STALL_BYTES)
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
     n_own = own_hi - own_lo
     eager = True
