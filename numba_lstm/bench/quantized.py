@@ -165,12 +165,12 @@ def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
     multiply-adds (Shape.flops; not our first layer's second pass over x) at
     the register-only rate of the format's dot instruction, all threads at
     once (``dot``: cores.dot_rates), (b) the W_hh bytes each step must
-    read from past the caches (every byte of a layer's W_hh, every
-    direction's, beyond ``cached_bytes``, what all the cores' L1 and L2 hold;
+    read from past the caches (each direction's W_hh beyond ``cached_bytes``,
+    what all the cores' L1 and L2 hold, at every step of every direction,
     the directions one after the other, as the fewest bytes streamed; a
-    streaming call's steps, every layer's) at the plain L3 read rate of all
-    threads at once (``l3``:
-    cores.l3_read_rates), and (c) ``read_seconds``, the steps' reads of W_hh
+    streaming call, every layer's W_hh beyond it) at the plain L3 read rate
+    of all threads at once (``l3``: cores.l3_read_rates), and (c)
+    ``read_seconds``, the steps' reads of W_hh
     at the threads' measured plain-read speed for the shares they read
     (recurrent_read_seconds): (b) counts the bytes the caches hold as free, (c)
     what reading them takes. Everything else (the cell, quantizing
@@ -212,8 +212,7 @@ def bench_row(shape: Shape, weights: str, rounds: int, min_seconds: float) -> di
     ratios = {n: s / seconds[OURS] for n, s in seconds.items() if n != OURS}
     targets = targets_of(shape, weights)
     return {"shape": shape.id, "family": shape.family, "weights": weights, "seconds": seconds,
-            "ratios": ratios,
-            "multiply_adds": shape.flops() // 2,
+            "ratios": ratios, "multiply_adds": shape.flops() // 2,
             "described": None if shape.id in BY_ID else describe(asdict(shape)),
             "error_vs_float32": errors, "targets": targets,
             "targets_met": {p: ratios[p] >= t for p, t in targets.items() if p in ratios},

@@ -75,9 +75,8 @@ LINE = 8  # int64 per 64-byte cache line
 # For blocks of more multiply-adds than STALL_MACS (S4's: ~10 µs), the wait
 # grows with them: a slower thread's block of 200 µs (B = 32, H = 512) is not
 # a stall; and so it does for blocks of more weight bytes than STALL_BYTES
-# (S4's again), which take their time reading them at small batch (a
-# bfloat16 block of 3 MB at batch 1, ~60 µs a step past L2, went solo a
-# few times a call, each time reading both blocks from L3 for SOLO_STEPS).
+# (S4's again), which at small batch take their time reading them (a 3 MB
+# bfloat16 block past L2: ~60 µs a step, where its multiply-adds say ~10).
 STALL_SPINS = 1 << 15
 STALL_MACS = 8 * 256 * 512
 STALL_BYTES = 256 * 512 * 4
