@@ -342,7 +342,8 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
     """
     nb = w_hh.shape[0]
     in_place = h_in_out(lengths, steps)
-    k_bytes = dot_k_bytes(recurrence_dot(quantized))  # a dot kernel's h bytes, or 0
+    dot = recurrence_dot(quantized)
+    k_bytes = dot_k_bytes(dot)  # a dot kernel's h bytes, or 0
     B = c.shape[0]
     lo_mem, hi_mem = empty_on_lines(B, k_bytes, np.uint8), empty_on_lines(B, k_bytes, np.uint8)
     s_rows_mem = np.empty(B, np.float32)
@@ -352,7 +353,6 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
     sums = unowned(sums_mem)  # (B, GU)
     won = unowned(won_mem)  # the pre-claims this thread won
     block_macs = B * gx.shape[2] * h_buf.shape[2]  # (B, H) @ (H, GU)
-    dot = recurrence_dot(quantized)
     block_bytes = dot_bytes(dot) // nb if dot_blocks(dot) > 0 else w_hh[0].size * w_hh.itemsize
     stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS, block_bytes // STALL_BYTES)
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
