@@ -138,6 +138,12 @@ WEIGHT_BYTES = {"int8": 1, "bfloat16": 2}
 ON_TILES = {"int8": HAS_AMX, "bfloat16": HAS_AMX_BF16}
 
 
+def _direction_w_hh_bytes(shape: Shape, weights: str) -> int:
+    """Bytes of one direction's W_hh of one layer, stored in ``weights``."""
+    return (shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights])
+            // (shape.layers * shape.directions))
+
+
 def recurrent_read_seconds(shape: Shape, weights: str, share_read=share_read_seconds) -> float:
     """Seconds a call's steps take at the least to read W_hh, stored in
     ``weights``, with every thread reading its share at the plain-read speed
@@ -148,8 +154,7 @@ def recurrent_read_seconds(shape: Shape, weights: str, share_read=share_read_sec
     with as many directions as threads, a direction a thread, whichever reads
     faster. A streaming call is one step of every layer: all of W_hh at once."""
     threads = numba.get_num_threads()
-    w_hh = shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights]) // (shape.layers
-                                                                      * shape.directions)
+    w_hh = _direction_w_hh_bytes(shape, weights)
     if shape.streaming:
         return share_read(shape.layers * shape.directions * w_hh // threads)
     per_step = shape.directions * share_read(w_hh // threads)
@@ -184,7 +189,7 @@ def format_bound(shape: Shape, weights: str, dot: dict | None, l3: dict | None,
         parts.append(shape.flops() / 2 / (dot["all_threads_gmacs"] * 1e9))
     if l3 is not None:
         n = shape.layers * shape.directions
-        w_hh = shape.recurrent_bytes_per_step(WEIGHT_BYTES[weights]) // n  # a direction's
+        w_hh = _direction_w_hh_bytes(shape, weights)
         # A layer after the other, a direction after the other (a step of both
         # directions at once would read both W_hh); a streaming call, every layer.
         streamed = (max(0, n * w_hh - cached_bytes) if shape.streaming
