@@ -125,6 +125,21 @@ def test_a_lone_caller_computes_every_block(n_blocks, B, L):
         assert np.all(args[OUT][n:args[STEPS], b] == 0)
 
 
+def test_a_block_of_w_ih_past_l2_is_projected_in_larger_tasks():
+    # I = 256, H = 512 in float64 over two blocks: each block's W_ih is 2 MB, so
+    # the projection goes by 256-row tasks; 9 steps x 32 rows make one of them
+    # and a short one.
+    from numba_lstm.cpu.cooperative import BLOCK_W_PAST_L2_BYTES, PROJECTION_ROWS_PAST_L2
+
+    rng = np.random.default_rng(23)
+    T, B = 9, 32
+    args, expected = _job(rng, 1, T, B, 256, 512, 2, np.float64, np.full(B, T, np.int64))
+    assert args[1][0].nbytes >= BLOCK_W_PAST_L2_BYTES
+    assert PROJECTION_ROWS_PAST_L2 < T * B < 2 * PROJECTION_ROWS_PAST_L2
+    stack_job(*args, 0, 2, False)
+    _check(args, expected, np.float64)
+
+
 def test_a_late_thread_changes_nothing():
     rng = np.random.default_rng(7)
     args, expected = _job(rng, 2, 12, 2, 4, 8, 2, np.float64, np.array([12, 9]))
