@@ -147,6 +147,13 @@ def count_block(done, tid):
 
 
 @njit(inline="always", **_FLAGS)
+def _block_bytes(dot, w):
+    """Bytes of one unit block's weights as its kernels read them: the dot
+    layout's where ``dot`` has one, else the float panels' of w (nb, ...)."""
+    return dot_bytes(dot) // w.shape[0] if dot_blocks(dot) > 0 else w[0].size * w.itemsize
+
+
+@njit(inline="always", **_FLAGS)
 def _by_blocks(n_rows, nb, columns, n_threads, eight_bit, w_bytes):
     """Whether a quantized projection goes by (block, row chunk) tasks: where a
     row chunk's task would stream W_ih's every block (w_bytes in all) past
@@ -183,8 +190,8 @@ def _project(rows, w_ih, dot, bias, gx, claims, done, tid, n_threads, eight_bit)
     n_rows = gx.shape[1]
     quantized = dot_blocks(dot) > 0
     w_bytes = dot_bytes(dot)  # every block's W_ih in the dot layout
-    block_w_bytes = w_bytes // nb if quantized else w_ih[0].size * w_ih.itemsize
-    chunk = PROJECTION_ROWS_PAST_L2 if block_w_bytes >= BLOCK_W_PAST_L2_BYTES else PROJECTION_ROWS
+    chunk = (PROJECTION_ROWS_PAST_L2 if _block_bytes(dot, w_ih) >= BLOCK_W_PAST_L2_BYTES
+             else PROJECTION_ROWS)
     n_chunks = (n_rows + chunk - 1) // chunk
     by_block = not quantized or _by_blocks(n_rows, nb, gx.shape[2], n_threads, eight_bit,
                                            w_bytes)
@@ -354,8 +361,8 @@ def _recur(gx, w_hh, bias_h, quantized, lengths, h_buf, c, out, claims, done, st
     sums = unowned(sums_mem)  # (B, GU)
     won = unowned(won_mem)  # the pre-claims this thread won
     block_macs = B * gx.shape[2] * h_buf.shape[2]  # (B, H) @ (H, GU)
-    block_bytes = dot_bytes(dot) // nb if dot_blocks(dot) > 0 else w_hh[0].size * w_hh.itemsize
-    stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS, block_bytes // STALL_BYTES)
+    stall_spins = STALL_SPINS * max(1, block_macs // STALL_MACS,
+                                    _block_bytes(dot, w_hh) // STALL_BYTES)
     own_lo, own_hi = tid * nb // n_threads, (tid + 1) * nb // n_threads
     n_own = own_hi - own_lo
     eager = True
