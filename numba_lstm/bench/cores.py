@@ -197,12 +197,6 @@ def _passes(n, buf, out, zigzag):
     vstore1(out, 0, vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5), vadd(a6, a7))))
 
 
-@njit(cache=CACHE, nogil=True)
-def _read_passes(n, buf, out):
-    """_passes, every pass from the start."""
-    _passes(n, buf, out, False)
-
-
 @njit(cache=CACHE, parallel=True)
 def _passes_each(n, bufs, out, zigzag):
     """_passes on every bufs[t] (threads, size) at once, one per thread."""
@@ -259,7 +253,7 @@ def l3_read_rates(seconds: float = 0.2, rounds: int = 3) -> dict | None:
         return None
     bufs = np.ones((threads, size // 4), np.float32)
     out = np.zeros((threads, _LANES), np.float32)
-    one, together = _best_rates(lambda k: _read_passes(k, bufs[0], out[0]),
+    one, together = _best_rates(lambda k: _passes(k, bufs[0], out[0], False),
                                 lambda k: _passes_each(k, bufs, out, False), threads, size,
                                 seconds, rounds, first_n=1)
     return {"threads": threads, "buffer_bytes": size, "one_thread_gbs": one,
